@@ -1,0 +1,83 @@
+import type { PrKey } from './key.js';
+import type { ReservationType } from './reservation-type.js';
+
+/** The keys registered on a logical unit, as the device reports them. */
+export interface KeyList {
+  /** PRgeneration (SCSI) / generation (NVMe): bumped by every successful PR OUT that changes state. */
+  readonly generation: number;
+  /** Registered keys, one entry per registration (the same key may appear once per I_T nexus). */
+  readonly keys: readonly PrKey[];
+}
+
+/** The current reservation, as the device reports it. */
+export interface Reservation {
+  readonly generation: number;
+  /** The holder's key; null when there is no reservation. All-registrants types report 0n (SPC-4 5.13.5). */
+  readonly key: PrKey | null;
+  readonly type: ReservationType | null;
+}
+
+export type DeviceKind = 'scsi' | 'nvme' | 'memory';
+
+/** How reads are done on this device; detected once per device at first use. */
+export type ReadMethod = 'ioctl' | 'sg-io' | 'nvme-passthru' | 'model';
+
+export interface PrCapabilities {
+  readonly kind: DeviceKind;
+  /** Method used for readKeys / readReservation. */
+  readonly readMethod: ReadMethod;
+  /** Reservation types the device reports it supports, when it can tell; otherwise all six. */
+  readonly types: readonly ReservationType[];
+  /** Whether PREEMPT AND ABORT is expected to work (false only for known target limitations). */
+  readonly preemptAbort: boolean;
+}
+
+/** Per-call options: an AbortSignal stops waiting (the outcome is then indeterminate for PR OUT). */
+export interface PrCallOptions {
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * The narrow port to one Persistent Reservation capable block device, as seen
+ * from one initiator (I_T nexus / NVMe host).
+ *
+ * Contract for every method:
+ * - resolves on success; rejects with exactly one of the PrError classes in
+ *   `errors.ts` (NotSent / Indeterminate / Conflict / Unsupported / InvalidArgument);
+ * - never blocks the event loop, and never waits longer than the implementation's
+ *   time limit (a PR OUT that timed out is IndeterminateError);
+ * - keys are bigint and are validated (non-zero where the spec needs a key).
+ *
+ * Argument order mirrors <linux/pr.h>: for preempt, `ownKey` is the caller's
+ * registered key (RESERVATION KEY / CRKEY) and `victimKey` is the key being removed
+ * (SERVICE ACTION RESERVATION KEY / PRKEY).
+ */
+export interface PrDevice {
+  /** Device path or model id; used in logs and errors. */
+  readonly id: string;
+
+  /** REGISTER: change this initiator's registration from oldKey (0n = none) to newKey (0n = unregister). */
+  register(oldKey: PrKey, newKey: PrKey, opts?: PrCallOptions): Promise<void>;
+  /** REGISTER AND IGNORE EXISTING KEY: register newKey whatever is registered now (0n = unregister). */
+  registerAndIgnore(newKey: PrKey, opts?: PrCallOptions): Promise<void>;
+  /** RESERVE with this initiator's registered key. */
+  reserve(key: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void>;
+  /** RELEASE; a release by a non-holder is a no-op success (SPC-4 5.13.11.2.2). */
+  release(key: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void>;
+  /** PREEMPT: remove victimKey's registrations (and take its reservation if it held one). */
+  preempt(ownKey: PrKey, victimKey: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void>;
+  /** PREEMPT AND ABORT: as preempt, and abort the victim's outstanding commands. */
+  preemptAndAbort(ownKey: PrKey, victimKey: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void>;
+  /** CLEAR: remove every registration and the reservation. Needs this initiator's registered key. */
+  clear(key: PrKey, opts?: PrCallOptions): Promise<void>;
+
+  /** Reads all registered keys and the generation. No side effects. */
+  readKeys(opts?: PrCallOptions): Promise<KeyList>;
+  /** Reads the reservation holder key and type. No side effects. */
+  readReservation(opts?: PrCallOptions): Promise<Reservation>;
+  /** What the device supports and how it is read. Detected once, then cached. */
+  capabilities(opts?: PrCallOptions): Promise<PrCapabilities>;
+
+  /** Releases host resources (file descriptors). Never touches the reservation (S8). */
+  close(): Promise<void>;
+}
