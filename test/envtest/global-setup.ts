@@ -1,0 +1,32 @@
+/**
+ * vitest globalSetup of the `integration` project: one real control plane for the run,
+ * with the chart's CRDs installed. Tests get the kubeconfig through inject('kubeconfigPath')
+ * (see kube.ts) and PRFENCE_TEST_KUBECONFIG.
+ */
+import type { TestProject } from 'vitest/node';
+import { startControlPlane, type ControlPlane } from './control-plane.js';
+import { installCrds } from './crds.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    kubeconfigPath: string;
+    apiServerUrl: string;
+  }
+}
+
+let cp: ControlPlane | undefined;
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const t0 = Date.now();
+  cp = await startControlPlane();
+  const crds = await installCrds(cp.adminKubeConfig());
+  console.log(
+    `envtest: control plane at ${cp.server} in ${Date.now() - t0} ms; CRDs: ${crds.join(', ') || 'none'}`,
+  );
+  process.env.PRFENCE_TEST_KUBECONFIG = cp.kubeconfigPath;
+  project.provide('kubeconfigPath', cp.kubeconfigPath);
+  project.provide('apiServerUrl', cp.server);
+  return async () => {
+    await cp?.stop();
+  };
+}
