@@ -67,7 +67,12 @@ export interface PrDevice {
   /** PREEMPT: remove victimKey's registrations (and take its reservation if it held one). */
   preempt(ownKey: PrKey, victimKey: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void>;
   /** PREEMPT AND ABORT: as preempt, and abort the victim's outstanding commands. */
-  preemptAndAbort(ownKey: PrKey, victimKey: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void>;
+  preemptAndAbort(
+    ownKey: PrKey,
+    victimKey: PrKey,
+    type: ReservationType,
+    opts?: PrCallOptions,
+  ): Promise<void>;
   /** CLEAR: remove every registration and the reservation. Needs this initiator's registered key. */
   clear(key: PrKey, opts?: PrCallOptions): Promise<void>;
 

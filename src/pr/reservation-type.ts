@@ -32,7 +32,9 @@ export function reservationTypeFromCode(code: number): ReservationType | undefin
 export function parseReservationType(text: string): ReservationType {
   const t = RESERVATION_TYPES.find((x) => x === text);
   if (!t) {
-    throw new InvalidArgumentError(`unknown reservation type "${text}" (one of: ${RESERVATION_TYPES.join(', ')})`);
+    throw new InvalidArgumentError(
+      `unknown reservation type "${text}" (one of: ${RESERVATION_TYPES.join(', ')})`,
+    );
   }
   return t;
 }

@@ -1,0 +1,478 @@
+/**
+ * An in-memory model of one logical unit (SCSI LU or NVMe namespace) with Persistent
+ * Reservations, seen through several initiators (I_T nexuses / NVMe hosts).
+ *
+ * It models what the Linux block layer's `<linux/pr.h>` ioctls observe on the two
+ * kernel targets the contract suite runs against, and is proven equal to them by
+ * test/contract (run on this model in every test run, and on the kernel in QEMU):
+ *
+ * - kind 'scsi' = SPC-4 5.13 as implemented by LIO (drivers/target/target_core_pr.c),
+ *   read through sd.c (drivers/scsi/sd.c sd_pr_*);
+ * - kind 'nvme' = NVMe 2.x reservations as implemented by nvmet
+ *   (drivers/nvme/target/pr.c), issued through drivers/nvme/host/pr.c, whose
+ *   REGISTER mapping matters: `old ? REPLACE : REGISTER`, so "unregister" (new key 0)
+ *   is a REPLACE with key 0 on NVMe.
+ *
+ * Observable differences by kind (each is asserted per kind by the contract suite):
+ * - generation: both bump on register/unregister/replace, preempt, clear; never on
+ *   reserve/release. NVMe also bumps on a REGISTER of an identical key.
+ * - readReservation with no reservation: sd.c returns generation 0, NVMe the real one.
+ * - all-registrants types: SCSI reports holder key 0 (SPC-4 5.13.5.2); NVMe (host pr.c)
+ *   reports the first registrant's key.
+ * - REGISTER of a registered nexus with old key 0: SCSI conflict; NVMe success if the
+ *   key is unchanged, else conflict. REGISTER AND IGNORE with old key 0 on NVMe is a
+ *   REGISTER (the ignore bit is ignored by nvmet_pr_register): conflict if another key
+ *   is registered.
+ * - RESERVE from an unregistered nexus while nothing is reserved: LIO answers CHECK
+ *   CONDITION (InvalidArgumentError here), nvmet RESERVATION CONFLICT.
+ * - RELEASE by the holder with another type: LIO CHECK CONDITION (invalid release),
+ *   nvmet RESERVATION CONFLICT.
+ *
+ * The model has no timers of its own; fault injection (hangs, lost answers,
+ * unsupported) is deterministic and driven by the test.
+ */
+import {
+  ConflictError,
+  IndeterminateError,
+  InvalidArgumentError,
+  NotSentError,
+  UnsupportedError,
+  type PrError,
+} from '../errors.js';
+import type { PrKey } from '../key.js';
+import type { DeviceKind } from '../pr-device.js';
+import { isAllRegistrantsType, type ReservationType } from '../reservation-type.js';
+import { MemoryPrDevice, type MemoryPrDeviceOptions } from './memory-pr-device.js';
+
+/** The PR operations, as named in faults and errors. */
+export type PrOp =
+  | 'register'
+  | 'register-ignore'
+  | 'reserve'
+  | 'release'
+  | 'preempt'
+  | 'preempt-abort'
+  | 'clear'
+  | 'read-keys'
+  | 'read-reservation';
+
+/**
+ * A fault armed on the LU. Matching calls (by op and initiator) consume one `times`.
+ * - 'not-sent': the call fails with NotSentError; nothing is applied.
+ * - 'lost-before': IndeterminateError; nothing applied (a time-out before the device saw it).
+ * - 'lost-after': the call IS applied, then IndeterminateError (the answer was lost).
+ * - 'hang': the call does not settle until {@link MemoryLogicalUnit.releaseHung} (then it is
+ *   applied and answers) or the caller's signal/time limit fires (IndeterminateError, not applied).
+ * - 'unsupported': UnsupportedError (e.g. a PR-incapable path).
+ */
+export interface Fault {
+  kind: 'not-sent' | 'lost-before' | 'lost-after' | 'hang' | 'unsupported';
+  op?: PrOp | 'any-out' | 'any';
+  initiator?: string;
+  /** How many calls it affects; default 1. Infinity for a permanent fault. */
+  times?: number;
+}
+
+export interface MemoryLogicalUnitOptions {
+  /** Identity shown in errors and device ids (e.g. a WWID). */
+  id?: string;
+  kind?: Exclude<DeviceKind, 'memory'>;
+  /** false models a device without PR support: every PR call is UnsupportedError. */
+  supported?: boolean;
+}
+
+interface Holder {
+  type: ReservationType;
+  /** The holding nexus; for all-registrants types the nexus that reserved (any registrant holds). */
+  nexus: string;
+}
+
+/** A snapshot of the LU's PR state, for tests and the demo. */
+export interface LogicalUnitState {
+  generation: number;
+  registrations: { initiator: string; key: PrKey }[];
+  reservation: { type: ReservationType; holder: string | null } | null;
+}
+
+const OUT_OPS: ReadonlySet<PrOp> = new Set([
+  'register',
+  'register-ignore',
+  'reserve',
+  'release',
+  'preempt',
+  'preempt-abort',
+  'clear',
+]);
+
+interface Pending {
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+export class MemoryLogicalUnit {
+  readonly id: string;
+  readonly kind: 'scsi' | 'nvme';
+  #supported: boolean;
+  #generation = 0;
+  /** Registration per nexus, in registration order (the order the targets report keys in). */
+  readonly #regs = new Map<string, PrKey>();
+  #holder: Holder | null = null;
+  readonly #faults: (Fault & { left: number })[] = [];
+  readonly #hung = new Set<Pending>();
+  readonly #devices = new Map<string, MemoryPrDevice>();
+  /** Nexuses whose outstanding commands were aborted by PREEMPT AND ABORT (count, for tests). */
+  readonly #aborted = new Map<string, number>();
+
+  constructor(opts: MemoryLogicalUnitOptions = {}) {
+    this.kind = opts.kind ?? 'scsi';
+    this.id = opts.id ?? `memory-${this.kind}`;
+    this.#supported = opts.supported ?? true;
+  }
+
+  /** The PrDevice view of one initiator; the same name always gives the same nexus. */
+  initiator(name: string, opts: MemoryPrDeviceOptions = {}): MemoryPrDevice {
+    let d = this.#devices.get(name);
+    if (!d) {
+      d = new MemoryPrDevice(this, name, opts);
+      this.#devices.set(name, d);
+    }
+    return d;
+  }
+
+  /** Arms a fault (see {@link Fault}). */
+  inject(fault: Fault): void {
+    this.#faults.push({ ...fault, left: fault.times ?? 1 });
+  }
+
+  /** Removes all armed faults (hung calls stay hung until released). */
+  clearFaults(): void {
+    this.#faults.length = 0;
+  }
+
+  /** Lets every hung call proceed: each is applied now and answers. Returns how many. */
+  releaseHung(): number {
+    const n = this.#hung.size;
+    for (const p of [...this.#hung]) {
+      this.#hung.delete(p);
+      p.resolve();
+    }
+    return n;
+  }
+
+  /** Number of calls currently hung. */
+  get hungCalls(): number {
+    return this.#hung.size;
+  }
+
+  setSupported(supported: boolean): void {
+    this.#supported = supported;
+  }
+
+  /** How many times the initiator's outstanding I/O was aborted by PREEMPT AND ABORT. */
+  abortCount(initiator: string): number {
+    return this.#aborted.get(initiator) ?? 0;
+  }
+
+  state(): LogicalUnitState {
+    return {
+      generation: this.#generation,
+      registrations: [...this.#regs].map(([initiator, key]) => ({ initiator, key })),
+      reservation: this.#holder
+        ? {
+            type: this.#holder.type,
+            holder: isAllRegistrantsType(this.#holder.type) ? null : this.#holder.nexus,
+          }
+        : null,
+    };
+  }
+
+  // ---------------------------------------------------------------- data path
+
+  /**
+   * Whether a write from this initiator is allowed now (SPC-4 table 5.13.1 / NVMe
+   * "Command Behavior in the Presence of a Reservation"; nvmet_pr_check_cmd_access).
+   */
+  canWrite(initiator: string): boolean {
+    return this.#access(initiator, 'write');
+  }
+
+  /** Whether a read from this initiator is allowed now. */
+  canRead(initiator: string): boolean {
+    return this.#access(initiator, 'read');
+  }
+
+  /** One write: 'refused' is what a kernel reports as EBADE (reservation conflict). */
+  write(initiator: string): 'ok' | 'refused' {
+    return this.canWrite(initiator) ? 'ok' : 'refused';
+  }
+
+  read(initiator: string): 'ok' | 'refused' {
+    return this.canRead(initiator) ? 'ok' : 'refused';
+  }
+
+  #access(nexus: string, what: 'read' | 'write'): boolean {
+    const h = this.#holder;
+    if (!h) return true;
+    const registered = this.#regs.has(nexus);
+    if (this.#isHolder(nexus)) return true;
+    switch (h.type) {
+      case 'write-exclusive':
+        return what === 'read';
+      case 'exclusive-access':
+        return false;
+      case 'write-exclusive-reg-only':
+      case 'write-exclusive-all-regs':
+        return what === 'read' || registered;
+      case 'exclusive-access-reg-only':
+      case 'exclusive-access-all-regs':
+        return registered;
+    }
+  }
+
+  #isHolder(nexus: string): boolean {
+    const h = this.#holder;
+    if (!h) return false;
+    if (isAllRegistrantsType(h.type)) return this.#regs.has(nexus);
+    return h.nexus === nexus;
+  }
+
+  // ---------------------------------------------------------------- PR commands
+
+  /**
+   * Runs one PR command from `nexus` through the fault machinery. Used by MemoryPrDevice.
+   * @internal
+   */
+  async execute<T>(nexus: string, op: PrOp, signal: AbortSignal | undefined, apply: () => T): Promise<T> {
+    const ctx = { op, device: `${this.id}/${nexus}` };
+    if (!this.#supported)
+      throw new UnsupportedError(`${op}: device does not support Persistent Reservations`, ctx);
+    signal?.throwIfAborted?.();
+    const fault = this.#takeFault(nexus, op);
+    if (fault) {
+      switch (fault.kind) {
+        case 'not-sent':
+          throw new NotSentError(`${op}: injected fault: not sent`, ctx);
+        case 'unsupported':
+          throw new UnsupportedError(`${op}: injected fault: unsupported`, ctx);
+        case 'lost-before':
+          throw new IndeterminateError(`${op}: injected fault: lost before the device`, ctx);
+        case 'lost-after':
+          apply();
+          throw new IndeterminateError(`${op}: injected fault: applied, answer lost`, ctx);
+        case 'hang':
+          await this.#hang(signal, ctx);
+          break;
+      }
+    }
+    return apply();
+  }
+
+  #hang(signal: AbortSignal | undefined, ctx: { op: string; device: string }): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const p: Pending = { resolve, reject };
+      this.#hung.add(p);
+      signal?.addEventListener(
+        'abort',
+        () => {
+          if (this.#hung.delete(p)) {
+            reject(
+              new IndeterminateError(`${ctx.op}: no answer before the time limit`, {
+                ...ctx,
+                cause: signal.reason,
+              }),
+            );
+          }
+        },
+        { once: true },
+      );
+    });
+  }
+
+  #takeFault(nexus: string, op: PrOp): Fault | undefined {
+    const i = this.#faults.findIndex(
+      (f) =>
+        (f.initiator === undefined || f.initiator === nexus) &&
+        (f.op === undefined || f.op === 'any' || f.op === op || (f.op === 'any-out' && OUT_OPS.has(op))),
+    );
+    if (i < 0) return undefined;
+    const f = this.#faults[i]!;
+    f.left -= 1;
+    if (f.left <= 0) this.#faults.splice(i, 1);
+    return f;
+  }
+
+  #conflict(op: PrOp, nexus: string, why: string): PrError {
+    return new ConflictError(`${op}: reservation conflict (${why})`, { op, device: `${this.id}/${nexus}` });
+  }
+
+  #invalid(op: PrOp, nexus: string, why: string): PrError {
+    return new InvalidArgumentError(`${op}: rejected by the device (${why})`, {
+      op,
+      device: `${this.id}/${nexus}`,
+    });
+  }
+
+  /** REGISTER / REGISTER AND IGNORE EXISTING KEY as issued by the kernel's pr_register. @internal */
+  doRegister(nexus: string, oldKey: PrKey, newKey: PrKey, ignore: boolean): void {
+    const op: PrOp = ignore ? 'register-ignore' : 'register';
+    const current = this.#regs.get(nexus);
+    if (this.kind === 'nvme') {
+      // drivers/nvme/host/pr.c: action = old ? REPLACE : REGISTER.
+      if (oldKey === 0n) {
+        // nvmet_pr_register: the ignore bit plays no part.
+        if (current !== undefined) {
+          if (current !== newKey) throw this.#conflict(op, nexus, 'already registered with another key');
+        } else {
+          this.#regs.set(nexus, newKey);
+        }
+      } else {
+        if (current === undefined) throw this.#conflict(op, nexus, 'not registered');
+        if (!ignore && current !== oldKey) throw this.#conflict(op, nexus, 'old key does not match');
+        this.#regs.set(nexus, newKey); // REPLACE, also with key 0
+      }
+      this.#generation += 1;
+      return;
+    }
+    // SCSI, SPC-4 5.13.7 / LIO core_scsi3_emulate_pro_register.
+    if (current === undefined) {
+      if (!ignore && oldKey !== 0n) throw this.#conflict(op, nexus, 'not registered, old key not 0');
+      if (newKey === 0n) return; // nothing to do; no generation change
+      this.#regs.set(nexus, newKey);
+      this.#generation += 1;
+      return;
+    }
+    if (!ignore && current !== oldKey) throw this.#conflict(op, nexus, 'old key does not match');
+    if (newKey === 0n) {
+      this.#unregister(nexus);
+    } else {
+      this.#regs.set(nexus, newKey);
+    }
+    this.#generation += 1;
+  }
+
+  #unregister(nexus: string): void {
+    this.#regs.delete(nexus);
+    const h = this.#holder;
+    if (!h) return;
+    if (isAllRegistrantsType(h.type)) {
+      // The reservation lasts while any registrant is left (SPC-4 5.13.11.2.4).
+      if (this.#regs.size === 0) this.#holder = null;
+      else if (h.nexus === nexus) h.nexus = this.#regs.keys().next().value as string;
+    } else if (h.nexus === nexus) {
+      this.#holder = null;
+    }
+  }
+
+  /** RESERVE / Reservation Acquire (acquire). @internal */
+  doReserve(nexus: string, key: PrKey, type: ReservationType): void {
+    const current = this.#regs.get(nexus);
+    if (current === undefined || current !== key) {
+      if (this.kind === 'scsi' && current === undefined && !this.#holder) {
+        // LIO answers CHECK CONDITION here (see kernel-lab README), not a conflict.
+        throw this.#invalid('reserve', nexus, 'not registered');
+      }
+      throw this.#conflict('reserve', nexus, current === undefined ? 'not registered' : 'key does not match');
+    }
+    const h = this.#holder;
+    if (!h) {
+      this.#holder = { type, nexus };
+      return;
+    }
+    if (this.#isHolder(nexus)) {
+      if (h.type === type) return;
+      throw this.#conflict('reserve', nexus, `already reserved as ${h.type}`);
+    }
+    throw this.#conflict('reserve', nexus, 'reserved by another initiator');
+  }
+
+  /** RELEASE. @internal */
+  doRelease(nexus: string, key: PrKey, type: ReservationType): void {
+    const current = this.#regs.get(nexus);
+    if (current === undefined || current !== key) {
+      throw this.#conflict('release', nexus, current === undefined ? 'not registered' : 'key does not match');
+    }
+    const h = this.#holder;
+    if (!h || !this.#isHolder(nexus)) return; // not the holder: nothing to release, success
+    if (h.type !== type) {
+      if (this.kind === 'scsi')
+        throw this.#invalid('release', nexus, 'invalid release of persistent reservation');
+      throw this.#conflict('release', nexus, 'type does not match');
+    }
+    this.#holder = null;
+  }
+
+  /** CLEAR. @internal */
+  doClear(nexus: string, key: PrKey): void {
+    const current = this.#regs.get(nexus);
+    if (current === undefined || current !== key) {
+      throw this.#conflict('clear', nexus, current === undefined ? 'not registered' : 'key does not match');
+    }
+    this.#regs.clear();
+    this.#holder = null;
+    this.#generation += 1;
+  }
+
+  /** PREEMPT / PREEMPT AND ABORT (SPC-4 5.13.11.2.6; nvmet_pr_preempt). @internal */
+  doPreempt(nexus: string, ownKey: PrKey, victimKey: PrKey, type: ReservationType, abort: boolean): void {
+    const op: PrOp = abort ? 'preempt-abort' : 'preempt';
+    const current = this.#regs.get(nexus);
+    if (current === undefined || current !== ownKey) {
+      throw this.#conflict(op, nexus, current === undefined ? 'not registered' : 'own key does not match');
+    }
+    const removeByKey = (exceptSelf: boolean): number => {
+      let n = 0;
+      for (const [other, k] of [...this.#regs]) {
+        if (k !== victimKey || (exceptSelf && other === nexus)) continue;
+        this.#unregister(other);
+        if (abort) this.#aborted.set(other, (this.#aborted.get(other) ?? 0) + 1);
+        n += 1;
+      }
+      return n;
+    };
+    const h = this.#holder;
+    if (!h) {
+      if (removeByKey(this.kind === 'scsi') === 0)
+        throw this.#conflict(op, nexus, 'victim key not registered');
+    } else if (isAllRegistrantsType(h.type)) {
+      if (victimKey === 0n) {
+        for (const other of [...this.#regs.keys()]) {
+          if (other === nexus) continue;
+          this.#regs.delete(other);
+          if (abort) this.#aborted.set(other, (this.#aborted.get(other) ?? 0) + 1);
+        }
+        this.#holder = { type, nexus };
+      } else if (removeByKey(this.kind === 'scsi') === 0) {
+        throw this.#conflict(op, nexus, 'victim key not registered');
+      }
+    } else {
+      const holderKey = this.#regs.get(h.nexus);
+      if (h.nexus === nexus && victimKey === ownKey) {
+        h.type = type; // the holder preempting itself changes the type
+      } else if (holderKey !== undefined && victimKey === holderKey) {
+        this.#holder = { type, nexus };
+        removeByKey(true);
+      } else if (victimKey === 0n) {
+        throw this.#invalid(op, nexus, 'victim key 0 while not all-registrants');
+      } else if (removeByKey(this.kind === 'scsi') === 0) {
+        throw this.#conflict(op, nexus, 'victim key not registered');
+      }
+    }
+    this.#generation += 1;
+  }
+
+  /** Registered keys as READ KEYS / Reservation Report return them. @internal */
+  doReadKeys(): { generation: number; keys: PrKey[] } {
+    return { generation: this.#generation, keys: [...this.#regs.values()] };
+  }
+
+  /** The reservation as sd.c / nvme host pr.c return it. @internal */
+  doReadReservation(): { generation: number; key: PrKey | null; type: ReservationType | null } {
+    const h = this.#holder;
+    if (!h) return { generation: this.kind === 'scsi' ? 0 : this.#generation, key: null, type: null };
+    if (isAllRegistrantsType(h.type)) {
+      const first = this.#regs.values().next().value as PrKey;
+      return { generation: this.#generation, key: this.kind === 'scsi' ? 0n : first, type: h.type };
+    }
+    return { generation: this.#generation, key: this.#regs.get(h.nexus) ?? null, type: h.type };
+  }
+}

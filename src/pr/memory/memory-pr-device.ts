@@ -1,0 +1,125 @@
+import { IndeterminateError, isPrError } from '../errors.js';
+import type { PrKey } from '../key.js';
+import type { KeyList, PrCallOptions, PrCapabilities, PrDevice, Reservation } from '../pr-device.js';
+import { RESERVATION_TYPES, type ReservationType } from '../reservation-type.js';
+import { checkKey, checkType } from '../validate.js';
+import type { MemoryLogicalUnit, PrOp } from './memory-logical-unit.js';
+
+export interface MemoryPrDeviceOptions {
+  /**
+   * Time limit per call in ms, as KoffiPrDevice has: a call that does not answer in time
+   * (an injected 'hang') rejects with IndeterminateError. Default: none.
+   */
+  timeoutMs?: number;
+}
+
+/**
+ * The PrDevice view of one initiator on a {@link MemoryLogicalUnit}. Same contract as
+ * KoffiPrDevice (checked by test/contract): same argument checks, same error classes.
+ */
+export class MemoryPrDevice implements PrDevice {
+  readonly id: string;
+  readonly #lu: MemoryLogicalUnit;
+  readonly #nexus: string;
+  readonly #timeoutMs: number | undefined;
+  #closed = false;
+
+  /** @internal use MemoryLogicalUnit.initiator(). */
+  constructor(lu: MemoryLogicalUnit, nexus: string, opts: MemoryPrDeviceOptions) {
+    this.#lu = lu;
+    this.#nexus = nexus;
+    this.#timeoutMs = opts.timeoutMs;
+    this.id = `${lu.id}/${nexus}`;
+  }
+
+  /** The initiator name on its logical unit. */
+  get initiatorName(): string {
+    return this.#nexus;
+  }
+
+  async #run<T>(op: PrOp, opts: PrCallOptions | undefined, apply: () => T): Promise<T> {
+    const signals: AbortSignal[] = [];
+    if (opts?.signal) signals.push(opts.signal);
+    if (this.#timeoutMs !== undefined) signals.push(AbortSignal.timeout(this.#timeoutMs));
+    const signal =
+      signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+    try {
+      return await this.#lu.execute(this.#nexus, op, signal, apply);
+    } catch (e) {
+      if (isPrError(e)) throw e;
+      // An abort before the call was made: the outcome is unknown to the caller's contract.
+      throw new IndeterminateError(`${op}: aborted`, { op, device: this.id, cause: e });
+    }
+  }
+
+  register(oldKey: PrKey, newKey: PrKey, opts?: PrCallOptions): Promise<void> {
+    checkKey(oldKey, 'old key', true);
+    checkKey(newKey, 'new key', true);
+    return this.#run('register', opts, () => this.#lu.doRegister(this.#nexus, oldKey, newKey, false));
+  }
+
+  registerAndIgnore(newKey: PrKey, opts?: PrCallOptions): Promise<void> {
+    checkKey(newKey, 'new key', true);
+    return this.#run('register-ignore', opts, () => this.#lu.doRegister(this.#nexus, 0n, newKey, true));
+  }
+
+  reserve(key: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void> {
+    checkKey(key, 'key', false);
+    checkType(type);
+    return this.#run('reserve', opts, () => this.#lu.doReserve(this.#nexus, key, type));
+  }
+
+  release(key: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void> {
+    checkKey(key, 'key', false);
+    checkType(type);
+    return this.#run('release', opts, () => this.#lu.doRelease(this.#nexus, key, type));
+  }
+
+  preempt(ownKey: PrKey, victimKey: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void> {
+    checkKey(ownKey, 'own key', false);
+    checkKey(victimKey, 'victim key', true);
+    checkType(type);
+    return this.#run('preempt', opts, () => this.#lu.doPreempt(this.#nexus, ownKey, victimKey, type, false));
+  }
+
+  preemptAndAbort(
+    ownKey: PrKey,
+    victimKey: PrKey,
+    type: ReservationType,
+    opts?: PrCallOptions,
+  ): Promise<void> {
+    checkKey(ownKey, 'own key', false);
+    checkKey(victimKey, 'victim key', true);
+    checkType(type);
+    return this.#run('preempt-abort', opts, () =>
+      this.#lu.doPreempt(this.#nexus, ownKey, victimKey, type, true),
+    );
+  }
+
+  clear(key: PrKey, opts?: PrCallOptions): Promise<void> {
+    checkKey(key, 'key', false);
+    return this.#run('clear', opts, () => this.#lu.doClear(this.#nexus, key));
+  }
+
+  readKeys(opts?: PrCallOptions): Promise<KeyList> {
+    return this.#run('read-keys', opts, () => this.#lu.doReadKeys());
+  }
+
+  readReservation(opts?: PrCallOptions): Promise<Reservation> {
+    return this.#run('read-reservation', opts, () => this.#lu.doReadReservation());
+  }
+
+  async capabilities(): Promise<PrCapabilities> {
+    return { kind: this.#lu.kind, readMethod: 'model', types: RESERVATION_TYPES, preemptAbort: true };
+  }
+
+  async close(): Promise<void> {
+    // Never touches the reservation (S8).
+    this.#closed = true;
+  }
+
+  /** Whether close() was called (tests of graceful shutdown). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+}
