@@ -10,8 +10,9 @@
  *   read through sd.c (drivers/scsi/sd.c sd_pr_*);
  * - kind 'nvme' = NVMe 2.x reservations as implemented by nvmet
  *   (drivers/nvme/target/pr.c), issued through drivers/nvme/host/pr.c, whose
- *   REGISTER mapping matters: `old ? REPLACE : REGISTER`, so "unregister" (new key 0)
- *   is a REPLACE with key 0 on NVMe.
+ *   REGISTER mapping (`old ? REPLACE : REGISTER`) cannot unregister or register-and-ignore
+ *   an unknown key; KoffiPrDevice issues those as NVMe passthrough commands, so the
+ *   port's semantics are the same on both kinds and this model implements the port.
  *
  * Observable differences by kind (each is asserted per kind by the contract suite):
  * - generation: both bump on register/unregister/replace, preempt, clear; never on
@@ -20,9 +21,7 @@
  * - all-registrants types: SCSI reports holder key 0 (SPC-4 5.13.5.2); NVMe (host pr.c)
  *   reports the first registrant's key.
  * - REGISTER of a registered nexus with old key 0: SCSI conflict; NVMe success if the
- *   key is unchanged, else conflict. REGISTER AND IGNORE with old key 0 on NVMe is a
- *   REGISTER (the ignore bit is ignored by nvmet_pr_register): conflict if another key
- *   is registered.
+ *   key is unchanged, else conflict.
  * - RESERVE from an unregistered nexus while nothing is reserved: LIO answers CHECK
  *   CONDITION (InvalidArgumentError here), nvmet RESERVATION CONFLICT.
  * - RELEASE by the holder with another type: LIO CHECK CONDITION (invalid release),
@@ -316,24 +315,15 @@ export class MemoryLogicalUnit {
   doRegister(nexus: string, oldKey: PrKey, newKey: PrKey, ignore: boolean): void {
     const op: PrOp = ignore ? 'register-ignore' : 'register';
     const current = this.#regs.get(nexus);
-    if (this.kind === 'nvme') {
-      // drivers/nvme/host/pr.c: action = old ? REPLACE : REGISTER.
-      if (oldKey === 0n) {
-        // nvmet_pr_register: the ignore bit plays no part.
-        if (current !== undefined) {
-          if (current !== newKey) throw this.#conflict(op, nexus, 'already registered with another key');
-        } else {
-          this.#regs.set(nexus, newKey);
-        }
-      } else {
-        if (current === undefined) throw this.#conflict(op, nexus, 'not registered');
-        if (!ignore && current !== oldKey) throw this.#conflict(op, nexus, 'old key does not match');
-        this.#regs.set(nexus, newKey); // REPLACE, also with key 0
-      }
+    if (this.kind === 'nvme' && !ignore && oldKey === 0n && current !== undefined) {
+      // nvmet_pr_register: REGISTER of a registered host succeeds (and bumps the
+      // generation) when the key is unchanged, else conflicts.
+      if (current !== newKey) throw this.#conflict(op, nexus, 'already registered with another key');
       this.#generation += 1;
       return;
     }
-    // SCSI, SPC-4 5.13.7 / LIO core_scsi3_emulate_pro_register.
+    // SPC-4 5.13.7 / LIO core_scsi3_emulate_pro_register; NVMe Register / Replace /
+    // Unregister actions as KoffiPrDevice issues them (see its NVMe notes).
     if (current === undefined) {
       if (!ignore && oldKey !== 0n) throw this.#conflict(op, nexus, 'not registered, old key not 0');
       if (newKey === 0n) return; // nothing to do; no generation change

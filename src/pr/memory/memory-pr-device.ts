@@ -52,37 +52,37 @@ export class MemoryPrDevice implements PrDevice {
     }
   }
 
-  register(oldKey: PrKey, newKey: PrKey, opts?: PrCallOptions): Promise<void> {
+  async register(oldKey: PrKey, newKey: PrKey, opts?: PrCallOptions): Promise<void> {
     checkKey(oldKey, 'old key', true);
     checkKey(newKey, 'new key', true);
     return this.#run('register', opts, () => this.#lu.doRegister(this.#nexus, oldKey, newKey, false));
   }
 
-  registerAndIgnore(newKey: PrKey, opts?: PrCallOptions): Promise<void> {
+  async registerAndIgnore(newKey: PrKey, opts?: PrCallOptions): Promise<void> {
     checkKey(newKey, 'new key', true);
     return this.#run('register-ignore', opts, () => this.#lu.doRegister(this.#nexus, 0n, newKey, true));
   }
 
-  reserve(key: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void> {
+  async reserve(key: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void> {
     checkKey(key, 'key', false);
     checkType(type);
     return this.#run('reserve', opts, () => this.#lu.doReserve(this.#nexus, key, type));
   }
 
-  release(key: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void> {
+  async release(key: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void> {
     checkKey(key, 'key', false);
     checkType(type);
     return this.#run('release', opts, () => this.#lu.doRelease(this.#nexus, key, type));
   }
 
-  preempt(ownKey: PrKey, victimKey: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void> {
+  async preempt(ownKey: PrKey, victimKey: PrKey, type: ReservationType, opts?: PrCallOptions): Promise<void> {
     checkKey(ownKey, 'own key', false);
     checkKey(victimKey, 'victim key', true);
     checkType(type);
     return this.#run('preempt', opts, () => this.#lu.doPreempt(this.#nexus, ownKey, victimKey, type, false));
   }
 
-  preemptAndAbort(
+  async preemptAndAbort(
     ownKey: PrKey,
     victimKey: PrKey,
     type: ReservationType,
@@ -96,16 +96,16 @@ export class MemoryPrDevice implements PrDevice {
     );
   }
 
-  clear(key: PrKey, opts?: PrCallOptions): Promise<void> {
+  async clear(key: PrKey, opts?: PrCallOptions): Promise<void> {
     checkKey(key, 'key', false);
     return this.#run('clear', opts, () => this.#lu.doClear(this.#nexus, key));
   }
 
-  readKeys(opts?: PrCallOptions): Promise<KeyList> {
+  async readKeys(opts?: PrCallOptions): Promise<KeyList> {
     return this.#run('read-keys', opts, () => this.#lu.doReadKeys());
   }
 
-  readReservation(opts?: PrCallOptions): Promise<Reservation> {
+  async readReservation(opts?: PrCallOptions): Promise<Reservation> {
     return this.#run('read-reservation', opts, () => this.#lu.doReadReservation());
   }
 
