@@ -1,5 +1,5 @@
 /** Installs the chart's CRDs (charts/prfence/crds, the single source of truth) and waits until Established. */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -13,12 +13,8 @@ export const CRD_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..',
 
 /** Reads every CRD document in charts/prfence/crds. */
 export function readChartCrds(dir = CRD_DIR): V1CustomResourceDefinition[] {
-  let files: string[] = [];
-  try {
-    files = readdirSync(dir).filter((f) => /\.ya?ml$/.test(f));
-  } catch {
-    return [];
-  }
+  if (!existsSync(dir)) return [];
+  const files = readdirSync(dir).filter((f) => /\.ya?ml$/.test(f));
   return files.flatMap((f) =>
     parseAllDocuments(readFileSync(join(dir, f), 'utf8'))
       .map((d) => d.toJS() as V1CustomResourceDefinition | null)

@@ -26,7 +26,7 @@ export interface EventuallyOptions {
  */
 export async function eventually<T>(fn: () => Promise<T> | T, opts: EventuallyOptions = {}): Promise<T> {
   const end = Date.now() + (opts.timeoutMs ?? 15_000);
-  let last: unknown = new Error('eventually: condition never held');
+  let last: unknown;
   for (;;) {
     try {
       const v = await fn();
