@@ -1,0 +1,46 @@
+import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
+import { directRead, directWrite } from '../../src/pr/koffi/direct-io.js';
+import type { PrDevice } from '../../src/pr/index.js';
+import type { Topology, TopologyFactory } from './topology.js';
+
+/** One topology as the QEMU harness describes it in PRFENCE_KERNEL_TOPOLOGIES. */
+export interface KernelTopologySpec {
+  name: string;
+  kind: 'scsi' | 'nvme';
+  devices: string[];
+  limitations: string[];
+}
+
+/** Parses PRFENCE_KERNEL_TOPOLOGIES (set by test/kernel/run.mjs inside the guest). */
+export function kernelTopologySpecs(env = process.env): KernelTopologySpec[] {
+  const raw = env.PRFENCE_KERNEL_TOPOLOGIES;
+  if (!raw) return [];
+  return JSON.parse(raw) as KernelTopologySpec[];
+}
+
+const RESET_KEY = 0x7e5e700000000001n;
+
+/** Real devices: three paths (initiators) to one LU, through KoffiPrDevice. */
+export function kernelTopology(spec: KernelTopologySpec): TopologyFactory {
+  return async (): Promise<Topology> => {
+    const devs: PrDevice[] = [];
+    for (const d of spec.devices) devs.push(await KoffiPrDevice.open(d, { timeoutMs: 8000 }));
+    return {
+      name: spec.name,
+      kind: spec.kind,
+      initiators: devs,
+      limitations: new Set(spec.limitations),
+      write: (i) => directWrite(spec.devices[i]!),
+      read: (i) => directRead(spec.devices[i]!),
+      async reset() {
+        // Take a registration whatever is there, then CLEAR removes every registration
+        // and the reservation (SPC-4 5.13.11.2.5 / NVMe Reservation Release, clear).
+        await devs[0]!.registerAndIgnore(RESET_KEY);
+        await devs[0]!.clear(RESET_KEY);
+      },
+      async close() {
+        for (const d of devs) await d.close();
+      },
+    };
+  };
+}

@@ -1,0 +1,35 @@
+/**
+ * The contract suite on real kernel targets. Runs only inside the QEMU guest
+ * (test/kernel/run.mjs), which sets PRFENCE_KERNEL_TOPOLOGIES.
+ */
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { kernelTopology, kernelTopologySpecs } from './kernel-topology.js';
+import { defineContractSuite } from './suite.js';
+
+const specs = kernelTopologySpecs();
+const uname = (() => {
+  try {
+    return execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
+})();
+
+describe('kernel topologies', () => {
+  it('the harness described at least one topology of three initiators', () => {
+    expect(specs.length).toBeGreaterThan(0);
+    for (const s of specs) expect(s.devices).toHaveLength(3);
+  });
+});
+
+for (const spec of specs) {
+  console.log(`kernel ${uname}: topology ${spec.name} (${spec.kind}) on ${spec.devices.join(', ')}`);
+  if (spec.limitations.length) {
+    process.env.PRFENCE_TOPOLOGY_LIMITATIONS = [
+      ...(process.env.PRFENCE_TOPOLOGY_LIMITATIONS ?? '').split(',').filter(Boolean),
+      ...spec.limitations.map((l) => `${spec.name} @ ${uname}:${l}`),
+    ].join(',');
+  }
+  defineContractSuite(`${spec.name} @ ${uname}`, kernelTopology(spec));
+}

@@ -1,0 +1,216 @@
+#!/usr/bin/env node
+// `npm run test:kernel`: runs the kernel vitest project (the PrDevice contract suite and
+// the CLI tests) on real kernel PR targets inside QEMU guests, one per cached kernel
+// (test/kernel/setup.sh): LIO over tcm_loop on every kernel, nvmet over loop where the
+// kernel has NVMe reservations (>= 6.13). A separate short boot probes the known
+// tcm_loop PREEMPT_ABORT hang. Prints a matrix and `N passed, N failed, N skipped`.
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const cache = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'prfence');
+const kernelsDir = join(cache, 'kernels');
+const SUITE_LIMIT_MS = Number(process.env.PRFENCE_KERNEL_TIMEOUT_MS ?? 420_000);
+const PROBE_LIMIT_MS = Number(process.env.PRFENCE_PROBE_TIMEOUT_MS ?? 120_000);
+const only = process.env.PRFENCE_KERNELS?.split(',');
+
+const MODULES = [
+  ['sd_mod'],
+  ['target_core_file'],
+  ['tcm_loop'],
+  ['nvme_core', 'multipath=N'],
+  ['nvmet'],
+  ['nvme_loop'],
+  ['brd', 'rd_nr=1 rd_size=16384'],
+  ['dm_mod'],
+  ['9pnet_virtio'],
+  ['9p'],
+];
+
+function modulesFor(root, ver) {
+  const order = [];
+  const seen = new Set();
+  const params = new Map(MODULES.filter((m) => m[1]).map((m) => [m[0].replace(/-/g, '_'), m[1]]));
+  for (const [m] of MODULES) {
+    let out = '';
+    try {
+      out = execFileSync('modprobe', ['-d', root, '-S', ver, '--show-depends', m], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    } catch {
+      continue; // not on this kernel (or built in)
+    }
+    for (const line of out.split('\n')) {
+      const mm = /^insmod (\S+)/.exec(line);
+      if (!mm) continue;
+      const path = mm[1];
+      const name = basename(path).replace(/\.ko(\.xz|\.zst)?$/, '');
+      if (seen.has(name)) continue;
+      seen.add(name);
+      order.push({ name, path, params: params.get(name.replace(/-/g, '_')) ?? '' });
+    }
+  }
+  return order;
+}
+
+function buildInitramfs(kdir, ver, conf) {
+  const work = mkdtempSync(join(tmpdir(), 'prfence-initrd-'));
+  for (const d of ['bin', 'mods', 'proc', 'sys', 'dev', 'tmp', 'host', 'etc']) mkdirSync(join(work, d));
+  copyFileSync('/bin/busybox', join(work, 'bin', 'busybox'));
+  copyFileSync(join(repo, 'test', 'kernel', 'guest-init.sh'), join(work, 'init'));
+  chmodSync(join(work, 'init'), 0o755);
+  writeFileSync(join(work, 'etc', 'passwd'), 'root:x:0:0:root:/:/bin/sh\n');
+  const mods = modulesFor(kdir, ver);
+  for (const m of mods) copyFileSync(m.path.replace(/\.xz$/, ''), join(work, 'mods', `${m.name}.ko`));
+  writeFileSync(join(work, 'mods', 'order'), mods.map((m) => `${m.name} ${m.params}`).join('\n') + '\n');
+  writeFileSync(
+    join(work, 'prfence.conf'),
+    Object.entries(conf)
+      .map(([k, v]) => `${k}='${String(v).replace(/'/g, '')}'`)
+      .join('\n') + '\n',
+  );
+  const out = join(work, '..', `${basename(work)}.cpio.gz`);
+  execFileSync('sh', ['-c', `cd '${work}' && find . | cpio -o -H newc --quiet | gzip -1 > '${out}'`]);
+  rmSync(work, { recursive: true, force: true });
+  return out;
+}
+
+/** Boots one guest; resolves with what its console said. Never waits past `limitMs`. */
+function boot(kdir, initrd, limitMs, label) {
+  return new Promise((resolvePromise) => {
+    const logPath = join(tmpdir(), `prfence-${label.replace(/[^a-z0-9.-]/gi, '_')}.log`);
+    const log = createWriteStream(logPath);
+    const args = [
+      '-accel', 'tcg', '-m', '3072', '-smp', '2', '-nographic', '-no-reboot',
+      '-kernel', join(kdir, 'vmlinuz'), '-initrd', initrd,
+      '-append', 'console=ttyS0 quiet loglevel=3 panic=-1',
+      '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on',
+    ];
+    const t0 = Date.now();
+    const q = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let pending = '';
+    let inJson = false;
+    let timedOut = false;
+    const onData = (b) => {
+      const s = b.toString();
+      out += s;
+      log.write(s);
+      pending += s;
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const raw of lines) {
+        const line = raw.replace(/\r$/, '');
+        if (line.startsWith('PRFENCE-JSON-BEGIN')) inJson = true;
+        if (!inJson && line.trim()) process.stdout.write(`  [${label}] ${line}\n`);
+        if (line.startsWith('PRFENCE-JSON-END')) inJson = false;
+      }
+    };
+    q.stdout.on('data', onData);
+    q.stderr.on('data', onData);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      q.kill('SIGKILL');
+    }, limitMs);
+    q.on('exit', () => {
+      clearTimeout(timer);
+      log.end();
+      resolvePromise({ out, timedOut, seconds: (Date.now() - t0) / 1000, logPath });
+    });
+  });
+}
+
+function parseRun(out) {
+  const rc = /PRFENCE-RC (\d+)/.exec(out)?.[1];
+  const kernel = /PRFENCE-KERNEL (\S+)/.exec(out)?.[1];
+  const topo = /PRFENCE-TOPOLOGIES (\[.*\])/.exec(out)?.[1];
+  const j = /PRFENCE-JSON-BEGIN\r?\n([\s\S]*?)\r?\nPRFENCE-JSON-END/.exec(out)?.[1];
+  let results = null;
+  if (j) {
+    try {
+      results = JSON.parse(j.replace(/\r/g, ''));
+    } catch {
+      results = null;
+    }
+  }
+  return { rc: rc === undefined ? undefined : Number(rc), kernel, topologies: topo ? JSON.parse(topo) : [], results };
+}
+
+/** Counts per topology from the vitest JSON report (suite names carry the topology name). */
+function tally(results) {
+  const per = new Map();
+  let passed = 0;
+  let failed = 0;
+  let skipped = 0;
+  for (const file of results?.testResults ?? []) {
+    for (const a of file.assertionResults ?? []) {
+      const title = a.ancestorTitles?.join(' > ') || basename(file.name);
+      const m = /PrDevice contract: ([^ ]+)/.exec(title);
+      const key = m ? m[1] : basename(file.name);
+      const row = per.get(key) ?? { passed: 0, failed: 0, skipped: 0, failures: [] };
+      if (a.status === 'passed') (row.passed++, passed++);
+      else if (a.status === 'failed') (row.failed++, failed++, row.failures.push(a.title));
+      else (row.skipped++, skipped++);
+      per.set(key, row);
+    }
+  }
+  return { per, passed, failed, skipped };
+}
+
+const kernels = existsSync(kernelsDir)
+  ? readdirSync(kernelsDir).filter((k) => existsSync(join(kernelsDir, k, 'version')) && (!only || only.includes(k)))
+  : [];
+if (kernels.length === 0) {
+  console.error('test:kernel: no kernels cached; run test/kernel/setup.sh first');
+  process.exit(1);
+}
+
+let total = { passed: 0, failed: 0, skipped: 0 };
+const matrix = [];
+let broken = false;
+for (const k of kernels.sort()) {
+  const kdir = join(kernelsDir, k);
+  const ver = readFileSync(join(kdir, 'version'), 'utf8').trim();
+  console.log(`test:kernel: booting ${ver} (suite)`);
+  const initrd = buildInitramfs(kdir, ver, { REPO: repo, MODE: 'suite', PROBE: '', VITEST_ARGS: '' });
+  const r = await boot(kdir, initrd, SUITE_LIMIT_MS, `${ver}`);
+  rmSync(initrd, { force: true });
+  const p = parseRun(r.out);
+  const t = tally(p.results);
+  total = { passed: total.passed + t.passed, failed: total.failed + t.failed, skipped: total.skipped + t.skipped };
+  if (r.timedOut || p.rc === undefined || !p.results) {
+    broken = true;
+    matrix.push(`${ver.padEnd(22)} guest did not finish (${r.timedOut ? 'time limit' : 'no result'}; log ${r.logPath})`);
+  }
+  for (const [name, row] of t.per) {
+    matrix.push(`${ver.padEnd(22)} ${name.padEnd(34)} passed ${row.passed}, failed ${row.failed}, skipped ${row.skipped}`);
+    for (const f of row.failures) matrix.push(`${''.padEnd(23)}  FAILED: ${f}`);
+  }
+  matrix.push(`${ver.padEnd(22)} topologies: ${p.topologies.map((x) => `${x.name}(${x.devices.join(' ')})`).join(', ') || 'none'}; ${r.seconds.toFixed(0)} s`);
+
+  if (process.env.PRFENCE_SKIP_PROBE) continue;
+  console.log(`test:kernel: booting ${ver} (tcm_loop PREEMPT_ABORT limitation probe, ${PROBE_LIMIT_MS / 1000} s limit)`);
+  const pi = buildInitramfs(kdir, ver, {
+    REPO: repo,
+    MODE: 'probe',
+    PROBE: 'preempt-abort',
+    VITEST_ARGS: 'test/contract/kernel.test.ts -t limitation',
+  });
+  const pr = await boot(kdir, pi, PROBE_LIMIT_MS, `${ver}-probe`);
+  rmSync(pi, { force: true });
+  const pp = parseRun(pr.out);
+  const pt = tally(pp.results);
+  const verdict =
+    pt.passed > 0 && pt.failed === 0
+      ? `FIXED: PREEMPT_ABORT works through tcm_loop on ${ver}; drop the preempt-abort-hangs limitation`
+      : pr.timedOut || pp.rc === undefined
+        ? 'known limitation still present: PREEMPT_ABORT through tcm_loop hung the guest'
+        : `known limitation: PREEMPT_ABORT through tcm_loop failed (${pt.failed} failed)`;
+  matrix.push(`${ver.padEnd(22)} lio-tcm_loop preempt-abort probe: ${verdict}`);
+}
+
+console.log('\ntest:kernel matrix (kernel, topology, results)');
+for (const l of matrix) console.log(`  ${l}`);
+console.log(`\n${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped`);
+process.exit(total.failed > 0 || broken || total.passed === 0 ? 1 : 0);
