@@ -325,16 +325,34 @@ export function defineContractSuite(
     });
 
     it(
-      'preempt a non-holder registrant -> only its registration removed, holder unchanged',
+      'holder preempts a non-holder registrant -> SCSI: removed; nvmet: kept (type change only)',
       { timeout },
       async () => {
         await registerAll(t, 3);
         await a.reserve(KA, 'write-exclusive-reg-only');
         await a.preempt(KA, KC, 'write-exclusive-reg-only');
+        expect((await b.readReservation()).key).toBe(KA);
+        if (scsi()) {
+          expect((await a.readKeys()).keys).toEqual([KA, KB]);
+          expect(await t.write(2)).toBe('refused');
+        } else {
+          expect((await a.readKeys()).keys).toEqual([KA, KB, KC]);
+          expect(await t.write(2)).toBe('ok');
+        }
+        expect(await t.write(1)).toBe('ok');
+      },
+    );
+
+    it(
+      'non-holder registrant preempts another non-holder -> its registration removed, holder unchanged',
+      { timeout },
+      async () => {
+        await registerAll(t, 3);
+        await a.reserve(KA, 'write-exclusive-reg-only');
+        await b.preempt(KB, KC, 'write-exclusive-reg-only');
         expect((await a.readKeys()).keys).toEqual([KA, KB]);
         expect((await b.readReservation()).key).toBe(KA);
         expect(await t.write(2)).toBe('refused');
-        expect(await t.write(1)).toBe('ok');
       },
     );
 
@@ -345,10 +363,10 @@ export function defineContractSuite(
       expect((await b.readReservation()).key).toBeNull();
     });
 
-    it('preempt a key that is not registered -> conflict', { timeout }, async () => {
+    it('a non-holder preempts a key that is not registered -> conflict', { timeout }, async () => {
       await registerAll(t, 2);
       await a.reserve(KA, 'write-exclusive-reg-only');
-      await rejectsWith(a.preempt(KA, KC, 'write-exclusive-reg-only'), ConflictError);
+      await rejectsWith(b.preempt(KB, KC, 'write-exclusive-reg-only'), ConflictError);
       expect((await a.readKeys()).keys).toEqual([KA, KB]);
     });
 

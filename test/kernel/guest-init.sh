@@ -14,6 +14,9 @@ while read -r m params; do
   insmod "/mods/$m.ko" $params 2>/dev/null || say "insmod $m failed"
 done </mods/order
 mount -t configfs none /sys/kernel/config 2>/dev/null
+# LIO keeps APTPL metadata in /var/target/pr; without it every REGISTER (Linux always sets
+# APTPL) fails. Created in both roots: the initramfs and the chroot the tests run in.
+mkdir -p /var/target/pr
 T=/sys/kernel/config/target
 topologies=""
 add_topology() { # name kind limitations dev1 dev2 dev3

@@ -26,6 +26,10 @@
  *   CONDITION (InvalidArgumentError here), nvmet RESERVATION CONFLICT.
  * - RELEASE by the holder with another type: LIO CHECK CONDITION (invalid release),
  *   nvmet RESERVATION CONFLICT.
+ * - PREEMPT sent by the holder of a single-holder reservation: nvmet only changes the
+ *   type and removes nobody (found by the kernel contract run on 7.2); LIO removes the
+ *   victim as SPC-4 says. A fencer on nvmet must therefore not be the holder when it
+ *   preempts a non-holder key (see src/fence).
  *
  * The model has no timers of its own; fault injection (hangs, lost answers,
  * unsupported) is deterministic and driven by the test.
@@ -436,8 +440,11 @@ export class MemoryLogicalUnit {
       }
     } else {
       const holderKey = this.#regs.get(h.nexus);
-      if (h.nexus === nexus && victimKey === ownKey) {
-        h.type = type; // the holder preempting itself changes the type
+      if (h.nexus === nexus && (victimKey === ownKey || this.kind === 'nvme')) {
+        // The holder preempting itself changes the type. nvmet (nvmet_pr_preempt) takes
+        // this branch for ANY key when the sender holds the reservation: the victim keeps
+        // its registration and a key that is not registered is no conflict.
+        h.type = type;
       } else if (holderKey !== undefined && victimKey === holderKey) {
         this.#holder = { type, nexus };
         removeByKey(true);
