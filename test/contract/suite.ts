@@ -86,14 +86,19 @@ export function defineContractSuite(
       expect(k.keys).toEqual([KA, KB, KC]);
     });
 
-    it('unregister (new key 0) -> key gone, generation +1, others kept', { timeout }, async () => {
-      await registerAll(t, 2);
-      const g = (await a.readKeys()).generation;
-      await a.register(KA, 0n);
-      const k = await b.readKeys();
-      expect(k.keys).toEqual([KB]);
-      expect(k.generation).toBe(g + 1);
-    });
+    it(
+      'unregister (new key 0) -> key gone, others kept (generation +1 on NVMe only)',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        const g = (await a.readKeys()).generation;
+        await a.register(KA, 0n);
+        const k = await b.readKeys();
+        expect(k.keys).toEqual([KB]);
+        // nvmet bumps the generation on unregister; LIO does not (kernel 7.2).
+        expect(k.generation).toBe(scsi() ? g : g + 1);
+      },
+    );
 
     it('register with a wrong old key -> conflict, registration unchanged', { timeout }, async () => {
       await a.register(0n, KA);
@@ -240,7 +245,7 @@ export function defineContractSuite(
     it('release by the holder with the wrong type -> rejected, reservation kept', { timeout }, async () => {
       await a.register(0n, KA);
       await a.reserve(KA, 'write-exclusive');
-      await rejectsWith(a.release(KA, 'exclusive-access'), scsi() ? InvalidArgumentError : ConflictError);
+      await rejectsWith(a.release(KA, 'exclusive-access'), ConflictError);
       expect((await a.readReservation()).type).toBe('write-exclusive');
     });
 

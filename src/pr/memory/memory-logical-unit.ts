@@ -24,8 +24,8 @@
  *   key is unchanged, else conflict.
  * - RESERVE from an unregistered nexus while nothing is reserved: LIO answers CHECK
  *   CONDITION (InvalidArgumentError here), nvmet RESERVATION CONFLICT.
- * - RELEASE by the holder with another type: LIO CHECK CONDITION (invalid release),
- *   nvmet RESERVATION CONFLICT.
+ * - RELEASE by the holder with another type: RESERVATION CONFLICT on both.
+ * - unregister (new key 0): nvmet bumps the generation, LIO does not.
  * - PREEMPT sent by the holder of a single-holder reservation: nvmet only changes the
  *   type and removes nobody (found by the kernel contract run on 7.2); LIO removes the
  *   victim as SPC-4 says. A fencer on nvmet must therefore not be the holder when it
@@ -338,9 +338,11 @@ export class MemoryLogicalUnit {
     if (!ignore && current !== oldKey) throw this.#conflict(op, nexus, 'old key does not match');
     if (newKey === 0n) {
       this.#unregister(nexus);
-    } else {
-      this.#regs.set(nexus, newKey);
+      // LIO does not bump PRgeneration for an unregister (seen on the kernel run); nvmet does.
+      if (this.kind === 'nvme') this.#generation += 1;
+      return;
     }
+    this.#regs.set(nexus, newKey);
     this.#generation += 1;
   }
 
@@ -387,11 +389,7 @@ export class MemoryLogicalUnit {
     }
     const h = this.#holder;
     if (!h || !this.#isHolder(nexus)) return; // not the holder: nothing to release, success
-    if (h.type !== type) {
-      if (this.kind === 'scsi')
-        throw this.#invalid('release', nexus, 'invalid release of persistent reservation');
-      throw this.#conflict('release', nexus, 'type does not match');
-    }
+    if (h.type !== type) throw this.#conflict('release', nexus, 'type does not match');
     this.#holder = null;
   }
 
