@@ -5,7 +5,18 @@
 // kernel has NVMe reservations (>= 6.13). A separate short boot probes the known
 // tcm_loop PREEMPT_ABORT hang. Prints a matrix and `N passed, N failed, N skipped`.
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,7 +48,10 @@ function modulesFor(root, ver) {
   for (const [m] of MODULES) {
     let out = '';
     try {
-      out = execFileSync('modprobe', ['-d', root, '-S', ver, '--show-depends', m], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+      out = execFileSync('modprobe', ['-d', root, '-S', ver, '--show-depends', m], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
     } catch {
       continue; // not on this kernel (or built in)
     }
@@ -82,10 +96,22 @@ function boot(kdir, initrd, limitMs, label) {
     const logPath = join(tmpdir(), `prfence-${label.replace(/[^a-z0-9.-]/gi, '_')}.log`);
     const log = createWriteStream(logPath);
     const args = [
-      '-accel', 'tcg', '-m', '3072', '-smp', '2', '-nographic', '-no-reboot',
-      '-kernel', join(kdir, 'vmlinuz'), '-initrd', initrd,
-      '-append', 'console=ttyS0 quiet loglevel=3 panic=-1',
-      '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on',
+      '-accel',
+      'tcg',
+      '-m',
+      '3072',
+      '-smp',
+      '2',
+      '-nographic',
+      '-no-reboot',
+      '-kernel',
+      join(kdir, 'vmlinuz'),
+      '-initrd',
+      initrd,
+      '-append',
+      'console=ttyS0 quiet loglevel=3 panic=-1',
+      '-virtfs',
+      'local,path=/,mount_tag=hostroot,security_model=none,readonly=on',
     ];
     const t0 = Date.now();
     const q = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -134,7 +160,12 @@ function parseRun(out) {
       results = null;
     }
   }
-  return { rc: rc === undefined ? undefined : Number(rc), kernel, topologies: topo ? JSON.parse(topo) : [], results };
+  return {
+    rc: rc === undefined ? undefined : Number(rc),
+    kernel,
+    topologies: topo ? JSON.parse(topo) : [],
+    results,
+  };
 }
 
 /** Counts per topology from the vitest JSON report (suite names carry the topology name). */
@@ -159,7 +190,9 @@ function tally(results) {
 }
 
 const kernels = existsSync(kernelsDir)
-  ? readdirSync(kernelsDir).filter((k) => existsSync(join(kernelsDir, k, 'version')) && (!only || only.includes(k)))
+  ? readdirSync(kernelsDir).filter(
+      (k) => existsSync(join(kernelsDir, k, 'version')) && (!only || only.includes(k)),
+    )
   : [];
 if (kernels.length === 0) {
   console.error('test:kernel: no kernels cached; run test/kernel/setup.sh first');
@@ -178,19 +211,31 @@ for (const k of kernels.sort()) {
   rmSync(initrd, { force: true });
   const p = parseRun(r.out);
   const t = tally(p.results);
-  total = { passed: total.passed + t.passed, failed: total.failed + t.failed, skipped: total.skipped + t.skipped };
+  total = {
+    passed: total.passed + t.passed,
+    failed: total.failed + t.failed,
+    skipped: total.skipped + t.skipped,
+  };
   if (r.timedOut || p.rc === undefined || !p.results) {
     broken = true;
-    matrix.push(`${ver.padEnd(22)} guest did not finish (${r.timedOut ? 'time limit' : 'no result'}; log ${r.logPath})`);
+    matrix.push(
+      `${ver.padEnd(22)} guest did not finish (${r.timedOut ? 'time limit' : 'no result'}; log ${r.logPath})`,
+    );
   }
   for (const [name, row] of t.per) {
-    matrix.push(`${ver.padEnd(22)} ${name.padEnd(34)} passed ${row.passed}, failed ${row.failed}, skipped ${row.skipped}`);
+    matrix.push(
+      `${ver.padEnd(22)} ${name.padEnd(34)} passed ${row.passed}, failed ${row.failed}, skipped ${row.skipped}`,
+    );
     for (const f of row.failures) matrix.push(`${''.padEnd(23)}  FAILED: ${f}`);
   }
-  matrix.push(`${ver.padEnd(22)} topologies: ${p.topologies.map((x) => `${x.name}(${x.devices.join(' ')})`).join(', ') || 'none'}; ${r.seconds.toFixed(0)} s`);
+  matrix.push(
+    `${ver.padEnd(22)} topologies: ${p.topologies.map((x) => `${x.name}(${x.devices.join(' ')})`).join(', ') || 'none'}; ${r.seconds.toFixed(0)} s`,
+  );
 
   if (process.env.PRFENCE_SKIP_PROBE) continue;
-  console.log(`test:kernel: booting ${ver} (tcm_loop PREEMPT_ABORT limitation probe, ${PROBE_LIMIT_MS / 1000} s limit)`);
+  console.log(
+    `test:kernel: booting ${ver} (tcm_loop PREEMPT_ABORT limitation probe, ${PROBE_LIMIT_MS / 1000} s limit)`,
+  );
   const pi = buildInitramfs(kdir, ver, {
     REPO: repo,
     MODE: 'probe',
