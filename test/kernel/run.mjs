@@ -46,7 +46,7 @@ function modulesFor(root, ver) {
   const seen = new Set();
   const params = new Map(MODULES.filter((m) => m[1]).map((m) => [m[0].replace(/-/g, '_'), m[1]]));
   for (const [m] of MODULES) {
-    let out = '';
+    let out;
     try {
       out = execFileSync('modprobe', ['-d', root, '-S', ver, '--show-depends', m], {
         encoding: 'utf8',
@@ -180,9 +180,17 @@ function tally(results) {
       const m = /PrDevice contract: ([^ ]+)/.exec(title);
       const key = m ? m[1] : basename(file.name);
       const row = per.get(key) ?? { passed: 0, failed: 0, skipped: 0, failures: [] };
-      if (a.status === 'passed') (row.passed++, passed++);
-      else if (a.status === 'failed') (row.failed++, failed++, row.failures.push(a.title));
-      else (row.skipped++, skipped++);
+      if (a.status === 'passed') {
+        row.passed++;
+        passed++;
+      } else if (a.status === 'failed') {
+        row.failed++;
+        failed++;
+        row.failures.push(a.title);
+      } else {
+        row.skipped++;
+        skipped++;
+      }
       per.set(key, row);
     }
   }

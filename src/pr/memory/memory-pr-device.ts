@@ -109,7 +109,9 @@ export class MemoryPrDevice implements PrDevice {
     return this.#run('read-reservation', opts, () => this.#lu.doReadReservation());
   }
 
-  async capabilities(): Promise<PrCapabilities> {
+  async capabilities(opts?: PrCallOptions): Promise<PrCapabilities> {
+    // Like KoffiPrDevice: a device without PR support answers with UnsupportedError.
+    await this.readKeys(opts);
     return { kind: this.#lu.kind, readMethod: 'model', types: RESERVATION_TYPES, preemptAbort: true };
   }
 

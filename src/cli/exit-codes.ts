@@ -1,0 +1,26 @@
+import { isPrError } from '../pr/errors.js';
+
+/** Exit codes of the prfence command (DESIGN.md "The prfence command"). */
+export const EXIT = Object.freeze({
+  ok: 0,
+  usage: 2,
+  conflict: 3,
+  unsupported: 4,
+  io: 5,
+});
+
+/** Maps an error to its exit code: PrError by class, anything else as an I/O failure. */
+export function exitCodeFor(e: unknown): number {
+  if (!isPrError(e)) return EXIT.io;
+  switch (e.kind) {
+    case 'invalid-argument':
+      return EXIT.usage;
+    case 'conflict':
+      return EXIT.conflict;
+    case 'unsupported':
+      return EXIT.unsupported;
+    case 'not-sent':
+    case 'indeterminate':
+      return EXIT.io;
+  }
+}
