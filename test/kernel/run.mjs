@@ -37,6 +37,7 @@ const MODULES = [
   ['nvme_loop'],
   ['brd', 'rd_nr=1 rd_size=16384'],
   ['dm_mod'],
+  ['virtio_pci'],
   ['9pnet_virtio'],
   ['9p'],
 ];
@@ -254,12 +255,18 @@ for (const k of kernels.sort()) {
   rmSync(pi, { force: true });
   const pp = parseRun(pr.out);
   const pt = tally(pp.results);
-  const verdict =
-    pt.passed > 0 && pt.failed === 0
-      ? `FIXED: PREEMPT_ABORT works through tcm_loop on ${ver}; drop the preempt-abort-hangs limitation`
-      : pr.timedOut || pp.rc === undefined
-        ? 'known limitation still present: PREEMPT_ABORT through tcm_loop hung the guest'
-        : `known limitation: PREEMPT_ABORT through tcm_loop failed (${pt.failed} failed)`;
+  const ranProbe = /PRFENCE-TOPOLOGIES/.test(pr.out) && /RUN/.test(pr.out);
+  let verdict;
+  if (pt.passed > 0 && pt.failed === 0) {
+    verdict = `FIXED: PREEMPT_ABORT works through tcm_loop on ${ver}; drop the preempt-abort-hangs limitation`;
+  } else if (pr.timedOut && ranProbe) {
+    verdict = 'known limitation still present: PREEMPT_ABORT through tcm_loop hung the guest';
+  } else if (pt.failed > 0) {
+    verdict = `known limitation: PREEMPT_ABORT through tcm_loop failed (${pt.failed} failed)`;
+  } else {
+    broken = true;
+    verdict = `probe did not run (log ${pr.logPath})`;
+  }
   matrix.push(`${ver.padEnd(22)} lio-tcm_loop preempt-abort probe: ${verdict}`);
 }
 

@@ -132,11 +132,16 @@ export class MemoryLogicalUnit {
     this.#supported = opts.supported ?? true;
   }
 
-  /** The PrDevice view of one initiator; the same name always gives the same nexus. */
-  initiator(name: string, opts: MemoryPrDeviceOptions = {}): MemoryPrDevice {
+  /**
+   * The PrDevice view of one initiator; the same name always means the same nexus.
+   * Without options the same view object is returned; with options (a time limit) a new
+   * view of that nexus is made.
+   */
+  initiator(name: string, opts?: MemoryPrDeviceOptions): MemoryPrDevice {
+    if (opts) return new MemoryPrDevice(this, name, opts);
     let d = this.#devices.get(name);
     if (!d) {
-      d = new MemoryPrDevice(this, name, opts);
+      d = new MemoryPrDevice(this, name, {});
       this.#devices.set(name, d);
     }
     return d;

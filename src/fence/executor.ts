@@ -1,0 +1,102 @@
+/**
+ * Applies a FencePlan to a device, one PR OUT at a time, each followed by a read-back
+ * (S3): what is recorded is what the device says, never what we hoped. Errors are
+ * handled by class (S4, S5): a conflict or an unknown outcome stops the plan and the
+ * caller decides again from the read-back state; nothing is retried blindly.
+ */
+import type { Logger } from 'pino';
+import { InvalidArgumentError, isPrError, type PrErrorKind } from '../pr/errors.js';
+import { formatKey, type PrKey } from '../pr/key.js';
+import type { KeyList, PrDevice, Reservation } from '../pr/pr-device.js';
+import type { FenceAction, FencePlan } from './rule.js';
+
+export interface DeviceState {
+  keys: KeyList;
+  reservation: Reservation;
+}
+
+export interface ActionResult {
+  action: FenceAction;
+  /** 'ok', or the error class that stopped the plan. */
+  result: 'ok' | PrErrorKind;
+  message?: string;
+  /** The device's state read back right after this action (S3). */
+  after?: DeviceState;
+}
+
+export interface ExecuteOutcome {
+  results: ActionResult[];
+  /** What the device says at the end. */
+  final: DeviceState;
+  /** 'done', or why the plan stopped early; the caller re-decides from `final`. */
+  stopped: 'done' | PrErrorKind;
+}
+
+export interface ExecuteContext {
+  device: PrDevice;
+  ownKey: PrKey;
+  /** Keys that must never be preempted (own and legitimate nodes' keys): S1 defence in depth. */
+  protectedKeys: ReadonlySet<PrKey>;
+  log: Logger;
+  signal?: AbortSignal;
+}
+
+/** Reads keys and reservation (no side effects). */
+export async function readDeviceState(device: PrDevice, signal?: AbortSignal): Promise<DeviceState> {
+  const opts = signal ? { signal } : {};
+  const keys = await device.readKeys(opts);
+  const reservation = await device.readReservation(opts);
+  return { keys, reservation };
+}
+
+async function apply(a: FenceAction, ctx: ExecuteContext): Promise<void> {
+  const d = ctx.device;
+  const opts = ctx.signal ? { signal: ctx.signal } : {};
+  switch (a.kind) {
+    case 'register':
+      return d.register(0n, ctx.ownKey, opts);
+    case 'unregister':
+      return d.register(ctx.ownKey, 0n, opts);
+    case 'reserve':
+      return d.reserve(ctx.ownKey, a.type, opts);
+    case 'release':
+      return d.release(ctx.ownKey, a.type, opts);
+    case 'preempt-abort':
+      // S1: never preempt the own key or a legitimate node's key, whatever the plan says.
+      if (a.victim === ctx.ownKey || ctx.protectedKeys.has(a.victim)) {
+        throw new InvalidArgumentError(`refusing to preempt protected key ${formatKey(a.victim)} (S1)`);
+      }
+      return d.preemptAndAbort(ctx.ownKey, a.victim, a.type, opts);
+  }
+}
+
+function describe(a: FenceAction): Record<string, unknown> {
+  return a.kind === 'preempt-abort'
+    ? { action: a.kind, victim: formatKey(a.victim), victimNode: a.victimNode, type: a.type }
+    : { action: a.kind, ...('type' in a ? { type: a.type } : {}) };
+}
+
+/** Executes the plan; never throws PrErrors (they end the plan and are reported). */
+export async function executePlan(plan: FencePlan, ctx: ExecuteContext): Promise<ExecuteOutcome> {
+  const results: ActionResult[] = [];
+  for (const action of plan.actions) {
+    try {
+      await apply(action, ctx);
+    } catch (e) {
+      if (!isPrError(e)) throw e;
+      ctx.log.warn({ ...describe(action), err: e.message, kind: e.kind }, 'PR command failed');
+      // S5: whatever happened, the device is read before anything else is decided.
+      const final = await readDeviceState(ctx.device, ctx.signal);
+      results.push({ action, result: e.kind, message: e.message, after: final });
+      return { results, final, stopped: e.kind };
+    }
+    const after = await readDeviceState(ctx.device, ctx.signal); // S3
+    ctx.log.info(
+      { ...describe(action), generation: after.keys.generation, keys: after.keys.keys.map(formatKey) },
+      'PR command applied',
+    );
+    results.push({ action, result: 'ok', after });
+  }
+  const final = results.at(-1)?.after ?? (await readDeviceState(ctx.device, ctx.signal));
+  return { results, final, stopped: 'done' };
+}

@@ -1,0 +1,193 @@
+/**
+ * THE FENCE RULE (DESIGN.md "The fence rule"), as a pure function: from what the
+ * cluster says (who is legitimate for a volume, with which keys) and what the device
+ * says (keys, holder, type), decide what THIS node does next. No I/O, no clock.
+ * Reusable by a future cluster-level fencer: "who may act" is an input.
+ */
+import type { PrKey } from '../pr/key.js';
+import { isAllRegistrantsType, type ReservationType } from '../pr/reservation-type.js';
+import { isClusterKey } from './keys.js';
+
+export interface NodeKey {
+  node: string;
+  key: PrKey;
+}
+
+/** What the device reported (a KeyList + Reservation read). */
+export interface DeviceView {
+  kind: 'scsi' | 'nvme' | 'memory';
+  keys: readonly PrKey[];
+  holder: PrKey | null;
+  type: ReservationType | null;
+}
+
+export interface FenceInput {
+  self: {
+    node: string;
+    key: PrKey;
+    /** Legitimate for this volume (attached/attaching VA, not deleted, not Fenced). */
+    legitimate: boolean;
+    /**
+     * S2: false when this node is marked Fenced, or its key was removed by another node
+     * and the cluster has not yet said it may come back.
+     */
+    mayRegister: boolean;
+    /** The device is still in use locally (mounted / open): a leaver waits. */
+    inUse: boolean;
+  };
+  /** Legitimate nodes of the volume and their keys (self included when legitimate). */
+  legitimate: readonly NodeKey[];
+  /** Every known node key of the cluster (NodeFence records), to name stale keys. */
+  known: readonly NodeKey[];
+  clusterTag: number;
+  device: DeviceView;
+  desiredType: ReservationType;
+  /** S7: foreign keys are left alone unless the operator opted in. */
+  foreignKeys: 'leave' | 'preempt';
+}
+
+export type KeyClass = 'own' | 'legitimate' | 'stale' | 'foreign';
+
+export interface ClassifiedKey {
+  key: PrKey;
+  class: KeyClass;
+  node?: string;
+}
+
+export type FenceAction =
+  | { kind: 'register' }
+  | { kind: 'reserve'; type: ReservationType }
+  | { kind: 'release'; type: ReservationType }
+  | { kind: 'preempt-abort'; victim: PrKey; victimNode?: string; type: ReservationType }
+  | { kind: 'unregister' };
+
+export type FenceRole =
+  /** This node acts on the device. */
+  | 'actor'
+  /** Another legitimate node acts; re-read later. */
+  | 'waiter'
+  /** Not legitimate any more: releasing / unregistering. */
+  | 'leaver'
+  /** S2 forbids registering. */
+  | 'blocked'
+  /** Nothing to do. */
+  | 'idle';
+
+export interface FencePlan {
+  role: FenceRole;
+  actions: FenceAction[];
+  reason: string;
+  keys: ClassifiedKey[];
+}
+
+/** Classifies every key on the device (S1/S7 hinge on this). */
+export function classifyKeys(input: FenceInput): ClassifiedKey[] {
+  const legit = new Map(input.legitimate.map((n) => [n.key, n.node]));
+  const known = new Map(input.known.map((n) => [n.key, n.node]));
+  return input.device.keys.map((key): ClassifiedKey => {
+    if (key === input.self.key) return { key, class: 'own', node: input.self.node };
+    const ln = legit.get(key);
+    if (ln !== undefined) return { key, class: 'legitimate', node: ln };
+    if (!isClusterKey(key, input.clusterTag)) return { key, class: 'foreign' };
+    const kn = known.get(key);
+    return kn === undefined ? { key, class: 'stale' } : { key, class: 'stale', node: kn };
+  });
+}
+
+/** Decides this node's next actions for one volume. Pure. */
+export function decideVolume(input: FenceInput): FencePlan {
+  const keys = classifyKeys(input);
+  const { self, device, desiredType } = input;
+  const ownRegistered = device.keys.includes(self.key);
+  const allRegs = device.type !== null && isAllRegistrantsType(device.type);
+  const holderIsOwn = device.type !== null && (allRegs ? ownRegistered : device.holder === self.key);
+
+  if (!self.legitimate) {
+    if (!ownRegistered)
+      return { role: 'idle', actions: [], reason: 'not legitimate and not registered', keys };
+    if (self.inUse)
+      return { role: 'waiter', actions: [], reason: 'not legitimate; device still in use locally', keys };
+    const actions: FenceAction[] = [];
+    // Release first when this node alone holds the reservation, so no stale holder remains.
+    if (holderIsOwn && !allRegs && device.type) actions.push({ kind: 'release', type: device.type });
+    actions.push({ kind: 'unregister' });
+    return { role: 'leaver', actions, reason: 'detached: release and unregister', keys };
+  }
+
+  const actions: FenceAction[] = [];
+  if (!ownRegistered) {
+    if (!self.mayRegister) {
+      return {
+        role: 'blocked',
+        actions: [],
+        reason: 'S2: this node is fenced and may not register again',
+        keys,
+      };
+    }
+    actions.push({ kind: 'register' });
+  }
+
+  // Who acts: the holder if legitimate; if the holder is own, us; if there is no holder
+  // or it is stale, the lowest legitimate key (deterministic: every node computes the same).
+  const holderClass = device.holder === null ? null : keys.find((k) => k.key === device.holder)?.class;
+  let actor: PrKey | undefined;
+  if (holderIsOwn) actor = self.key;
+  else if (!allRegs && holderClass === 'legitimate') actor = device.holder ?? undefined;
+  else {
+    const legitKeys = input.legitimate.map((n) => n.key).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    actor = legitKeys[0];
+  }
+  if (actor !== self.key) {
+    return {
+      role: actions.length ? 'actor' : 'waiter',
+      actions,
+      reason: actions.length ? 'register; another legitimate node fences' : 'another legitimate node fences',
+      keys,
+    };
+  }
+
+  const stale = keys.filter(
+    (k) => k.class === 'stale' || (k.class === 'foreign' && input.foreignKeys === 'preempt'),
+  );
+  // Deduplicate: one key can be registered through several nexuses; one preempt removes all.
+  const victims = [...new Map(stale.map((k) => [k.key, k])).values()];
+  const foreignHolder = holderClass === 'foreign' && input.foreignKeys === 'leave' && !allRegs;
+
+  if (device.type === null) {
+    // Remove stale keys while nobody holds (both targets then remove by key), then reserve.
+    for (const v of victims) actions.push(preempt(v, desiredType));
+    actions.push({ kind: 'reserve', type: desiredType });
+  } else if (foreignHolder) {
+    return { role: 'waiter', actions, reason: 'a foreign key holds the reservation; left alone (S7)', keys };
+  } else if (!holderIsOwn && !allRegs && victims.some((v) => v.key === device.holder)) {
+    // Preempting the stale holder with our key takes the reservation (SPC-4 5.13.11.2.6).
+    const h = victims.find((v) => v.key === device.holder)!;
+    actions.push(preempt(h, desiredType));
+    for (const v of victims) if (v.key !== h.key) actions.push(preempt(v, desiredType));
+  } else if (holderIsOwn && !allRegs && victims.length && device.kind === 'nvme') {
+    // nvmet: a PREEMPT from the holder only changes the type and removes nobody
+    // (nvmet_pr_preempt). Release, preempt with no reservation, then reserve again.
+    actions.push({ kind: 'release', type: device.type });
+    for (const v of victims) actions.push(preempt(v, device.type));
+    actions.push({ kind: 'reserve', type: device.type });
+  } else {
+    const t = device.type;
+    for (const v of victims) actions.push(preempt(v, t));
+  }
+  return {
+    role: actions.length ? 'actor' : 'idle',
+    actions,
+    reason: victims.length
+      ? `fence ${victims.length} stale key(s)`
+      : actions.length
+        ? 'take the reservation'
+        : 'in order',
+    keys,
+  };
+}
+
+function preempt(v: ClassifiedKey, type: ReservationType): FenceAction {
+  return v.node === undefined
+    ? { kind: 'preempt-abort', victim: v.key, type }
+    : { kind: 'preempt-abort', victim: v.key, victimNode: v.node, type };
+}

@@ -1,0 +1,183 @@
+import { describe, expect, it } from 'vitest';
+import { clusterTag, makeKey, allocateSlot, isClusterKey } from '../../../src/fence/keys.js';
+import { decideVolume, type FenceInput } from '../../../src/fence/rule.js';
+
+const TAG = clusterTag('kube-system-uid');
+const A = makeKey(TAG, 1);
+const B = makeKey(TAG, 2);
+const C = makeKey(TAG, 3);
+const FOREIGN = 0x1234567800000001n;
+
+function input(over: Partial<FenceInput> & { device: FenceInput['device'] }): FenceInput {
+  return {
+    self: { node: 'b', key: B, legitimate: true, mayRegister: true, inUse: false },
+    legitimate: [{ node: 'b', key: B }],
+    known: [
+      { node: 'a', key: A },
+      { node: 'b', key: B },
+      { node: 'c', key: C },
+    ],
+    clusterTag: TAG,
+    desiredType: 'write-exclusive-reg-only',
+    foreignKeys: 'leave',
+    ...over,
+  };
+}
+const dev = (
+  keys: bigint[],
+  holder: bigint | null,
+  type: FenceInput['device']['type'] = holder === null ? null : 'write-exclusive-reg-only',
+) => ({ kind: 'scsi' as const, keys, holder, type });
+
+describe('fence rule', () => {
+  it('own key not registered, empty device -> register then reserve', () => {
+    const p = decideVolume(input({ device: dev([], null) }));
+    expect(p.actions).toEqual([{ kind: 'register' }, { kind: 'reserve', type: 'write-exclusive-reg-only' }]);
+  });
+
+  it('stale holder -> preempt-and-abort it with our key (takes the reservation)', () => {
+    const p = decideVolume(input({ device: dev([A, B], A) }));
+    expect(p.role).toBe('actor');
+    expect(p.actions).toEqual([
+      { kind: 'preempt-abort', victim: A, victimNode: 'a', type: 'write-exclusive-reg-only' },
+    ]);
+    expect(p.keys).toEqual([
+      { key: A, class: 'stale', node: 'a' },
+      { key: B, class: 'own', node: 'b' },
+    ]);
+  });
+
+  it('S1: a legitimate holder is never preempted; the holder acts, we wait', () => {
+    const p = decideVolume(
+      input({
+        legitimate: [
+          { node: 'b', key: B },
+          { node: 'c', key: C },
+        ],
+        device: dev([B, C], C),
+      }),
+    );
+    expect(p.role).toBe('waiter');
+    expect(p.actions).toEqual([]);
+  });
+
+  it('S1: the own key and legitimate keys never appear as victims, whatever else is stale', () => {
+    const p = decideVolume(
+      input({
+        legitimate: [
+          { node: 'b', key: B },
+          { node: 'c', key: C },
+        ],
+        device: dev([A, B, C], B),
+      }),
+    );
+    const victims = p.actions.flatMap((a) => (a.kind === 'preempt-abort' ? [a.victim] : []));
+    expect(victims).toEqual([A]);
+  });
+
+  it('S7: foreign keys are left alone by default, preempted only on opt-in', () => {
+    const leave = decideVolume(input({ device: dev([B, FOREIGN], B) }));
+    expect(leave.actions).toEqual([]);
+    expect(leave.keys.find((k) => k.key === FOREIGN)?.class).toBe('foreign');
+    const opt = decideVolume(input({ foreignKeys: 'preempt', device: dev([B, FOREIGN], B) }));
+    expect(opt.actions).toEqual([
+      { kind: 'preempt-abort', victim: FOREIGN, type: 'write-exclusive-reg-only' },
+    ]);
+  });
+
+  it('S7: a foreign holder is not preempted; we wait', () => {
+    const p = decideVolume(input({ device: dev([B, FOREIGN], FOREIGN) }));
+    expect(p.role).toBe('waiter');
+    expect(p.actions.some((a) => a.kind === 'preempt-abort')).toBe(false);
+  });
+
+  it('S2: a fenced node whose key is gone -> blocked, never register', () => {
+    const p = decideVolume(
+      input({
+        self: { node: 'b', key: B, legitimate: true, mayRegister: false, inUse: false },
+        device: dev([A], A),
+      }),
+    );
+    expect(p.role).toBe('blocked');
+    expect(p.actions).toEqual([]);
+  });
+
+  it('only one legitimate node acts: with no holder the lowest legitimate key acts, others wait', () => {
+    const legit = [
+      { node: 'b', key: B },
+      { node: 'c', key: C },
+    ];
+    const pb = decideVolume(input({ legitimate: legit, device: dev([A, B, C], A) }));
+    const pc = decideVolume(
+      input({
+        self: { node: 'c', key: C, legitimate: true, mayRegister: true, inUse: false },
+        legitimate: legit,
+        device: dev([A, B, C], A),
+      }),
+    );
+    expect(pb.role).toBe('actor');
+    expect(pc.role).toBe('waiter');
+    expect(pc.actions).toEqual([]);
+  });
+
+  it('not legitimate after detach, holder, device unused -> release then unregister', () => {
+    const p = decideVolume(
+      input({
+        self: { node: 'b', key: B, legitimate: false, mayRegister: true, inUse: false },
+        legitimate: [],
+        device: dev([B], B),
+      }),
+    );
+    expect(p.actions).toEqual([
+      { kind: 'release', type: 'write-exclusive-reg-only' },
+      { kind: 'unregister' },
+    ]);
+  });
+
+  it('not legitimate but device still in use -> wait, nothing released', () => {
+    const p = decideVolume(
+      input({
+        self: { node: 'b', key: B, legitimate: false, mayRegister: true, inUse: true },
+        legitimate: [],
+        device: dev([B], B),
+      }),
+    );
+    expect(p.actions).toEqual([]);
+  });
+
+  it('nvmet holder with a stale non-holder key -> release, preempt, reserve (nvmet ignores a holder preempt)', () => {
+    const p = decideVolume(
+      input({ device: { kind: 'nvme', keys: [B, A], holder: B, type: 'write-exclusive-reg-only' } }),
+    );
+    expect(p.actions.map((a) => a.kind)).toEqual(['release', 'preempt-abort', 'reserve']);
+  });
+
+  it('SCSI holder with a stale non-holder key -> a single preempt-and-abort', () => {
+    const p = decideVolume(input({ device: dev([B, A], B) }));
+    expect(p.actions.map((a) => a.kind)).toEqual(['preempt-abort']);
+  });
+});
+
+describe('keys (S6)', () => {
+  it('cluster keys carry the tag; other tags are foreign; never 0', () => {
+    expect(isClusterKey(A, TAG)).toBe(true);
+    expect(isClusterKey(FOREIGN, TAG)).toBe(false);
+    expect(isClusterKey(0n, TAG)).toBe(false);
+    expect(makeKey(TAG, allocateSlot('n', 'u', new Map()))).not.toBe(0n);
+  });
+
+  it('same incarnation -> same slot (stable across restarts); new UID -> new slot', () => {
+    const first = allocateSlot('node-a', 'uid-1', new Map());
+    const taken = new Map([[first, { node: 'node-a', nodeUid: 'uid-1' }]]);
+    expect(allocateSlot('node-a', 'uid-1', taken)).toBe(first);
+    expect(allocateSlot('node-a', 'uid-2', taken)).not.toBe(first);
+  });
+
+  it('a slot taken by another node is never handed out again (unique)', () => {
+    const want = allocateSlot('node-b', 'uid', new Map());
+    const taken = new Map([[want, { node: 'node-x', nodeUid: 'x' }]]);
+    const got = allocateSlot('node-b', 'uid', taken);
+    expect(got).not.toBe(want);
+    expect(got).toBeGreaterThan(0);
+  });
+});

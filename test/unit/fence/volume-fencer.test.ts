@@ -1,0 +1,154 @@
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { clusterTag, makeKey } from '../../../src/fence/keys.js';
+import type { FenceInput, NodeKey } from '../../../src/fence/rule.js';
+import { fenceVolume } from '../../../src/fence/volume-fencer.js';
+import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
+import type { PrDevice } from '../../../src/pr/index.js';
+
+const log = pino({ level: 'silent' });
+const TAG = clusterTag('test-cluster');
+const K = { a: makeKey(TAG, 1), b: makeKey(TAG, 2), c: makeKey(TAG, 3) };
+const known: NodeKey[] = Object.entries(K).map(([node, key]) => ({ node, key }));
+
+function inputFor(node: 'a' | 'b' | 'c', legit: ('a' | 'b' | 'c')[], over: Partial<FenceInput['self']> = {}) {
+  return {
+    self: { node, key: K[node], legitimate: legit.includes(node), mayRegister: true, inUse: false, ...over },
+    legitimate: legit.map((n) => ({ node: n, key: K[n] })),
+    known,
+    clusterTag: TAG,
+    desiredType: 'write-exclusive-reg-only' as const,
+    foreignKeys: 'leave' as const,
+  };
+}
+
+async function attachedTo(lu: MemoryLogicalUnit, node: 'a' | 'b' | 'c') {
+  return fenceVolume({ device: lu.initiator(node), input: inputFor(node, [node]), log });
+}
+
+describe('fenceVolume on the memory model', () => {
+  for (const kind of ['scsi', 'nvme'] as const) {
+    it(`${kind}: RWO failover a -> b -> a's key gone, b holds, a's writes refused, b writes`, async () => {
+      const lu = new MemoryLogicalUnit({ kind });
+      expect((await attachedTo(lu, 'a')).outcome).toBe('done');
+      expect(lu.write('a')).toBe('ok');
+      const obs = await fenceVolume({ device: lu.initiator('b'), input: inputFor('b', ['b']), log });
+      expect(obs.outcome).toBe('done');
+      expect(obs.victims).toEqual([{ key: K.a, node: 'a', result: 'fenced' }]);
+      expect(obs.state.keys.keys).toEqual([K.b]);
+      expect(obs.state.reservation.key).toBe(K.b);
+      expect(lu.write('a')).toBe('refused');
+      expect(lu.write('b')).toBe('ok');
+      expect(lu.abortCount('a')).toBe(1);
+    });
+
+    it(`${kind}: RWX a, b, c legitimate then c stale -> only c removed, holder kept`, async () => {
+      const lu = new MemoryLogicalUnit({ kind });
+      for (const n of ['a', 'b', 'c'] as const) {
+        await fenceVolume({ device: lu.initiator(n), input: inputFor(n, ['a', 'b', 'c']), log });
+      }
+      expect((await lu.initiator('a').readKeys()).keys).toHaveLength(3);
+      const holderBefore = (await lu.initiator('a').readReservation()).key;
+      // c goes stale; a and b run the rule; exactly the lowest legitimate key acts.
+      const [oa, ob] = await Promise.all([
+        fenceVolume({ device: lu.initiator('a'), input: inputFor('a', ['a', 'b']), log }),
+        fenceVolume({ device: lu.initiator('b'), input: inputFor('b', ['a', 'b']), log }),
+      ]);
+      expect([oa.outcome, ob.outcome].sort()).toEqual(['done', 'waiting'].sort());
+      const keys = (await lu.initiator('a').readKeys()).keys;
+      expect([...keys].sort()).toEqual([K.a, K.b].sort());
+      expect((await lu.initiator('a').readReservation()).key).toBe(holderBefore);
+      expect(lu.write('c')).toBe('refused');
+    });
+  }
+
+  it('S3: every PR OUT is followed by a read-back equal to the device state at that moment', async () => {
+    const lu = new MemoryLogicalUnit();
+    await attachedTo(lu, 'a');
+    const obs = await fenceVolume({ device: lu.initiator('b'), input: inputFor('b', ['b']), log });
+    expect(obs.results.length).toBeGreaterThan(0);
+    for (const r of obs.results) expect(r.after).toBeDefined();
+    const s = lu.state();
+    expect(obs.state.keys).toEqual({ generation: s.generation, keys: s.registrations.map((r) => r.key) });
+  });
+
+  it('S4: a racing node fences first -> our preempt conflicts, we re-read and settle without a blind retry', async () => {
+    const lu = new MemoryLogicalUnit();
+    await attachedTo(lu, 'a');
+    await lu.initiator('b').register(0n, K.b);
+    await lu.initiator('c').register(0n, K.c);
+    // c wins the race between b's read and b's preempt.
+    const b = lu.initiator('b');
+    let raced = false;
+    const racing: PrDevice = {
+      id: b.id,
+      register: (o, n, x) => b.register(o, n, x),
+      registerAndIgnore: (n, x) => b.registerAndIgnore(n, x),
+      reserve: (k, t, x) => b.reserve(k, t, x),
+      release: (k, t, x) => b.release(k, t, x),
+      preempt: (o, v, t, x) => b.preempt(o, v, t, x),
+      preemptAndAbort: async (o, v, t, x) => {
+        if (!raced) {
+          raced = true;
+          await lu.initiator('c').preemptAndAbort(K.c, K.a, 'write-exclusive-reg-only');
+        }
+        return b.preemptAndAbort(o, v, t, x);
+      },
+      clear: (k, x) => b.clear(k, x),
+      readKeys: (x) => b.readKeys(x),
+      readReservation: (x) => b.readReservation(x),
+      capabilities: (x) => b.capabilities(x),
+      close: () => b.close(),
+    };
+    // b believes only itself legitimate, c believes only itself: both try to fence a.
+    const obs = await fenceVolume({ device: racing, input: inputFor('b', ['b']), log });
+    expect(obs.results.some((r) => r.result === 'conflict')).toBe(true);
+    const keys = (await b.readKeys()).keys;
+    expect(keys).not.toContain(K.a);
+    expect(lu.write('a')).toBe('refused');
+    // the conflict was followed by a read and a new decision, not a resend of the same command
+    const preempts = obs.results.filter((r) => r.action.kind === 'preempt-abort' && r.action.victim === K.a);
+    expect(preempts).toHaveLength(1);
+  });
+
+  it('S5: answer lost after the preempt was applied -> re-read, no second preempt, done', async () => {
+    const lu = new MemoryLogicalUnit();
+    await attachedTo(lu, 'a');
+    await lu.initiator('b').register(0n, K.b);
+    lu.inject({ kind: 'lost-after', op: 'preempt-abort', initiator: 'b' });
+    const g0 = lu.state().generation;
+    const obs = await fenceVolume({ device: lu.initiator('b'), input: inputFor('b', ['b']), log });
+    expect(obs.results[0]?.result).toBe('indeterminate');
+    expect(lu.state().generation).toBe(g0 + 1); // exactly one preempt reached the device
+    expect(obs.outcome).toBe('done');
+    expect(lu.write('a')).toBe('refused');
+  });
+
+  it('S5: a hung device call -> IndeterminateError within the time limit, nothing assumed', async () => {
+    const lu = new MemoryLogicalUnit();
+    await attachedTo(lu, 'a');
+    await lu.initiator('b').register(0n, K.b);
+    lu.inject({ kind: 'hang', op: 'preempt-abort', initiator: 'b', times: Infinity });
+    const dev = lu.initiator('b', { timeoutMs: 30 });
+    const t0 = Date.now();
+    const obs = await fenceVolume({ device: dev, input: inputFor('b', ['b']), log, maxRounds: 2 });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(obs.outcome).toBe('indeterminate');
+    expect(obs.state.keys.keys).toContain(K.a); // the device says a is still there: recorded as such
+    lu.clearFaults();
+  });
+
+  it('S2: a node that was fenced and may not register -> blocked, key stays off the device', async () => {
+    const lu = new MemoryLogicalUnit();
+    await attachedTo(lu, 'a');
+    await fenceVolume({ device: lu.initiator('b'), input: inputFor('b', ['b']), log });
+    const obs = await fenceVolume({
+      device: lu.initiator('a'),
+      input: inputFor('a', ['a'], { mayRegister: false }),
+      log,
+    });
+    expect(obs.outcome).toBe('blocked');
+    expect((await lu.initiator('b').readKeys()).keys).toEqual([K.b]);
+    expect(lu.write('a')).toBe('refused');
+  });
+});
