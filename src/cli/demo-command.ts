@@ -1,12 +1,167 @@
+/**
+ * `prfence demo`: the failover prfence exists for, on one machine and no cluster. Two
+ * simulated nodes share one logical unit (the in-memory model by default, or two real
+ * device paths to one LU with --device-a/--device-b); the volume moves from node-a to
+ * node-b while node-a is still alive and writing; node-b's fence logic (the same
+ * fenceVolume the agent runs) cuts node-a off at the storage; node-a's restart does not
+ * get it back (S2).
+ */
 import type { Command } from 'commander';
+import pino from 'pino';
+import { clusterTag, makeKey } from '../fence/keys.js';
+import type { NodeKey } from '../fence/rule.js';
+import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
+import { formatKey } from '../pr/key.js';
+import { MemoryLogicalUnit } from '../pr/memory/index.js';
+import type { PrDevice } from '../pr/pr-device.js';
 import type { CliIo } from './program.js';
 
-/** `prfence demo`: placeholder registration, replaced by the fencing demo. */
+interface DemoNode {
+  name: 'node-a' | 'node-b';
+  key: bigint;
+  device: PrDevice;
+  write: () => Promise<'ok' | 'refused'>;
+}
+
+/** Runs the scripted failover; returns the final observation of node-b (for tests). */
+export async function runDemo(
+  io: Pick<CliIo, 'stdout'>,
+  opts: { deviceA?: string; deviceB?: string; logLevel?: string } = {},
+): Promise<{
+  a: DemoNode;
+  b: DemoNode;
+  final: VolumeObservation;
+  writesRefused: boolean;
+  reRegistered: boolean;
+}> {
+  const say = (s: string) => io.stdout(s);
+  const log = pino({ level: opts.logLevel ?? 'silent' });
+  const tag = clusterTag('prfence-demo-cluster');
+  const known: NodeKey[] = [];
+  let a: DemoNode;
+  let b: DemoNode;
+  if (opts.deviceA && opts.deviceB) {
+    const { KoffiPrDevice } = await import('../pr/koffi/koffi-pr-device.js');
+    const { directWrite } = await import('../pr/koffi/direct-io.js');
+    const [pa, pb] = [opts.deviceA, opts.deviceB];
+    a = {
+      name: 'node-a',
+      key: makeKey(tag, 1),
+      device: await KoffiPrDevice.open(pa),
+      write: () => directWrite(pa),
+    };
+    b = {
+      name: 'node-b',
+      key: makeKey(tag, 2),
+      device: await KoffiPrDevice.open(pb),
+      write: () => directWrite(pb),
+    };
+    say(`devices: node-a ${pa}, node-b ${pb} (real kernel devices, one logical unit)`);
+  } else {
+    const lu = new MemoryLogicalUnit({ kind: 'scsi', id: 'lun-demo' });
+    a = {
+      name: 'node-a',
+      key: makeKey(tag, 1),
+      device: lu.initiator('node-a'),
+      write: async () => lu.write('node-a'),
+    };
+    b = {
+      name: 'node-b',
+      key: makeKey(tag, 2),
+      device: lu.initiator('node-b'),
+      write: async () => lu.write('node-b'),
+    };
+    say(
+      'devices: one in-memory SCSI logical unit seen by node-a and node-b (the model the contract suite proves against LIO)',
+    );
+  }
+  known.push({ node: a.name, key: a.key }, { node: b.name, key: b.key });
+  const step = (n: number, s: string) => say(`\n[${n}] ${s}`);
+  const input = (self: DemoNode, legitimate: DemoNode[], mayRegister = true) => ({
+    self: {
+      node: self.name,
+      key: self.key,
+      legitimate: legitimate.includes(self),
+      mayRegister,
+      inUse: false,
+    },
+    legitimate: legitimate.map((n) => ({ node: n.name, key: n.key })),
+    known,
+    clusterTag: tag,
+    desiredType: 'write-exclusive-reg-only' as const,
+    foreignKeys: 'leave' as const,
+  });
+  const show = (o: VolumeObservation) => {
+    for (const r of o.results) {
+      const what =
+        r.action.kind === 'preempt-abort'
+          ? `preempt-abort ${formatKey(r.action.victim)} (${r.action.victimNode ?? '?'})`
+          : r.action.kind;
+      say(
+        `    ${what}: ${r.result}; device now: generation ${r.after?.keys.generation}, keys [${r.after?.keys.keys.map(formatKey).join(', ')}]`,
+      );
+    }
+  };
+
+  say(
+    `cluster tag ${tag.toString(16).padStart(8, '0')}; node-a key ${formatKey(a.key)}, node-b key ${formatKey(b.key)}`,
+  );
+  step(
+    1,
+    "VolumeAttachment pv-demo -> node-a. node-a's agent registers and reserves (write-exclusive-reg-only).",
+  );
+  show(await fenceVolume({ device: a.device, input: input(a, [a]), log }));
+  say(`    node-a writes: ${await a.write()}`);
+
+  step(
+    2,
+    'node-a is cut off from the API server but still alive and writing. The volume is force-detached and attached to node-b.',
+  );
+  say(`    node-a writes: ${await a.write()}   <- without fencing, two writers on one volume`);
+
+  step(3, "node-b's agent sees the new VolumeAttachment: node-a is no longer legitimate, its key is stale.");
+  const final = await fenceVolume({ device: b.device, input: input(b, [b]), log });
+  show(final);
+  for (const v of final.victims)
+    say(`    fenced ${v.node} (key ${formatKey(v.key)}): ${v.result}, in ${final.durationMs.toFixed(1)} ms`);
+  const aw = await a.write();
+  const bw = await b.write();
+  say(`    node-a writes: ${aw}   <- the storage itself refuses the stale node (EBADE on Linux)`);
+  say(`    node-b writes: ${bw}`);
+
+  step(4, "node-a's agent restarts. Its NodeFence says Fenced, so it must not register again (S2).");
+  const again = await fenceVolume({ device: a.device, input: input(a, [a], false), log });
+  say(`    node-a: ${again.outcome} (${again.plan.reason})`);
+  const keysAfter = (await b.device.readKeys()).keys;
+  const reRegistered = keysAfter.includes(a.key);
+  say(`    node-a writes: ${await a.write()}`);
+
+  const r = await b.device.readReservation();
+  say('\nkubectl get vr (what the agent records):');
+  say('NAME      KIND   TYPE                       HOLDER   HOLDER-KEY         REGISTRANTS   LAST-FENCED');
+  say(
+    `pv-demo   scsi   ${String(r.type).padEnd(26)} node-b   ${r.key === null ? '-'.padEnd(16) : formatKey(r.key)}   ${String(keysAfter.length).padEnd(13)} node-a`,
+  );
+  await a.device.close();
+  await b.device.close();
+  return { a, b, final, writesRefused: aw === 'refused' && bw === 'ok', reRegistered };
+}
+
+/** Registers `prfence demo`. */
 export function registerDemoCommand(program: Command, io: CliIo): void {
   program
     .command('demo')
-    .description('local failover demo on the in-memory device model (no cluster needed)')
-    .action(() => {
-      io.stdout('demo: not built yet');
+    .description('local failover demo: two simulated nodes, one shared LU, no cluster needed')
+    .option('--device-a <path>', "node-a's path to a real PR-capable LU (with --device-b)")
+    .option('--device-b <path>', "node-b's path to the same LU")
+    .option('--log-level <level>', 'also print the agent logs (JSON) at this level', 'silent')
+    .action(async (o: { deviceA?: string; deviceB?: string; logLevel: string }) => {
+      const r = await runDemo(io, o);
+      io.stdout(
+        r.writesRefused && !r.reRegistered
+          ? '\nresult: node-a is fenced at the storage; node-b owns the volume.'
+          : '\nresult: FAILED: node-a was not fenced',
+      );
+      if (!r.writesRefused || r.reRegistered) throw new Error('demo failed');
     });
 }

@@ -1,0 +1,66 @@
+/**
+ * `prfence device` and `prfence demo` on real kernel devices (inside the QEMU guest;
+ * PRFENCE_KERNEL_TOPOLOGIES and PRFENCE_NO_PR_DEVICE are set by test/kernel/run.mjs).
+ * Runs the built CLI (dist/) as a separate process, as an operator would.
+ */
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { kernelTopologySpecs } from '../contract/kernel-topology.js';
+
+const cli = (...args: string[]) => {
+  const r = spawnSync(process.execPath, ['dist/src/cli/main.js', ...args], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { code: r.status, out: r.stdout.trim(), err: r.stderr.trim() };
+};
+const A = 'aaaa0000000000a1';
+const B = 'bbbb0000000000b2';
+const RESET = '7e5e700000000002';
+
+for (const spec of kernelTopologySpecs()) {
+  const [da, db] = spec.devices as [string, string];
+  describe(`prfence device on ${spec.name}`, { timeout: 120_000 }, () => {
+    it('register, reserve, conflict, preempt, keys/reservation --json, clear -> documented output and exit codes', () => {
+      expect(cli('device', 'register', da, '--key', RESET, '--ignore-key').code).toBe(0);
+      expect(cli('device', 'clear', da, '--key', RESET).code).toBe(0);
+      expect(cli('device', 'register', da, '--key', A).code).toBe(0);
+      expect(cli('device', 'register', db, '--key', `0x${B}`).code).toBe(0);
+      expect(JSON.parse(cli('device', 'keys', db, '--json').out)).toMatchObject({ keys: [A, B] });
+      expect(cli('device', 'reserve', da, '--key', A, '--type', 'write-exclusive-reg-only').code).toBe(0);
+      expect(JSON.parse(cli('device', 'reservation', db, '--json').out)).toMatchObject({
+        key: A,
+        type: 'write-exclusive-reg-only',
+      });
+      const conflict = cli('device', 'reserve', db, '--key', B, '--type', 'write-exclusive');
+      expect(conflict.code).toBe(3);
+      expect(conflict.err).toMatch(/^prfence: reserve: reservation conflict/);
+      expect(
+        cli('device', 'preempt', db, '--key', B, '--victim', A, '--type', 'write-exclusive-reg-only').code,
+      ).toBe(0);
+      expect(JSON.parse(cli('device', 'keys', da, '--json').out).keys).toEqual([B]);
+      const bad = cli('device', 'reserve', db, '--key', B, '--type', 'bogus');
+      expect(bad.code).toBe(2);
+      expect(bad.err.split('\n')).toHaveLength(1);
+      expect(cli('device', 'clear', db, '--key', B).code).toBe(0);
+      expect(JSON.parse(cli('device', 'keys', da, '--json').out).keys).toEqual([]);
+    });
+
+    it('prfence demo --device-a/--device-b -> node-a refused by the kernel, exit 0', () => {
+      const r = cli('demo', '--device-a', da, '--device-b', db);
+      expect(r.out).toContain('node-a writes: refused');
+      expect(r.code).toBe(0);
+      cli('device', 'register', da, '--key', RESET, '--ignore-key');
+      cli('device', 'clear', da, '--key', RESET);
+    });
+  });
+}
+
+describe('prfence device on a device without PR support', () => {
+  const dev = process.env.PRFENCE_NO_PR_DEVICE;
+  it.skipIf(!dev)('capabilities -> exit 4, one line', () => {
+    const r = cli('device', 'capabilities', dev!);
+    expect(r.code).toBe(4);
+    expect(r.err.split('\n')).toHaveLength(1);
+  });
+});
