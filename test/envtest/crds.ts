@@ -2,11 +2,8 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  ApiextensionsV1Api,
-  type KubeConfig,
-  type V1CustomResourceDefinition,
-} from '@kubernetes/client-node';
+import type { KubeConfig, V1CustomResourceDefinition } from '@kubernetes/client-node';
+import { KubeApiError, RestClient } from '../../src/kube/rest-client.js';
 import { parseAllDocuments } from 'yaml';
 
 export const CRD_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'charts', 'prfence', 'crds');
@@ -22,30 +19,29 @@ export function readChartCrds(dir = CRD_DIR): V1CustomResourceDefinition[] {
   );
 }
 
-/** Creates (or replaces) the CRDs and waits until each is Established. */
+/**
+ * Applies the CRDs as plain JSON (server-side apply; client-node's typed serializer would
+ * drop `enum` and `x-kubernetes-*`) and waits until each is Established.
+ */
 export async function installCrds(
   kc: KubeConfig,
   crds = readChartCrds(),
   timeoutMs = 60_000,
 ): Promise<string[]> {
-  const api = kc.makeApiClient(ApiextensionsV1Api);
+  const rest = new RestClient(kc);
+  const base = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
   for (const crd of crds) {
-    const name = crd.metadata?.name ?? '';
-    try {
-      const existing = await api.readCustomResourceDefinition({ name });
-      crd.metadata = { ...crd.metadata, resourceVersion: existing.metadata?.resourceVersion };
-      await api.replaceCustomResourceDefinition({ name, body: crd });
-    } catch (e) {
-      if ((e as { code?: number }).code !== 404) throw e;
-      await api.createCustomResourceDefinition({ body: crd });
-    }
+    await rest.apply(`${base}/${crd.metadata?.name ?? ''}`, crd, 'prfence-envtest');
   }
   const end = Date.now() + timeoutMs;
   for (const crd of crds) {
     const name = crd.metadata?.name ?? '';
     for (;;) {
-      const got = await api.readCustomResourceDefinition({ name });
-      if (got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True')) break;
+      const got = await rest.get<V1CustomResourceDefinition>(`${base}/${name}`).catch((e: unknown) => {
+        if (e instanceof KubeApiError && e.code === 404) return undefined;
+        throw e;
+      });
+      if (got?.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True')) break;
       if (Date.now() > end) throw new Error(`CRD ${name} not Established after ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 100));
     }

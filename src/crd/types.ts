@@ -1,0 +1,125 @@
+/**
+ * TypeScript types of the prfence.io/v1alpha1 custom resources. The CRDs in
+ * charts/prfence/crds/ are the source of truth; test/integration/crd-schema.test.ts
+ * checks these unions and fields against the schema the API server serves.
+ */
+import type { ReservationType } from '../pr/reservation-type.js';
+
+export const GROUP = 'prfence.io';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const NODE_FENCE = { kind: 'NodeFence', plural: 'nodefences' } as const;
+export const VOLUME_RESERVATION = { kind: 'VolumeReservation', plural: 'volumereservations' } as const;
+
+export const FENCE_STATES = ['Unfenced', 'Fenced'] as const;
+export type FenceState = (typeof FENCE_STATES)[number];
+
+export const NODE_PHASES = ['Pending', 'Registered', 'Fenced', 'AccessLost', 'Blocked', 'Error'] as const;
+export type NodePhase = (typeof NODE_PHASES)[number];
+
+export const NODE_CONDITION_TYPES = ['Registered', 'AccessLost', 'Fenced', 'Degraded'] as const;
+export const VOLUME_CONDITION_TYPES = ['Reserved', 'Supported', 'Degraded'] as const;
+export const DEVICE_KINDS = ['scsi', 'nvme'] as const;
+export const FENCE_RESULTS = ['Fenced', 'Failed'] as const;
+
+/** metav1.Condition. */
+export interface Condition<T extends string = string> {
+  type: T;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+  observedGeneration?: number;
+}
+
+export interface ObjectMeta {
+  name: string;
+  uid?: string;
+  resourceVersion?: string;
+  generation?: number;
+  creationTimestamp?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+export interface NodeFenceSpec {
+  fenceState?: FenceState;
+  reason?: string;
+  requestedBy?: string;
+}
+
+export interface NodeFenceStatus {
+  key?: string;
+  nodeUID?: string;
+  phase?: NodePhase;
+  volumes?: number;
+  fencedBy?: string;
+  fencedAt?: string;
+  lastProbeTime?: string;
+  conditions?: Condition<(typeof NODE_CONDITION_TYPES)[number]>[];
+}
+
+export interface NodeFence {
+  apiVersion: typeof API_VERSION;
+  kind: 'NodeFence';
+  metadata: ObjectMeta;
+  spec?: NodeFenceSpec;
+  status?: NodeFenceStatus;
+}
+
+export interface Registrant {
+  node: string;
+  key: string;
+  legitimate?: boolean;
+  observedAt?: string;
+}
+
+export interface LastFence {
+  victimNode?: string;
+  victimKey?: string;
+  by?: string;
+  at?: string;
+  durationMs?: number;
+  result?: (typeof FENCE_RESULTS)[number];
+}
+
+export interface VolumeReservationStatus {
+  device?: { identity?: string; kind?: (typeof DEVICE_KINDS)[number] };
+  reservationType?: ReservationType;
+  holder?: { node?: string; key: string };
+  registrants?: Registrant[];
+  foreignKeys?: number;
+  generation?: number;
+  lastFence?: LastFence;
+  conditions?: Condition<(typeof VOLUME_CONDITION_TYPES)[number]>[];
+}
+
+export interface VolumeReservation {
+  apiVersion: typeof API_VERSION;
+  kind: 'VolumeReservation';
+  metadata: ObjectMeta;
+  spec?: { reservationType?: ReservationType };
+  status?: VolumeReservationStatus;
+}
+
+/** The status field names, for the schema drift test. */
+export const NODE_FENCE_STATUS_FIELDS: readonly (keyof NodeFenceStatus)[] = [
+  'key',
+  'nodeUID',
+  'phase',
+  'volumes',
+  'fencedBy',
+  'fencedAt',
+  'lastProbeTime',
+  'conditions',
+];
+export const VOLUME_RESERVATION_STATUS_FIELDS: readonly (keyof VolumeReservationStatus)[] = [
+  'device',
+  'reservationType',
+  'holder',
+  'registrants',
+  'foreignKeys',
+  'generation',
+  'lastFence',
+  'conditions',
+];
