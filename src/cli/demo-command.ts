@@ -57,6 +57,11 @@ export async function runDemo(
       write: () => directWrite(pb),
     };
     say(`devices: node-a ${pa}, node-b ${pb} (real kernel devices, one logical unit)`);
+    // A demo LU starts clean: take a registration whatever is there, then CLEAR.
+    const reset = makeKey(tag, 0xffff);
+    await b.device.registerAndIgnore(reset);
+    await b.device.clear(reset);
+    say('    cleared every registration on the LU first (demo devices only)');
   } else {
     const lu = new MemoryLogicalUnit({ kind: 'scsi', id: 'lun-demo' });
     a = {
@@ -152,7 +157,10 @@ export function registerDemoCommand(program: Command, io: CliIo): void {
   program
     .command('demo')
     .description('local failover demo: two simulated nodes, one shared LU, no cluster needed')
-    .option('--device-a <path>', "node-a's path to a real PR-capable LU (with --device-b)")
+    .option(
+      '--device-a <path>',
+      "node-a's path to a real PR-capable LU (with --device-b); CLEARS its registrations",
+    )
     .option('--device-b <path>', "node-b's path to the same LU")
     .option('--log-level <level>', 'also print the agent logs (JSON) at this level', 'silent')
     .action(async (o: { deviceA?: string; deviceB?: string; logLevel: string }) => {

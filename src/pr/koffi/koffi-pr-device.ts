@@ -497,7 +497,7 @@ export class KoffiPrDevice implements PrDevice {
         const s = parse.parseSense(sense.bytes, h.getUint8(abi.SG_IO_HDR.sbLenWr));
         // UNIT ATTENTION (e.g. "registrations preempted", 06/2A/05, after another
         // initiator's PR OUT): not executed, and SG_IO does not retry it for us.
-        if (s?.key === 0x6 && attempt < 3) return await this.#sgPrin(sa, alloc, opts, attempt + 1);
+        if (s?.key === 0x6 && attempt < 8) return await this.#sgPrin(sa, alloc, opts, attempt + 1);
         // ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE: no PR support.
         if (s && s.key === 0x5 && s.asc === 0x20)
           throw new UnsupportedError(`${op}: device does not support PERSISTENT RESERVE IN`, {
