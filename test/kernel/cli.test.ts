@@ -38,7 +38,9 @@ for (const spec of kernelTopologySpecs()) {
       expect(
         cli('device', 'preempt', db, '--key', B, '--victim', A, '--type', 'write-exclusive-reg-only').code,
       ).toBe(0);
-      expect(JSON.parse(cli('device', 'keys', da, '--json').out).keys).toEqual([B]);
+      const fencedView = cli('device', 'keys', da, '--json');
+      expect(fencedView.code, fencedView.err).toBe(0);
+      expect(JSON.parse(fencedView.out).keys).toEqual([B]);
       const bad = cli('device', 'reserve', db, '--key', B, '--type', 'bogus');
       expect(bad.code).toBe(2);
       expect(bad.err.split('\n')).toHaveLength(1);
@@ -48,7 +50,7 @@ for (const spec of kernelTopologySpecs()) {
 
     it('prfence demo --device-a/--device-b -> node-a refused by the kernel, exit 0', () => {
       const r = cli('demo', '--device-a', da, '--device-b', db);
-      expect(r.out).toContain('node-a writes: refused');
+      expect(r.out, r.err).toContain('node-a writes: refused');
       expect(r.code).toBe(0);
       cli('device', 'register', da, '--key', RESET, '--ignore-key');
       cli('device', 'clear', da, '--key', RESET);

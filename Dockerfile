@@ -1,0 +1,28 @@
+# prfence node agent. Same install steps as CI (.ci/run): npm ci, build, then only
+# production dependencies. Node 24 LTS, matching package.json "engines" and the `node`
+# dev dependency the tests run on.
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+RUN npm run build && npm prune --omit=dev
+
+FROM node:24-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+COPY charts/prfence/crds ./crds
+# koffi's native part ships in the per-platform package (@koromix/koffi-linux-x64 or
+# -arm64); fail the build if it is missing or does not load.
+RUN node -e "require('koffi'); console.log('koffi', require('koffi/package.json').version, 'loaded')"
+# The PR ioctls need CAP_SYS_ADMIN on the host's block devices, so the DaemonSet runs
+# this container privileged as root (see charts/prfence/values.yaml). Run as the
+# unprivileged `node` user for everything that does not touch devices (e.g. `prfence
+# fence|unfence|status`, or a cluster-level controller) by overriding the user.
+USER root
+ENTRYPOINT ["node", "dist/src/cli/main.js"]
+CMD ["agent"]

@@ -1,0 +1,128 @@
+/**
+ * A work queue with client-go's rules (k8s.io/client-go/util/workqueue):
+ * - an item is queued at most once (adds of a queued item are merged);
+ * - an item is never processed by two workers at once; an add while it is processing
+ *   marks it dirty and it is queued again when done() is called;
+ * - per-item exponential backoff for failures (addRateLimited / forget / numRequeues);
+ * - addAfter for timed requeues.
+ * The clock is injected; no module state.
+ */
+export interface QueueClock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const realClock: QueueClock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    t.unref?.();
+    return t;
+  },
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+export interface WorkQueueOptions {
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  clock?: QueueClock;
+}
+
+export class WorkQueue<K extends string = string> {
+  readonly #queue: K[] = [];
+  readonly #queued = new Set<K>();
+  readonly #processing = new Set<K>();
+  readonly #dirty = new Set<K>();
+  readonly #failures = new Map<K, number>();
+  readonly #timers = new Map<K, { at: number; handle: unknown }>();
+  readonly #waiters: ((k: K | undefined) => void)[] = [];
+  readonly #base: number;
+  readonly #max: number;
+  readonly #clock: QueueClock;
+  #shuttingDown = false;
+
+  constructor(opts: WorkQueueOptions = {}) {
+    this.#base = opts.baseDelayMs ?? 5;
+    this.#max = opts.maxDelayMs ?? 300_000;
+    this.#clock = opts.clock ?? realClock;
+  }
+
+  /** Queues an item now (merged with a queued copy; marked dirty if processing). */
+  add(k: K): void {
+    if (this.#shuttingDown) return;
+    if (this.#processing.has(k)) {
+      this.#dirty.add(k);
+      return;
+    }
+    if (this.#queued.has(k)) return;
+    const w = this.#waiters.shift();
+    if (w) {
+      this.#processing.add(k);
+      w(k);
+      return;
+    }
+    this.#queued.add(k);
+    this.#queue.push(k);
+  }
+
+  /** Queues an item after `ms`; an earlier pending addAfter for it wins. */
+  addAfter(k: K, ms: number): void {
+    if (this.#shuttingDown) return;
+    if (ms <= 0) return this.add(k);
+    const at = this.#clock.now() + ms;
+    const cur = this.#timers.get(k);
+    if (cur && cur.at <= at) return;
+    if (cur) this.#clock.clearTimeout(cur.handle);
+    const handle = this.#clock.setTimeout(() => {
+      this.#timers.delete(k);
+      this.add(k);
+    }, ms);
+    this.#timers.set(k, { at, handle });
+  }
+
+  /** Queues after the item's backoff: base * 2^failures, capped at max. */
+  addRateLimited(k: K): void {
+    const n = this.#failures.get(k) ?? 0;
+    this.#failures.set(k, n + 1);
+    this.addAfter(k, Math.min(this.#max, this.#base * 2 ** n));
+  }
+
+  /** Clears the item's failure count (call after a success). */
+  forget(k: K): void {
+    this.#failures.delete(k);
+  }
+
+  numRequeues(k: K): number {
+    return this.#failures.get(k) ?? 0;
+  }
+
+  /** Next item to process, or undefined once shut down. */
+  get(): Promise<K | undefined> {
+    const k = this.#queue.shift();
+    if (k !== undefined) {
+      this.#queued.delete(k);
+      this.#processing.add(k);
+      return Promise.resolve(k);
+    }
+    if (this.#shuttingDown) return Promise.resolve(undefined);
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Marks the item processed; a dirty item is queued again. */
+  done(k: K): void {
+    this.#processing.delete(k);
+    if (this.#dirty.delete(k)) this.add(k);
+  }
+
+  get length(): number {
+    return this.#queue.length;
+  }
+
+  shutDown(): void {
+    this.#shuttingDown = true;
+    for (const t of this.#timers.values()) this.#clock.clearTimeout(t.handle);
+    this.#timers.clear();
+    for (const w of this.#waiters.splice(0)) w(undefined);
+  }
+}
