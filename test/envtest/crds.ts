@@ -48,3 +48,21 @@ export async function installCrds(
   }
   return crds.map((c) => c.metadata?.name ?? '');
 }
+
+/** Waits until each CRD's objects can be listed (storage ready: no 429 / 404). */
+export async function waitCrdStorage(kc: KubeConfig, names: string[], timeoutMs = 60_000): Promise<void> {
+  const rest = new RestClient(kc);
+  const end = Date.now() + timeoutMs;
+  for (const name of names) {
+    const [plural, ...group] = name.split('.');
+    for (;;) {
+      try {
+        await rest.get(`/apis/${group.join('.')}/v1alpha1/${plural}`);
+        break;
+      } catch (e) {
+        if (Date.now() > end) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+}

@@ -5,7 +5,7 @@
  */
 import type { TestProject } from 'vitest/node';
 import { startControlPlane, type ControlPlane } from './control-plane.js';
-import { installCrds } from './crds.js';
+import { installCrds, waitCrdStorage } from './crds.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -20,6 +20,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const t0 = Date.now();
   cp = await startControlPlane();
   const crds = await installCrds(cp.adminKubeConfig());
+  await waitCrdStorage(cp.adminKubeConfig(), crds);
   console.log(
     `envtest: control plane at ${cp.server} in ${Date.now() - t0} ms; CRDs: ${crds.join(', ') || 'none'}`,
   );

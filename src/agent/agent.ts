@@ -1,0 +1,507 @@
+/**
+ * The prfence node agent: wiring only. Informer caches feed a work queue of PV names;
+ * each reconcile reads the caches and the device and runs the fence logic
+ * (src/fence/volume-fencer.ts), then records the device's answer in VolumeReservation
+ * and NodeFence status with server-side apply under this node's field manager.
+ *
+ * Safety (DESIGN.md): S2 - no registration unless the API server answered at start-up and
+ * this node is not Fenced; S6 - keys from src/fence/keys.ts, recorded in NodeFence and
+ * checked unique; S8 - stop() closes devices and never releases or unregisters.
+ */
+import {
+  CoreV1Api,
+  StorageV1Api,
+  type KubeConfig,
+  type KubernetesListObject,
+  type V1Node,
+  type V1PersistentVolume,
+  type V1VolumeAttachment,
+} from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import {
+  API_VERSION,
+  GROUP,
+  NODE_FENCE,
+  VERSION,
+  VOLUME_RESERVATION,
+  type NodeFence,
+  type NodePhase,
+  type VolumeReservationStatus,
+} from '../crd/types.js';
+import { allocateSlot, clusterTag, isClusterKey, makeKey, slotOf, type SlotOwner } from '../fence/keys.js';
+import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
+import { startInformer, type ResilientInformer } from '../kube/informer.js';
+import { clusterObjectPath, KubeApiError, RestClient } from '../kube/rest-client.js';
+import { WorkQueue } from '../kube/work-queue.js';
+import { formatKey, type PrKey } from '../pr/key.js';
+import type { PrDevice } from '../pr/pr-device.js';
+import type { ReservationType } from '../pr/reservation-type.js';
+import { isPrError } from '../pr/errors.js';
+import {
+  deviceOf,
+  hasOutOfService,
+  knownKeys,
+  legitimateNodes,
+  pvOf,
+  pvsOfNode,
+  type ClusterCaches,
+} from './cluster-view.js';
+
+export interface AgentOptions {
+  kubeConfig: KubeConfig;
+  nodeName: string;
+  /** Opens the local block device for a PV's device identity (annotation prfence.io/device). */
+  openDevice: (identity: string, pv: string) => Promise<PrDevice>;
+  log: Logger;
+  reservationType?: ReservationType;
+  /** Cluster id for the key tag; default the kube-system namespace UID. */
+  clusterId?: string;
+  foreignKeys?: 'leave' | 'preempt';
+  workers?: number;
+  /** Re-check every volume of this node this often (level-based safety net). Default 30 s. */
+  resyncMs?: number;
+}
+
+const nfPath = (name?: string, sub?: 'status') =>
+  clusterObjectPath(GROUP, VERSION, NODE_FENCE.plural, name, sub);
+const vrPath = (name?: string, sub?: 'status') =>
+  clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, name, sub);
+
+export class Agent {
+  readonly node: string;
+  readonly key: PrKey;
+  readonly tag: number;
+  readonly #o: AgentOptions;
+  readonly #rest: RestClient;
+  readonly #fm: string;
+  readonly #queue = new WorkQueue<string>({ baseDelayMs: 200, maxDelayMs: 30_000 });
+  readonly #devices = new Map<string, PrDevice>();
+  /** PVs this agent has seen attached here: reconciled (released) after detach too. */
+  readonly #touched = new Set<string>();
+  readonly #lastStatus = new Map<string, string>();
+  /** The last fence this agent did per PV: re-applied with every status (server-side apply drops omitted fields). */
+  readonly #lastFence = new Map<string, NonNullable<VolumeReservationStatus['lastFence']>>();
+  readonly #nodeUid: string;
+  readonly #abort = new AbortController();
+  #informers: ResilientInformer<never>[] = [];
+  #va!: ResilientInformer<V1VolumeAttachment>;
+  #pv!: ResilientInformer<V1PersistentVolume>;
+  #nodes!: ResilientInformer<V1Node>;
+  #nf!: ResilientInformer<NodeFence>;
+  #workers: Promise<void>[] = [];
+  #resync: NodeJS.Timeout | undefined;
+
+  private constructor(o: AgentOptions, rest: RestClient, key: PrKey, tag: number, nodeUid: string) {
+    this.#o = o;
+    this.#nodeUid = nodeUid;
+    this.node = o.nodeName;
+    this.#rest = rest;
+    this.key = key;
+    this.tag = tag;
+    this.#fm = `prfence-agent/${o.nodeName}`;
+  }
+
+  /**
+   * Starts the agent. Throws, and registers nothing anywhere, if the API server does not
+   * answer (S2): a node that cannot learn whether it was fenced must not register.
+   */
+  static async start(o: AgentOptions): Promise<Agent> {
+    const rest = new RestClient(o.kubeConfig);
+    const core = o.kubeConfig.makeApiClient(CoreV1Api);
+    const node = await core.readNode({ name: o.nodeName });
+    const nodeUid = node.metadata?.uid ?? '';
+    const clusterId =
+      o.clusterId ?? (await core.readNamespace({ name: 'kube-system' })).metadata?.uid ?? 'default';
+    const tag = clusterTag(clusterId);
+    const key = await Agent.#ensureKey(rest, o, nodeUid, tag);
+    const agent = new Agent(o, rest, key, tag, nodeUid);
+    o.log.info({ node: o.nodeName, key: formatKey(key) }, 'agent key');
+    await agent.#startInformers();
+    agent.#startWorkers();
+    return agent;
+  }
+
+  /** S6: the key of this node incarnation, unique among NodeFence records, stable across restarts. */
+  static async #ensureKey(rest: RestClient, o: AgentOptions, nodeUid: string, tag: number): Promise<PrKey> {
+    const fm = `prfence-agent/${o.nodeName}`;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const list = await rest.get<KubernetesListObject<NodeFence>>(nfPath());
+      const taken = new Map<number, SlotOwner>();
+      let mine: NodeFence | undefined;
+      for (const nf of list.items) {
+        if (nf.metadata.name === o.nodeName) mine = nf;
+        const k = nf.status?.key;
+        if (!k) continue;
+        const key = BigInt(`0x${k}`);
+        if (!isClusterKey(key, tag)) continue;
+        taken.set(slotOf(key), { node: nf.metadata.name, nodeUid: nf.status?.nodeUID ?? '' });
+      }
+      const slot = allocateSlot(o.nodeName, nodeUid, taken);
+      const key = makeKey(tag, slot);
+      if (!mine) {
+        await rest.apply(
+          nfPath(o.nodeName),
+          { apiVersion: API_VERSION, kind: NODE_FENCE.kind, metadata: { name: o.nodeName } },
+          fm,
+        );
+      }
+      const sameIncarnation = mine?.status?.nodeUID === nodeUid && mine?.status?.key === formatKey(key);
+      if (!sameIncarnation) {
+        await rest.apply(
+          nfPath(o.nodeName, 'status'),
+          {
+            apiVersion: API_VERSION,
+            kind: NODE_FENCE.kind,
+            metadata: { name: o.nodeName },
+            // Never `phase`: a Fenced mark is owned by the peer that fenced this node and
+            // only an unfence may clear it (S2).
+            status: { key: formatKey(key), nodeUID: nodeUid },
+          },
+          fm,
+        );
+      }
+      // Verify: if another node took the same key concurrently, the larger name moves on.
+      const after = await rest.get<KubernetesListObject<NodeFence>>(nfPath());
+      const clash = after.items.find(
+        (nf) => nf.metadata.name !== o.nodeName && nf.status?.key === formatKey(key),
+      );
+      if (!clash || clash.metadata.name > o.nodeName) return key;
+      o.log.warn(
+        { key: formatKey(key), clash: clash.metadata.name },
+        'key taken by another node; choosing again',
+      );
+    }
+    throw new Error('could not allocate a unique key');
+  }
+
+  async #startInformers(): Promise<void> {
+    const kc = this.#o.kubeConfig;
+    const log = this.#o.log;
+    const core = kc.makeApiClient(CoreV1Api);
+    const storage = kc.makeApiClient(StorageV1Api);
+    const onVa = (va: V1VolumeAttachment) => {
+      const pv = pvOf(va);
+      if (!pv) return;
+      if (va.spec.nodeName === this.node) this.#touched.add(pv);
+      this.#queue.add(pv);
+    };
+    const onNodeChange = (name: string) => {
+      for (const pv of pvsOfNode(name, this.#va.list())) this.#queue.add(pv);
+      if (name === this.node) for (const pv of this.#touched) this.#queue.add(pv);
+    };
+    this.#va = startInformer<V1VolumeAttachment>({
+      kc,
+      log,
+      path: '/apis/storage.k8s.io/v1/volumeattachments',
+      list: () => storage.listVolumeAttachment(),
+      handlers: { onAdd: onVa, onUpdate: onVa, onDelete: onVa },
+    });
+    this.#pv = startInformer<V1PersistentVolume>({
+      kc,
+      log,
+      path: '/api/v1/persistentvolumes',
+      list: () => core.listPersistentVolume(),
+      handlers: {
+        onAdd: (p) => this.#queue.add(p.metadata?.name ?? ''),
+        onUpdate: (p) => this.#queue.add(p.metadata?.name ?? ''),
+      },
+    });
+    this.#nodes = startInformer<V1Node>({
+      kc,
+      log,
+      path: '/api/v1/nodes',
+      list: () => core.listNode(),
+      handlers: { onUpdate: (n) => onNodeChange(n.metadata?.name ?? '') },
+    });
+    this.#nf = startInformer<NodeFence>({
+      kc,
+      log,
+      path: nfPath(),
+      list: () => this.#rest.get<KubernetesListObject<NodeFence>>(nfPath()),
+      handlers: {
+        onAdd: (nf) => onNodeChange(nf.metadata.name),
+        onUpdate: (nf) => onNodeChange(nf.metadata.name),
+      },
+    });
+    this.#informers = [this.#va, this.#pv, this.#nodes, this.#nf] as ResilientInformer<never>[];
+    await Promise.all(this.#informers.map((i) => i.synced));
+    const resync = this.#o.resyncMs ?? 30_000;
+    this.#resync = setInterval(() => {
+      for (const pv of pvsOfNode(this.node, this.#va.list())) this.#queue.add(pv);
+      for (const pv of this.#touched) this.#queue.add(pv);
+    }, resync);
+    this.#resync.unref();
+  }
+
+  #startWorkers(): void {
+    for (let i = 0; i < (this.#o.workers ?? 2); i++) {
+      this.#workers.push(
+        (async () => {
+          for (;;) {
+            const pv = await this.#queue.get();
+            if (pv === undefined) return;
+            const log = this.#o.log.child({ pv });
+            try {
+              const requeueMs = await this.#reconcile(pv, log);
+              this.#queue.forget(pv);
+              if (requeueMs !== undefined) this.#queue.addAfter(pv, requeueMs);
+            } catch (e) {
+              if (e instanceof KubeApiError && e.code === 409) this.#queue.addAfter(pv, 1000);
+              else {
+                log.warn({ err: String(e) }, 'reconcile failed; retrying with backoff');
+                this.#queue.addRateLimited(pv);
+              }
+            } finally {
+              this.#queue.done(pv);
+            }
+          }
+        })(),
+      );
+    }
+  }
+
+  #caches(): ClusterCaches {
+    return {
+      vas: this.#va.list(),
+      nodeFences: (n) => this.#nf.get(n),
+      allNodeFences: this.#nf.list(),
+      nodes: (n) => this.#nodes.get(n),
+    };
+  }
+
+  /** S2: this node may register only while it is neither marked Fenced nor was fenced by a peer. */
+  mayRegister(): boolean {
+    const nf = this.#nf.get(this.node);
+    return (
+      nf?.spec?.fenceState !== 'Fenced' &&
+      nf?.status?.phase !== 'Fenced' &&
+      !hasOutOfService(this.#nodes.get(this.node))
+    );
+  }
+
+  /** One level-based reconcile of one PV; returns a requeue delay or undefined. */
+  async #reconcile(pv: string, log: Logger): Promise<number | undefined> {
+    if (this.#abort.signal.aborted) return undefined;
+    const identity = deviceOf(this.#pv.get(pv));
+    if (!identity) return undefined;
+    const caches = this.#caches();
+    const legitimate = legitimateNodes(pv, caches);
+    const selfLegit = legitimate.some((n) => n.node === this.node);
+    if (!selfLegit && !this.#touched.has(pv)) return undefined;
+    let device = this.#devices.get(pv);
+    if (!device) {
+      device = await this.#o.openDevice(identity, pv);
+      this.#devices.set(pv, device);
+    }
+    const mayRegister = this.mayRegister();
+    let obs: VolumeObservation;
+    try {
+      obs = await fenceVolume({
+        device,
+        input: {
+          self: { node: this.node, key: this.key, legitimate: selfLegit, mayRegister, inUse: false },
+          legitimate,
+          known: knownKeys(caches),
+          clusterTag: this.tag,
+          desiredType: this.#o.reservationType ?? 'write-exclusive-reg-only',
+          foreignKeys: this.#o.foreignKeys ?? 'leave',
+        },
+        log,
+        signal: this.#abort.signal,
+      });
+    } catch (e) {
+      if (isPrError(e) && e.kind === 'unsupported') {
+        await this.#applyVr(pv, {
+          conditions: [cond('Supported', 'False', 'NoPersistentReservations', e.message)],
+        });
+        return undefined; // terminal: reported as a condition, not retried
+      }
+      throw e;
+    }
+    await this.#record(pv, obs, selfLegit);
+    if (!selfLegit && !obs.state.keys.keys.includes(this.key)) this.#touched.delete(pv);
+    switch (obs.outcome) {
+      case 'done':
+      case 'blocked':
+        return undefined;
+      case 'waiting':
+        return 1000;
+      default:
+        throw new Error(`volume ${pv}: ${obs.outcome}`);
+    }
+  }
+
+  /** Records the device's answer (S3): own registrant entry, and what the actor did. */
+  async #record(pv: string, obs: VolumeObservation, selfLegit: boolean): Promise<void> {
+    const now = new Date().toISOString();
+    const own = obs.state.keys.keys.includes(this.key);
+    const r = obs.state.reservation;
+    const status: VolumeReservationStatus = {
+      registrants: own ? [{ node: this.node, key: formatKey(this.key), legitimate: selfLegit }] : [],
+    };
+    const acted = obs.results.length > 0;
+    if (acted || r.key === this.key) {
+      status.generation = obs.state.keys.generation;
+      if (r.type) status.reservationType = r.type;
+      if (r.key !== null) {
+        const holderNode = obs.keys.find((k) => k.key === r.key)?.node;
+        status.holder = holderNode ? { node: holderNode, key: formatKey(r.key) } : { key: formatKey(r.key) };
+      }
+      status.foreignKeys = obs.keys.filter((k) => k.class === 'foreign').length;
+      status.conditions = [
+        cond(
+          'Reserved',
+          r.type ? 'True' : 'False',
+          r.type ? 'Reserved' : 'NotReserved',
+          `${r.type ?? 'none'}`,
+        ),
+      ];
+    }
+    const victim = obs.victims.at(-1);
+    if (victim) {
+      this.#lastFence.set(pv, {
+        victimKey: formatKey(victim.key),
+        by: this.node,
+        at: now,
+        durationMs: Math.round(obs.durationMs),
+        result: victim.result === 'fenced' ? 'Fenced' : 'Failed',
+        ...(victim.node ? { victimNode: victim.node } : {}),
+      });
+    }
+    const lastFence = this.#lastFence.get(pv);
+    if (lastFence) status.lastFence = lastFence;
+    await this.#applyVr(pv, status);
+    for (const v of obs.victims) {
+      if (v.result !== 'fenced' || !v.node) continue;
+      await this.#rest.apply(
+        nfPath(v.node, 'status'),
+        {
+          apiVersion: API_VERSION,
+          kind: NODE_FENCE.kind,
+          metadata: { name: v.node },
+          status: { phase: 'Fenced', fencedBy: this.node, fencedAt: now },
+        },
+        this.#fm,
+      );
+      await this.#dropRegistrant(pv, v.node);
+      await this.#event(v.node, pv, `removed key ${formatKey(v.key)} of ${v.node} from ${pv}`);
+    }
+    const phase: NodePhase =
+      obs.outcome === 'blocked'
+        ? this.#nf.get(this.node)?.status?.phase === 'Fenced'
+          ? 'Fenced'
+          : 'Blocked'
+        : 'Registered';
+    await this.#applyOwnPhase(phase);
+  }
+
+  async #applyVr(pv: string, status: VolumeReservationStatus): Promise<void> {
+    const body = JSON.stringify(status);
+    if (this.#lastStatus.get(pv) === body) return; // nothing new: no write
+    if (!this.#lastStatus.has(pv)) {
+      await this.#rest.apply(
+        vrPath(pv),
+        { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, metadata: { name: pv } },
+        this.#fm,
+      );
+    }
+    await this.#rest.apply(
+      vrPath(pv, 'status'),
+      { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, metadata: { name: pv }, status },
+      this.#fm,
+    );
+    this.#lastStatus.set(pv, body);
+  }
+
+  /**
+   * Removes a fenced node's registrants entry (its own agent owns it and may be cut off).
+   * A JSON patch with a test op: it removes exactly that entry or nothing.
+   */
+  async #dropRegistrant(pv: string, node: string): Promise<void> {
+    const vr = await this.#rest.get<{ status?: VolumeReservationStatus }>(vrPath(pv));
+    const i = vr.status?.registrants?.findIndex((r) => r.node === node) ?? -1;
+    if (i < 0) return;
+    try {
+      await this.#rest.send({
+        method: 'PATCH',
+        path: vrPath(pv, 'status'),
+        contentType: 'application/json-patch+json',
+        body: [
+          { op: 'test', path: `/status/registrants/${i}/node`, value: node },
+          { op: 'remove', path: `/status/registrants/${i}` },
+        ],
+      });
+    } catch (e) {
+      if (!(e instanceof KubeApiError && (e.code === 422 || e.code === 409))) throw e;
+    }
+  }
+
+  async #applyOwnPhase(phase: NodePhase): Promise<void> {
+    const nf = this.#nf.get(this.node);
+    if (nf?.status?.phase === phase) return;
+    if (nf?.status?.phase === 'Fenced' && phase !== 'Fenced') return; // only an unfence clears Fenced (S2)
+    try {
+      // Not forced: once a peer has marked this node Fenced it owns `phase`, and this
+      // agent's write conflicts instead of clearing the mark (S2). Only an unfence,
+      // which removes the field, lets this node own it again.
+      await this.#rest.apply(
+        nfPath(this.node, 'status'),
+        {
+          apiVersion: API_VERSION,
+          kind: NODE_FENCE.kind,
+          metadata: { name: this.node },
+          status: { key: formatKey(this.key), nodeUID: this.#nodeUid, phase },
+        },
+        this.#fm,
+        false,
+      );
+    } catch (e) {
+      if (!(e instanceof KubeApiError && e.code === 409)) throw e;
+      this.#o.log.info({ phase }, 'phase owned by another manager (fenced); not overwritten');
+    }
+  }
+
+  async #event(victimNode: string, pv: string, note: string): Promise<void> {
+    try {
+      await this.#rest.send({
+        method: 'POST',
+        path: '/apis/events.k8s.io/v1/namespaces/default/events',
+        body: {
+          apiVersion: 'events.k8s.io/v1',
+          kind: 'Event',
+          metadata: { generateName: 'prfence-fence-' },
+          eventTime: new Date().toISOString(),
+          reportingController: 'prfence.io/agent',
+          reportingInstance: this.node,
+          action: 'Fence',
+          reason: 'Fenced',
+          type: 'Warning',
+          note,
+          regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name: victimNode },
+          related: { apiVersion: 'v1', kind: 'PersistentVolume', name: pv },
+        },
+      });
+    } catch (e) {
+      this.#o.log.warn({ err: String(e) }, 'event not recorded');
+    }
+  }
+
+  /** Stops watching and closes devices. Never releases or unregisters (S8). */
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    if (this.#resync) clearInterval(this.#resync);
+    this.#queue.shutDown();
+    await Promise.all(this.#informers.map((i) => i.stop()));
+    await Promise.allSettled(this.#workers);
+    for (const d of this.#devices.values()) await d.close();
+  }
+}
+
+function cond<T extends string>(
+  type: T,
+  status: 'True' | 'False' | 'Unknown',
+  reason: string,
+  message: string,
+) {
+  return { type, status, reason, message, lastTransitionTime: new Date().toISOString() };
+}

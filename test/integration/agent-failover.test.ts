@@ -1,0 +1,154 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { KubeConfig } from '@kubernetes/client-node';
+import { Agent } from '../../src/agent/agent.js';
+import { formatKey } from '../../src/pr/key.js';
+import { eventually } from '../envtest/kube.js';
+import { Cluster } from './agent-harness.js';
+
+const keysOf = (lu: { state(): { registrations: { key: bigint }[] } }) =>
+  lu.state().registrations.map((r) => r.key);
+
+describe('agent against a real API server (memory LUs)', () => {
+  const c = new Cluster();
+  afterEach(async () => {
+    await c.stopAll();
+  });
+
+  it('RWO failover a -> b while a is partitioned: a fenced at the storage, status recorded (S3)', async () => {
+    const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
+    const { name: pv, lu } = await c.pv();
+    const a = await c.startAgent(na);
+    const b = await c.startAgent(nb);
+    const vaA = await c.attach(pv, na);
+    await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 20_000 });
+    expect(lu.write(na)).toBe('ok');
+    await a.stop(); // partition: node-a's agent sees nothing more, node-a keeps writing
+    expect(lu.state().registrations.map((r) => r.initiator)).toEqual([na]); // S8: stop released nothing
+    await c.detach(vaA);
+    await c.attach(pv, nb);
+    await eventually(() => lu.state().reservation?.holder === nb, { timeoutMs: 20_000 });
+    expect(keysOf(lu)).toEqual([b.key]);
+    expect(lu.write(na)).toBe('refused');
+    expect(lu.write(nb)).toBe('ok');
+    const vr = await eventually(async () => {
+      const v = await c.vr(pv);
+      if (v.status?.lastFence?.victimNode !== na) throw new Error('no lastFence yet');
+      if (v.status.registrants?.length !== 1) throw new Error('stale registrant not dropped yet');
+      return v;
+    });
+    expect(vr.status).toMatchObject({
+      holder: { node: nb, key: formatKey(b.key) },
+      reservationType: 'write-exclusive-reg-only',
+      lastFence: { victimKey: formatKey(a.key), by: nb, result: 'Fenced' },
+      registrants: [{ node: nb, key: formatKey(b.key), legitimate: true }],
+    });
+    const nfA = await eventually(async () => {
+      const nf = await c.nodeFence(na);
+      if (nf.status?.phase !== 'Fenced') throw new Error(`phase ${nf.status?.phase}`);
+      return nf;
+    });
+    expect(nfA.status?.fencedBy).toBe(nb);
+  });
+
+  it('S2: the fenced node restarts with an attachment and the Fenced mark -> no re-registration until unfenced', async () => {
+    const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
+    const { name: pv, lu } = await c.pv();
+    const a = await c.startAgent(na);
+    await c.startAgent(nb);
+    await c.attach(pv, na);
+    await c.attach(pv, nb); // RWX: both legitimate
+    await eventually(() => keysOf(lu).length === 2, { timeoutMs: 20_000 });
+    await a.stop(); // node-a is cut off; a person fences it
+    await c.setFenceState(na, 'Fenced');
+    await eventually(() => !keysOf(lu).includes(a.key), { timeoutMs: 20_000 }).catch((e: unknown) => {
+      throw new Error(
+        `key of a still on the device: ${JSON.stringify(lu.state(), (_k, v) => (typeof v === 'bigint' ? v.toString(16) : v))}; ${String(e)}`,
+      );
+    });
+    expect(lu.write(na)).toBe('refused');
+    await eventually(async () => (await c.nodeFence(na)).status?.phase === 'Fenced');
+    // The request is withdrawn but the node was fenced by a peer: it stays off the device.
+    await c.setFenceState(na, 'Unfenced');
+    const a2 = await c.startAgent(na);
+    expect(a2.key).toBe(a.key); // S6: stable across restarts
+    expect(a2.mayRegister()).toBe(false);
+    await new Promise((r) => setTimeout(r, 1500)); // give it time to (wrongly) act
+    expect(keysOf(lu)).not.toContain(a.key);
+    // Unfence clears the mark: now it registers again.
+    await c.setFenceState(na, 'Unfenced', true);
+    await eventually(() => keysOf(lu).includes(a.key), { timeoutMs: 20_000 });
+  });
+
+  it('S2: API server unreachable at start -> the agent does not start and registers nothing', async () => {
+    const na = await c.node('node-a');
+    const { lu } = await c.pv();
+    const bad = new KubeConfig();
+    bad.loadFromOptions({
+      clusters: [{ name: 'x', server: 'https://127.0.0.1:1', skipTLSVerify: true }],
+      users: [{ name: 'u', token: 't' }],
+      contexts: [{ name: 'x', cluster: 'x', user: 'u' }],
+      currentContext: 'x',
+    });
+    await expect(
+      Agent.start({ kubeConfig: bad, nodeName: na, log: c.log, openDevice: async () => lu.initiator(na) }),
+    ).rejects.toThrow();
+    expect(lu.state().registrations).toEqual([]);
+  });
+
+  it('graceful detach -> the node releases and unregisters', async () => {
+    const na = await c.node('node-a');
+    const { name: pv, lu } = await c.pv();
+    await c.startAgent(na);
+    const va = await c.attach(pv, na);
+    await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 20_000 });
+    await c.detach(va);
+    await eventually(() => lu.state().registrations.length === 0 && lu.state().reservation === null, {
+      timeoutMs: 20_000,
+    });
+  });
+
+  it("out-of-service taint -> peers remove the tainted node's key", async () => {
+    const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
+    const { name: pv, lu } = await c.pv();
+    const a = await c.startAgent(na);
+    await c.startAgent(nb);
+    await c.attach(pv, na);
+    await c.attach(pv, nb);
+    await eventually(() => keysOf(lu).length === 2, { timeoutMs: 20_000 });
+    await c.taintOutOfService(na);
+    await eventually(() => !keysOf(lu).includes(a.key), { timeoutMs: 20_000 });
+    expect(lu.write(na)).toBe('refused');
+  });
+
+  it('S7 + S4: a foreign key is left alone while two legitimate agents race to fence a stale node', async () => {
+    const [na, nb, nc] = [await c.node('node-a'), await c.node('node-b'), await c.node('node-c')];
+    const { name: pv, lu } = await c.pv();
+    const foreign = 0x0f0f0f0f00000001n;
+    await lu.initiator('outside-host').register(0n, foreign);
+    const a = await c.startAgent(na);
+    const b = await c.startAgent(nb);
+    const cc = await c.startAgent(nc);
+    const vas = [await c.attach(pv, na), await c.attach(pv, nb), await c.attach(pv, nc)];
+    await eventually(() => keysOf(lu).length === 4, { timeoutMs: 20_000 });
+    await a.stop();
+    await c.detach(vas[0]!); // a goes stale while b and c both watch
+    await eventually(() => !keysOf(lu).includes(a.key), { timeoutMs: 20_000 });
+    expect(new Set(keysOf(lu))).toEqual(new Set([foreign, b.key, cc.key]));
+    expect(lu.write('outside-host')).toBe('ok');
+    const vr = await c.vr(pv);
+    expect(vr.status?.foreignKeys).toBe(1);
+  });
+
+  it('S6: keys of distinct nodes are distinct, tagged with the cluster, never 0', async () => {
+    const names = [await c.node('k1'), await c.node('k2'), await c.node('k3')];
+    const agents = [];
+    for (const n of names) agents.push(await c.startAgent(n));
+    const keys = agents.map((x) => x.key);
+    expect(new Set(keys).size).toBe(3);
+    for (const k of keys) {
+      expect(k).not.toBe(0n);
+      expect(Number(k >> 32n)).toBe(agents[0]!.tag);
+    }
+    for (const n of names) expect((await c.nodeFence(n)).status?.key).toMatch(/^[0-9a-f]{16}$/);
+  });
+});
