@@ -1,3 +1,4 @@
+import { ConfigError } from '../config/config.js';
 import { isPrError } from '../pr/errors.js';
 
 /** Exit codes of the prfence command (DESIGN.md "The prfence command"). */
@@ -11,6 +12,7 @@ export const EXIT = Object.freeze({
 
 /** Maps an error to its exit code: PrError by class, anything else as an I/O failure. */
 export function exitCodeFor(e: unknown): number {
+  if (e instanceof ConfigError) return EXIT.usage;
   if (!isPrError(e)) return EXIT.io;
   switch (e.kind) {
     case 'invalid-argument':

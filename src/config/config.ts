@@ -1,0 +1,85 @@
+/**
+ * The agent's configuration, parsed once from flags and environment into a deeply frozen
+ * object. No other module reads the environment.
+ */
+import { parseReservationType, type ReservationType } from '../pr/reservation-type.js';
+
+export interface AgentConfig {
+  readonly nodeName: string;
+  readonly kubeconfig: string | undefined;
+  readonly clusterId: string | undefined;
+  readonly reservationType: ReservationType;
+  readonly foreignKeys: 'leave' | 'preempt';
+  readonly ioctlTimeoutMs: number;
+  readonly maxInFlight: number;
+  readonly workers: number;
+  readonly resyncMs: number;
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+}
+
+export interface RawAgentFlags {
+  nodeName?: string;
+  kubeconfig?: string;
+  clusterId?: string;
+  reservationType?: string;
+  foreignKeys?: string;
+  ioctlTimeout?: string;
+  maxInFlight?: string;
+  workers?: string;
+  resync?: string;
+  logLevel?: string;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+function positiveInt(v: string | undefined, what: string, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${what} must be a positive integer, got "${v}"`);
+  return n;
+}
+
+/** Duration like "10s", "500ms", "2m" or plain milliseconds. */
+export function parseDurationMs(v: string, what: string): number {
+  const m = /^(\d+)(ms|s|m)?$/.exec(v.trim());
+  if (!m) throw new ConfigError(`${what} must be a duration like 10s, 500ms or 2m, got "${v}"`);
+  const n = Number(m[1]);
+  return m[2] === 's' ? n * 1000 : m[2] === 'm' ? n * 60_000 : n;
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+
+/** Builds the frozen config; flags win over the environment (NODE_NAME, KUBECONFIG). */
+export function loadAgentConfig(
+  flags: RawAgentFlags,
+  env: Readonly<Record<string, string | undefined>>,
+): AgentConfig {
+  const nodeName = flags.nodeName ?? env.NODE_NAME;
+  if (!nodeName) throw new ConfigError('node name missing: pass --node-name or set NODE_NAME (downward API)');
+  let reservationType: ReservationType;
+  try {
+    reservationType = parseReservationType(flags.reservationType ?? 'write-exclusive-reg-only');
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  const foreign = flags.foreignKeys ?? 'leave';
+  if (foreign !== 'leave' && foreign !== 'preempt')
+    throw new ConfigError(`--foreign-keys must be leave or preempt, got "${foreign}"`);
+  const level = flags.logLevel ?? 'info';
+  if (!(LEVELS as readonly string[]).includes(level))
+    throw new ConfigError(`--log-level must be one of ${LEVELS.join(', ')}`);
+  return Object.freeze({
+    nodeName,
+    kubeconfig: flags.kubeconfig ?? env.KUBECONFIG,
+    clusterId: flags.clusterId,
+    reservationType,
+    foreignKeys: foreign,
+    ioctlTimeoutMs: flags.ioctlTimeout ? parseDurationMs(flags.ioctlTimeout, '--ioctl-timeout') : 10_000,
+    maxInFlight: positiveInt(flags.maxInFlight, '--max-in-flight', 2),
+    workers: positiveInt(flags.workers, '--workers', 2),
+    resyncMs: flags.resync ? parseDurationMs(flags.resync, '--resync') : 30_000,
+    logLevel: level as AgentConfig['logLevel'],
+  });
+}

@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadAgentConfig } from '../../../src/config/config.js';
+
+describe('agent config', () => {
+  it('defaults + NODE_NAME from the environment -> frozen config', () => {
+    const c = loadAgentConfig({}, { NODE_NAME: 'n1' });
+    expect(c).toMatchObject({
+      nodeName: 'n1',
+      reservationType: 'write-exclusive-reg-only',
+      foreignKeys: 'leave',
+      ioctlTimeoutMs: 10_000,
+    });
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('flags win over the environment; durations parse', () => {
+    const c = loadAgentConfig({ nodeName: 'f', ioctlTimeout: '2s', resync: '1m' }, { NODE_NAME: 'e' });
+    expect([c.nodeName, c.ioctlTimeoutMs, c.resyncMs]).toEqual(['f', 2000, 60_000]);
+  });
+
+  it.each([
+    ['no node name', {}, /node name missing/],
+    ['unknown type', { nodeName: 'n', reservationType: 'shared' }, /unknown reservation type/],
+    ['bad foreign policy', { nodeName: 'n', foreignKeys: 'sometimes' }, /foreign-keys/],
+    ['bad duration', { nodeName: 'n', ioctlTimeout: 'soon' }, /duration/],
+    ['bad count', { nodeName: 'n', workers: '0' }, /positive integer/],
+  ])('%s -> ConfigError with a clear message', (_n, flags, msg) => {
+    expect(() => loadAgentConfig(flags, {})).toThrow(ConfigError);
+    expect(() => loadAgentConfig(flags, {})).toThrow(msg);
+  });
+});
