@@ -36,7 +36,16 @@ describe('Helm chart', () => {
     if (!existsSync(helm)) throw new Error(`missing ${helm}: run tools/install-helm.sh`);
     const out = execFileSync(
       helm,
-      ['template', 'prfence', 'charts/prfence', '--namespace', ns, '--include-crds'],
+      [
+        'template',
+        'prfence',
+        'charts/prfence',
+        '--namespace',
+        ns,
+        '--include-crds',
+        '--kube-version',
+        '1.36.0',
+      ],
       {
         encoding: 'utf8',
       },
