@@ -318,7 +318,10 @@ export class Agent {
       }
       throw e;
     }
-    await this.#record(pv, obs, selfLegit);
+    // Recording is decoupled from fencing: the device work of the next volume does not
+    // wait for this one's API writes. The latest observation per PV wins; a failed write
+    // re-runs the reconcile (which reads the device again, S3).
+    this.#recordLater(pv, obs, selfLegit);
     if (!selfLegit && !obs.state.keys.keys.includes(this.key)) this.#touched.delete(pv);
     switch (obs.outcome) {
       case 'done':
@@ -328,6 +331,37 @@ export class Agent {
         return 1000;
       default:
         throw new Error(`volume ${pv}: ${obs.outcome}`);
+    }
+  }
+
+  readonly #pendingRecords = new Map<string, { obs: VolumeObservation; selfLegit: boolean }>();
+  #recorders = 0;
+
+  #recordLater(pv: string, obs: VolumeObservation, selfLegit: boolean): void {
+    const prev = this.#pendingRecords.get(pv);
+    // Keep victims of an earlier, not yet recorded observation.
+    if (prev && prev.obs.victims.length && !obs.victims.length) obs = { ...obs, victims: prev.obs.victims };
+    this.#pendingRecords.set(pv, { obs, selfLegit });
+    while (this.#recorders < 4 && this.#pendingRecords.size > 0) {
+      this.#recorders += 1;
+      void (async () => {
+        try {
+          for (;;) {
+            const next = this.#pendingRecords.entries().next();
+            if (next.done) return;
+            const [p, r] = next.value;
+            this.#pendingRecords.delete(p);
+            try {
+              await this.#record(p, r.obs, r.selfLegit);
+            } catch (e) {
+              this.#o.log.warn({ pv: p, err: String(e) }, 'status not recorded; will reconcile again');
+              this.#queue.addRateLimited(p);
+            }
+          }
+        } finally {
+          this.#recorders -= 1;
+        }
+      })();
     }
   }
 

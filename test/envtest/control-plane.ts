@@ -9,11 +9,9 @@ import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, write
 import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
-
-const here = dirname(fileURLToPath(import.meta.url));
+import { repoRoot } from './repo-root.js';
 
 export interface ControlPlane {
   /** Path of an admin kubeconfig (client cert in system:masters). */
@@ -41,7 +39,7 @@ export interface ControlPlaneOptions {
 
 function readVersions(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const line of readFileSync(join(here, 'versions.env'), 'utf8').split('\n')) {
+  for (const line of readFileSync(join(repoRoot(), 'test', 'envtest', 'versions.env'), 'utf8').split('\n')) {
     const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
     if (m?.[1] && m[2] !== undefined) out[m[1]] = m[2];
   }

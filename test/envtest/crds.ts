@@ -1,12 +1,12 @@
 /** Installs the chart's CRDs (charts/prfence/crds, the single source of truth) and waits until Established. */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { repoRoot } from './repo-root.js';
 import type { KubeConfig, V1CustomResourceDefinition } from '@kubernetes/client-node';
 import { KubeApiError, RestClient } from '../../src/kube/rest-client.js';
 import { parseAllDocuments } from 'yaml';
 
-export const CRD_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'charts', 'prfence', 'crds');
+export const CRD_DIR = join(repoRoot(), 'charts', 'prfence', 'crds');
 
 /** Reads every CRD document in charts/prfence/crds. */
 export function readChartCrds(dir = CRD_DIR): V1CustomResourceDefinition[] {

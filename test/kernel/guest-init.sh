@@ -86,6 +86,13 @@ mount -t proc p /host/proc; mount -t sysfs s /host/sys; mount -t devtmpfs d /hos
 mount -t tmpfs t /host/run; mkdir -p /host/run/home /host/run/tmp
 # LIO writes APTPL metadata under /var/target/pr, resolved in the chroot of the caller.
 mount -t tmpfs t /host/var/target 2>/dev/null && mkdir -p /host/var/target/pr
+if [ "$MODE" = bench ]; then
+  chroot /host /usr/bin/env -i HOME=/run/home TMPDIR=/run/tmp PATH="$REPO/node_modules/.bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
+    PRFENCE_KERNEL_TOPOLOGIES="[$topologies]" PRFENCE_BENCH_C_LOOP="$C_LOOP" \
+    /bin/sh -c "cd '$REPO' && node dist/bench/device/device-bench.js"
+  echo "PRFENCE-RC $?"
+  poweroff -f
+fi
 chroot /host /usr/bin/env -i HOME=/run/home TMPDIR=/run/tmp PATH="$REPO/node_modules/.bin:/usr/local/bin:/usr/bin:/bin" \
   PRFENCE_KERNEL_TOPOLOGIES="[$topologies]" PRFENCE_NO_PR_DEVICE="$NO_PR" PRFENCE_LIMITATION_PROBE="$PROBE" CI=true \
   /bin/sh -c "cd '$REPO' && node node_modules/vitest/vitest.mjs run --configLoader runner --no-cache --no-fsModuleCache --project kernel $VITEST_ARGS --reporter=default --reporter=json --outputFile=/run/vitest.json"

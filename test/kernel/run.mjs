@@ -208,6 +208,38 @@ if (kernels.length === 0) {
   process.exit(1);
 }
 
+if (process.argv.includes('--bench')) {
+  // Device benchmark: the C baseline is built on the host (the guest runs the host's root).
+  const benchDir = join(cache, 'bench');
+  mkdirSync(benchDir, { recursive: true });
+  const cLoop = join(benchDir, 'pr-loop');
+  const headers = join(cache, 'headers', 'sid', 'usr', 'include');
+  execFileSync('gcc', [
+    '-O2',
+    '-I',
+    headers,
+    '-I',
+    join(headers, 'x86_64-linux-gnu'),
+    '-o',
+    cLoop,
+    join(repo, 'bench', 'device', 'pr-loop.c'),
+  ]);
+  const k = kernels.sort().at(-1);
+  const kdir = join(kernelsDir, k);
+  const ver = readFileSync(join(kdir, 'version'), 'utf8').trim();
+  const initrd = buildInitramfs(kdir, ver, {
+    REPO: repo,
+    MODE: 'bench',
+    PROBE: '',
+    VITEST_ARGS: '',
+    C_LOOP: cLoop,
+  });
+  const r = await boot(kdir, initrd, SUITE_LIMIT_MS, `bench-${ver}`);
+  rmSync(initrd, { force: true });
+  const rc = parseRun(r.out).rc;
+  process.exit(rc === 0 ? 0 : 1);
+}
+
 let total = { passed: 0, failed: 0, skipped: 0 };
 const matrix = [];
 let broken = false;

@@ -10,7 +10,7 @@ kdir="$PRFENCE_CACHE/kernels"
 mkdir -p "$kdir"
 
 need=()
-for p in qemu-system-x86:qemu-system-x86_64 busybox-static:busybox cpio:cpio kmod:depmod xz-utils:xz; do
+for p in qemu-system-x86:qemu-system-x86_64 busybox-static:busybox cpio:cpio kmod:depmod xz-utils:xz sg3-utils:sg_persist dmsetup:dmsetup; do
   command -v "${p#*:}" >/dev/null || need+=("${p%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,0 +1,181 @@
+/**
+ * Agent benchmark against a real kube-apiserver + etcd (test/envtest) with memory LUs:
+ * fence latency, from the new VolumeAttachment's creation until the stale key is gone
+ * from the device (read back), for 1 and for 200 PVs failing over at once; and the
+ * agent's RSS with many VolumeAttachments and Nodes in its caches.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { CoreV1Api, StorageV1Api } from '@kubernetes/client-node';
+import { RestClient } from '../src/kube/rest-client.js';
+import pino from 'pino';
+import { Agent } from '../src/agent/agent.js';
+import { DEVICE_ANNOTATION } from '../src/agent/cluster-view.js';
+import { MemoryLogicalUnit } from '../src/pr/memory/index.js';
+import { startControlPlane } from '../test/envtest/control-plane.js';
+import { installCrds, waitCrdStorage } from '../test/envtest/crds.js';
+
+const log = pino({ level: 'silent' });
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+
+async function pool<T>(items: T[], n: number, f: (x: T) => Promise<unknown>): Promise<void> {
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (i < items.length) await f(items[i++]!);
+    }),
+  );
+}
+
+export async function agentBench(): Promise<void> {
+  const cp = await startControlPlane();
+  try {
+    const kc = cp.adminKubeConfig();
+    await waitCrdStorage(kc, await installCrds(kc));
+    const core = kc.makeApiClient(CoreV1Api);
+    const storage = kc.makeApiClient(StorageV1Api);
+    const lus = new Map<string, MemoryLogicalUnit>();
+    const start = (node: string) =>
+      Agent.start({
+        kubeConfig: kc,
+        nodeName: node,
+        log,
+        workers: 8,
+        openDevice: async (id) => lus.get(id)!.initiator(node),
+      });
+    console.log(
+      '\nagent fence latency (real API server, memory devices): VA created -> stale key gone (read back)',
+    );
+    console.log('PVs at once   p50 ms    p99 ms    max ms   target p99 < 50 ms');
+    for (const n of [1, 200]) {
+      const [na, nb] = [`bench-a-${n}`, `bench-b-${n}`];
+      for (const name of [na, nb]) await core.createNode({ body: { metadata: { name } } });
+      const a = await start(na);
+      const b = await start(nb);
+      const pvs = Array.from({ length: n }, (_, i) => `bench-pv-${n}-${i}`);
+      const vaA = new Map<string, string>();
+      await pool(pvs, 16, async (pv) => {
+        const lu = new MemoryLogicalUnit({ id: pv });
+        lus.set(pv, lu);
+        await core.createPersistentVolume({
+          body: {
+            metadata: { name: pv, annotations: { [DEVICE_ANNOTATION]: pv } },
+            spec: {
+              capacity: { storage: '1Gi' },
+              accessModes: ['ReadWriteOnce'],
+              csi: { driver: 'b', volumeHandle: pv },
+            },
+          },
+        });
+        const va = `va-a-${pv}`;
+        vaA.set(pv, va);
+        await storage.createVolumeAttachment({
+          body: {
+            metadata: { name: va },
+            spec: { attacher: 'b', nodeName: na, source: { persistentVolumeName: pv } },
+          },
+        });
+      });
+      while (![...pvs].every((pv) => lus.get(pv)!.state().reservation?.holder === na))
+        await new Promise((r) => setTimeout(r, 20));
+      await a.stop(); // partitioned
+      const t0 = new Map<string, number>();
+      const done = new Map<string, number>();
+      const watcher = setInterval(() => {
+        for (const pv of pvs) {
+          if (done.has(pv) || !t0.has(pv)) continue;
+          if (
+            !lus
+              .get(pv)!
+              .state()
+              .registrations.some((r) => r.key === a.key)
+          )
+            done.set(pv, performance.now());
+        }
+      }, 1);
+      await pool(pvs, 32, async (pv) => {
+        await storage.deleteVolumeAttachment({ name: vaA.get(pv)! });
+        t0.set(pv, performance.now());
+        await storage.createVolumeAttachment({
+          body: {
+            metadata: { name: `va-b-${pv}` },
+            spec: { attacher: 'b', nodeName: nb, source: { persistentVolumeName: pv } },
+          },
+        });
+      });
+      const deadline = performance.now() + 120_000;
+      while (done.size < n && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      clearInterval(watcher);
+      const lat = pvs.filter((pv) => done.has(pv)).map((pv) => done.get(pv)! - t0.get(pv)!);
+      console.log(
+        `${String(n).padStart(11)}${pct(lat, 50).toFixed(1).padStart(10)}${pct(lat, 99).toFixed(1).padStart(10)}${Math.max(
+          ...lat,
+        )
+          .toFixed(1)
+          .padStart(10)}   ${done.size}/${n} fenced`,
+      );
+      await b.stop();
+    }
+
+    // Memory: an agent holding many VolumeAttachments and Nodes in its caches.
+    const NODES = Number(process.env.PRFENCE_BENCH_NODES ?? 1000);
+    const VAS = Number(process.env.PRFENCE_BENCH_VAS ?? 10_000);
+    await pool(
+      Array.from({ length: NODES }, (_, i) => `cache-node-${i}`),
+      32,
+      (name) => core.createNode({ body: { metadata: { name } } }),
+    );
+    await pool(
+      Array.from({ length: VAS }, (_, i) => i),
+      32,
+      (i) =>
+        storage.createVolumeAttachment({
+          body: {
+            metadata: { name: `cache-va-${i}` },
+            spec: {
+              attacher: 'b',
+              nodeName: `cache-node-${i % NODES}`,
+              source: { persistentVolumeName: `cache-pv-${i}` },
+            },
+          },
+        }),
+    );
+    // The real agent process (`prfence agent`), its RSS read from /proc once its caches are synced.
+    const child = spawn(
+      process.execPath,
+      [
+        'dist/src/cli/main.js',
+        'agent',
+        '--node-name',
+        'cache-node-0',
+        '--kubeconfig',
+        cp.kubeconfigPath,
+        '--log-level',
+        'warn',
+      ],
+      { stdio: 'inherit' },
+    );
+    try {
+      const t0 = performance.now();
+      for (;;) {
+        const nf = await new RestClient(kc)
+          .get<{ status?: { key?: string } }>('/apis/prfence.io/v1alpha1/nodefences/cache-node-0')
+          .catch(() => undefined);
+        if (nf?.status?.key || performance.now() - t0 > 120_000) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      await new Promise((r) => setTimeout(r, 5000)); // informers listed and settled
+      const rssKb = Number(
+        /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0,
+      );
+      console.log(
+        `\nagent process RSS with ${VAS} VolumeAttachments and ${NODES} Nodes in its caches: ${(rssKb / 1024).toFixed(0)} MiB (target < 100 MiB)`,
+      );
+    } finally {
+      child.kill('SIGTERM');
+    }
+  } finally {
+    await cp.stop();
+  }
+}

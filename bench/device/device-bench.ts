@@ -1,0 +1,126 @@
+/**
+ * Device benchmark, run inside the QEMU guest on real kernel devices (test/kernel/run.mjs
+ * --bench). Prints per-operation cost of the koffi path against a C baseline and against
+ * sg_persist, and the event-loop delay while PR calls are stuck on a suspended
+ * device-mapper device, as figures and ratios.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
+
+const N = Number(process.env.PRFENCE_BENCH_N ?? 200);
+const KEY = 0x0bec000000000002n;
+
+interface Row {
+  target: string;
+  op: string;
+  koffiUs: number;
+  cUs: number;
+  sgPersistUs?: number;
+}
+
+async function timeUs(n: number, f: () => Promise<unknown>): Promise<number> {
+  await f(); // warm-up (and read-method detection)
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await f();
+  return ((performance.now() - t0) * 1000) / n;
+}
+
+async function measure(target: string, dev: string, cLoop: string): Promise<Row[]> {
+  const d = await KoffiPrDevice.open(dev);
+  const read = await timeUs(N, () => d.readKeys());
+  const cycle = await timeUs(N / 2, async () => {
+    await d.register(0n, KEY);
+    await d.register(KEY, 0n);
+  });
+  const caps = await d.capabilities();
+  await d.close();
+  const [cRead, cCycle] = execFileSync(cLoop, [dev, String(N)], { encoding: 'utf8' })
+    .trim()
+    .split(' ')
+    .map(Number) as [number, number];
+  const rows: Row[] = [
+    { target: `${target} (${caps.readMethod})`, op: 'read keys', koffiUs: read, cUs: cRead },
+    { target, op: 'register+unregister', koffiUs: cycle, cUs: cCycle },
+  ];
+  if (caps.kind === 'scsi' && spawnSync('sg_persist', ['--version']).status !== null) {
+    const t0 = performance.now();
+    const runs = 20;
+    for (let i = 0; i < runs; i++) spawnSync('sg_persist', ['--in', '--read-keys', dev], { stdio: 'ignore' });
+    rows[0]!.sgPersistUs = ((performance.now() - t0) * 1000) / runs;
+  }
+  return rows;
+}
+
+async function loopDelay(ms: number): Promise<{ p50: number; p99: number; max: number }> {
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  const tick = setInterval(() => {}, 5);
+  await new Promise((r) => setTimeout(r, ms));
+  clearInterval(tick);
+  h.disable();
+  return { p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6 };
+}
+
+async function stuckCalls(dev: string): Promise<string[]> {
+  const out: string[] = [];
+  const idle = await loopDelay(2000);
+  // A linear device-mapper device over the LU, suspended: I/O to it blocks in the kernel.
+  execFileSync('dmsetup', ['create', 'prfence-bench', '--table', `0 8192 linear ${dev} 0`]);
+  const d = await KoffiPrDevice.open('/dev/mapper/prfence-bench', { timeoutMs: 60_000, maxInFlight: 4 });
+  execFileSync('dmsetup', ['suspend', 'prfence-bench']);
+  const { directRead } = await import('../../src/pr/koffi/direct-io.js');
+  let settled = 0;
+  const calls = [
+    ...Array.from({ length: 4 }, () =>
+      d.readKeys().then(
+        () => settled++,
+        () => settled++,
+      ),
+    ),
+    ...Array.from({ length: 4 }, () =>
+      directRead('/dev/mapper/prfence-bench').then(
+        () => settled++,
+        () => settled++,
+      ),
+    ),
+  ];
+  const busy = await loopDelay(2000);
+  const stuck = calls.length - settled;
+  execFileSync('dmsetup', ['resume', 'prfence-bench']);
+  await Promise.allSettled(calls);
+  await d.close();
+  execFileSync('dmsetup', ['remove', 'prfence-bench']);
+  const f = (x: { p50: number; p99: number; max: number }) =>
+    `p50 ${x.p50.toFixed(2)} ms, p99 ${x.p99.toFixed(2)} ms, max ${x.max.toFixed(2)} ms`;
+  out.push(`event-loop delay idle:                 ${f(idle)}`);
+  out.push(
+    `event-loop delay, ${stuck} of ${calls.length} calls stuck: ${f(busy)}  (p99 ratio ${(busy.p99 / Math.max(idle.p99, 0.001)).toFixed(2)})`,
+  );
+  return out;
+}
+
+const topologies = JSON.parse(process.env.PRFENCE_KERNEL_TOPOLOGIES ?? '[]') as {
+  name: string;
+  devices: string[];
+}[];
+const cLoop = process.env.PRFENCE_BENCH_C_LOOP ?? 'pr-loop';
+const rows: Row[] = [];
+for (const t of topologies) rows.push(...(await measure(t.name, t.devices[0]!, cLoop)));
+console.log(
+  `\ndevice benchmark on ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()} (N=${N}, QEMU TCG: absolute figures are slow, ratios matter)`,
+);
+console.log(
+  'target                          op                     koffi us/op   C us/op   koffi/C   sg_persist us/call   sg_persist/koffi',
+);
+for (const r of rows) {
+  console.log(
+    `${r.target.padEnd(32)}${r.op.padEnd(23)}${r.koffiUs.toFixed(0).padStart(11)}${r.cUs.toFixed(0).padStart(10)}${(r.koffiUs / r.cUs).toFixed(2).padStart(10)}${
+      r.sgPersistUs === undefined
+        ? ''
+        : `${r.sgPersistUs.toFixed(0).padStart(21)}${(r.sgPersistUs / r.koffiUs).toFixed(1).padStart(19)}`
+    }`,
+  );
+}
+const scsi = topologies.find((t) => t.name.startsWith('lio'));
+if (scsi) for (const l of await stuckCalls(scsi.devices[1]!)) console.log(l);

@@ -1,0 +1,27 @@
+/**
+ * `npm run bench`: prints figures and ratios. Sections: the agent against a real API
+ * server (fence latency, RSS), then the device layer on real kernels in QEMU
+ * (koffi vs C vs sg_persist, event-loop delay with stuck calls). PRFENCE_BENCH=agent|device
+ * runs one section.
+ */
+import { spawnSync } from 'node:child_process';
+import { agentBench } from './agent-bench.js';
+
+const which = process.env.PRFENCE_BENCH ?? 'all';
+if (which === 'all' || which === 'agent') await agentBench();
+if (which === 'all' || which === 'device') {
+  const r = spawnSync(process.execPath, ['test/kernel/run.mjs', '--bench'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    encoding: 'utf8',
+  });
+  const lines = (r.stdout ?? '')
+    .split('\n')
+    .filter((l) => !/\] (SeaBIOS|iPXE|Press|Booting|.*9p: Multiple)/.test(l));
+  console.log(
+    lines
+      .map((l) => l.replace(/^ {2}\[bench-[^\]]+\] /, ''))
+      .filter((l) => !l.startsWith('PRFENCE-'))
+      .join('\n'),
+  );
+  if (r.status !== 0) process.exitCode = 1;
+}
