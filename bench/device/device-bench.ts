@@ -66,9 +66,13 @@ async function stuckCalls(dev: string): Promise<string[]> {
   const out: string[] = [];
   const idle = await loopDelay(2000);
   // A linear device-mapper device over the LU, suspended: I/O to it blocks in the kernel.
-  execFileSync('dmsetup', ['create', 'prfence-bench', '--table', `0 8192 linear ${dev} 0`]);
+  // No udev in the guest: dmsetup makes the /dev/mapper node itself.
+  const dm = (...args: string[]) =>
+    execFileSync('dmsetup', args, { env: { ...process.env, DM_DISABLE_UDEV: '1' } });
+  dm('create', 'prfence-bench', '--table', `0 8192 linear ${dev} 0`);
+  dm('mknodes', 'prfence-bench');
   const d = await KoffiPrDevice.open('/dev/mapper/prfence-bench', { timeoutMs: 60_000, maxInFlight: 4 });
-  execFileSync('dmsetup', ['suspend', 'prfence-bench']);
+  dm('suspend', 'prfence-bench');
   const { directRead } = await import('../../src/pr/koffi/direct-io.js');
   let settled = 0;
   const calls = [
@@ -87,10 +91,10 @@ async function stuckCalls(dev: string): Promise<string[]> {
   ];
   const busy = await loopDelay(2000);
   const stuck = calls.length - settled;
-  execFileSync('dmsetup', ['resume', 'prfence-bench']);
+  dm('resume', 'prfence-bench');
   await Promise.allSettled(calls);
   await d.close();
-  execFileSync('dmsetup', ['remove', 'prfence-bench']);
+  dm('remove', 'prfence-bench');
   const f = (x: { p50: number; p99: number; max: number }) =>
     `p50 ${x.p50.toFixed(2)} ms, p99 ${x.p99.toFixed(2)} ms, max ${x.max.toFixed(2)} ms`;
   out.push(`event-loop delay idle:                 ${f(idle)}`);

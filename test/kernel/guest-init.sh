@@ -51,7 +51,7 @@ fi
 
 # --- nvmet over the loop transport (needs resv_enable: kernel >= 6.13) ------------------
 N=/sys/kernel/config/nvmet
-if [ "$MODE" = suite ] && [ -d $N ]; then
+if [ "$MODE" != probe ] && [ -d $N ]; then
   dd if=/dev/zero of=/tmp/ns1.img bs=1M count=32 2>/dev/null
   mkdir $N/subsystems/prfence; echo 1 >$N/subsystems/prfence/attr_allow_any_host
   mkdir $N/subsystems/prfence/namespaces/1
