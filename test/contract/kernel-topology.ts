@@ -9,6 +9,8 @@ export interface KernelTopologySpec {
   kind: 'scsi' | 'nvme';
   devices: string[];
   limitations: string[];
+  /** Force a read method (to exercise the fallback read path on a kernel that has the ioctls). */
+  readMethod?: 'ioctl' | 'sg-io' | 'nvme-passthru';
 }
 
 /** Parses PRFENCE_KERNEL_TOPOLOGIES (set by test/kernel/run.mjs inside the guest). */
@@ -24,7 +26,14 @@ const RESET_KEY = 0x7e5e700000000001n;
 export function kernelTopology(spec: KernelTopologySpec): TopologyFactory {
   return async (): Promise<Topology> => {
     const devs: PrDevice[] = [];
-    for (const d of spec.devices) devs.push(await KoffiPrDevice.open(d, { timeoutMs: 8000 }));
+    for (const d of spec.devices) {
+      devs.push(
+        await KoffiPrDevice.open(d, {
+          timeoutMs: 8000,
+          ...(spec.readMethod ? { readMethod: spec.readMethod } : {}),
+        }),
+      );
+    }
     return {
       name: spec.name,
       kind: spec.kind,

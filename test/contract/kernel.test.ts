@@ -32,4 +32,10 @@ for (const spec of specs) {
     ].join(',');
   }
   defineContractSuite(`${spec.name} @ ${uname}`, kernelTopology(spec));
+  if (spec.kind === 'nvme') {
+    // The same suite with reads through the NVMe Reservation Report passthrough, the
+    // path kernels without IOC_PR_READ_KEYS take.
+    const passthru = { ...spec, name: `${spec.name}+passthru-reads`, readMethod: 'nvme-passthru' as const };
+    defineContractSuite(`${passthru.name} @ ${uname}`, kernelTopology(passthru));
+  }
 }
