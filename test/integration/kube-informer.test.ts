@@ -1,4 +1,4 @@
-import { CoreV1Api, type V1ConfigMap } from '@kubernetes/client-node';
+import { CoreV1Api, type V1PersistentVolume } from '@kubernetes/client-node';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { startInformer } from '../../src/kube/informer.js';
@@ -13,11 +13,11 @@ describe('resilient informer', () => {
       const core = kc.makeApiClient(CoreV1Api);
       const seen: string[] = [];
       const deleted: string[] = [];
-      const inf = startInformer<V1ConfigMap>({
+      const inf = startInformer<V1PersistentVolume>({
         kc,
         log: pino({ level: 'silent' }),
-        path: '/api/v1/namespaces/default/configmaps',
-        list: () => core.listNamespacedConfigMap({ namespace: 'default' }),
+        path: '/api/v1/persistentvolumes',
+        list: () => core.listPersistentVolume(),
         handlers: {
           onAdd: (o) => seen.push(o.metadata?.name ?? ''),
           onDelete: (o) => deleted.push(o.metadata?.name ?? ''),
@@ -25,14 +25,23 @@ describe('resilient informer', () => {
         maxBackoffMs: 500,
       });
       await inf.synced;
-      await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'before' } } });
+      const pv = (name: string) => ({
+        metadata: { name },
+        spec: { capacity: { storage: '1Gi' }, accessModes: ['ReadWriteOnce'], hostPath: { path: '/tmp' } },
+      });
+      await core.createPersistentVolume({ body: pv('before') });
       await eventually(() => seen.includes('before'));
       await cp.restartApiServer(); // every watch connection breaks
-      await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'after' } } });
-      await core.deleteNamespacedConfigMap({ namespace: 'default', name: 'before' });
-      await eventually(() => seen.includes('after') && deleted.includes('before'), { timeoutMs: 30_000 });
-      expect(inf.get('after')).toBeDefined();
-      expect(inf.get('before')).toBeUndefined();
+      await core.createPersistentVolume({ body: pv('after') });
+      await eventually(() => seen.includes('after'), { timeoutMs: 30_000 });
+      expect(inf.get('after')?.metadata?.name).toBe('after');
+      expect(
+        inf
+          .list()
+          .map((p) => p.metadata?.name)
+          .sort(),
+      ).toEqual(['after', 'before']);
+      expect(deleted).toEqual([]);
       await inf.stop();
     } finally {
       await cp.stop();
