@@ -48,13 +48,17 @@ for (const spec of kernelTopologySpecs()) {
       expect(JSON.parse(cli('device', 'keys', da, '--json').out).keys).toEqual([]);
     });
 
-    it('prfence demo --device-a/--device-b -> node-a refused by the kernel, exit 0', () => {
-      const r = cli('demo', '--device-a', da, '--device-b', db);
-      expect(r.out, r.err).toContain('node-a writes: refused');
-      expect(r.code).toBe(0);
-      cli('device', 'register', da, '--key', RESET, '--ignore-key');
-      cli('device', 'clear', da, '--key', RESET);
-    });
+    // The demo fences with PREEMPT AND ABORT, which hangs the guest kernel through tcm_loop.
+    it.skipIf(spec.limitations.includes('preempt-abort-hangs'))(
+      'prfence demo --device-a/--device-b -> node-a refused by the kernel, exit 0',
+      () => {
+        const r = cli('demo', '--device-a', da, '--device-b', db);
+        expect(r.out, r.err).toContain('node-a writes: refused');
+        expect(r.code).toBe(0);
+        cli('device', 'register', da, '--key', RESET, '--ignore-key');
+        cli('device', 'clear', da, '--key', RESET);
+      },
+    );
   });
 }
 
