@@ -1,10 +1,10 @@
-/** `prfence agent`: the node agent the DaemonSet runs. */
-import { KubeConfig } from '@kubernetes/client-node';
+/**
+ * `prfence agent`: the node agent the DaemonSet runs. The Kubernetes client and the agent
+ * are imported when the command runs, so `prfence device ...` starts fast (it matters on
+ * a slow node and in the QEMU guest, where loading client-node takes many seconds).
+ */
 import type { Command } from 'commander';
-import { Agent } from '../agent/agent.js';
 import { loadAgentConfig, type RawAgentFlags } from '../config/config.js';
-import { createLogger } from '../obs/logger.js';
-import { KoffiPrDevice } from '../pr/koffi/koffi-pr-device.js';
 import type { CliIo } from './program.js';
 
 export function registerAgentCommand(program: Command, _io: CliIo): void {
@@ -23,6 +23,12 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', 'info')
     .action(async (flags: RawAgentFlags) => {
       const cfg = loadAgentConfig(flags, process.env);
+      const [{ KubeConfig }, { Agent }, { createLogger }, { KoffiPrDevice }] = await Promise.all([
+        import('@kubernetes/client-node'),
+        import('../agent/agent.js'),
+        import('../obs/logger.js'),
+        import('../pr/koffi/koffi-pr-device.js'),
+      ]);
       const log = createLogger(cfg.logLevel, { node: cfg.nodeName });
       const kc = new KubeConfig();
       if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);

@@ -22,7 +22,8 @@ for (const spec of kernelTopologySpecs()) {
   const [da, db] = spec.devices as [string, string];
   describe(`prfence device on ${spec.name}`, { timeout: 120_000 }, () => {
     it('register, reserve, conflict, preempt, keys/reservation --json, clear -> documented output and exit codes', () => {
-      expect(cli('device', 'register', da, '--key', RESET, '--ignore-key').code).toBe(0);
+      const first = cli('device', 'register', da, '--key', RESET, '--ignore-key');
+      expect(first.code, `${first.err} ${first.out}`).toBe(0);
       expect(cli('device', 'clear', da, '--key', RESET).code).toBe(0);
       expect(cli('device', 'register', da, '--key', A).code).toBe(0);
       expect(cli('device', 'register', db, '--key', `0x${B}`).code).toBe(0);

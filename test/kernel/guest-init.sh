@@ -95,7 +95,7 @@ if [ "$MODE" = bench ]; then
 fi
 chroot /host /usr/bin/env -i HOME=/run/home TMPDIR=/run/tmp PATH="$REPO/node_modules/.bin:/usr/local/bin:/usr/bin:/bin" \
   PRFENCE_KERNEL_TOPOLOGIES="[$topologies]" PRFENCE_NO_PR_DEVICE="$NO_PR" PRFENCE_LIMITATION_PROBE="$PROBE" CI=true \
-  /bin/sh -c "cd '$REPO' && node node_modules/vitest/vitest.mjs run --configLoader runner --no-cache --no-fsModuleCache --project kernel $VITEST_ARGS --reporter=default --reporter=json --outputFile=/run/vitest.json"
+  /bin/sh -c "cd '$REPO' && node node_modules/vitest/vitest.mjs run --configLoader runner --no-cache --no-fsModuleCache --project kernel $VITEST_ARGS --reporter=verbose --reporter=json --outputFile=/run/vitest.json"
 rc=$?
 echo "PRFENCE-RC $rc"
 if [ -f /host/run/vitest.json ]; then
