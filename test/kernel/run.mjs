@@ -247,7 +247,12 @@ for (const k of kernels.sort()) {
   const kdir = join(kernelsDir, k);
   const ver = readFileSync(join(kdir, 'version'), 'utf8').trim();
   console.log(`test:kernel: booting ${ver} (suite)`);
-  const initrd = buildInitramfs(kdir, ver, { REPO: repo, MODE: 'suite', PROBE: '', VITEST_ARGS: process.env.PRFENCE_VITEST_ARGS ?? '' });
+  const initrd = buildInitramfs(kdir, ver, {
+    REPO: repo,
+    MODE: 'suite',
+    PROBE: '',
+    VITEST_ARGS: process.env.PRFENCE_VITEST_ARGS ?? '',
+  });
   const r = await boot(kdir, initrd, SUITE_LIMIT_MS, `${ver}`);
   rmSync(initrd, { force: true });
   const p = parseRun(r.out);
