@@ -141,7 +141,7 @@ export class Agent {
       if (!mine) {
         await rest.apply(
           nfPath(o.nodeName),
-          { apiVersion: API_VERSION, kind: NODE_FENCE.kind, metadata: { name: o.nodeName } },
+          { apiVersion: API_VERSION, kind: NODE_FENCE.kind, metadata: { name: o.nodeName }, spec: {} },
           fm,
         );
       }
@@ -382,6 +382,7 @@ export class Agent {
         status.holder = holderNode ? { node: holderNode, key: formatKey(r.key) } : { key: formatKey(r.key) };
       }
       status.foreignKeys = obs.keys.filter((k) => k.class === 'foreign').length;
+      if (obs.kind !== 'memory') status.device = { kind: obs.kind };
       status.conditions = [
         cond(
           'Reserved',

@@ -17,6 +17,8 @@ export interface FenceVictim {
 }
 
 export interface VolumeObservation {
+  /** The device's kind (scsi / nvme; memory for a model without one). */
+  kind: 'scsi' | 'nvme' | 'memory';
   plan: FencePlan;
   results: ActionResult[];
   /** The device's own answer after everything (S3). */
@@ -116,6 +118,7 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
     ctx.log.info({ victim: formatKey(v.key), victimNode: v.node, result: v.result }, 'fence');
   }
   return {
+    kind,
     plan: finalPlan,
     results: allResults,
     state,
