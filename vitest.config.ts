@@ -1,9 +1,10 @@
 import { defineConfig } from 'vitest/config';
 
-// Three projects:
+// Four projects:
 //  - unit: pure logic and the in-memory device model (includes the contract suite on MemoryPrDevice);
 //  - integration: a real kube-apiserver + etcd started by test/envtest (global setup);
-//  - kernel: the contract suite against real kernel devices, only inside the QEMU guest (test/kernel/).
+//  - kernel: the contract suite against real kernel devices, only inside the QEMU guest (test/kernel/);
+//  - kernel-e2e: the agent failover with its own API server, inside the QEMU guest (test/kernel-e2e/).
 export default defineConfig({
   test: {
     projects: [
@@ -29,6 +30,16 @@ export default defineConfig({
           name: 'kernel',
           include: ['test/contract/kernel.test.ts', 'test/kernel/**/*.test.ts'],
           testTimeout: 30_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        // The agent end to end on a real kernel: kube-apiserver, etcd and two agents in the guest.
+        test: {
+          name: 'kernel-e2e',
+          include: ['test/kernel-e2e/**/*.test.ts'],
+          testTimeout: 900_000,
+          hookTimeout: 900_000,
           fileParallelism: false,
         },
       },

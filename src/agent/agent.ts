@@ -26,17 +26,20 @@ import {
   VOLUME_RESERVATION,
   type NodeFence,
   type NodePhase,
+  type VolumeReservation,
   type VolumeReservationStatus,
 } from '../crd/types.js';
 import { allocateSlot, clusterTag, isClusterKey, makeKey, slotOf, type SlotOwner } from '../fence/keys.js';
 import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
 import { startInformer, type ResilientInformer } from '../kube/informer.js';
 import { clusterObjectPath, KubeApiError, RestClient } from '../kube/rest-client.js';
+import { EventRecorder } from '../kube/events.js';
 import { WorkQueue } from '../kube/work-queue.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
 import type { ReservationType } from '../pr/reservation-type.js';
 import { isPrError } from '../pr/errors.js';
+import { hasSharedFields, vrStatusToWrite } from './vr-status.js';
 import {
   deviceOf,
   hasOutOfService,
@@ -82,6 +85,7 @@ export class Agent {
   /** The last fence this agent did per PV: re-applied with every status (server-side apply drops omitted fields). */
   readonly #lastFence = new Map<string, NonNullable<VolumeReservationStatus['lastFence']>>();
   readonly #nodeUid: string;
+  readonly #events: EventRecorder;
   readonly #abort = new AbortController();
   #informers: ResilientInformer<never>[] = [];
   #va!: ResilientInformer<V1VolumeAttachment>;
@@ -99,6 +103,12 @@ export class Agent {
     this.key = key;
     this.tag = tag;
     this.#fm = `prfence-agent/${o.nodeName}`;
+    this.#events = new EventRecorder({
+      rest,
+      log: o.log,
+      controller: 'prfence.io/agent',
+      instance: o.nodeName,
+    });
   }
 
   /**
@@ -321,6 +331,10 @@ export class Agent {
     // Recording is decoupled from fencing: the device work of the next volume does not
     // wait for this one's API writes. The latest observation per PV wins; a failed write
     // re-runs the reconcile (which reads the device again, S3).
+    log.debug(
+      { outcome: obs.outcome, kind: obs.kind, keys: obs.state.keys.keys.map(formatKey), rounds: obs.rounds },
+      'reconciled',
+    );
     this.#recordLater(pv, obs, selfLegit);
     if (!selfLegit && !obs.state.keys.keys.includes(this.key)) this.#touched.delete(pv);
     switch (obs.outcome) {
@@ -335,6 +349,7 @@ export class Agent {
   }
 
   readonly #pendingRecords = new Map<string, { obs: VolumeObservation; selfLegit: boolean }>();
+  readonly #owedVictims = new Map<string, VolumeObservation['victims']>();
   #recorders = 0;
 
   #recordLater(pv: string, obs: VolumeObservation, selfLegit: boolean): void {
@@ -354,7 +369,9 @@ export class Agent {
             try {
               await this.#record(p, r.obs, r.selfLegit);
             } catch (e) {
-              this.#o.log.warn({ pv: p, err: String(e) }, 'status not recorded; will reconcile again');
+              if (e instanceof KubeApiError && e.code === 409)
+                this.#o.log.debug({ pv: p }, 'status changed concurrently; reconciling again');
+              else this.#o.log.warn({ pv: p, err: String(e) }, 'status not recorded; will reconcile again');
               this.#queue.addRateLimited(p);
             }
           }
@@ -367,6 +384,12 @@ export class Agent {
 
   /** Records the device's answer (S3): own registrant entry, and what the actor did. */
   async #record(pv: string, obs: VolumeObservation, selfLegit: boolean): Promise<void> {
+    // Victims stay owed until recorded: a failed write (409, API down) must not lose the
+    // Fenced mark, and the next observation no longer sees the victim's key.
+    const owed = this.#owedVictims.get(pv) ?? [];
+    const victims = [...owed.filter((o) => !obs.victims.some((v) => v.key === o.key)), ...obs.victims];
+    if (victims.length) this.#owedVictims.set(pv, victims);
+    obs = { ...obs, victims };
     const now = new Date().toISOString();
     const own = obs.state.keys.keys.includes(this.key);
     const r = obs.state.reservation;
@@ -405,22 +428,33 @@ export class Agent {
     }
     const lastFence = this.#lastFence.get(pv);
     if (lastFence) status.lastFence = lastFence;
-    await this.#applyVr(pv, status);
-    for (const v of obs.victims) {
-      if (v.result !== 'fenced' || !v.node) continue;
+    const fenced = obs.victims.filter((v) => v.result === 'fenced' && v.node !== undefined);
+    // The Fenced mark first: it is what keeps the victim's agent from registering again (S2).
+    for (const v of fenced) {
       await this.#rest.apply(
-        nfPath(v.node, 'status'),
+        nfPath(v.node!, 'status'),
         {
           apiVersion: API_VERSION,
           kind: NODE_FENCE.kind,
-          metadata: { name: v.node },
+          metadata: { name: v.node! },
           status: { phase: 'Fenced', fencedBy: this.node, fencedAt: now },
         },
         this.#fm,
       );
-      await this.#dropRegistrant(pv, v.node);
-      await this.#event(v.node, pv, `removed key ${formatKey(v.key)} of ${v.node} from ${pv}`);
     }
+    await this.#applyVr(pv, status);
+    for (const v of fenced) {
+      await this.#dropRegistrant(pv, v.node!);
+      await this.#events.emit({
+        regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name: v.node! },
+        related: { apiVersion: 'v1', kind: 'PersistentVolume', name: pv },
+        reason: 'Fenced',
+        action: 'Fence',
+        type: 'Warning',
+        note: `removed key ${formatKey(v.key)} of ${v.node} from ${pv} (by ${this.node})`,
+      });
+    }
+    this.#owedVictims.delete(pv);
     const phase: NodePhase =
       obs.outcome === 'blocked'
         ? this.#nf.get(this.node)?.status?.phase === 'Fenced'
@@ -430,19 +464,45 @@ export class Agent {
     await this.#applyOwnPhase(phase);
   }
 
+  /**
+   * Writes this node's view of a volume (what, see vr-status.ts). A write with shared
+   * fields carries the resourceVersion it was decided on: a concurrent writer makes it
+   * fail with 409 and the volume is reconciled again (the device is read again, S3).
+   */
   async #applyVr(pv: string, status: VolumeReservationStatus): Promise<void> {
-    const body = JSON.stringify(status);
-    if (this.#lastStatus.get(pv) === body) return; // nothing new: no write
-    if (!this.#lastStatus.has(pv)) {
-      await this.#rest.apply(
-        vrPath(pv),
-        { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, metadata: { name: pv } },
-        this.#fm,
-      );
+    // Nothing new, no write (condition times are set on every observation: not compared).
+    const body = JSON.stringify(status, (k, v: unknown) => (k === 'lastTransitionTime' ? undefined : v));
+    if (this.#lastStatus.get(pv) === body) return;
+    const shared = hasSharedFields(status);
+    let current: VolumeReservation | undefined;
+    if (shared || !this.#lastStatus.has(pv)) {
+      current = await this.#rest.get<VolumeReservation>(vrPath(pv)).catch((e: unknown) => {
+        if (e instanceof KubeApiError && e.code === 404) return undefined;
+        throw e;
+      });
+      if (!current) {
+        await this.#rest.apply(
+          vrPath(pv),
+          { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, metadata: { name: pv } },
+          this.#fm,
+        );
+      }
     }
+    const { status: out, stale } = vrStatusToWrite(status, current?.status);
+    if (stale)
+      this.#o.log.debug(
+        { pv, observed: status.generation, recorded: current?.status?.generation },
+        'observation older than the recorded one; writing only this node',
+      );
+    const rv = current?.metadata?.resourceVersion;
     await this.#rest.apply(
       vrPath(pv, 'status'),
-      { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, metadata: { name: pv }, status },
+      {
+        apiVersion: API_VERSION,
+        kind: VOLUME_RESERVATION.kind,
+        metadata: { name: pv, ...(shared && rv ? { resourceVersion: rv } : {}) },
+        status: out,
+      },
       this.#fm,
     );
     this.#lastStatus.set(pv, body);
@@ -493,31 +553,6 @@ export class Agent {
     } catch (e) {
       if (!(e instanceof KubeApiError && e.code === 409)) throw e;
       this.#o.log.info({ phase }, 'phase owned by another manager (fenced); not overwritten');
-    }
-  }
-
-  async #event(victimNode: string, pv: string, note: string): Promise<void> {
-    try {
-      await this.#rest.send({
-        method: 'POST',
-        path: '/apis/events.k8s.io/v1/namespaces/default/events',
-        body: {
-          apiVersion: 'events.k8s.io/v1',
-          kind: 'Event',
-          metadata: { generateName: 'prfence-fence-' },
-          eventTime: new Date().toISOString(),
-          reportingController: 'prfence.io/agent',
-          reportingInstance: this.node,
-          action: 'Fence',
-          reason: 'Fenced',
-          type: 'Warning',
-          note,
-          regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name: victimNode },
-          related: { apiVersion: 'v1', kind: 'PersistentVolume', name: pv },
-        },
-      });
-    } catch (e) {
-      this.#o.log.warn({ err: String(e) }, 'event not recorded');
     }
   }
 

@@ -56,14 +56,26 @@ export class WorkQueue<K extends string = string> {
       return;
     }
     if (this.#queued.has(k)) return;
-    const w = this.#waiters.shift();
-    if (w) {
-      this.#processing.add(k);
-      w(k);
-      return;
-    }
     this.#queued.add(k);
     this.#queue.push(k);
+    // Waiting workers get items after the current synchronous run, so adds of the same
+    // item in one burst (an informer event, a resync) are merged, as in client-go.
+    if (this.#waiters.length > 0 && !this.#pumpScheduled) {
+      this.#pumpScheduled = true;
+      queueMicrotask(() => this.#pump());
+    }
+  }
+
+  #pumpScheduled = false;
+
+  #pump(): void {
+    this.#pumpScheduled = false;
+    while (this.#waiters.length > 0 && this.#queue.length > 0) {
+      const k = this.#queue.shift()!;
+      this.#queued.delete(k);
+      this.#processing.add(k);
+      this.#waiters.shift()!(k);
+    }
   }
 
   /** Queues an item after `ms`; an earlier pending addAfter for it wins. */

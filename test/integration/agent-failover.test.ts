@@ -48,6 +48,15 @@ describe('agent against a real API server (memory LUs)', () => {
       return nf;
     });
     expect(nfA.status?.fencedBy).toBe(nb);
+    // One Warning event per fence, on the victim's NodeFence, written by the fencing node.
+    const events = await eventually(async () => {
+      const e = await c.events(na);
+      if (e.length === 0) throw new Error('no event yet');
+      return e;
+    });
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({ reason: 'Fenced', reportingInstance: nb });
+    expect(events[0]!.note).toContain(formatKey(a.key));
   });
 
   it('S2: the fenced node restarts with an attachment and the Fenced mark -> no re-registration until unfenced', async () => {

@@ -55,7 +55,7 @@ export class Cluster {
     await this.storage.deleteVolumeAttachment({ name: va });
   }
 
-  async startAgent(node: string, kc: KubeConfig = this.kc): Promise<Agent> {
+  async startAgent(node: string, kc: KubeConfig = this.kc, opts: { resyncMs?: number } = {}): Promise<Agent> {
     const agent = await Agent.start({
       kubeConfig: kc,
       nodeName: node,
@@ -65,7 +65,7 @@ export class Cluster {
         if (!lu) throw new Error(`no LU ${identity}`);
         return lu.initiator(node);
       },
-      resyncMs: 2000,
+      resyncMs: opts.resyncMs ?? 2000,
     });
     this.agents.push(agent);
     return agent;
@@ -73,6 +73,22 @@ export class Cluster {
 
   async stopAll(): Promise<void> {
     await Promise.all(this.agents.splice(0).map((a) => a.stop()));
+  }
+
+  /** events.k8s.io/v1 events about `regarding` (a NodeFence), newest last. */
+  async events(regarding: string): Promise<{ reason: string; note: string; reportingInstance: string }[]> {
+    const list = await this.rest.get<{
+      items: {
+        reason: string;
+        note: string;
+        reportingInstance: string;
+        eventTime: string;
+        regarding?: { name?: string };
+      }[];
+    }>('/apis/events.k8s.io/v1/namespaces/default/events');
+    return list.items
+      .filter((e) => e.regarding?.name === regarding)
+      .sort((x, y) => x.eventTime.localeCompare(y.eventTime));
   }
 
   nodeFence(name: string): Promise<NodeFence> {

@@ -80,6 +80,7 @@ fi
 echo "PRFENCE-KERNEL $(uname -r)"
 echo "PRFENCE-TOPOLOGIES [$topologies]"
 
+ip link set lo up # the e2e test runs kube-apiserver and etcd on loopback
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host || { echo "PRFENCE-RC 97"; poweroff -f; }
 mount -t proc p /host/proc; mount -t sysfs s /host/sys; mount -t devtmpfs d /host/dev
@@ -94,8 +95,8 @@ if [ "$MODE" = bench ]; then
   poweroff -f
 fi
 chroot /host /usr/bin/env -i HOME=/run/home TMPDIR=/run/tmp PATH="$REPO/node_modules/.bin:/usr/local/bin:/usr/bin:/bin" \
-  PRFENCE_KERNEL_TOPOLOGIES="[$topologies]" PRFENCE_NO_PR_DEVICE="$NO_PR" PRFENCE_LIMITATION_PROBE="$PROBE" CI=true \
-  /bin/sh -c "cd '$REPO' && node node_modules/vitest/vitest.mjs run --configLoader runner --no-cache --no-fsModuleCache --project kernel $VITEST_ARGS --reporter=verbose --reporter=json --outputFile=/run/vitest.json"
+  PRFENCE_KERNEL_TOPOLOGIES="[$topologies]" PRFENCE_NO_PR_DEVICE="$NO_PR" PRFENCE_LIMITATION_PROBE="$PROBE" PRFENCE_BIN_DIR="$BIN_DIR" CI=true \
+  /bin/sh -c "cd '$REPO' && node node_modules/vitest/vitest.mjs run --configLoader runner --no-cache --no-fsModuleCache --project ${PROJECT:-kernel} $VITEST_ARGS --reporter=verbose --reporter=json --outputFile=/run/vitest.json"
 rc=$?
 echo "PRFENCE-RC $rc"
 if [ -f /host/run/vitest.json ]; then

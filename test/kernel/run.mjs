@@ -25,6 +25,7 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cache = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'prfence');
 const kernelsDir = join(cache, 'kernels');
 const SUITE_LIMIT_MS = Number(process.env.PRFENCE_KERNEL_TIMEOUT_MS ?? 420_000);
+const E2E_LIMIT_MS = Number(process.env.PRFENCE_E2E_TIMEOUT_MS ?? 900_000);
 const PROBE_LIMIT_MS = Number(process.env.PRFENCE_PROBE_TIMEOUT_MS ?? 120_000);
 const only = process.env.PRFENCE_KERNELS?.split(',');
 
@@ -176,6 +177,15 @@ function tally(results) {
   let failed = 0;
   let skipped = 0;
   for (const file of results?.testResults ?? []) {
+    if (file.status === 'failed' && !(file.assertionResults ?? []).some((a) => a.status === 'failed')) {
+      // The file failed outside its tests (e.g. in beforeAll): count it, with its message.
+      const key = basename(file.name);
+      const row = per.get(key) ?? { passed: 0, failed: 0, skipped: 0, failures: [] };
+      row.failed++;
+      failed++;
+      row.failures.push(`(suite) ${(file.message ?? '').split('\n')[0]}`);
+      per.set(key, row);
+    }
     for (const a of file.assertionResults ?? []) {
       const title = a.ancestorTitles?.join(' > ') || basename(file.name);
       const m = /PrDevice contract: ([^ ]+)/.exec(title);
@@ -305,6 +315,44 @@ for (const k of kernels.sort()) {
     verdict = `probe did not run (log ${pr.logPath})`;
   }
   matrix.push(`${ver.padEnd(22)} lio-tcm_loop preempt-abort probe: ${verdict}`);
+}
+
+// The agent end to end (test/kernel-e2e): kube-apiserver, etcd and two `prfence agent`
+// processes inside one guest of the newest kernel (nvmet needs >= 6.13).
+if (!process.env.PRFENCE_SKIP_E2E) {
+  const k = kernels.sort().at(-1);
+  const kdir = join(kernelsDir, k);
+  const ver = readFileSync(join(kdir, 'version'), 'utf8').trim();
+  console.log(`test:kernel: booting ${ver} (agent failover end to end, ${E2E_LIMIT_MS / 1000} s limit)`);
+  const initrd = buildInitramfs(kdir, ver, {
+    REPO: repo,
+    MODE: 'suite',
+    PROJECT: 'kernel-e2e',
+    PROBE: '',
+    BIN_DIR: process.env.PRFENCE_BIN_DIR ?? join(cache, 'bin'),
+  });
+  const r = await boot(kdir, initrd, E2E_LIMIT_MS, `${ver}-e2e`);
+  rmSync(initrd, { force: true });
+  const p = parseRun(r.out);
+  const t = tally(p.results);
+  total = {
+    passed: total.passed + t.passed,
+    failed: total.failed + t.failed,
+    skipped: total.skipped + t.skipped,
+  };
+  if (r.timedOut || p.rc === undefined || !p.results) {
+    broken = true;
+    matrix.push(
+      `${ver.padEnd(22)} e2e guest did not finish (${r.timedOut ? 'time limit' : 'no result'}; log ${r.logPath})`,
+    );
+  }
+  for (const [name, row] of t.per) {
+    matrix.push(
+      `${ver.padEnd(22)} ${name.padEnd(34)} passed ${row.passed}, failed ${row.failed}, skipped ${row.skipped}`,
+    );
+    for (const f of row.failures) matrix.push(`${''.padEnd(23)}  FAILED: ${f}`);
+  }
+  matrix.push(`${ver.padEnd(22)} agent failover end to end: ${r.seconds.toFixed(0)} s`);
 }
 
 console.log('\ntest:kernel matrix (kernel, topology, results)');

@@ -58,6 +58,16 @@ describe('WorkQueue', () => {
     expect(await p).toBe('x');
   });
 
+  it('a burst of adds of one item while a worker waits -> processed once, not re-run as dirty', async () => {
+    const q = new WorkQueue();
+    const p = q.get();
+    q.add('x'); // e.g. a resync adding the same PV through two routes in one tick
+    q.add('x');
+    expect(await p).toBe('x');
+    q.done('x');
+    expect(q.length).toBe(0);
+  });
+
   it('addRateLimited -> delays 10, 20, 40, 50, 50 (capped); forget resets the count', async () => {
     const { clock, advance, pending } = fakeClock();
     const q = new WorkQueue({ clock, baseDelayMs: 10, maxDelayMs: 50 });
