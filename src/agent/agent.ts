@@ -480,13 +480,13 @@ export class Agent {
         if (e instanceof KubeApiError && e.code === 404) return undefined;
         throw e;
       });
-      if (!current) {
-        await this.#rest.apply(
-          vrPath(pv),
-          { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, metadata: { name: pv } },
-          this.#fm,
-        );
-      }
+      // Created here if missing; the created object's resourceVersion is the precondition
+      // of the status write too (a peer may write between the two).
+      current ??= await this.#rest.apply<VolumeReservation>(
+        vrPath(pv),
+        { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, metadata: { name: pv } },
+        this.#fm,
+      );
     }
     const { status: out, stale } = vrStatusToWrite(status, current?.status);
     if (stale)

@@ -253,6 +253,30 @@ if (process.argv.includes('--bench')) {
 let total = { passed: 0, failed: 0, skipped: 0 };
 const matrix = [];
 let broken = false;
+
+/** Adds one boot's results to the totals and the matrix; marks the run broken if it did not finish. */
+function record(ver, r, what) {
+  const p = parseRun(r.out);
+  const t = tally(p.results);
+  total = {
+    passed: total.passed + t.passed,
+    failed: total.failed + t.failed,
+    skipped: total.skipped + t.skipped,
+  };
+  if (r.timedOut || p.rc === undefined || !p.results) {
+    broken = true;
+    matrix.push(
+      `${ver.padEnd(22)} ${what} did not finish (${r.timedOut ? 'time limit' : 'no result'}; log ${r.logPath})`,
+    );
+  }
+  for (const [name, row] of t.per) {
+    matrix.push(
+      `${ver.padEnd(22)} ${name.padEnd(34)} passed ${row.passed}, failed ${row.failed}, skipped ${row.skipped}`,
+    );
+    for (const f of row.failures) matrix.push(`${''.padEnd(23)}  FAILED: ${f}`);
+  }
+  return p;
+}
 for (const k of kernels.sort()) {
   const kdir = join(kernelsDir, k);
   const ver = readFileSync(join(kdir, 'version'), 'utf8').trim();
@@ -265,25 +289,7 @@ for (const k of kernels.sort()) {
   });
   const r = await boot(kdir, initrd, SUITE_LIMIT_MS, `${ver}`);
   rmSync(initrd, { force: true });
-  const p = parseRun(r.out);
-  const t = tally(p.results);
-  total = {
-    passed: total.passed + t.passed,
-    failed: total.failed + t.failed,
-    skipped: total.skipped + t.skipped,
-  };
-  if (r.timedOut || p.rc === undefined || !p.results) {
-    broken = true;
-    matrix.push(
-      `${ver.padEnd(22)} guest did not finish (${r.timedOut ? 'time limit' : 'no result'}; log ${r.logPath})`,
-    );
-  }
-  for (const [name, row] of t.per) {
-    matrix.push(
-      `${ver.padEnd(22)} ${name.padEnd(34)} passed ${row.passed}, failed ${row.failed}, skipped ${row.skipped}`,
-    );
-    for (const f of row.failures) matrix.push(`${''.padEnd(23)}  FAILED: ${f}`);
-  }
+  const p = record(ver, r, 'guest');
   matrix.push(
     `${ver.padEnd(22)} topologies: ${p.topologies.map((x) => `${x.name}(${x.devices.join(' ')})`).join(', ') || 'none'}; ${r.seconds.toFixed(0)} s`,
   );
@@ -333,25 +339,7 @@ if (!process.env.PRFENCE_SKIP_E2E) {
   });
   const r = await boot(kdir, initrd, E2E_LIMIT_MS, `${ver}-e2e`);
   rmSync(initrd, { force: true });
-  const p = parseRun(r.out);
-  const t = tally(p.results);
-  total = {
-    passed: total.passed + t.passed,
-    failed: total.failed + t.failed,
-    skipped: total.skipped + t.skipped,
-  };
-  if (r.timedOut || p.rc === undefined || !p.results) {
-    broken = true;
-    matrix.push(
-      `${ver.padEnd(22)} e2e guest did not finish (${r.timedOut ? 'time limit' : 'no result'}; log ${r.logPath})`,
-    );
-  }
-  for (const [name, row] of t.per) {
-    matrix.push(
-      `${ver.padEnd(22)} ${name.padEnd(34)} passed ${row.passed}, failed ${row.failed}, skipped ${row.skipped}`,
-    );
-    for (const f of row.failures) matrix.push(`${''.padEnd(23)}  FAILED: ${f}`);
-  }
+  record(ver, r, 'e2e guest');
   matrix.push(`${ver.padEnd(22)} agent failover end to end: ${r.seconds.toFixed(0)} s`);
 }
 
