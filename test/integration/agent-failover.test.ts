@@ -147,7 +147,12 @@ describe('agent against a real API server (memory LUs)', () => {
     await eventually(() => !keysOf(lu).includes(a.key), { timeoutMs: 20_000 });
     expect(new Set(keysOf(lu))).toEqual(new Set([foreign, b.key, cc.key]));
     expect(lu.write('outside-host')).toBe('ok');
-    const vr = await c.vr(pv);
+    // Status is recorded after the device work (and retried after a concurrent write).
+    const vr = await eventually(async () => {
+      const v = await c.vr(pv);
+      if (v.status?.foreignKeys === undefined) throw new Error('not recorded yet');
+      return v;
+    });
     expect(vr.status?.foreignKeys).toBe(1);
   });
 
