@@ -350,6 +350,7 @@ export class Agent {
 
   readonly #pendingRecords = new Map<string, { obs: VolumeObservation; selfLegit: boolean }>();
   readonly #owedVictims = new Map<string, VolumeObservation['victims']>();
+  readonly #recording = new Set<string>();
   #recorders = 0;
 
   #recordLater(pv: string, obs: VolumeObservation, selfLegit: boolean): void {
@@ -357,15 +358,19 @@ export class Agent {
     // Keep victims of an earlier, not yet recorded observation.
     if (prev && prev.obs.victims.length && !obs.victims.length) obs = { ...obs, victims: prev.obs.victims };
     this.#pendingRecords.set(pv, { obs, selfLegit });
-    while (this.#recorders < 4 && this.#pendingRecords.size > 0) {
+    const eligible = () => [...this.#pendingRecords.keys()].some((p) => !this.#recording.has(p));
+    while (this.#recorders < 4 && eligible()) {
       this.#recorders += 1;
       void (async () => {
         try {
           for (;;) {
-            const next = this.#pendingRecords.entries().next();
-            if (next.done) return;
-            const [p, r] = next.value;
+            // One record per PV at a time, in order: a newer observation waits for the
+            // write in flight, or the older write could land last.
+            const next = [...this.#pendingRecords].find(([pv]) => !this.#recording.has(pv));
+            if (!next) return;
+            const [p, r] = next;
             this.#pendingRecords.delete(p);
+            this.#recording.add(p);
             try {
               await this.#record(p, r.obs, r.selfLegit);
             } catch (e) {
@@ -373,6 +378,8 @@ export class Agent {
                 this.#o.log.debug({ pv: p }, 'status changed concurrently; reconciling again');
               else this.#o.log.warn({ pv: p, err: String(e) }, 'status not recorded; will reconcile again');
               this.#queue.addRateLimited(p);
+            } finally {
+              this.#recording.delete(p);
             }
           }
         } finally {
