@@ -571,6 +571,12 @@ export class Agent {
     await Promise.all(this.#informers.map((i) => i.stop()));
     await Promise.allSettled(this.#workers);
     for (const d of this.#devices.values()) await d.close();
+    this.#rest.close();
+  }
+
+  /** API requests this agent sent (status, marks, events; informer lists and watches not counted). */
+  get apiRequests(): number {
+    return this.#rest.requests;
   }
 }
 

@@ -3,7 +3,8 @@
 # Loads the modules, builds kernel PR targets through configfs with three initiators on
 # one logical unit each, mounts the host's root read-only over 9p, and runs the kernel
 # vitest project of the repo from there (chroot), then powers off. Output goes to the
-# serial console, which the host parses (lines starting with PRFENCE-).
+# serial console, which the host parses (lines starting with PRFENCE-); the vitest report
+# goes to the host through a second, writable 9p share.
 /bin/busybox --install -s /bin
 mount -t proc p /proc; mount -t sysfs s /sys; mount -t devtmpfs d /dev; mount -t tmpfs t /tmp
 . /prfence.conf
@@ -84,7 +85,9 @@ ip link set lo up # the e2e test runs kube-apiserver and etcd on loopback
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host || { echo "PRFENCE-RC 97"; poweroff -f; }
 mount -t proc p /host/proc; mount -t sysfs s /host/sys; mount -t devtmpfs d /host/dev
-mount -t tmpfs t /host/run; mkdir -p /host/run/home /host/run/tmp
+mount -t tmpfs t /host/run; mkdir -p /host/run/home /host/run/tmp /host/run/out
+# The host's writable share for the vitest report (the console can garble long output).
+mount -t 9p -o trans=virtio,version=9p2000.L out /host/run/out || say "no out share: no test report"
 # LIO writes APTPL metadata under /var/target/pr, resolved in the chroot of the caller.
 mount -t tmpfs t /host/var/target 2>/dev/null && mkdir -p /host/var/target/pr
 if [ "$MODE" = bench ]; then
@@ -96,10 +99,8 @@ if [ "$MODE" = bench ]; then
 fi
 chroot /host /usr/bin/env -i HOME=/run/home TMPDIR=/run/tmp PATH="$REPO/node_modules/.bin:/usr/local/bin:/usr/bin:/bin" \
   PRFENCE_KERNEL_TOPOLOGIES="[$topologies]" PRFENCE_NO_PR_DEVICE="$NO_PR" PRFENCE_LIMITATION_PROBE="$PROBE" PRFENCE_BIN_DIR="$BIN_DIR" CI=true \
-  /bin/sh -c "cd '$REPO' && node node_modules/vitest/vitest.mjs run --configLoader runner --no-cache --no-fsModuleCache --project ${PROJECT:-kernel} $VITEST_ARGS --reporter=verbose --reporter=json --outputFile=/run/vitest.json"
+  /bin/sh -c "cd '$REPO' && node node_modules/vitest/vitest.mjs run --configLoader runner --no-cache --no-fsModuleCache --project ${PROJECT:-kernel} $VITEST_ARGS --reporter=verbose --reporter=json --outputFile=/run/out/vitest.json"
 rc=$?
+sync
 echo "PRFENCE-RC $rc"
-if [ -f /host/run/vitest.json ]; then
-  echo "PRFENCE-JSON-BEGIN"; cat /host/run/vitest.json; echo; echo "PRFENCE-JSON-END"
-fi
 poweroff -f

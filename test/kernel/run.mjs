@@ -97,6 +97,10 @@ function boot(kdir, initrd, limitMs, label) {
   return new Promise((resolvePromise) => {
     const logPath = join(tmpdir(), `prfence-${label.replace(/[^a-z0-9.-]/gi, '_')}.log`);
     const log = createWriteStream(logPath);
+    // The guest writes its vitest report here (a second, writable 9p share): the serial
+    // console interleaves kernel messages with long output, so a report sent over it can
+    // arrive corrupted (seen: "reboot: Power down" in the middle of the JSON).
+    const outDir = mkdtempSync(join(tmpdir(), 'prfence-out-'));
     const args = [
       '-accel',
       'tcg',
@@ -113,13 +117,14 @@ function boot(kdir, initrd, limitMs, label) {
       '-append',
       'console=ttyS0 quiet loglevel=3 panic=-1',
       '-virtfs',
-      'local,path=/,mount_tag=hostroot,security_model=none,readonly=on',
+      'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+      '-virtfs',
+      `local,path=${outDir},mount_tag=out,security_model=none`,
     ];
     const t0 = Date.now();
     const q = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let pending = '';
-    let inJson = false;
     let timedOut = false;
     const onData = (b) => {
       const s = b.toString();
@@ -130,9 +135,7 @@ function boot(kdir, initrd, limitMs, label) {
       pending = lines.pop() ?? '';
       for (const raw of lines) {
         const line = raw.replace(/\r$/, '');
-        if (line.startsWith('PRFENCE-JSON-BEGIN')) inJson = true;
-        if (!inJson && line.trim()) process.stdout.write(`  [${label}] ${line}\n`);
-        if (line.startsWith('PRFENCE-JSON-END')) inJson = false;
+        if (line.trim()) process.stdout.write(`  [${label}] ${line}\n`);
       }
     };
     q.stdout.on('data', onData);
@@ -144,20 +147,26 @@ function boot(kdir, initrd, limitMs, label) {
     q.on('exit', () => {
       clearTimeout(timer);
       log.end();
-      resolvePromise({ out, timedOut, seconds: (Date.now() - t0) / 1000, logPath });
+      let report = null;
+      try {
+        report = readFileSync(join(outDir, 'vitest.json'), 'utf8');
+      } catch {
+        report = null;
+      }
+      rmSync(outDir, { recursive: true, force: true });
+      resolvePromise({ out, report, timedOut, seconds: (Date.now() - t0) / 1000, logPath });
     });
   });
 }
 
-function parseRun(out) {
+function parseRun({ out, report }) {
   const rc = /PRFENCE-RC (\d+)/.exec(out)?.[1];
   const kernel = /PRFENCE-KERNEL (\S+)/.exec(out)?.[1];
   const topo = /PRFENCE-TOPOLOGIES (\[.*\])/.exec(out)?.[1];
-  const j = /PRFENCE-JSON-BEGIN\r?\n([\s\S]*?)\r?\nPRFENCE-JSON-END/.exec(out)?.[1];
   let results = null;
-  if (j) {
+  if (report) {
     try {
-      results = JSON.parse(j.replace(/\r/g, ''));
+      results = JSON.parse(report);
     } catch {
       results = null;
     }
@@ -246,7 +255,7 @@ if (process.argv.includes('--bench')) {
   });
   const r = await boot(kdir, initrd, SUITE_LIMIT_MS, `bench-${ver}`);
   rmSync(initrd, { force: true });
-  const rc = parseRun(r.out).rc;
+  const rc = parseRun(r).rc;
   process.exit(rc === 0 ? 0 : 1);
 }
 
@@ -256,7 +265,7 @@ let broken = false;
 
 /** Adds one boot's results to the totals and the matrix; marks the run broken if it did not finish. */
 function record(ver, r, what) {
-  const p = parseRun(r.out);
+  const p = parseRun(r);
   const t = tally(p.results);
   total = {
     passed: total.passed + t.passed,
@@ -306,7 +315,7 @@ for (const k of kernels.sort()) {
   });
   const pr = await boot(kdir, pi, PROBE_LIMIT_MS, `${ver}-probe`);
   rmSync(pi, { force: true });
-  const pp = parseRun(pr.out);
+  const pp = parseRun(pr);
   const pt = tally(pp.results);
   const ranProbe = /PRFENCE-TOPOLOGIES/.test(pr.out) && /RUN/.test(pr.out);
   let verdict;
