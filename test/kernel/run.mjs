@@ -147,12 +147,8 @@ function boot(kdir, initrd, limitMs, label) {
     q.on('exit', () => {
       clearTimeout(timer);
       log.end();
-      let report = null;
-      try {
-        report = readFileSync(join(outDir, 'vitest.json'), 'utf8');
-      } catch {
-        report = null;
-      }
+      const reportPath = join(outDir, 'vitest.json');
+      const report = existsSync(reportPath) ? readFileSync(reportPath, 'utf8') : null;
       rmSync(outDir, { recursive: true, force: true });
       resolvePromise({ out, report, timedOut, seconds: (Date.now() - t0) / 1000, logPath });
     });
