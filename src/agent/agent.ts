@@ -35,6 +35,7 @@ import { startInformer, type ResilientInformer } from '../kube/informer.js';
 import { clusterObjectPath, KubeApiError, RestClient } from '../kube/rest-client.js';
 import { EventRecorder } from '../kube/events.js';
 import { WorkQueue } from '../kube/work-queue.js';
+import type { AgentMetrics } from '../obs/metrics.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
 import type { ReservationType } from '../pr/reservation-type.js';
@@ -63,6 +64,18 @@ export interface AgentOptions {
   workers?: number;
   /** Re-check every volume of this node this often (level-based safety net). Default 30 s. */
   resyncMs?: number;
+  metrics?: AgentMetrics;
+  /** Called for each stale key this agent removed (or failed to), e.g. by the benchmark. */
+  onFence?: (e: FenceEvent) => void;
+}
+
+export interface FenceEvent {
+  pv: string;
+  victimKey: PrKey;
+  victimNode: string | undefined;
+  result: 'fenced' | 'failed';
+  /** From the first trigger this agent saw for the volume until the key was gone (read back). */
+  sinceTriggerMs: number | undefined;
 }
 
 const nfPath = (name?: string, sub?: 'status') =>
@@ -77,7 +90,9 @@ export class Agent {
   readonly #o: AgentOptions;
   readonly #rest: RestClient;
   readonly #fm: string;
-  readonly #queue = new WorkQueue<string>({ baseDelayMs: 200, maxDelayMs: 30_000 });
+  readonly #queue: WorkQueue<string>;
+  /** When this agent first saw a change that triggers a volume's reconcile (fence latency). */
+  readonly #triggeredAt = new Map<string, number>();
   readonly #devices = new Map<string, PrDevice>();
   /** PVs this agent has seen attached here: reconciled (released) after detach too. */
   readonly #touched = new Set<string>();
@@ -103,6 +118,11 @@ export class Agent {
     this.key = key;
     this.tag = tag;
     this.#fm = `prfence-agent/${o.nodeName}`;
+    this.#queue = new WorkQueue<string>({
+      baseDelayMs: 200,
+      maxDelayMs: 30_000,
+      ...(o.metrics ? { metrics: o.metrics.queue } : {}),
+    });
     this.#events = new EventRecorder({
       rest,
       log: o.log,
@@ -116,7 +136,8 @@ export class Agent {
    * answer (S2): a node that cannot learn whether it was fenced must not register.
    */
   static async start(o: AgentOptions): Promise<Agent> {
-    const rest = new RestClient(o.kubeConfig);
+    const metrics = o.metrics;
+    const rest = new RestClient(o.kubeConfig, metrics ? { onResponse: metrics.apiRequest } : {});
     const core = o.kubeConfig.makeApiClient(CoreV1Api);
     const node = await core.readNode({ name: o.nodeName });
     const nodeUid = node.metadata?.uid ?? '';
@@ -189,15 +210,19 @@ export class Agent {
     const log = this.#o.log;
     const core = kc.makeApiClient(CoreV1Api);
     const storage = kc.makeApiClient(StorageV1Api);
+    const trigger = (pv: string) => {
+      if (!this.#triggeredAt.has(pv)) this.#triggeredAt.set(pv, performance.now());
+      this.#queue.add(pv);
+    };
     const onVa = (va: V1VolumeAttachment) => {
       const pv = pvOf(va);
       if (!pv) return;
       if (va.spec.nodeName === this.node) this.#touched.add(pv);
-      this.#queue.add(pv);
+      trigger(pv);
     };
     const onNodeChange = (name: string) => {
-      for (const pv of pvsOfNode(name, this.#va.list())) this.#queue.add(pv);
-      if (name === this.node) for (const pv of this.#touched) this.#queue.add(pv);
+      for (const pv of pvsOfNode(name, this.#va.list())) trigger(pv);
+      if (name === this.node) for (const pv of this.#touched) trigger(pv);
     };
     this.#va = startInformer<V1VolumeAttachment>({
       kc,
@@ -212,8 +237,8 @@ export class Agent {
       path: '/api/v1/persistentvolumes',
       list: () => core.listPersistentVolume(),
       handlers: {
-        onAdd: (p) => this.#queue.add(p.metadata?.name ?? ''),
-        onUpdate: (p) => this.#queue.add(p.metadata?.name ?? ''),
+        onAdd: (p) => trigger(p.metadata?.name ?? ''),
+        onUpdate: (p) => trigger(p.metadata?.name ?? ''),
       },
     });
     this.#nodes = startInformer<V1Node>({
@@ -256,6 +281,7 @@ export class Agent {
               this.#queue.forget(pv);
               if (requeueMs !== undefined) this.#queue.addAfter(pv, requeueMs);
             } catch (e) {
+              this.#o.metrics?.reconciled('error');
               if (e instanceof KubeApiError && e.code === 409) this.#queue.addAfter(pv, 1000);
               else {
                 log.warn({ err: String(e) }, 'reconcile failed; retrying with backoff');
@@ -292,18 +318,23 @@ export class Agent {
   /** One level-based reconcile of one PV; returns a requeue delay or undefined. */
   async #reconcile(pv: string, log: Logger): Promise<number | undefined> {
     if (this.#abort.signal.aborted) return undefined;
+    const notMine = () => {
+      this.#triggeredAt.delete(pv);
+      return undefined;
+    };
     const identity = deviceOf(this.#pv.get(pv));
-    if (!identity) return undefined;
+    if (!identity) return notMine();
     const caches = this.#caches();
     const legitimate = legitimateNodes(pv, caches);
     const selfLegit = legitimate.some((n) => n.node === this.node);
-    if (!selfLegit && !this.#touched.has(pv)) return undefined;
+    if (!selfLegit && !this.#touched.has(pv)) return notMine();
     let device = this.#devices.get(pv);
     if (!device) {
       device = await this.#o.openDevice(identity, pv);
       this.#devices.set(pv, device);
     }
     const mayRegister = this.mayRegister();
+    this.#o.metrics?.registrationAllowed(mayRegister);
     let obs: VolumeObservation;
     try {
       obs = await fenceVolume({
@@ -321,6 +352,8 @@ export class Agent {
       });
     } catch (e) {
       if (isPrError(e) && e.kind === 'unsupported') {
+        this.#o.metrics?.reconciled('unsupported');
+        this.#triggeredAt.delete(pv);
         await this.#applyVr(pv, {
           conditions: [cond('Supported', 'False', 'NoPersistentReservations', e.message)],
         });
@@ -335,6 +368,7 @@ export class Agent {
       { outcome: obs.outcome, kind: obs.kind, keys: obs.state.keys.keys.map(formatKey), rounds: obs.rounds },
       'reconciled',
     );
+    this.#observe(pv, obs);
     this.#recordLater(pv, obs, selfLegit);
     if (!selfLegit && !obs.state.keys.keys.includes(this.key)) this.#touched.delete(pv);
     switch (obs.outcome) {
@@ -346,6 +380,25 @@ export class Agent {
       default:
         throw new Error(`volume ${pv}: ${obs.outcome}`);
     }
+  }
+
+  /** Metrics and the onFence hook for one observation. */
+  #observe(pv: string, obs: VolumeObservation): void {
+    const t = this.#triggeredAt.get(pv);
+    const since = t === undefined ? undefined : performance.now() - t;
+    for (const v of obs.victims) {
+      this.#o.metrics?.fence(v.result, since === undefined ? undefined : since / 1000);
+      this.#o.onFence?.({
+        pv,
+        victimKey: v.key,
+        victimNode: v.node,
+        result: v.result,
+        sinceTriggerMs: since,
+      });
+    }
+    this.#o.metrics?.reconciled(obs.outcome);
+    // A volume waiting on another node keeps its trigger time until it is settled.
+    if (obs.outcome !== 'waiting') this.#triggeredAt.delete(pv);
   }
 
   readonly #pendingRecords = new Map<string, { obs: VolumeObservation; selfLegit: boolean }>();

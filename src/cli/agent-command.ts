@@ -21,37 +21,81 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
     .option('--workers <n>', 'volumes reconciled in parallel', '2')
     .option('--resync <duration>', 'periodic re-check of every volume', '30s')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', 'info')
+    .option(
+      '--http-endpoint <host:port>',
+      'serve /metrics, /healthz, /readyz here, e.g. :9808 (default: off)',
+    )
     .action(async (flags: RawAgentFlags) => {
       const cfg = loadAgentConfig(flags, process.env);
-      const [{ KubeConfig }, { Agent }, { createLogger }, { KoffiPrDevice }] = await Promise.all([
+      const [
+        { KubeConfig },
+        { Agent },
+        { createLogger, describeError },
+        { KoffiPrDevice },
+        { createAgentMetrics },
+        { startDiagnostics },
+      ] = await Promise.all([
         import('@kubernetes/client-node'),
         import('../agent/agent.js'),
         import('../obs/logger.js'),
         import('../pr/koffi/koffi-pr-device.js'),
+        import('../obs/metrics.js'),
+        import('../obs/http-server.js'),
       ]);
       const log = createLogger(cfg.logLevel, { node: cfg.nodeName });
       const kc = new KubeConfig();
       if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
       else kc.loadFromCluster();
-      const agent = await Agent.start({
-        kubeConfig: kc,
-        nodeName: cfg.nodeName,
-        log,
-        reservationType: cfg.reservationType,
-        foreignKeys: cfg.foreignKeys,
-        workers: cfg.workers,
-        resyncMs: cfg.resyncMs,
-        ...(cfg.clusterId ? { clusterId: cfg.clusterId } : {}),
-        openDevice: (identity) =>
-          KoffiPrDevice.open(identity, { timeoutMs: cfg.ioctlTimeoutMs, maxInFlight: cfg.maxInFlight }),
+      const metrics = createAgentMetrics({ processMetrics: true });
+      let agent: Awaited<ReturnType<typeof Agent.start>> | undefined;
+      let notReady = 'starting';
+      const diag = cfg.httpEndpoint
+        ? await startDiagnostics({
+            address: cfg.httpEndpoint,
+            registry: metrics.registry,
+            notReady: () => (agent ? undefined : notReady),
+          })
+        : undefined;
+      if (diag) log.info({ endpoint: cfg.httpEndpoint }, 'serving /metrics, /healthz, /readyz');
+      const stopping = new Promise<void>((resolve) => {
+        process.once('SIGTERM', () => resolve());
+        process.once('SIGINT', () => resolve());
       });
-      log.info('agent running');
-      await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
-      });
-      log.info('stopping; reservations stay in place (S8)');
-      await agent.stop();
+      let stop = false;
+      void stopping.then(() => (stop = true));
+      // Start, or retry with backoff: an API server that does not answer is no reason to
+      // exit (a crash loop); nothing is registered until it answers (S2).
+      for (let delay = 1000; !stop; delay = Math.min(delay * 2, 30_000)) {
+        try {
+          agent = await Agent.start({
+            kubeConfig: kc,
+            nodeName: cfg.nodeName,
+            log,
+            metrics,
+            reservationType: cfg.reservationType,
+            foreignKeys: cfg.foreignKeys,
+            workers: cfg.workers,
+            resyncMs: cfg.resyncMs,
+            ...(cfg.clusterId ? { clusterId: cfg.clusterId } : {}),
+            openDevice: (identity) =>
+              KoffiPrDevice.open(identity, { timeoutMs: cfg.ioctlTimeoutMs, maxInFlight: cfg.maxInFlight }),
+          });
+          break;
+        } catch (e) {
+          notReady = `start failed: ${describeError(e)}`;
+          log.warn(
+            { err: describeError(e), retryInMs: delay },
+            'agent not started (nothing registered); retrying',
+          );
+          await Promise.race([stopping, new Promise((r) => setTimeout(r, delay))]);
+        }
+      }
+      if (agent) {
+        log.info('agent running');
+        await stopping;
+        log.info('stopping; reservations stay in place (S8)');
+        await agent.stop();
+      }
+      await diag?.close();
     });
 }

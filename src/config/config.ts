@@ -2,6 +2,7 @@
  * The agent's configuration, parsed once from flags and environment into a deeply frozen
  * object. No other module reads the environment.
  */
+import { parseHostPort } from '../obs/http-server.js';
 import { parseReservationType, type ReservationType } from '../pr/reservation-type.js';
 
 export interface AgentConfig {
@@ -15,6 +16,8 @@ export interface AgentConfig {
   readonly workers: number;
   readonly resyncMs: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+  /** host:port of /metrics, /healthz, /readyz; undefined: no diagnostics server. */
+  readonly httpEndpoint: string | undefined;
 }
 
 export interface RawAgentFlags {
@@ -28,6 +31,7 @@ export interface RawAgentFlags {
   workers?: string;
   resync?: string;
   logLevel?: string;
+  httpEndpoint?: string;
 }
 
 export class ConfigError extends Error {
@@ -47,6 +51,16 @@ export function parseDurationMs(v: string, what: string): number {
   if (!m) throw new ConfigError(`${what} must be a duration like 10s, 500ms or 2m, got "${v}"`);
   const n = Number(m[1]);
   return m[2] === 's' ? n * 1000 : m[2] === 'm' ? n * 60_000 : n;
+}
+
+function hostPort(v: string | undefined): string | undefined {
+  if (v === undefined || v === '') return undefined;
+  try {
+    parseHostPort(v);
+  } catch {
+    throw new ConfigError(`--http-endpoint must be host:port or :port (e.g. :9808), got "${v}"`);
+  }
+  return v;
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
@@ -81,5 +95,6 @@ export function loadAgentConfig(
     workers: positiveInt(flags.workers, '--workers', 2),
     resyncMs: flags.resync ? parseDurationMs(flags.resync, '--resync') : 30_000,
     logLevel: level as AgentConfig['logLevel'],
+    httpEndpoint: hostPort(flags.httpEndpoint),
   });
 }

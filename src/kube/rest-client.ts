@@ -41,8 +41,12 @@ export class RestClient {
   /** Requests sent (the benchmark reports API requests per fence). */
   requests = 0;
 
-  constructor(kc: KubeConfig) {
+  readonly #onResponse: ((method: string, code: number) => void) | undefined;
+
+  /** `onResponse` sees every answer's method and HTTP code (0: no answer), e.g. for metrics. */
+  constructor(kc: KubeConfig, opts: { onResponse?: (method: string, code: number) => void } = {}) {
     this.#kc = kc;
+    this.#onResponse = opts.onResponse;
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('kubeconfig has no current cluster');
     this.#server = new URL(cluster.server);
@@ -89,12 +93,16 @@ export class RestClient {
             // not JSON: keep the text
           }
           const code = res.statusCode ?? 0;
+          this.#onResponse?.(req.method, code);
           if (code >= 200 && code < 300) resolve(body as T);
           else reject(new KubeApiError(code, body));
         });
       });
       r.on('timeout', () => r.destroy(new Error(`kube API ${req.method} ${req.path}: timeout`)));
-      r.on('error', reject);
+      r.on('error', (e) => {
+        this.#onResponse?.(req.method, 0);
+        reject(e);
+      });
       if (payload !== undefined) r.write(payload);
       r.end();
     });

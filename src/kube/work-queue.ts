@@ -23,10 +23,22 @@ export const realClock: QueueClock = {
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 };
 
+/** What the queue reports (client-go's workqueue metrics); the adapter lives in src/obs. */
+export interface QueueMetrics {
+  added(): void;
+  depth(n: number): void;
+  retried(): void;
+  /** Seconds an item waited in the queue before a worker took it. */
+  waited(seconds: number): void;
+  /** Seconds a worker spent on an item. */
+  worked(seconds: number): void;
+}
+
 export interface WorkQueueOptions {
   baseDelayMs?: number;
   maxDelayMs?: number;
   clock?: QueueClock;
+  metrics?: QueueMetrics;
 }
 
 export class WorkQueue<K extends string = string> {
@@ -40,12 +52,28 @@ export class WorkQueue<K extends string = string> {
   readonly #base: number;
   readonly #max: number;
   readonly #clock: QueueClock;
+  readonly #metrics: QueueMetrics | undefined;
+  /** When each queued item was queued, and when each processing item was taken. */
+  readonly #since = new Map<K, number>();
   #shuttingDown = false;
 
   constructor(opts: WorkQueueOptions = {}) {
     this.#base = opts.baseDelayMs ?? 5;
     this.#max = opts.maxDelayMs ?? 300_000;
     this.#clock = opts.clock ?? realClock;
+    this.#metrics = opts.metrics;
+  }
+
+  #take(k: K): K {
+    this.#queued.delete(k);
+    this.#processing.add(k);
+    if (this.#metrics) {
+      const now = this.#clock.now();
+      this.#metrics.waited((now - (this.#since.get(k) ?? now)) / 1000);
+      this.#metrics.depth(this.#queue.length);
+      this.#since.set(k, now);
+    }
+    return k;
   }
 
   /** Queues an item now (merged with a queued copy; marked dirty if processing). */
@@ -58,6 +86,11 @@ export class WorkQueue<K extends string = string> {
     if (this.#queued.has(k)) return;
     this.#queued.add(k);
     this.#queue.push(k);
+    if (this.#metrics) {
+      this.#since.set(k, this.#clock.now());
+      this.#metrics.added();
+      this.#metrics.depth(this.#queue.length);
+    }
     // Waiting workers get items after the current synchronous run, so adds of the same
     // item in one burst (an informer event, a resync) are merged, as in client-go.
     if (this.#waiters.length > 0 && !this.#pumpScheduled) {
@@ -71,10 +104,7 @@ export class WorkQueue<K extends string = string> {
   #pump(): void {
     this.#pumpScheduled = false;
     while (this.#waiters.length > 0 && this.#queue.length > 0) {
-      const k = this.#queue.shift()!;
-      this.#queued.delete(k);
-      this.#processing.add(k);
-      this.#waiters.shift()!(k);
+      this.#waiters.shift()!(this.#take(this.#queue.shift()!));
     }
   }
 
@@ -97,6 +127,7 @@ export class WorkQueue<K extends string = string> {
   addRateLimited(k: K): void {
     const n = this.#failures.get(k) ?? 0;
     this.#failures.set(k, n + 1);
+    this.#metrics?.retried();
     this.addAfter(k, Math.min(this.#max, this.#base * 2 ** n));
   }
 
@@ -112,11 +143,7 @@ export class WorkQueue<K extends string = string> {
   /** Next item to process, or undefined once shut down. */
   get(): Promise<K | undefined> {
     const k = this.#queue.shift();
-    if (k !== undefined) {
-      this.#queued.delete(k);
-      this.#processing.add(k);
-      return Promise.resolve(k);
-    }
+    if (k !== undefined) return Promise.resolve(this.#take(k));
     if (this.#shuttingDown) return Promise.resolve(undefined);
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
@@ -124,6 +151,11 @@ export class WorkQueue<K extends string = string> {
   /** Marks the item processed; a dirty item is queued again. */
   done(k: K): void {
     this.#processing.delete(k);
+    if (this.#metrics) {
+      const started = this.#since.get(k);
+      this.#since.delete(k);
+      if (started !== undefined) this.#metrics.worked((this.#clock.now() - started) / 1000);
+    }
     if (this.#dirty.delete(k)) this.add(k);
   }
 

@@ -20,3 +20,13 @@ export function createLogger(level: string, base: Record<string, unknown> = {}):
     },
   });
 }
+
+/** An error's message with its causes ("fetch failed: connect ECONNREFUSED 127.0.0.1:6443"). */
+export function describeError(e: unknown): string {
+  const parts: string[] = [];
+  for (let cur: unknown = e, depth = 0; cur !== undefined && cur !== null && depth < 5; depth++) {
+    parts.push(cur instanceof Error ? cur.message : String(cur));
+    cur = cur instanceof Error ? cur.cause : undefined;
+  }
+  return parts.join(': ');
+}

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { KubeConfig } from '@kubernetes/client-node';
-import { Agent } from '../../src/agent/agent.js';
+import { Agent, type FenceEvent } from '../../src/agent/agent.js';
+import { createAgentMetrics } from '../../src/obs/metrics.js';
 import { formatKey } from '../../src/pr/key.js';
 import { eventually } from '../envtest/kube.js';
 import { Cluster } from './agent-harness.js';
@@ -18,7 +19,9 @@ describe('agent against a real API server (memory LUs)', () => {
     const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
     const { name: pv, lu } = await c.pv();
     const a = await c.startAgent(na);
-    const b = await c.startAgent(nb);
+    const metrics = createAgentMetrics();
+    const fences: FenceEvent[] = [];
+    const b = await c.startAgent(nb, c.kc, { metrics, onFence: (e) => fences.push(e) });
     const vaA = await c.attach(pv, na);
     await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 20_000 });
     expect(lu.write(na)).toBe('ok');
@@ -57,6 +60,14 @@ describe('agent against a real API server (memory LUs)', () => {
     expect(events).toHaveLength(1);
     expect(events[0]).toMatchObject({ reason: 'Fenced', reportingInstance: nb });
     expect(events[0]!.note).toContain(formatKey(a.key));
+    // Observable: one fence, timed from the VolumeAttachment node-b saw until the key was gone.
+    expect(fences).toHaveLength(1);
+    expect(fences[0]).toMatchObject({ pv, victimKey: a.key, victimNode: na, result: 'fenced' });
+    expect(fences[0]!.sinceTriggerMs).toBeGreaterThan(0);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('prfence_fences_total{result="fenced"} 1');
+    expect(text).toContain('prfence_fence_duration_seconds_count 1');
+    expect(text).toMatch(/prfence_kube_api_requests_total\{method="PATCH",code="20\d"\} [1-9]/);
   });
 
   it('S2: the fenced node restarts with an attachment and the Fenced mark -> no re-registration until unfenced', async () => {

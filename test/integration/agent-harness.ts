@@ -1,7 +1,8 @@
 /** Helpers for agent integration tests: nodes, PVs, VolumeAttachments on the real API server, memory LUs. */
 import { CoreV1Api, KubeConfig, StorageV1Api } from '@kubernetes/client-node';
 import pino from 'pino';
-import { Agent } from '../../src/agent/agent.js';
+import { Agent, type FenceEvent } from '../../src/agent/agent.js';
+import type { AgentMetrics } from '../../src/obs/metrics.js';
 import { DEVICE_ANNOTATION } from '../../src/agent/cluster-view.js';
 import { API_VERSION, GROUP, VERSION, type NodeFence, type VolumeReservation } from '../../src/crd/types.js';
 import { clusterObjectPath, RestClient } from '../../src/kube/rest-client.js';
@@ -55,7 +56,11 @@ export class Cluster {
     await this.storage.deleteVolumeAttachment({ name: va });
   }
 
-  async startAgent(node: string, kc: KubeConfig = this.kc, opts: { resyncMs?: number } = {}): Promise<Agent> {
+  async startAgent(
+    node: string,
+    kc: KubeConfig = this.kc,
+    opts: { resyncMs?: number; metrics?: AgentMetrics; onFence?: (e: FenceEvent) => void } = {},
+  ): Promise<Agent> {
     const agent = await Agent.start({
       kubeConfig: kc,
       nodeName: node,
@@ -66,6 +71,8 @@ export class Cluster {
         return lu.initiator(node);
       },
       resyncMs: opts.resyncMs ?? 2000,
+      ...(opts.metrics ? { metrics: opts.metrics } : {}),
+      ...(opts.onFence ? { onFence: opts.onFence } : {}),
     });
     this.agents.push(agent);
     return agent;

@@ -18,12 +18,21 @@ describe('agent config', () => {
     expect([c.nodeName, c.ioctlTimeoutMs, c.resyncMs]).toEqual(['f', 2000, 60_000]);
   });
 
+  it('--http-endpoint: host:port, :port, [v6]:port accepted; empty means off', () => {
+    for (const e of ['127.0.0.1:9808', ':9808', '[::1]:9808'])
+      expect(loadAgentConfig({ nodeName: 'n', httpEndpoint: e }, {}).httpEndpoint).toBe(e);
+    expect(loadAgentConfig({ nodeName: 'n', httpEndpoint: '' }, {}).httpEndpoint).toBeUndefined();
+    expect(loadAgentConfig({ nodeName: 'n' }, {}).httpEndpoint).toBeUndefined();
+  });
+
   it.each([
     ['no node name', {}, /node name missing/],
     ['unknown type', { nodeName: 'n', reservationType: 'shared' }, /unknown reservation type/],
     ['bad foreign policy', { nodeName: 'n', foreignKeys: 'sometimes' }, /foreign-keys/],
     ['bad duration', { nodeName: 'n', ioctlTimeout: 'soon' }, /duration/],
     ['bad count', { nodeName: 'n', workers: '0' }, /positive integer/],
+    ['http endpoint without port', { nodeName: 'n', httpEndpoint: 'localhost' }, /host:port/],
+    ['http endpoint port too large', { nodeName: 'n', httpEndpoint: ':70000' }, /host:port/],
   ])('%s -> ConfigError with a clear message', (_n, flags, msg) => {
     expect(() => loadAgentConfig(flags, {})).toThrow(ConfigError);
     expect(() => loadAgentConfig(flags, {})).toThrow(msg);

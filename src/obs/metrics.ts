@@ -1,0 +1,110 @@
+/**
+ * The agent's Prometheus metrics (prom-client), one registry per agent. Names follow the
+ * kubernetes-csi sidecars and client-go: `prfence_*` for fencing, `workqueue_*` (label
+ * `name`) for the work queue. Fencing code sees only the narrow hooks below.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { QueueMetrics } from '../kube/work-queue.js';
+
+export interface AgentMetrics {
+  readonly registry: Registry;
+  readonly queue: QueueMetrics;
+  /** One stale key removed (or not) from a volume; seconds since the trigger was seen. */
+  fence(result: 'fenced' | 'failed', seconds: number | undefined): void;
+  reconciled(outcome: string): void;
+  /** 1 while this node may register keys (S2), 0 while it is fenced or out of service. */
+  registrationAllowed(allowed: boolean): void;
+  apiRequest(method: string, code: number): void;
+}
+
+const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/** Metrics for one agent; `processMetrics` adds Node's process_* and nodejs_* collectors. */
+export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): AgentMetrics {
+  const registry = new Registry();
+  if (opts.processMetrics) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  const fences = new Counter({
+    name: 'prfence_fences_total',
+    help: 'Stale keys this agent removed from a device, by result (fenced: gone on read-back).',
+    labelNames: ['result'],
+    registers,
+  });
+  const fenceSeconds = new Histogram({
+    name: 'prfence_fence_duration_seconds',
+    help: 'From the trigger (VolumeAttachment, NodeFence or taint change) seen by this agent until the stale key was gone from the device (read back).',
+    buckets: SECONDS,
+    registers,
+  });
+  const reconciles = new Counter({
+    name: 'prfence_reconciles_total',
+    help: 'Volume reconciles by outcome (done, waiting, blocked, unsupported, error).',
+    labelNames: ['outcome'],
+    registers,
+  });
+  const allowed = new Gauge({
+    name: 'prfence_registration_allowed',
+    help: '1 while this node may register its key (S2); 0 while it is fenced or out of service.',
+    registers,
+  });
+  const api = new Counter({
+    name: 'prfence_kube_api_requests_total',
+    help: 'Requests this agent sent to the Kubernetes API (status, marks, events), by method and code.',
+    labelNames: ['method', 'code'],
+    registers,
+  });
+  const q = { name: 'volumes' };
+  const depth = new Gauge({
+    name: 'workqueue_depth',
+    help: 'Current depth of the work queue.',
+    labelNames: ['name'],
+    registers,
+  });
+  const adds = new Counter({
+    name: 'workqueue_adds_total',
+    help: 'Adds handled by the work queue.',
+    labelNames: ['name'],
+    registers,
+  });
+  const retries = new Counter({
+    name: 'workqueue_retries_total',
+    help: 'Retries (rate-limited adds) handled by the work queue.',
+    labelNames: ['name'],
+    registers,
+  });
+  const waited = new Histogram({
+    name: 'workqueue_queue_duration_seconds',
+    help: 'How long an item stays in the work queue before being requested.',
+    labelNames: ['name'],
+    buckets: SECONDS,
+    registers,
+  });
+  const worked = new Histogram({
+    name: 'workqueue_work_duration_seconds',
+    help: 'How long processing an item from the work queue takes.',
+    labelNames: ['name'],
+    buckets: SECONDS,
+    registers,
+  });
+  // Series exist from the start (a scrape before the first add shows 0, not nothing).
+  depth.set(q, 0);
+  adds.inc(q, 0);
+  retries.inc(q, 0);
+  return {
+    registry,
+    queue: {
+      added: () => adds.inc(q),
+      depth: (n) => depth.set(q, n),
+      retried: () => retries.inc(q),
+      waited: (s) => waited.observe(q, s),
+      worked: (s) => worked.observe(q, s),
+    },
+    fence: (result, seconds) => {
+      fences.inc({ result });
+      if (result === 'fenced' && seconds !== undefined) fenceSeconds.observe(seconds);
+    },
+    reconciled: (outcome) => reconciles.inc({ outcome }),
+    registrationAllowed: (a) => allowed.set(a ? 1 : 0),
+    apiRequest: (method, code) => api.inc({ method, code: String(code) }),
+  };
+}
