@@ -8,15 +8,14 @@
  * this node is not Fenced; S6 - keys from src/fence/keys.ts, recorded in NodeFence and
  * checked unique; S8 - stop() closes devices and never releases or unregisters.
  */
-import {
-  CoreV1Api,
-  StorageV1Api,
-  type KubeConfig,
-  type KubernetesListObject,
-  type V1Node,
-  type V1PersistentVolume,
-  type V1VolumeAttachment,
+import type {
+  KubernetesListObject,
+  V1Namespace,
+  V1Node,
+  V1PersistentVolume,
+  V1VolumeAttachment,
 } from '@kubernetes/client-node';
+import type { ConnectionSource } from '../kube/connection.js';
 import type { Logger } from 'pino';
 import {
   API_VERSION,
@@ -46,12 +45,13 @@ import {
   knownKeys,
   legitimateNodes,
   pvOf,
-  pvsOfNode,
+  slim,
   type ClusterCaches,
 } from './cluster-view.js';
 
 export interface AgentOptions {
-  kubeConfig: KubeConfig;
+  /** How to reach the API server (a KubeConnection, or a client-node KubeConfig in tests). */
+  kubeConfig: ConnectionSource;
   nodeName: string;
   /** Opens the local block device for a PV's device identity (annotation prfence.io/device). */
   openDevice: (identity: string, pv: string) => Promise<PrDevice>;
@@ -117,11 +117,12 @@ export class Agent {
    */
   static async start(o: AgentOptions): Promise<Agent> {
     const rest = new RestClient(o.kubeConfig);
-    const core = o.kubeConfig.makeApiClient(CoreV1Api);
-    const node = await core.readNode({ name: o.nodeName });
+    const node = await rest.get<V1Node>(`/api/v1/nodes/${encodeURIComponent(o.nodeName)}`);
     const nodeUid = node.metadata?.uid ?? '';
     const clusterId =
-      o.clusterId ?? (await core.readNamespace({ name: 'kube-system' })).metadata?.uid ?? 'default';
+      o.clusterId ??
+      (await rest.get<V1Namespace>('/api/v1/namespaces/kube-system')).metadata?.uid ??
+      'default';
     const tag = clusterTag(clusterId);
     const key = await Agent.#ensureKey(rest, o, nodeUid, tag);
     const agent = new Agent(o, rest, key, tag, nodeUid);
@@ -185,10 +186,8 @@ export class Agent {
   }
 
   async #startInformers(): Promise<void> {
-    const kc = this.#o.kubeConfig;
+    const rest = this.#rest;
     const log = this.#o.log;
-    const core = kc.makeApiClient(CoreV1Api);
-    const storage = kc.makeApiClient(StorageV1Api);
     const onVa = (va: V1VolumeAttachment) => {
       const pv = pvOf(va);
       if (!pv) return;
@@ -196,48 +195,63 @@ export class Agent {
       this.#queue.add(pv);
     };
     const onNodeChange = (name: string) => {
-      for (const pv of pvsOfNode(name, this.#va.list())) this.#queue.add(pv);
+      for (const va of this.#va.byIndex('node', name)) this.#queue.add(pvOf(va) ?? '');
       if (name === this.node) for (const pv of this.#touched) this.#queue.add(pv);
     };
     this.#va = startInformer<V1VolumeAttachment>({
-      kc,
+      rest,
       log,
       path: '/apis/storage.k8s.io/v1/volumeattachments',
-      list: () => storage.listVolumeAttachment(),
+      transform: slim.volumeAttachment,
+      indexes: { pv: (va) => [pvOf(va) ?? ''], node: (va) => [va.spec.nodeName] },
       handlers: { onAdd: onVa, onUpdate: onVa, onDelete: onVa },
     });
     this.#pv = startInformer<V1PersistentVolume>({
-      kc,
+      rest,
       log,
       path: '/api/v1/persistentvolumes',
-      list: () => core.listPersistentVolume(),
+      transform: slim.persistentVolume,
       handlers: {
         onAdd: (p) => this.#queue.add(p.metadata?.name ?? ''),
-        onUpdate: (p) => this.#queue.add(p.metadata?.name ?? ''),
+        onUpdate: (p, old) => {
+          if (deviceOf(p) !== deviceOf(old)) this.#queue.add(p.metadata?.name ?? '');
+        },
       },
     });
     this.#nodes = startInformer<V1Node>({
-      kc,
+      rest,
       log,
       path: '/api/v1/nodes',
-      list: () => core.listNode(),
-      handlers: { onUpdate: (n) => onNodeChange(n.metadata?.name ?? '') },
+      transform: slim.node,
+      handlers: {
+        // Only a taint change matters (out-of-service); heartbeats are dropped by the transform.
+        onUpdate: (n, old) => {
+          if (hasOutOfService(n) !== hasOutOfService(old)) onNodeChange(n.metadata?.name ?? '');
+        },
+      },
     });
     this.#nf = startInformer<NodeFence>({
-      kc,
+      rest,
       log,
       path: nfPath(),
-      list: () => this.#rest.get<KubernetesListObject<NodeFence>>(nfPath()),
       handlers: {
         onAdd: (nf) => onNodeChange(nf.metadata.name),
-        onUpdate: (nf) => onNodeChange(nf.metadata.name),
+        // What the fence rule reads of a NodeFence: its key, the Fenced mark and the request.
+        onUpdate: (nf, old) => {
+          if (
+            nf.status?.key !== old.status?.key ||
+            nf.status?.phase !== old.status?.phase ||
+            nf.spec?.fenceState !== old.spec?.fenceState
+          )
+            onNodeChange(nf.metadata.name);
+        },
       },
     });
     this.#informers = [this.#va, this.#pv, this.#nodes, this.#nf] as ResilientInformer<never>[];
     await Promise.all(this.#informers.map((i) => i.synced));
     const resync = this.#o.resyncMs ?? 30_000;
     this.#resync = setInterval(() => {
-      for (const pv of pvsOfNode(this.node, this.#va.list())) this.#queue.add(pv);
+      for (const va of this.#va.byIndex('node', this.node)) this.#queue.add(pvOf(va) ?? '');
       for (const pv of this.#touched) this.#queue.add(pv);
     }, resync);
     this.#resync.unref();
@@ -272,11 +286,16 @@ export class Agent {
 
   #caches(): ClusterCaches {
     return {
-      vas: this.#va.list(),
+      vasOf: (pv) => this.#va.byIndex('pv', pv),
       nodeFences: (n) => this.#nf.get(n),
       allNodeFences: this.#nf.list(),
       nodes: (n) => this.#nodes.get(n),
     };
+  }
+
+  /** API requests this agent has sent (benchmark: requests per fence). Informer watches count once per (re)start. */
+  get apiRequests(): number {
+    return this.#rest.requests;
   }
 
   /** S2: this node may register only while it is neither marked Fenced nor was fenced by a peer. */
@@ -480,13 +499,13 @@ export class Agent {
         if (e instanceof KubeApiError && e.code === 404) return undefined;
         throw e;
       });
-      if (!current) {
-        await this.#rest.apply(
-          vrPath(pv),
-          { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, metadata: { name: pv } },
-          this.#fm,
-        );
-      }
+      // Created here if missing; the created object's resourceVersion is the precondition
+      // of the status write too (a peer may write between the two).
+      current ??= await this.#rest.apply<VolumeReservation>(
+        vrPath(pv),
+        { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, metadata: { name: pv } },
+        this.#fm,
+      );
     }
     const { status: out, stale } = vrStatusToWrite(status, current?.status);
     if (stale)

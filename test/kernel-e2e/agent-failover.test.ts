@@ -14,7 +14,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CoreV1Api, StorageV1Api } from '@kubernetes/client-node';
 import { DEVICE_ANNOTATION } from '../../src/agent/cluster-view.js';
-import { NODE_FENCE, GROUP, VERSION, type NodeFence } from '../../src/crd/types.js';
+import {
+  GROUP,
+  NODE_FENCE,
+  VERSION,
+  VOLUME_RESERVATION,
+  type NodeFence,
+  type VolumeReservation,
+} from '../../src/crd/types.js';
 import { clusterObjectPath, RestClient } from '../../src/kube/rest-client.js';
 import { formatKey, parseKey } from '../../src/pr/key.js';
 import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
@@ -172,6 +179,14 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
           return o.status?.phase === 'Fenced' ? o : undefined;
         });
         expect(fenced.status?.fencedBy).toBe('node-b');
+        const vr = await until('VolumeReservation records node-b as holder', 120_000, async () => {
+          const o = await rest.get<VolumeReservation>(
+            clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, 'pv-e2e'),
+          );
+          return o.status?.holder?.node === 'node-b' && o.status.lastFence ? o : undefined;
+        });
+        expect(vr.status?.holder?.key).toBe(formatKey(keyB));
+        expect(vr.status?.lastFence).toMatchObject({ victimNode: 'node-a', by: 'node-b', result: 'Fenced' });
 
         // S2 on the kernel: node-a's agent resumes, sees it was fenced, does not re-register.
         const logBefore = readFileSync(agents[0]!.log, 'utf8').length;
@@ -190,6 +205,16 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
         });
         console.log(`kubectl get nf,vr (in the guest):\n${get.stdout}${get.stderr}`);
         expect(get.stdout).toMatch(/node-a\s+[0-9a-f]{16}\s+Fenced/);
+        // The late writer (node-a, resumed) settles on the device's answer: its registrants
+        // entry goes, and it never puts its old view (itself as holder) back.
+        const after = await until('node-a out of the registrants', 120_000, async () => {
+          const o = await rest.get<VolumeReservation>(
+            clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, 'pv-e2e'),
+          );
+          return o.status?.registrants?.some((r) => r.node === 'node-a') ? undefined : o;
+        });
+        expect(after.status?.holder?.node).toBe('node-b');
+        expect(after.status?.registrants?.map((r) => r.node)).toEqual(['node-b']);
       } catch (e) {
         console.log(tails());
         throw e;
