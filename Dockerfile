@@ -24,5 +24,7 @@ RUN node -e "require('koffi'); console.log('koffi', require('koffi/package.json'
 # unprivileged `node` user for everything that does not touch devices (e.g. `prfence
 # fence|unfence|status`, or a cluster-level controller) by overriding the user.
 USER root
+# /metrics, /healthz, /readyz (--http-endpoint; the chart sets :9808).
+EXPOSE 9808
 ENTRYPOINT ["node", "dist/src/cli/main.js"]
 CMD ["agent"]

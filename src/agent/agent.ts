@@ -8,15 +8,14 @@
  * this node is not Fenced; S6 - keys from src/fence/keys.ts, recorded in NodeFence and
  * checked unique; S8 - stop() closes devices and never releases or unregisters.
  */
-import {
-  CoreV1Api,
-  StorageV1Api,
-  type KubeConfig,
-  type KubernetesListObject,
-  type V1Node,
-  type V1PersistentVolume,
-  type V1VolumeAttachment,
+import type {
+  KubernetesListObject,
+  V1Namespace,
+  V1Node,
+  V1PersistentVolume,
+  V1VolumeAttachment,
 } from '@kubernetes/client-node';
+import type { ConnectionSource } from '../kube/connection.js';
 import type { Logger } from 'pino';
 import {
   API_VERSION,
@@ -47,12 +46,13 @@ import {
   knownKeys,
   legitimateNodes,
   pvOf,
-  pvsOfNode,
+  slim,
   type ClusterCaches,
 } from './cluster-view.js';
 
 export interface AgentOptions {
-  kubeConfig: KubeConfig;
+  /** How to reach the API server (a KubeConnection, or a client-node KubeConfig in tests). */
+  kubeConfig: ConnectionSource;
   nodeName: string;
   /** Opens the local block device for a PV's device identity (annotation prfence.io/device). */
   openDevice: (identity: string, pv: string) => Promise<PrDevice>;
@@ -138,11 +138,12 @@ export class Agent {
   static async start(o: AgentOptions): Promise<Agent> {
     const metrics = o.metrics;
     const rest = new RestClient(o.kubeConfig, metrics ? { onResponse: metrics.apiRequest } : {});
-    const core = o.kubeConfig.makeApiClient(CoreV1Api);
-    const node = await core.readNode({ name: o.nodeName });
+    const node = await rest.get<V1Node>(`/api/v1/nodes/${encodeURIComponent(o.nodeName)}`);
     const nodeUid = node.metadata?.uid ?? '';
     const clusterId =
-      o.clusterId ?? (await core.readNamespace({ name: 'kube-system' })).metadata?.uid ?? 'default';
+      o.clusterId ??
+      (await rest.get<V1Namespace>('/api/v1/namespaces/kube-system')).metadata?.uid ??
+      'default';
     const tag = clusterTag(clusterId);
     const key = await Agent.#ensureKey(rest, o, nodeUid, tag);
     const agent = new Agent(o, rest, key, tag, nodeUid);
@@ -206,10 +207,8 @@ export class Agent {
   }
 
   async #startInformers(): Promise<void> {
-    const kc = this.#o.kubeConfig;
+    const rest = this.#rest;
     const log = this.#o.log;
-    const core = kc.makeApiClient(CoreV1Api);
-    const storage = kc.makeApiClient(StorageV1Api);
     const trigger = (pv: string) => {
       if (!this.#triggeredAt.has(pv)) this.#triggeredAt.set(pv, performance.now());
       this.#queue.add(pv);
@@ -221,48 +220,63 @@ export class Agent {
       trigger(pv);
     };
     const onNodeChange = (name: string) => {
-      for (const pv of pvsOfNode(name, this.#va.list())) trigger(pv);
+      for (const va of this.#va.byIndex('node', name)) trigger(pvOf(va) ?? '');
       if (name === this.node) for (const pv of this.#touched) trigger(pv);
     };
     this.#va = startInformer<V1VolumeAttachment>({
-      kc,
+      rest,
       log,
       path: '/apis/storage.k8s.io/v1/volumeattachments',
-      list: () => storage.listVolumeAttachment(),
+      transform: slim.volumeAttachment,
+      indexes: { pv: (va) => [pvOf(va) ?? ''], node: (va) => [va.spec.nodeName] },
       handlers: { onAdd: onVa, onUpdate: onVa, onDelete: onVa },
     });
     this.#pv = startInformer<V1PersistentVolume>({
-      kc,
+      rest,
       log,
       path: '/api/v1/persistentvolumes',
-      list: () => core.listPersistentVolume(),
+      transform: slim.persistentVolume,
       handlers: {
         onAdd: (p) => trigger(p.metadata?.name ?? ''),
-        onUpdate: (p) => trigger(p.metadata?.name ?? ''),
+        onUpdate: (p, old) => {
+          if (deviceOf(p) !== deviceOf(old)) trigger(p.metadata?.name ?? '');
+        },
       },
     });
     this.#nodes = startInformer<V1Node>({
-      kc,
+      rest,
       log,
       path: '/api/v1/nodes',
-      list: () => core.listNode(),
-      handlers: { onUpdate: (n) => onNodeChange(n.metadata?.name ?? '') },
+      transform: slim.node,
+      handlers: {
+        // Only a taint change matters (out-of-service); heartbeats are dropped by the transform.
+        onUpdate: (n, old) => {
+          if (hasOutOfService(n) !== hasOutOfService(old)) onNodeChange(n.metadata?.name ?? '');
+        },
+      },
     });
     this.#nf = startInformer<NodeFence>({
-      kc,
+      rest,
       log,
       path: nfPath(),
-      list: () => this.#rest.get<KubernetesListObject<NodeFence>>(nfPath()),
       handlers: {
         onAdd: (nf) => onNodeChange(nf.metadata.name),
-        onUpdate: (nf) => onNodeChange(nf.metadata.name),
+        // What the fence rule reads of a NodeFence: its key, the Fenced mark and the request.
+        onUpdate: (nf, old) => {
+          if (
+            nf.status?.key !== old.status?.key ||
+            nf.status?.phase !== old.status?.phase ||
+            nf.spec?.fenceState !== old.spec?.fenceState
+          )
+            onNodeChange(nf.metadata.name);
+        },
       },
     });
     this.#informers = [this.#va, this.#pv, this.#nodes, this.#nf] as ResilientInformer<never>[];
     await Promise.all(this.#informers.map((i) => i.synced));
     const resync = this.#o.resyncMs ?? 30_000;
     this.#resync = setInterval(() => {
-      for (const pv of pvsOfNode(this.node, this.#va.list())) this.#queue.add(pv);
+      for (const va of this.#va.byIndex('node', this.node)) this.#queue.add(pvOf(va) ?? '');
       for (const pv of this.#touched) this.#queue.add(pv);
     }, resync);
     this.#resync.unref();
@@ -298,7 +312,7 @@ export class Agent {
 
   #caches(): ClusterCaches {
     return {
-      vas: this.#va.list(),
+      vasOf: (pv) => this.#va.byIndex('pv', pv),
       nodeFences: (n) => this.#nf.get(n),
       allNodeFences: this.#nf.list(),
       nodes: (n) => this.#nodes.get(n),
@@ -627,7 +641,7 @@ export class Agent {
     this.#rest.close();
   }
 
-  /** API requests this agent sent (status, marks, events; informer lists and watches not counted). */
+  /** API requests this agent sent (status, marks, events; informer lists and watch starts too). */
   get apiRequests(): number {
     return this.#rest.requests;
   }

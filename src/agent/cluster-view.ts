@@ -37,7 +37,8 @@ export function isFenceRequested(nf: NodeFence | undefined, node: V1Node | undef
 }
 
 export interface ClusterCaches {
-  vas: readonly V1VolumeAttachment[];
+  /** VolumeAttachments of one PV (an index lookup, not a scan). */
+  vasOf: (pv: string) => readonly V1VolumeAttachment[];
   nodeFences: (name: string) => NodeFence | undefined;
   allNodeFences: readonly NodeFence[];
   nodes: (name: string) => V1Node | undefined;
@@ -49,7 +50,7 @@ export interface ClusterCaches {
  */
 export function legitimateNodes(pv: string, c: ClusterCaches): NodeKey[] {
   const out: NodeKey[] = [];
-  for (const va of c.vas) {
+  for (const va of c.vasOf(pv)) {
     if (pvOf(va) !== pv || va.metadata?.deletionTimestamp) continue;
     const node = va.spec.nodeName;
     if (isFenceRequested(c.nodeFences(node), c.nodes(node))) continue;
@@ -72,6 +73,50 @@ export function knownKeys(c: ClusterCaches): NodeKey[] {
 export function pvsOfNode(node: string, vas: readonly V1VolumeAttachment[]): string[] {
   return [...new Set(vas.filter((v) => v.spec.nodeName === node).flatMap((v) => pvOf(v) ?? []))];
 }
+
+/**
+ * What the agent keeps of each object (informer transforms): only the fields it reads.
+ * managedFields, status details and everything else are dropped before caching.
+ */
+export const slim = {
+  volumeAttachment(va: V1VolumeAttachment): V1VolumeAttachment {
+    const pv = pvOf(va);
+    return {
+      metadata: {
+        name: va.metadata?.name ?? '',
+        resourceVersion: va.metadata?.resourceVersion ?? '',
+        ...(va.metadata?.deletionTimestamp ? { deletionTimestamp: va.metadata.deletionTimestamp } : {}),
+      },
+      spec: {
+        attacher: '',
+        nodeName: va.spec.nodeName,
+        source: pv ? { persistentVolumeName: pv } : {},
+      },
+    };
+  },
+  node(n: V1Node): V1Node {
+    return {
+      metadata: {
+        name: n.metadata?.name ?? '',
+        resourceVersion: n.metadata?.resourceVersion ?? '',
+        uid: n.metadata?.uid ?? '',
+      },
+      ...(n.spec?.taints?.length
+        ? { spec: { taints: n.spec.taints.map((t) => ({ key: t.key, effect: t.effect })) } }
+        : {}),
+    };
+  },
+  persistentVolume(pv: V1PersistentVolume): V1PersistentVolume {
+    const device = deviceOf(pv);
+    return {
+      metadata: {
+        name: pv.metadata?.name ?? '',
+        resourceVersion: pv.metadata?.resourceVersion ?? '',
+        ...(device ? { annotations: { [DEVICE_ANNOTATION]: device } } : {}),
+      },
+    };
+  },
+};
 
 export function deviceOf(pv: V1PersistentVolume | undefined): string | undefined {
   return pv?.metadata?.annotations?.[DEVICE_ANNOTATION];

@@ -1,7 +1,7 @@
 /**
- * `prfence agent`: the node agent the DaemonSet runs. The Kubernetes client and the agent
- * are imported when the command runs, so `prfence device ...` starts fast (it matters on
- * a slow node and in the QEMU guest, where loading client-node takes many seconds).
+ * `prfence agent`: the node agent the DaemonSet runs. The agent is imported when the
+ * command runs, so `prfence device ...` starts fast. The agent itself talks to the API
+ * server with src/kube (no client-node at run time: see src/kube/connection.ts).
  */
 import type { Command } from 'commander';
 import { loadAgentConfig, type RawAgentFlags } from '../config/config.js';
@@ -28,14 +28,14 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
     .action(async (flags: RawAgentFlags) => {
       const cfg = loadAgentConfig(flags, process.env);
       const [
-        { KubeConfig },
+        conn,
         { Agent },
         { createLogger, describeError },
         { KoffiPrDevice },
         { createAgentMetrics },
         { startDiagnostics },
       ] = await Promise.all([
-        import('@kubernetes/client-node'),
+        import('../kube/connection.js'),
         import('../agent/agent.js'),
         import('../obs/logger.js'),
         import('../pr/koffi/koffi-pr-device.js'),
@@ -43,9 +43,9 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         import('../obs/http-server.js'),
       ]);
       const log = createLogger(cfg.logLevel, { node: cfg.nodeName });
-      const kc = new KubeConfig();
-      if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
-      else kc.loadFromCluster();
+      const kc = cfg.kubeconfig
+        ? conn.connectionFromKubeconfigFile(cfg.kubeconfig)
+        : conn.inClusterConnection();
       const metrics = createAgentMetrics({ processMetrics: true });
       let agent: Awaited<ReturnType<typeof Agent.start>> | undefined;
       let notReady = 'starting';

@@ -1,87 +1,179 @@
 /**
- * A list+watch cache that survives any watch error: client-node's ListWatch stops on
- * errors other than 410 Gone, so this restarts it (re-list, keep the cache) with
- * exponential backoff. Handlers only see objects; the caller enqueues keys (level-based).
+ * A list+watch cache that survives any watch error (client-go's reflector, in small):
+ * list (paged), then watch from the list's resourceVersion with bookmarks; a watch that
+ * ends or fails is resumed from the last resourceVersion with exponential backoff; 410
+ * Gone (or any list failure) re-lists and reports the differences as add/update/delete.
+ *
+ * Objects pass through `transform` before they are cached (client-go's SetTransform):
+ * the agent keeps only the fields it reads, so 10,000 VolumeAttachments cost a few MiB.
+ * Optional indexes (client-go's Indexers) answer "objects whose index value is X" without
+ * scanning. Handlers only see objects; the caller enqueues keys (level-based).
  */
-import {
-  ListWatch,
-  Watch,
-  type KubeConfig,
-  type KubernetesListObject,
-  type KubernetesObject,
-} from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { KubeApiError, type RestClient, type WatchEvent } from './rest-client.js';
 
 export interface InformerHandlers<T> {
   onAdd?: (o: T) => void;
-  onUpdate?: (o: T) => void;
+  onUpdate?: (o: T, old: T) => void;
   onDelete?: (o: T) => void;
 }
 
-export interface ResilientInformer<T extends KubernetesObject> {
+interface Meta {
+  metadata?: { name?: string; resourceVersion?: string };
+}
+
+export interface ResilientInformer<T> {
   list(): readonly T[];
   get(name: string): T | undefined;
+  /** Cached objects whose index `index` yields `value`. */
+  byIndex(index: string, value: string): readonly T[];
   /** Resolves after the first successful list. */
   synced: Promise<void>;
   hasSynced(): boolean;
   stop(): Promise<void>;
 }
 
-export interface InformerOptions<T extends KubernetesObject> {
-  kc: KubeConfig;
-  /** Watch path, e.g. /apis/storage.k8s.io/v1/volumeattachments. */
+export interface InformerOptions<T> {
+  rest: RestClient;
+  /** Collection path, e.g. /apis/storage.k8s.io/v1/volumeattachments. */
   path: string;
-  list: () => Promise<KubernetesListObject<T>>;
   handlers: InformerHandlers<T>;
   log: Logger;
+  /** Keeps what the caller reads (must keep metadata.name and metadata.resourceVersion). */
+  transform?: (o: T) => T;
+  indexes?: Record<string, (o: T) => readonly string[]>;
   maxBackoffMs?: number;
+  pageSize?: number;
 }
 
-export function startInformer<T extends KubernetesObject>(opts: InformerOptions<T>): ResilientInformer<T> {
-  const lw = new ListWatch<T>(opts.path, new Watch(opts.kc), opts.list, false);
-  let stopped = false;
+export function startInformer<T extends Meta>(opts: InformerOptions<T>): ResilientInformer<T> {
+  const cache = new Map<string, T>();
+  const indexes = new Map<string, Map<string, Set<string>>>();
+  const transform = opts.transform ?? ((o: T) => o);
+  const abort = new AbortController();
   let synced = false;
-  let backoff = 100;
   let markSynced!: () => void;
   const syncedP = new Promise<void>((r) => (markSynced = r));
   const { onAdd, onUpdate, onDelete } = opts.handlers;
-  if (onAdd) lw.on('add', onAdd);
-  if (onUpdate) lw.on('update', onUpdate);
-  if (onDelete) lw.on('delete', onDelete);
-  lw.on('connect', () => {
-    backoff = 100;
-  });
-  const restart = (err: unknown) => {
-    if (stopped) return;
-    opts.log.warn({ path: opts.path, err: String(err), retryInMs: backoff }, 'watch failed; restarting');
-    const t = setTimeout(() => {
-      if (!stopped)
-        lw.start().then(() => {
+  const nameOf = (o: T) => o.metadata?.name ?? '';
+
+  const index = (o: T, add: boolean) => {
+    for (const [iname, fn] of Object.entries(opts.indexes ?? {})) {
+      let m = indexes.get(iname);
+      if (!m) indexes.set(iname, (m = new Map()));
+      for (const v of fn(o)) {
+        let set = m.get(v);
+        if (add) {
+          if (!set) m.set(v, (set = new Set()));
+          set.add(nameOf(o));
+        } else if (set) {
+          set.delete(nameOf(o));
+          if (set.size === 0) m.delete(v);
+        }
+      }
+    }
+  };
+  const put = (raw: T) => {
+    const o = transform(raw);
+    const old = cache.get(nameOf(o));
+    if (old) index(old, false);
+    cache.set(nameOf(o), o);
+    index(o, true);
+    if (old) onUpdate?.(o, old);
+    else onAdd?.(o);
+  };
+  const remove = (raw: T) => {
+    const old = cache.get(nameOf(raw));
+    if (!old) return;
+    index(old, false);
+    cache.delete(nameOf(raw));
+    onDelete?.(old);
+  };
+
+  const list = async (): Promise<string> => {
+    const seen = new Set<string>();
+    let cont: string | undefined;
+    let rv = '';
+    do {
+      const page = await opts.rest.send<{
+        metadata?: { resourceVersion?: string; continue?: string };
+        items: T[];
+      }>({
+        method: 'GET',
+        path: opts.path,
+        query: { limit: String(opts.pageSize ?? 500), ...(cont ? { continue: cont } : {}) },
+        signal: abort.signal,
+      });
+      for (const item of page.items) {
+        seen.add(nameOf(item));
+        const old = cache.get(nameOf(item));
+        if (old?.metadata?.resourceVersion !== item.metadata?.resourceVersion) put(item);
+      }
+      rv = page.metadata?.resourceVersion ?? rv;
+      cont = page.metadata?.continue || undefined;
+    } while (cont);
+    for (const [name, o] of [...cache]) if (!seen.has(name)) remove(o);
+    return rv;
+  };
+
+  const run = async () => {
+    let backoff = 100;
+    let rv: string | undefined;
+    while (!abort.signal.aborted) {
+      try {
+        if (rv === undefined) {
+          rv = await list();
           if (!synced) {
             synced = true;
             markSynced();
           }
-        }, restart);
-    }, backoff);
-    t.unref?.();
-    backoff = Math.min(opts.maxBackoffMs ?? 10_000, backoff * 2);
-  };
-  lw.on('error', restart);
-  // start() resolves once the initial list is in the cache: only then is it "synced".
-  lw.start().then(() => {
-    if (!synced) {
-      synced = true;
-      markSynced();
+        }
+        await opts.rest.watch<T>(
+          opts.path,
+          {
+            resourceVersion: rv,
+            allowWatchBookmarks: 'true',
+            timeoutSeconds: String(240 + Math.floor(Math.random() * 120)),
+          },
+          (e: WatchEvent<T>) => {
+            backoff = 100;
+            if (e.type === 'ERROR') {
+              const code = (e.object as { code?: number }).code;
+              throw new KubeApiError(code ?? 500, e.object);
+            }
+            rv = e.object.metadata?.resourceVersion ?? rv;
+            if (e.type === 'ADDED' || e.type === 'MODIFIED') put(e.object);
+            else if (e.type === 'DELETED') remove(e.object);
+          },
+          abort.signal,
+        );
+        continue; // the server closed the watch (timeoutSeconds): resume from rv
+      } catch (err) {
+        if (abort.signal.aborted) return;
+        // An API error (410 Gone: too old; anything else: unknown state) re-lists; a
+        // transport error resumes the watch from the last resourceVersion.
+        if (err instanceof KubeApiError) rv = undefined;
+        if (err instanceof KubeApiError && err.code === 410) continue;
+        opts.log.warn({ path: opts.path, err: String(err), retryInMs: backoff }, 'watch failed; restarting');
+        await new Promise((r) => setTimeout(r, backoff).unref?.());
+        backoff = Math.min(opts.maxBackoffMs ?? 10_000, backoff * 2);
+      }
     }
-  }, restart);
+  };
+  const running = run();
+
   return {
-    list: () => lw.list(),
-    get: (name) => lw.get(name),
+    list: () => [...cache.values()],
+    get: (name) => cache.get(name),
+    byIndex: (iname, value) => {
+      const names = indexes.get(iname)?.get(value);
+      return names ? [...names].flatMap((n) => cache.get(n) ?? []) : [];
+    },
     synced: syncedP,
     hasSynced: () => synced,
     async stop() {
-      stopped = true;
-      await lw.stop();
+      abort.abort();
+      await running.catch(() => undefined);
     },
   };
 }

@@ -1,12 +1,12 @@
 /**
- * A small JSON REST client over a KubeConfig's credentials, for custom resources and
- * server-side apply. client-node's typed serializer drops fields it does not model
+ * A small JSON REST client (kept-alive TLS connections, the credentials of a
+ * KubeConnection) for every API call of the agent, server-side apply and watches. client-node's typed serializer drops fields it does not model
  * (e.g. `enum`, `x-kubernetes-*` in CRD schemas, or any custom resource field), so
  * prfence talks to its own resources as plain JSON. No fencing knowledge here.
  */
 import { Agent as HttpsAgent, request, type RequestOptions } from 'node:https';
-import { request as httpRequest } from 'node:http';
-import type { KubeConfig } from '@kubernetes/client-node';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { toConnection, type ConnectionSource, type KubeConnection } from './connection.js';
 
 /** An API error: HTTP status and the server's Status message. Match on `code`, not text. */
 export class KubeApiError extends Error {
@@ -33,58 +33,76 @@ export interface RestRequest {
   timeoutMs?: number;
 }
 
+/** One event of a watch stream. */
+export interface WatchEvent<T> {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+  object: T;
+}
+
 export class RestClient {
-  readonly #kc: KubeConfig;
+  readonly #conn: KubeConnection;
   readonly #server: URL;
-  /** Kept-alive TLS connections: client-node's agent opens one connection (and handshake) per request. */
-  #agent: HttpsAgent | undefined;
-  /** Requests sent (the benchmark reports API requests per fence). */
+  readonly #agent: HttpsAgent | HttpAgent;
+  /** Requests sent (for the benchmark's "API requests per fence"). */
   requests = 0;
 
   readonly #onResponse: ((method: string, code: number) => void) | undefined;
 
   /** `onResponse` sees every answer's method and HTTP code (0: no answer), e.g. for metrics. */
-  constructor(kc: KubeConfig, opts: { onResponse?: (method: string, code: number) => void } = {}) {
-    this.#kc = kc;
+  constructor(src: ConnectionSource, opts: { onResponse?: (method: string, code: number) => void } = {}) {
+    this.#conn = toConnection(src);
     this.#onResponse = opts.onResponse;
-    const cluster = kc.getCurrentCluster();
-    if (!cluster) throw new Error('kubeconfig has no current cluster');
-    this.#server = new URL(cluster.server);
+    this.#server = new URL(this.#conn.server);
+    const c = this.#conn;
+    this.#agent =
+      this.#server.protocol === 'http:'
+        ? new HttpAgent({ keepAlive: true })
+        : new HttpsAgent({
+            keepAlive: true,
+            maxSockets: 16,
+            ...(c.ca ? { ca: c.ca } : {}),
+            ...(c.cert ? { cert: c.cert } : {}),
+            ...(c.key ? { key: c.key } : {}),
+            rejectUnauthorized: !c.insecureSkipTlsVerify,
+          });
   }
 
-  /** Sends one request; resolves with the parsed JSON body, rejects with KubeApiError or a transport error. */
-  async send<T = unknown>(req: RestRequest): Promise<T> {
+  #open(req: RestRequest, onResponse: (res: IncomingMessage) => void): ReturnType<typeof request> {
+    this.requests += 1;
     const url = new URL(req.path, this.#server);
     for (const [k, v] of Object.entries(req.query ?? {})) url.searchParams.set(k, v);
-    const opts: RequestOptions = { method: req.method, headers: { Accept: 'application/json' } };
-    // Credentials per request (tokens rotate); the connection pool is this client's own.
-    await this.#kc.applyToHTTPSOptions(opts);
-    if (url.protocol === 'https:' && !this.#kc.getCurrentCluster()?.proxyUrl) {
-      this.#agent ??= new HttpsAgent({
-        keepAlive: true,
-        maxSockets: 32,
-        ...(opts.ca ? { ca: opts.ca } : {}),
-        ...(opts.cert ? { cert: opts.cert } : {}),
-        ...(opts.key ? { key: opts.key } : {}),
-        ...(opts.servername ? { servername: opts.servername } : {}),
-        ...(opts.rejectUnauthorized !== undefined ? { rejectUnauthorized: opts.rejectUnauthorized } : {}),
-      });
-      opts.agent = this.#agent;
-    }
-    this.requests += 1;
+    const headers: Record<string, string> = { Accept: 'application/json' };
+    const token = this.#conn.token?.();
+    if (token) headers.Authorization = `Bearer ${token}`;
     const payload =
       req.body === undefined ? undefined : typeof req.body === 'string' ? req.body : JSON.stringify(req.body);
-    const headers = opts.headers as Record<string, string>;
     if (payload !== undefined) {
       headers['Content-Type'] = req.contentType ?? 'application/json';
       headers['Content-Length'] = String(Buffer.byteLength(payload));
     }
-    const send = url.protocol === 'http:' ? httpRequest : request;
+    const opts: RequestOptions = {
+      method: req.method,
+      headers,
+      agent: this.#agent,
+      ...(req.timeoutMs !== 0 ? { timeout: req.timeoutMs ?? 30_000 } : {}),
+      ...(req.signal ? { signal: req.signal } : {}),
+    };
+    const r = (url.protocol === 'http:' ? httpRequest : request)(url, opts, onResponse);
+    r.on('timeout', () => r.destroy(new Error(`kube API ${req.method} ${req.path}: timeout`)));
+    if (payload !== undefined) r.write(payload);
+    r.end();
+    return r;
+  }
+
+  /** Sends one request; resolves with the parsed JSON body, rejects with KubeApiError or a transport error. */
+  send<T = unknown>(req: RestRequest): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const r = send(url, { ...opts, timeout: req.timeoutMs ?? 30_000, signal: req.signal }, (res) => {
+      const r = this.#open(req, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
         res.on('end', () => {
+          this.#onResponse?.(req.method, res.statusCode ?? 0);
           const text = Buffer.concat(chunks).toString('utf8');
           let body: unknown = text;
           try {
@@ -93,25 +111,94 @@ export class RestClient {
             // not JSON: keep the text
           }
           const code = res.statusCode ?? 0;
-          this.#onResponse?.(req.method, code);
           if (code >= 200 && code < 300) resolve(body as T);
           else reject(new KubeApiError(code, body));
         });
       });
-      r.on('timeout', () => r.destroy(new Error(`kube API ${req.method} ${req.path}: timeout`)));
       r.on('error', (e) => {
         this.#onResponse?.(req.method, 0);
         reject(e);
       });
-      if (payload !== undefined) r.write(payload);
-      r.end();
     });
   }
 
-  /** Closes kept-alive connections (they would otherwise keep the process alive until idle). */
+  /**
+   * A watch: calls `onEvent` for each line of the stream; resolves when the server ends
+   * it (the caller watches again from its last resourceVersion), rejects on a transport
+   * error or a non-2xx answer. Abort with `signal`.
+   */
+  watch<T>(
+    path: string,
+    query: Record<string, string>,
+    onEvent: (e: WatchEvent<T>) => void,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const r = this.#open(
+        {
+          method: 'GET',
+          path,
+          query: { ...query, watch: 'true' },
+          timeoutMs: 0,
+          ...(signal ? { signal } : {}),
+        },
+        (res) => {
+          const code = res.statusCode ?? 0;
+          if (code < 200 || code >= 300) {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () => {
+              let body: unknown;
+              try {
+                body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+              } catch {
+                body = undefined;
+              }
+              reject(new KubeApiError(code, body));
+            });
+            return;
+          }
+          let pending = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            pending += chunk;
+            let nl: number;
+            while ((nl = pending.indexOf('\n')) >= 0) {
+              const line = pending.slice(0, nl);
+              pending = pending.slice(nl + 1);
+              if (!line.trim()) continue;
+              try {
+                onEvent(JSON.parse(line) as WatchEvent<T>);
+              } catch (e) {
+                r.destroy(e as Error);
+                return;
+              }
+            }
+          });
+          res.on('end', () => resolve());
+          res.on('error', reject);
+          // A connection that dies mid-stream may end with neither 'end' nor 'error'.
+          res.on('close', () => {
+            if (!res.complete) reject(new Error(`watch ${path}: connection closed`));
+          });
+        },
+      );
+      // The server ends a watch after timeoutSeconds; one that outlives it by far sits on a
+      // half-open connection (a partition): give up on it and watch again.
+      const ts = Number(query.timeoutSeconds);
+      const watchdog =
+        ts > 0
+          ? setTimeout(() => r.destroy(new Error(`watch ${path}: no end after ${ts} s`)), (ts + 30) * 1000)
+          : undefined;
+      watchdog?.unref();
+      r.on('close', () => clearTimeout(watchdog));
+      r.on('error', reject);
+    });
+  }
+
+  /** Closes kept-alive connections. */
   close(): void {
-    this.#agent?.destroy();
-    this.#agent = undefined;
+    this.#agent.destroy();
   }
 
   get<T = unknown>(path: string, query?: Record<string, string>): Promise<T> {

@@ -2,6 +2,7 @@ import { CoreV1Api, type V1PersistentVolume } from '@kubernetes/client-node';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { startInformer } from '../../src/kube/informer.js';
+import { RestClient } from '../../src/kube/rest-client.js';
 import { startControlPlane } from '../envtest/control-plane.js';
 import { eventually } from '../envtest/kube.js';
 
@@ -13,11 +14,17 @@ describe('resilient informer', () => {
       const core = kc.makeApiClient(CoreV1Api);
       const seen: string[] = [];
       const deleted: string[] = [];
+      const rest = new RestClient(kc);
       const inf = startInformer<V1PersistentVolume>({
-        kc,
+        rest,
         log: pino({ level: 'silent' }),
         path: '/api/v1/persistentvolumes',
-        list: () => core.listPersistentVolume(),
+        pageSize: 1, // every list is paged
+        transform: (o) => ({
+          metadata: { name: o.metadata?.name, resourceVersion: o.metadata?.resourceVersion },
+          spec: { hostPath: { path: o.spec?.hostPath?.path ?? '' } },
+        }),
+        indexes: { byPath: (o) => (o.spec?.hostPath ? [o.spec.hostPath.path] : []) },
         handlers: {
           onAdd: (o) => seen.push(o.metadata?.name ?? ''),
           onDelete: (o) => deleted.push(o.metadata?.name ?? ''),
@@ -31,6 +38,12 @@ describe('resilient informer', () => {
       });
       await core.createPersistentVolume({ body: pv('before') });
       await eventually(() => seen.includes('before'));
+      // The cache holds the transformed object only.
+      expect(inf.get('before')).toEqual({
+        metadata: { name: 'before', resourceVersion: expect.any(String) as string },
+        spec: { hostPath: { path: '/tmp' } },
+      });
+      expect(inf.byIndex('byPath', '/tmp').map((p) => p.metadata?.name)).toEqual(['before']);
       await cp.restartApiServer(); // every watch connection breaks
       await core.createPersistentVolume({ body: pv('after') });
       await eventually(() => seen.includes('after'), { timeoutMs: 30_000 });
@@ -42,7 +55,21 @@ describe('resilient informer', () => {
           .sort(),
       ).toEqual(['after', 'before']);
       expect(deleted).toEqual([]);
+      expect(inf.byIndex('byPath', '/tmp')).toHaveLength(2);
+      // No controller-manager here: drop the pv-protection finalizer, or the delete only
+      // marks the PV (a MODIFIED event) and never removes it.
+      await rest.send({
+        method: 'PATCH',
+        path: '/api/v1/persistentvolumes/before',
+        contentType: 'application/merge-patch+json',
+        body: { metadata: { finalizers: null } },
+      });
+      await core.deletePersistentVolume({ name: 'before' });
+      await eventually(() => deleted.includes('before'), { timeoutMs: 30_000 });
+      expect(inf.get('before')).toBeUndefined();
+      expect(inf.byIndex('byPath', '/tmp').map((p) => p.metadata?.name)).toEqual(['after']);
       await inf.stop();
+      rest.close();
     } finally {
       await cp.stop();
     }
