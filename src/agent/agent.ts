@@ -35,6 +35,7 @@ import { clusterObjectPath, KubeApiError, RestClient } from '../kube/rest-client
 import { EventRecorder } from '../kube/events.js';
 import { WorkQueue } from '../kube/work-queue.js';
 import type { AgentMetrics } from '../obs/metrics.js';
+import { describeError } from '../obs/logger.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
 import type { ReservationType } from '../pr/reservation-type.js';
@@ -344,7 +345,16 @@ export class Agent {
     if (!selfLegit && !this.#touched.has(pv)) return notMine();
     let device = this.#devices.get(pv);
     if (!device) {
-      device = await this.#o.openDevice(identity, pv);
+      try {
+        device = await this.#o.openDevice(identity, pv);
+      } catch (e) {
+        // Not present yet, ambiguous, or not a block device: a condition, and the volume
+        // is retried with backoff (a device may appear later).
+        await this.#applyVr(pv, {
+          conditions: [cond('DeviceFound', 'False', 'DeviceNotFound', `${identity}: ${describeError(e)}`)],
+        });
+        throw e;
+      }
       this.#devices.set(pv, device);
     }
     const mayRegister = this.mayRegister();

@@ -118,6 +118,28 @@ export const slim = {
   },
 };
 
+/**
+ * A PV's device identity (DESIGN.md "Device resolution", in order): the annotation
+ * prfence.io/device; CSI volumeAttributes (prfence.io/device, wwn / wwid, nguid); the
+ * in-tree FC (wwids, or targetWWNs + lun) and iSCSI (portal, iqn, lun) fields. The
+ * identity syntax is src/pr/resolve.ts's; undefined: not a volume prfence can fence.
+ * (The cached, slimmed PV keeps only this, under the annotation.)
+ */
 export function deviceOf(pv: V1PersistentVolume | undefined): string | undefined {
-  return pv?.metadata?.annotations?.[DEVICE_ANNOTATION];
+  const explicit = pv?.metadata?.annotations?.[DEVICE_ANNOTATION];
+  if (explicit) return explicit;
+  const spec = pv?.spec;
+  const attrs = Object.fromEntries(
+    Object.entries(spec?.csi?.volumeAttributes ?? {}).map(([k, v]) => [k.toLowerCase(), v]),
+  );
+  if (attrs[DEVICE_ANNOTATION]) return attrs[DEVICE_ANNOTATION];
+  const wwid = attrs.wwn ?? attrs.wwid;
+  if (wwid) return `wwid:${wwid}`;
+  if (attrs.nguid) return `nguid:${attrs.nguid}`;
+  const fc = spec?.fc;
+  if (fc?.wwids?.[0]) return `wwid:${fc.wwids[0]}`;
+  if (fc?.targetWWNs?.[0] && fc.lun !== undefined) return `fc:${fc.targetWWNs[0]}/lun/${fc.lun}`;
+  const iscsi = spec?.iscsi;
+  if (iscsi?.targetPortal && iscsi.iqn) return `iscsi:${iscsi.targetPortal}/${iscsi.iqn}/lun/${iscsi.lun}`;
+  return undefined;
 }

@@ -34,6 +34,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         { KoffiPrDevice },
         { createAgentMetrics },
         { startDiagnostics },
+        { resolveDevice },
       ] = await Promise.all([
         import('../kube/connection.js'),
         import('../agent/agent.js'),
@@ -41,6 +42,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         import('../pr/koffi/koffi-pr-device.js'),
         import('../obs/metrics.js'),
         import('../obs/http-server.js'),
+        import('../pr/resolve.js'),
       ]);
       const log = createLogger(cfg.logLevel, { node: cfg.nodeName });
       const kc = cfg.kubeconfig
@@ -78,7 +80,10 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             resyncMs: cfg.resyncMs,
             ...(cfg.clusterId ? { clusterId: cfg.clusterId } : {}),
             openDevice: (identity) =>
-              KoffiPrDevice.open(identity, { timeoutMs: cfg.ioctlTimeoutMs, maxInFlight: cfg.maxInFlight }),
+              KoffiPrDevice.open(resolveDevice(identity), {
+                timeoutMs: cfg.ioctlTimeoutMs,
+                maxInFlight: cfg.maxInFlight,
+              }),
           });
           break;
         } catch (e) {

@@ -18,7 +18,7 @@ export const NODE_PHASES = ['Pending', 'Registered', 'Fenced', 'AccessLost', 'Bl
 export type NodePhase = (typeof NODE_PHASES)[number];
 
 export const NODE_CONDITION_TYPES = ['Registered', 'AccessLost', 'Fenced', 'Degraded'] as const;
-export const VOLUME_CONDITION_TYPES = ['Reserved', 'Supported', 'Degraded'] as const;
+export const VOLUME_CONDITION_TYPES = ['Reserved', 'Supported', 'DeviceFound', 'Degraded'] as const;
 export const DEVICE_KINDS = ['scsi', 'nvme'] as const;
 export const FENCE_RESULTS = ['Fenced', 'Failed'] as const;
 

@@ -57,6 +57,8 @@ if [ "$MODE" != probe ] && [ -d $N ]; then
   mkdir $N/subsystems/prfence; echo 1 >$N/subsystems/prfence/attr_allow_any_host
   mkdir $N/subsystems/prfence/namespaces/1
   echo /tmp/ns1.img >$N/subsystems/prfence/namespaces/1/device_path
+  # An NGUID as arrays report one (nvmet leaves it zero otherwise); device resolution reads it.
+  echo 6f1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8 >$N/subsystems/prfence/namespaces/1/device_nguid 2>/dev/null || say "no device_nguid"
   if [ -e $N/subsystems/prfence/namespaces/1/resv_enable ]; then
     echo 1 >$N/subsystems/prfence/namespaces/1/resv_enable
     echo 1 >$N/subsystems/prfence/namespaces/1/enable

@@ -1,0 +1,47 @@
+/**
+ * Device resolution against the guest's real sysfs (inside the QEMU guest): the identity
+ * a PV would carry (SCSI VPD 0x83 WWID from LIO, NVMe wwid / NGUID from nvmet) finds the
+ * logical unit's devices and nothing else. The guest has three paths to each logical unit
+ * and no dm-multipath, so a unique answer is impossible and must be refused as ambiguous,
+ * naming exactly those paths.
+ */
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DeviceResolutionError, resolveDevice } from '../../src/pr/resolve.js';
+import { kernelTopologySpecs } from '../contract/kernel-topology.js';
+
+function ambiguousPaths(identity: string): string[] {
+  try {
+    return [resolveDevice(identity)];
+  } catch (e) {
+    if (!(e instanceof DeviceResolutionError)) throw e;
+    expect(e.reason, e.message).toBe('ambiguous');
+    return [...e.message.matchAll(/\/dev\/\S+?(?=,|\s|$)/g)].map((m) => m[0]);
+  }
+}
+
+for (const spec of kernelTopologySpecs()) {
+  describe(`device resolution on ${spec.name}`, () => {
+    const sys = (dev: string, attr: string) =>
+      readFileSync(`/sys/block/${basename(dev)}/${attr}`, 'utf8').trim();
+    const wwidAttr = spec.kind === 'scsi' ? 'device/wwid' : 'wwid';
+
+    it('the WWID of one path -> every path of that logical unit, refused as ambiguous without multipath', () => {
+      const wwid = sys(spec.devices[0]!, wwidAttr);
+      expect(wwid).toMatch(spec.kind === 'scsi' ? /^naa\.[0-9a-f]{32}$/ : /^(eui|uuid|nvme)\./);
+      expect(ambiguousPaths(`wwid:${wwid}`).sort()).toEqual([...spec.devices].sort());
+    });
+
+    it.runIf(spec.kind === 'nvme')('the NGUID of the namespace -> the same paths', () => {
+      const nguid = sys(spec.devices[0]!, 'nguid');
+      expect(ambiguousPaths(`nguid:${nguid}`).sort()).toEqual([...spec.devices].sort());
+    });
+
+    it('an identity no device has -> not-found (retried by the agent, not a crash)', () => {
+      expect(() => resolveDevice('wwid:naa.60014050000000000000000000000000')).toThrow(
+        expect.objectContaining({ reason: 'not-found' }),
+      );
+    });
+  });
+}

@@ -1,0 +1,113 @@
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DeviceResolutionError, resolveDevice } from '../../../src/pr/resolve.js';
+
+/** A fake /sys and /dev: `files` are paths relative to the root with their contents. */
+function fakeRoot(files: Record<string, string>, links: Record<string, string> = {}) {
+  const root = mkdtempSync(join(tmpdir(), 'prfence-sysfs-'));
+  for (const [p, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(root, p)), { recursive: true });
+    writeFileSync(join(root, p), `${text}\n`);
+  }
+  for (const [p, target] of Object.entries(links)) {
+    mkdirSync(dirname(join(root, p)), { recursive: true });
+    symlinkSync(join(root, target), join(root, p));
+  }
+  return { sysfs: join(root, 'sys'), dev: join(root, 'dev') };
+}
+
+const LIO = 'naa.6001405f7b1a2c3d4e5f60718293a4b5';
+const NGUID = '6f1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8';
+
+function reason(f: () => unknown): string | undefined {
+  try {
+    f();
+    return undefined;
+  } catch (e) {
+    return e instanceof DeviceResolutionError ? e.reason : `other: ${String(e)}`;
+  }
+}
+
+describe('device resolution (sysfs, by-path)', () => {
+  const tree = fakeRoot(
+    {
+      'sys/block/sda/device/wwid': LIO,
+      'sys/block/sdb/device/wwid': 'naa.600140500000000000000000000000bb',
+      'sys/block/nvme0n1/wwid': 'eui.0011223344556677',
+      'sys/block/nvme0n1/nguid': NGUID,
+      'sys/block/loop0/wwid': LIO, // never a candidate
+      'dev/sda': '',
+      'dev/sdb': '',
+      'dev/nvme0n1': '',
+    },
+    { 'dev/disk/by-path/pci-0000:05:00.0-fc-0x500a0981891b8dc5-lun-3': 'dev/sdb' },
+  );
+
+  it('a path -> used as is', () => {
+    expect(resolveDevice('/dev/mapper/x', tree)).toBe('/dev/mapper/x');
+  });
+
+  it('wwid: SCSI VPD 0x83 in any spelling (naa. prefix, udev type digit, upper case) -> the one device', () => {
+    for (const id of [`wwid:${LIO}`, 'wwid:36001405f7b1a2c3d4e5f60718293a4b5', `wwn:${LIO.toUpperCase()}`])
+      expect(resolveDevice(id, tree)).toBe(join(tree.dev, 'sda'));
+  });
+
+  it('NVMe wwid and NGUID (with or without dashes) -> the namespace', () => {
+    expect(resolveDevice('wwid:eui.0011223344556677', tree)).toBe(join(tree.dev, 'nvme0n1'));
+    expect(resolveDevice(`nguid:${NGUID.replace(/-/g, '')}`, tree)).toBe(join(tree.dev, 'nvme0n1'));
+    // An NGUID is not matched against SCSI WWIDs and the other way round.
+    expect(reason(() => resolveDevice(`nguid:${LIO.slice(4)}`, tree))).toBe('not-found');
+  });
+
+  it('in-tree FC target WWN + LUN -> the by-path link target', () => {
+    expect(resolveDevice('fc:500a0981891b8dc5/lun/3', tree)).toBe(join(tree.dev, 'sdb'));
+    expect(reason(() => resolveDevice('fc:500a0981891b8dc5/lun/4', tree))).toBe('not-found');
+  });
+
+  it('in-tree iSCSI portal (default port 3260) + IQN + LUN -> the by-path link target', () => {
+    const t = fakeRoot(
+      { 'dev/sdc': '' },
+      { 'dev/disk/by-path/ip-10.0.0.5:3260-iscsi-iqn.2003-01.org.linux-iscsi.t:sn.1-lun-0': 'dev/sdc' },
+    );
+    expect(resolveDevice('iscsi:10.0.0.5/iqn.2003-01.org.linux-iscsi.t:sn.1/lun/0', t)).toBe(
+      join(t.dev, 'sdc'),
+    );
+  });
+
+  it('two paths under dm-multipath -> the multipath device; two paths without one -> ambiguous', () => {
+    const mp = fakeRoot({
+      'sys/block/sdc/device/wwid': LIO,
+      'sys/block/sdd/device/wwid': LIO,
+      'sys/block/sdc/holders/dm-2': '',
+      'sys/block/sdd/holders/dm-2': '',
+      'sys/block/dm-2/dm/uuid': 'mpath-36001405f7b1a2c3d4e5f60718293a4b5',
+      'dev/dm-2': '',
+    });
+    expect(resolveDevice(`wwid:${LIO}`, mp)).toBe(join(mp.dev, 'dm-2'));
+    const two = fakeRoot({ 'sys/block/sdc/device/wwid': LIO, 'sys/block/sdd/device/wwid': LIO });
+    expect(reason(() => resolveDevice(`wwid:${LIO}`, two))).toBe('ambiguous');
+  });
+
+  it('a holder that is not multipath (e.g. LVM) -> the path device itself', () => {
+    const lvm = fakeRoot({
+      'sys/block/sde/device/wwid': LIO,
+      'sys/block/sde/holders/dm-0': '',
+      'sys/block/dm-0/dm/uuid': 'LVM-abc',
+      'dev/sde': '',
+    });
+    expect(resolveDevice(`wwid:${LIO}`, lvm)).toBe(join(lvm.dev, 'sde'));
+  });
+
+  it.each([
+    'sda',
+    'wwid:1234',
+    'nguid:00000000-0000-0000-0000-000000000000',
+    'fc:nothex/lun/1',
+    'iscsi:10.0.0.1/lun/0',
+    'serial:ABC',
+  ])('malformed identity %s -> bad-identity', (id) => {
+    expect(reason(() => resolveDevice(id, tree))).toBe('bad-identity');
+  });
+});
