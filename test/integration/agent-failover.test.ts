@@ -115,6 +115,29 @@ describe('agent against a real API server (memory LUs)', () => {
     expect(lu.state().registrations).toEqual([]);
   });
 
+  it('device not present yet -> DeviceFound=False condition, retried with backoff; it appears -> reserved', async () => {
+    const na = await c.node('node-a');
+    const { name: pv, lu } = await c.pv();
+    c.lus.delete(lu.id); // the node cannot see the logical unit yet
+    await c.startAgent(na);
+    await c.attach(pv, na);
+    const vr = await eventually(async () => {
+      const v = await c.vr(pv);
+      if (!v.status?.conditions?.length) throw new Error('no condition yet');
+      return v;
+    });
+    expect(vr.status?.conditions).toEqual([
+      expect.objectContaining({ type: 'DeviceFound', status: 'False', reason: 'DeviceNotFound' }),
+    ]);
+    expect(vr.status?.conditions?.[0]?.message).toContain(lu.id);
+    c.lus.set(lu.id, lu); // the path comes up (e.g. a rescan)
+    await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 30_000 });
+    await eventually(async () => {
+      const v = await c.vr(pv);
+      return !v.status?.conditions?.some((x) => x.type === 'DeviceFound') && v.status?.holder?.node === na;
+    });
+  });
+
   it('graceful detach -> the node releases and unregisters', async () => {
     const na = await c.node('node-a');
     const { name: pv, lu } = await c.pv();
