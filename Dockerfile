@@ -26,5 +26,7 @@ RUN node -e "require('koffi'); console.log('koffi', require('koffi/package.json'
 USER root
 # /metrics, /healthz, /readyz (--http-endpoint; the chart sets :9808).
 EXPOSE 9808
-ENTRYPOINT ["node", "dist/src/cli/main.js"]
+# V8 flags for a small, mostly idle agent: a bounded young generation and size-optimized
+# code (bench/agent-bench.ts measures RSS with exactly these; keep the two equal).
+ENTRYPOINT ["node", "--max-semi-space-size=1", "--optimize-for-size", "dist/src/cli/main.js"]
 CMD ["agent"]
