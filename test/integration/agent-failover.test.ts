@@ -70,6 +70,40 @@ describe('agent against a real API server (memory LUs)', () => {
     expect(text).toMatch(/prfence_kube_api_requests_total\{method="PATCH",code="20\d"\} [1-9]/);
   });
 
+  it('S1: RWX with three legitimate nodes, one goes stale -> only its key goes; legitimate keys never leave, not for an instant', async () => {
+    const [na, nb, nc] = [await c.node('node-a'), await c.node('node-b'), await c.node('node-c')];
+    const { name: pv, lu } = await c.pv();
+    const agents = [await c.startAgent(na), await c.startAgent(nb), await c.startAgent(nc)];
+    const vas = [await c.attach(pv, na), await c.attach(pv, nb), await c.attach(pv, nc)];
+    const [ka, kb, kc] = agents.map((x) => x.key) as [bigint, bigint, bigint];
+    await eventually(() => keysOf(lu).length === 3 && lu.state().reservation !== null, { timeoutMs: 20_000 });
+    // Watch the device on every tick from here on: a legitimate key that disappears even
+    // briefly (preempted and re-registered) breaks S1.
+    const lost: string[] = [];
+    const probe = setInterval(() => {
+      const keys = keysOf(lu);
+      for (const [n, k] of [
+        [na, ka],
+        [nb, kb],
+      ] as const)
+        if (!keys.includes(k)) lost.push(n);
+    }, 1);
+    try {
+      // node-c is cut off (its agent stops) and its attachment is removed: it is stale.
+      await agents[2]!.stop();
+      await c.detach(vas[2]!);
+      await eventually(() => !keysOf(lu).includes(kc), { timeoutMs: 20_000 });
+      await eventually(async () => (await c.nodeFence(nc)).status?.phase === 'Fenced');
+      await new Promise((r) => setTimeout(r, 1000)); // both survivors reconcile again (resync)
+    } finally {
+      clearInterval(probe);
+    }
+    expect(lost).toEqual([]);
+    expect(keysOf(lu).sort()).toEqual([ka, kb].sort());
+    expect([lu.write(na), lu.write(nb), lu.write(nc)]).toEqual(['ok', 'ok', 'refused']);
+    expect([na, nb]).toContain(lu.state().reservation?.holder);
+  });
+
   it('S2: the fenced node restarts with an attachment and the Fenced mark -> no re-registration until unfenced', async () => {
     const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
     const { name: pv, lu } = await c.pv();
