@@ -476,6 +476,8 @@ export class Agent {
     obs = { ...obs, victims };
     const now = new Date().toISOString();
     const own = obs.state.keys.keys.includes(this.key);
+    if (own) this.#registeredOn.add(pv);
+    else this.#registeredOn.delete(pv);
     const r = obs.state.reservation;
     const status: VolumeReservationStatus = {
       registrants: own ? [{ node: this.node, key: formatKey(this.key), legitimate: selfLegit }] : [],
@@ -545,7 +547,7 @@ export class Agent {
           ? 'Fenced'
           : 'Blocked'
         : 'Registered';
-    await this.#applyOwnPhase(phase);
+    await this.#applyOwnStatus(phase);
   }
 
   /**
@@ -615,10 +617,15 @@ export class Agent {
     }
   }
 
-  async #applyOwnPhase(phase: NodePhase): Promise<void> {
+  /** PVs whose device carries this node's key (NodeFence status.volumes, the VOLUMES column). */
+  readonly #registeredOn = new Set<string>();
+
+  async #applyOwnStatus(phase: NodePhase): Promise<void> {
     const nf = this.#nf.get(this.node);
-    if (nf?.status?.phase === phase) return;
-    if (nf?.status?.phase === 'Fenced' && phase !== 'Fenced') return; // only an unfence clears Fenced (S2)
+    const volumes = this.#registeredOn.size;
+    // Only an unfence clears a Fenced mark (S2): then phase is left to its owner.
+    const writePhase = !(nf?.status?.phase === 'Fenced' && phase !== 'Fenced');
+    if ((!writePhase || nf?.status?.phase === phase) && nf?.status?.volumes === volumes) return;
     try {
       // Not forced: once a peer has marked this node Fenced it owns `phase`, and this
       // agent's write conflicts instead of clearing the mark (S2). Only an unfence,
@@ -629,7 +636,12 @@ export class Agent {
           apiVersion: API_VERSION,
           kind: NODE_FENCE.kind,
           metadata: { name: this.node },
-          status: { key: formatKey(this.key), nodeUID: this.#nodeUid, phase },
+          status: {
+            key: formatKey(this.key),
+            nodeUID: this.#nodeUid,
+            volumes,
+            ...(writePhase ? { phase } : {}),
+          },
         },
         this.#fm,
         false,

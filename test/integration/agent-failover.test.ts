@@ -51,6 +51,8 @@ describe('agent against a real API server (memory LUs)', () => {
       return nf;
     });
     expect(nfA.status?.fencedBy).toBe(nb);
+    // VOLUMES: node-b's key is on one device.
+    await eventually(async () => (await c.nodeFence(nb)).status?.volumes === 1);
     // One Warning event per fence, on the victim's NodeFence, written by the fencing node.
     const events = await eventually(async () => {
       const e = await c.events(na);
