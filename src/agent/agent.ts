@@ -491,7 +491,12 @@ export class Agent {
         status.holder = holderNode ? { node: holderNode, key: formatKey(r.key) } : { key: formatKey(r.key) };
       }
       status.foreignKeys = obs.keys.filter((k) => k.class === 'foreign').length;
-      if (obs.kind !== 'memory') status.device = { kind: obs.kind };
+      // The PV's identity (the same for every node; a path annotation is shown as is).
+      const identity = deviceOf(this.#pv.get(pv))?.slice(0, 256);
+      status.device = {
+        ...(identity ? { identity } : {}),
+        ...(obs.kind !== 'memory' ? { kind: obs.kind } : {}),
+      };
       status.conditions = [
         cond(
           'Reserved',

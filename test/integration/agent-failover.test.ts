@@ -44,6 +44,7 @@ describe('agent against a real API server (memory LUs)', () => {
       reservationType: 'write-exclusive-reg-only',
       lastFence: { victimKey: formatKey(a.key), by: nb, result: 'Fenced' },
       registrants: [{ node: nb, key: formatKey(b.key), legitimate: true }],
+      device: { identity: lu.id },
     });
     const nfA = await eventually(async () => {
       const nf = await c.nodeFence(na);

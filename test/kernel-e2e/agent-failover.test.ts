@@ -199,11 +199,11 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
         expect((await observer.readKeys()).keys).not.toContain(keyA);
         expect(await directWrite(devA)).toBe('refused');
 
-        const get = spawnSync('kubectl', ['--kubeconfig', cp.kubeconfigPath, 'get', 'nf,vr'], {
+        const get = spawnSync('kubectl', ['--kubeconfig', cp.kubeconfigPath, 'get', 'nf,vr', '-o', 'wide'], {
           encoding: 'utf8',
           timeout: 120_000,
         });
-        console.log(`kubectl get nf,vr (in the guest):\n${get.stdout}${get.stderr}`);
+        console.log(`kubectl get nf,vr -o wide (in the guest):\n${get.stdout}${get.stderr}`);
         expect(get.stdout).toMatch(/node-a\s+[0-9a-f]{16}\s+Fenced/);
         // The late writer (node-a, resumed) settles on the device's answer: its registrants
         // entry goes, and it never puts its old view (itself as holder) back.
