@@ -6,6 +6,9 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import pino from 'pino';
+import { clusterTag, makeKey } from '../../src/fence/keys.js';
+import { fenceVolume } from '../../src/fence/volume-fencer.js';
 import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
 
 const N = Number(process.env.PRFENCE_BENCH_N ?? 200);
@@ -50,6 +53,52 @@ async function measure(target: string, dev: string, cLoop: string): Promise<Row[
     rows[0]!.sgPersistUs = ((performance.now() - t0) * 1000) / runs;
   }
   return rows;
+}
+
+/**
+ * The fence itself on a real target: node-b's fenceVolume (read keys and reservation,
+ * decide, preempt-and-abort node-a's key, read back) against node-a holding the
+ * reservation, through two initiators of one logical unit. Per round, set-up untimed.
+ */
+async function fenceRounds(target: string, devA: string, devB: string, rounds: number): Promise<string> {
+  const tag = clusterTag('bench');
+  const [ka, kb] = [makeKey(tag, 1), makeKey(tag, 2)];
+  const [a, b] = [await KoffiPrDevice.open(devA), await KoffiPrDevice.open(devB)];
+  const log = pino({ level: 'silent' });
+  const ms: number[] = [];
+  try {
+    for (let i = 0; i < rounds; i++) {
+      await a.register(0n, ka);
+      await a.reserve(ka, 'write-exclusive-reg-only');
+      await b.register(0n, kb);
+      const t0 = performance.now();
+      const obs = await fenceVolume({
+        device: b,
+        input: {
+          self: { node: 'b', key: kb, legitimate: true, mayRegister: true, inUse: false },
+          legitimate: [{ node: 'b', key: kb }],
+          known: [
+            { node: 'a', key: ka },
+            { node: 'b', key: kb },
+          ],
+          clusterTag: tag,
+          desiredType: 'write-exclusive-reg-only',
+          foreignKeys: 'leave',
+        },
+        log,
+      });
+      ms.push(performance.now() - t0);
+      if (obs.victims[0]?.result !== 'fenced' || obs.state.keys.keys.includes(ka))
+        throw new Error(`${target}: round ${i}: node-a not fenced (${obs.outcome})`);
+      await b.clear(kb);
+    }
+  } finally {
+    await a.close();
+    await b.close();
+  }
+  ms.sort((x, y) => x - y);
+  const p = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))]!;
+  return `${target.padEnd(32)}fence (read, preempt-abort, read back) x${rounds}: p50 ${p(0.5).toFixed(1)} ms, p99 ${p(0.99).toFixed(1)} ms, max ${ms.at(-1)!.toFixed(1)} ms`;
 }
 
 async function loopDelay(ms: number): Promise<{ p50: number; p99: number; max: number }> {
@@ -107,6 +156,7 @@ async function stuckCalls(dev: string): Promise<string[]> {
 const topologies = JSON.parse(process.env.PRFENCE_KERNEL_TOPOLOGIES ?? '[]') as {
   name: string;
   devices: string[];
+  limitations: string[];
 }[];
 const cLoop = process.env.PRFENCE_BENCH_C_LOOP ?? 'pr-loop';
 const rows: Row[] = [];
@@ -125,6 +175,11 @@ for (const r of rows) {
         : `${r.sgPersistUs.toFixed(0).padStart(21)}${(r.sgPersistUs / r.koffiUs).toFixed(1).padStart(19)}`
     }`,
   );
+}
+for (const t of topologies) {
+  if (t.limitations.includes('preempt-abort-hangs'))
+    console.log(`${t.name.padEnd(32)}fence: not measured (PREEMPT AND ABORT hangs this target)`);
+  else console.log(await fenceRounds(t.name, t.devices[0]!, t.devices[1]!, 20));
 }
 const scsi = topologies.find((t) => t.name.startsWith('lio'));
 if (scsi) for (const l of await stuckCalls(scsi.devices[1]!)) console.log(l);
