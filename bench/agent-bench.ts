@@ -7,7 +7,6 @@
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { CoreV1Api, StorageV1Api } from '@kubernetes/client-node';
 import { RestClient } from '../src/kube/rest-client.js';
 import pino from 'pino';
@@ -16,18 +15,12 @@ import { DEVICE_ANNOTATION } from '../src/agent/cluster-view.js';
 import { MemoryLogicalUnit } from '../src/pr/memory/index.js';
 import { startControlPlane } from '../test/envtest/control-plane.js';
 import { installCrds, waitCrdStorage } from '../test/envtest/crds.js';
+import { freePort } from '../test/envtest/net.js';
 
 const log = pino({ level: 'silent' });
 /** The node flags of the Dockerfile's ENTRYPOINT (keep the two equal). */
 const IMAGE_NODE_FLAGS = '--max-semi-space-size=1 --optimize-for-size';
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 const pct = (xs: number[], p: number) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 

@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer, connect, type AddressInfo, type Server } from 'node:net';
+import { createServer, connect, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,14 +14,7 @@ import { inject } from 'vitest';
 import { KubeApiError } from '../../src/kube/rest-client.js';
 import { eventually } from '../envtest/kube.js';
 import { Cluster } from './agent-harness.js';
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
+import { freePort } from '../envtest/net.js';
 
 /** A TCP relay to the API server, started late: before it listens, the agent's port refuses. */
 function relay(port: number, to: URL): Promise<Server> {
