@@ -67,6 +67,9 @@ async function fenceRounds(target: string, devA: string, devB: string, rounds: n
   const log = pino({ level: 'silent' });
   const ms: number[] = [];
   try {
+    // Start clean whatever earlier measurements left registered.
+    await b.registerAndIgnore(kb);
+    await b.clear(kb);
     for (let i = 0; i < rounds; i++) {
       await a.register(0n, ka);
       await a.reserve(ka, 'write-exclusive-reg-only');
