@@ -533,9 +533,10 @@ export class Agent {
         this.#fm,
       );
     }
-    await this.#applyVr(pv, status);
+    let known = await this.#applyVr(pv, status);
     for (const v of fenced) {
-      await this.#dropRegistrant(pv, v.node!);
+      await this.#dropRegistrant(pv, v.node!, known);
+      known = undefined;
       await this.#events.emit({
         regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name: v.node! },
         related: { apiVersion: 'v1', kind: 'PersistentVolume', name: pv },
@@ -560,10 +561,10 @@ export class Agent {
    * fields carries the resourceVersion it was decided on: a concurrent writer makes it
    * fail with 409 and the volume is reconciled again (the device is read again, S3).
    */
-  async #applyVr(pv: string, status: VolumeReservationStatus): Promise<void> {
+  async #applyVr(pv: string, status: VolumeReservationStatus): Promise<VolumeReservation | undefined> {
     // Nothing new, no write (condition times are set on every observation: not compared).
     const body = JSON.stringify(status, (k, v: unknown) => (k === 'lastTransitionTime' ? undefined : v));
-    if (this.#lastStatus.get(pv) === body) return;
+    if (this.#lastStatus.get(pv) === body) return undefined;
     const shared = hasSharedFields(status);
     let current: VolumeReservation | undefined;
     if (shared || !this.#lastStatus.has(pv)) {
@@ -586,7 +587,7 @@ export class Agent {
         'observation older than the recorded one; writing only this node',
       );
     const rv = current?.metadata?.resourceVersion;
-    await this.#rest.apply(
+    const applied = await this.#rest.apply<VolumeReservation>(
       vrPath(pv, 'status'),
       {
         apiVersion: API_VERSION,
@@ -597,28 +598,34 @@ export class Agent {
       this.#fm,
     );
     this.#lastStatus.set(pv, body);
+    return applied;
   }
 
   /**
    * Removes a fenced node's registrants entry (its own agent owns it and may be cut off).
    * A JSON patch with a test op: it removes exactly that entry or nothing.
    */
-  async #dropRegistrant(pv: string, node: string): Promise<void> {
-    const vr = await this.#rest.get<{ status?: VolumeReservationStatus }>(vrPath(pv));
-    const i = vr.status?.registrants?.findIndex((r) => r.node === node) ?? -1;
-    if (i < 0) return;
-    try {
-      await this.#rest.send({
-        method: 'PATCH',
-        path: vrPath(pv, 'status'),
-        contentType: 'application/json-patch+json',
-        body: [
-          { op: 'test', path: `/status/registrants/${i}/node`, value: node },
-          { op: 'remove', path: `/status/registrants/${i}` },
-        ],
-      });
-    } catch (e) {
-      if (!(e instanceof KubeApiError && (e.code === 422 || e.code === 409))) throw e;
+  async #dropRegistrant(pv: string, node: string, known?: VolumeReservation): Promise<void> {
+    // `known`: the object the status write just returned (saves a GET); if it is already
+    // out of date the test op fails and the entry is looked up once more.
+    for (const fresh of known ? [false, true] : [true]) {
+      const vr = fresh ? await this.#rest.get<VolumeReservation>(vrPath(pv)) : known!;
+      const i = vr.status?.registrants?.findIndex((r) => r.node === node) ?? -1;
+      if (i < 0) return;
+      try {
+        await this.#rest.send({
+          method: 'PATCH',
+          path: vrPath(pv, 'status'),
+          contentType: 'application/json-patch+json',
+          body: [
+            { op: 'test', path: `/status/registrants/${i}/node`, value: node },
+            { op: 'remove', path: `/status/registrants/${i}` },
+          ],
+        });
+        return;
+      } catch (e) {
+        if (!(e instanceof KubeApiError && (e.code === 422 || e.code === 409))) throw e;
+      }
     }
   }
 
