@@ -10,6 +10,7 @@ import { AuthorizationV1Api } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { RestClient } from '../../src/kube/rest-client.js';
+import { RESERVATION_TYPES } from '../../src/pr/reservation-type.js';
 import { adminKubeConfig, uniqueName } from '../envtest/kube.js';
 
 const helm = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'prfence', 'bin', 'helm');
@@ -58,6 +59,32 @@ describe('Helm chart', () => {
   it('helm lint -> no errors', () => {
     const out = execFileSync(helm, ['lint', 'charts/prfence'], { encoding: 'utf8' });
     expect(out).toContain('0 chart(s) failed');
+  });
+
+  it.each([
+    ['reservationType=shared', /at '\/reservationType': value must be one of/],
+    ['foreignKeys=sometimes', /at '\/foreignKeys': value must be one of 'leave', 'preempt'/],
+    ['logLevl=debug', /additional properties 'logLevl' not allowed/],
+    ['httpEndpoint=localhost', /at '\/httpEndpoint': .*does not match pattern/],
+    ['ioctlTimeout=soon', /at '\/ioctlTimeout': .*does not match pattern/],
+  ])('bad value %s -> helm refuses with a clear message', (set, msg) => {
+    let err = '';
+    try {
+      execFileSync(helm, ['template', 't', 'charts/prfence', '--kube-version', '1.36.0', '--set', set], {
+        encoding: 'utf8',
+        stdio: 'pipe',
+      });
+    } catch (e) {
+      err = String((e as { stderr?: string }).stderr);
+    }
+    expect(err).toMatch(msg);
+  });
+
+  it("values schema reservation types = the agent's", () => {
+    const schema = JSON.parse(readFileSync('charts/prfence/values.schema.json', 'utf8')) as {
+      properties: { reservationType: { enum: string[] } };
+    };
+    expect(schema.properties.reservationType.enum).toEqual([...RESERVATION_TYPES]);
   });
 
   it('renders the CRDs, RBAC, ServiceAccount and DaemonSet', () => {
