@@ -1,0 +1,197 @@
+/**
+ * `prfence fence NODE`, `prfence unfence NODE`, `prfence status`: cluster operations
+ * through the API server, for people and scripts (DESIGN.md "The prfence command").
+ * They only write NodeFence records; the agents do the fencing (a fence request makes
+ * every legitimate peer remove the node's key, S2 keeps it off until unfenced).
+ */
+import { existsSync } from 'node:fs';
+import { homedir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { ConfigError } from '../config/config.js';
+import {
+  API_VERSION,
+  GROUP,
+  NODE_FENCE,
+  VERSION,
+  VOLUME_RESERVATION,
+  type NodeFence,
+  type VolumeReservation,
+} from '../crd/types.js';
+import type { KubeConnection } from '../kube/connection.js';
+import { clusterObjectPath, type RestClient } from '../kube/rest-client.js';
+import type { CliIo } from './program.js';
+
+const FIELD_MANAGER = 'prfence-cli';
+const nfPath = (name?: string, sub?: 'status') =>
+  clusterObjectPath(GROUP, VERSION, NODE_FENCE.plural, name, sub);
+
+/** --kubeconfig, else $KUBECONFIG (first entry), else ~/.kube/config, else in-cluster. */
+async function connect(flag: string | undefined, env = process.env): Promise<RestClient> {
+  const [conn, { RestClient }] = await Promise.all([
+    import('../kube/connection.js'),
+    import('../kube/rest-client.js'),
+  ]);
+  const path = flag ?? env.KUBECONFIG?.split(':').find(Boolean);
+  const home = join(homedir(), '.kube', 'config');
+  let c: KubeConnection;
+  try {
+    c = path
+      ? conn.connectionFromKubeconfigFile(path)
+      : existsSync(home)
+        ? conn.connectionFromKubeconfigFile(home)
+        : conn.inClusterConnection();
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  return new RestClient(c);
+}
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('   ')
+      .trimEnd(),
+  );
+}
+
+export function registerClusterCommands(program: Command, io: CliIo): void {
+  program
+    .command('fence')
+    .description(
+      "ask every peer to remove NODE's key from every shared device (NodeFence spec.fenceState=Fenced)",
+    )
+    .argument('<node>', 'the node to fence')
+    .requiredOption('--reason <text>', 'why (recorded in the NodeFence; required)')
+    .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
+    .action(async (node: string, o: { reason: string; kubeconfig?: string }) => {
+      const rest = await connect(o.kubeconfig);
+      try {
+        await rest.apply(
+          nfPath(node),
+          {
+            apiVersion: API_VERSION,
+            kind: NODE_FENCE.kind,
+            metadata: { name: node },
+            spec: {
+              fenceState: 'Fenced',
+              reason: o.reason,
+              requestedBy: `${FIELD_MANAGER}/${userInfo().username}`,
+            },
+          },
+          FIELD_MANAGER,
+        );
+        io.stdout(
+          `nodefence/${node}: fence requested (${o.reason}); peers remove its key, it stays off until unfenced`,
+        );
+      } finally {
+        rest.close();
+      }
+    });
+
+  program
+    .command('unfence')
+    .description('let NODE register again: withdraw the fence request and clear the Fenced mark')
+    .argument('<node>', 'the node to unfence (repaired or rebooted)')
+    .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
+    .action(async (node: string, o: { kubeconfig?: string }) => {
+      const rest = await connect(o.kubeconfig);
+      try {
+        await rest.get(nfPath(node)); // a clear 404 for a node prfence never saw
+        await rest.apply(
+          nfPath(node),
+          {
+            apiVersion: API_VERSION,
+            kind: NODE_FENCE.kind,
+            metadata: { name: node },
+            spec: { fenceState: 'Unfenced' },
+          },
+          FIELD_MANAGER,
+        );
+        // The mark is owned by the peer that fenced: a merge patch with null removes the
+        // fields and their owners (only this clears S2's hold).
+        await rest.send({
+          method: 'PATCH',
+          path: nfPath(node, 'status'),
+          contentType: 'application/merge-patch+json',
+          body: { status: { phase: null, fencedBy: null, fencedAt: null } },
+        });
+        io.stdout(`nodefence/${node}: unfenced; its agent registers again on its next reconcile`);
+      } finally {
+        rest.close();
+      }
+    });
+
+  program
+    .command('status')
+    .description('nodes (key, phase, fence) and volumes (holder, last fence) as prfence recorded them')
+    .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
+    .option('--json', 'print {"nodes": [...], "volumes": [...]}')
+    .action(async (o: { kubeconfig?: string; json?: boolean }) => {
+      const rest = await connect(o.kubeconfig);
+      try {
+        const [nfs, vrs] = await Promise.all([
+          rest.get<{ items: NodeFence[] }>(nfPath()),
+          rest.get<{ items: VolumeReservation[] }>(
+            clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural),
+          ),
+        ]);
+        const nodes = nfs.items.map((n) => ({
+          node: n.metadata.name,
+          key: n.status?.key ?? null,
+          phase: n.status?.phase ?? null,
+          fenceState: n.spec?.fenceState ?? 'Unfenced',
+          volumes: n.status?.volumes ?? 0,
+          fencedBy: n.status?.fencedBy ?? null,
+          fencedAt: n.status?.fencedAt ?? null,
+        }));
+        const volumes = vrs.items.map((v) => ({
+          volume: v.metadata.name,
+          device: v.status?.device?.identity ?? null,
+          type: v.status?.reservationType ?? null,
+          holder: v.status?.holder?.node ?? v.status?.holder?.key ?? null,
+          registrants: (v.status?.registrants ?? []).map((r) => r.node),
+          lastFenced: v.status?.lastFence?.victimNode ?? v.status?.lastFence?.victimKey ?? null,
+          fencedBy: v.status?.lastFence?.by ?? null,
+          fencedAt: v.status?.lastFence?.at ?? null,
+        }));
+        if (o.json) {
+          io.stdout(JSON.stringify({ nodes, volumes }));
+          return;
+        }
+        const s = (x: unknown) => (x === null || x === undefined ? '-' : String(x));
+        for (const l of table([
+          ['NODE', 'KEY', 'PHASE', 'FENCE', 'VOLUMES', 'FENCED-BY', 'FENCED-AT'],
+          ...nodes.map((n) => [
+            n.node,
+            s(n.key),
+            s(n.phase),
+            n.fenceState,
+            String(n.volumes),
+            s(n.fencedBy),
+            s(n.fencedAt),
+          ]),
+        ]))
+          io.stdout(l);
+        io.stdout('');
+        for (const l of table([
+          ['VOLUME', 'DEVICE', 'TYPE', 'HOLDER', 'REGISTRANTS', 'LAST-FENCED', 'FENCED-BY', 'FENCED-AT'],
+          ...volumes.map((v) => [
+            v.volume,
+            s(v.device),
+            s(v.type),
+            s(v.holder),
+            v.registrants.join(',') || '-',
+            s(v.lastFenced),
+            s(v.fencedBy),
+            s(v.fencedAt),
+          ]),
+        ]))
+          io.stdout(l);
+      } finally {
+        rest.close();
+      }
+    });
+}

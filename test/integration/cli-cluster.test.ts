@@ -1,0 +1,86 @@
+/**
+ * `prfence fence`, `unfence` and `status` against the real API server, with two agents on
+ * a memory LU: a fence request removes the node's key and holds it off (S2); unfence lets
+ * it register again; status shows both. The CLI runs in-process (runCli), as main.ts does.
+ */
+import { inject, afterAll, describe, expect, it } from 'vitest';
+import { registerClusterCommands } from '../../src/cli/cluster-command.js';
+import { runCli } from '../../src/cli/program.js';
+import { eventually } from '../envtest/kube.js';
+import { Cluster } from './agent-harness.js';
+
+async function cli(...argv: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runCli(argv, { stdout: (l) => out.push(l), stderr: (l) => err.push(l) }, [
+    registerClusterCommands,
+  ]);
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+describe('prfence fence / unfence / status', () => {
+  const c = new Cluster();
+  const kc = inject('kubeconfigPath');
+  afterAll(async () => {
+    await c.stopAll();
+  });
+
+  it('fence -> peers remove the key and it stays off; status shows it; unfence -> registered again', async () => {
+    const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
+    const { name: pv, lu } = await c.pv();
+    const a = await c.startAgent(na);
+    const b = await c.startAgent(nb);
+    await c.attach(pv, na);
+    await c.attach(pv, nb);
+    await eventually(() => lu.state().registrations.length === 2, { timeoutMs: 20_000 });
+
+    const fence = await cli('fence', na, '--reason', 'node lost its heartbeat', '--kubeconfig', kc);
+    expect(fence, fence.err).toMatchObject({ code: 0 });
+    expect(fence.out).toContain(`nodefence/${na}: fence requested`);
+    await eventually(() => !lu.state().registrations.some((r) => r.key === a.key), { timeoutMs: 20_000 });
+    expect(lu.write(na)).toBe('refused');
+    expect((await c.nodeFence(na)).spec).toMatchObject({
+      fenceState: 'Fenced',
+      reason: 'node lost its heartbeat',
+      requestedBy: expect.stringMatching(/^prfence-cli\//) as string,
+    });
+
+    const status = await eventually(async () => {
+      const s = await cli('status', '--json', '--kubeconfig', kc);
+      const j = JSON.parse(s.out) as {
+        nodes: { node: string; phase: string | null; fenceState: string }[];
+        volumes: { volume: string; lastFenced: string | null; holder: string | null }[];
+      };
+      const n = j.nodes.find((x) => x.node === na);
+      const v = j.volumes.find((x) => x.volume === pv);
+      if (n?.phase !== 'Fenced' || v?.lastFenced !== na) throw new Error(`not yet: ${s.out}`);
+      return { n, v };
+    });
+    expect(status.n.fenceState).toBe('Fenced');
+    expect(status.v.holder).toBe(nb);
+    const text = await cli('status', '--kubeconfig', kc);
+    expect(text.out).toMatch(new RegExp(`^${na}\\s+[0-9a-f]{16}\\s+Fenced\\s+Fenced`, 'm'));
+    expect(text.out).toMatch(new RegExp(`^${pv}\\s+\\S+\\s+write-exclusive-reg-only\\s+${nb}\\s`, 'm'));
+
+    // Held off while fenced (S2), registered again after unfence.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(lu.state().registrations.some((r) => r.key === a.key)).toBe(false);
+    const unfence = await cli('unfence', na, '--kubeconfig', kc);
+    expect(unfence, unfence.err).toMatchObject({ code: 0 });
+    await eventually(() => lu.state().registrations.some((r) => r.key === a.key), { timeoutMs: 20_000 });
+    expect(lu.write(na)).toBe('ok');
+    expect(b.key).not.toBe(a.key);
+  });
+
+  it('bad use -> one clear line and a usage or API exit code, nothing written', async () => {
+    const noReason = await cli('fence', 'node-x', '--kubeconfig', kc);
+    expect(noReason.code).toBe(2);
+    expect(noReason.err).toContain("required option '--reason <text>' not specified");
+    const unknown = await cli('unfence', 'no-such-node', '--kubeconfig', kc);
+    expect(unknown.code).toBe(5);
+    expect(unknown.err).toMatch(/^prfence: kube API 404: .*"no-such-node" not found$/);
+    const badKc = await cli('status', '--kubeconfig', '/nonexistent/kubeconfig');
+    expect(badKc.code).toBe(2);
+    expect(badKc.err).toMatch(/^prfence: kubeconfig \/nonexistent\/kubeconfig: /);
+  });
+});
