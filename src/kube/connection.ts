@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
-import { parse } from 'yaml';
+import { createRequire } from 'node:module';
 
 export interface KubeConnection {
   /** https://host:port (or http:// for a local test server). */
@@ -57,9 +57,19 @@ interface Named<T> {
   value?: T;
 }
 
+/**
+ * JSON is YAML too: a JSON document is parsed without loading the YAML parser, which an
+ * in-cluster agent never needs (it costs resident memory).
+ */
+function parseKubeconfigText(text: string): unknown {
+  if (text.trimStart().startsWith('{')) return JSON.parse(text);
+  const { parse } = createRequire(import.meta.url)('yaml') as typeof import('yaml');
+  return parse(text);
+}
+
 /** Parses a kubeconfig document; relative file paths resolve against `baseDir`. */
 export function connectionFromKubeconfig(text: string, baseDir = '.', context?: string): KubeConnection {
-  const doc = (parse(text) ?? {}) as Record<string, unknown>;
+  const doc = (parseKubeconfigText(text) ?? {}) as Record<string, unknown>;
   const list = (k: string) => (Array.isArray(doc[k]) ? (doc[k] as Named<unknown>[]) : []);
   const ctxName = context ?? (doc['current-context'] as string | undefined);
   const ctx = list('contexts').find((c) => c.name === ctxName)?.context as
