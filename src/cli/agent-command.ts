@@ -79,8 +79,8 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             workers: cfg.workers,
             resyncMs: cfg.resyncMs,
             ...(cfg.clusterId ? { clusterId: cfg.clusterId } : {}),
-            openDevice: (identity) =>
-              KoffiPrDevice.open(resolveDevice(identity), {
+            openDevice: async (identity) =>
+              KoffiPrDevice.open(await resolveDevice(identity), {
                 timeoutMs: cfg.ioctlTimeoutMs,
                 maxInFlight: cfg.maxInFlight,
               }),

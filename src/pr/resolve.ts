@@ -15,9 +15,9 @@
  * Several paths to one logical unit under dm-multipath resolve to the multipath device
  * (the kernel passes PR commands to every path). Several paths without one are refused
  * as ambiguous: a registration through one path would not cover the others.
- * Synchronous file reads of sysfs only (no device I/O): they never block on storage.
+ * Asynchronous reads of sysfs and /dev links only (no device I/O, nothing on the event loop).
  */
-import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
+import { access, readFile, readdir, realpath } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
 export type ResolveFailure = 'bad-identity' | 'not-found' | 'ambiguous';
@@ -90,31 +90,26 @@ function idMatches(want: string, have: string): boolean {
   return wx === hx || wx === `3${hx}` || wx === `2${hx}`;
 }
 
-function read(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8').trim();
-  } catch {
-    return undefined;
-  }
-}
-
-function list(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
-
-/** The dm-multipath device over a path device, if any. */
-function multipathOf(sysfs: string, name: string): string | undefined {
-  return list(join(sysfs, 'block', name, 'holders')).find((h) =>
-    read(join(sysfs, 'block', h, 'dm', 'uuid'))?.startsWith('mpath-'),
+async function read(path: string): Promise<string | undefined> {
+  return readFile(path, 'utf8').then(
+    (t) => t.trim(),
+    () => undefined,
   );
 }
 
+async function list(dir: string): Promise<string[]> {
+  return readdir(dir).catch(() => []);
+}
+
+/** The dm-multipath device over a path device, if any. */
+async function multipathOf(sysfs: string, name: string): Promise<string | undefined> {
+  for (const h of await list(join(sysfs, 'block', name, 'holders')))
+    if ((await read(join(sysfs, 'block', h, 'dm', 'uuid')))?.startsWith('mpath-')) return h;
+  return undefined;
+}
+
 /** Resolves an identity to one block device path of this node, or throws DeviceResolutionError. */
-export function resolveDevice(identity: string, opts: ResolveOptions = {}): string {
+export async function resolveDevice(identity: string, opts: ResolveOptions = {}): Promise<string> {
   const sysfs = opts.sysfs ?? '/sys';
   const dev = opts.dev ?? '/dev';
   const p = parseIdentity(identity);
@@ -122,27 +117,28 @@ export function resolveDevice(identity: string, opts: ResolveOptions = {}): stri
   let names: string[];
   if (p.kind === 'by-path') {
     const dir = join(dev, 'disk', 'by-path');
-    names = list(dir)
-      .filter((l) => l.endsWith(p.suffix))
-      .flatMap((l) => {
-        try {
-          return [basename(realpathSync(join(dir, l)))];
-        } catch {
-          return [];
-        }
-      });
+    const links = (await list(dir)).filter((l) => l.endsWith(p.suffix));
+    const targets = await Promise.all(links.map((l) => realpath(join(dir, l)).catch(() => undefined)));
+    names = targets.flatMap((t) => (t ? [basename(t)] : []));
   } else {
-    names = list(join(sysfs, 'block')).filter((name) => {
-      if (/^(loop|ram|zram|dm-|md|sr)/.test(name)) return false;
-      const b = join(sysfs, 'block', name);
-      const ids =
-        p.kind === 'nguid'
-          ? [read(join(b, 'nguid'))]
-          : [read(join(b, 'device', 'wwid')), read(join(b, 'wwid'))];
-      return ids.some((id) => id !== undefined && idMatches(p.value, id));
-    });
+    const candidates = (await list(join(sysfs, 'block'))).filter(
+      (n) => !/^(loop|ram|zram|dm-|md|sr)/.test(n),
+    );
+    const matches = await Promise.all(
+      candidates.map(async (name) => {
+        const b = join(sysfs, 'block', name);
+        const ids =
+          p.kind === 'nguid'
+            ? [await read(join(b, 'nguid'))]
+            : [await read(join(b, 'device', 'wwid')), await read(join(b, 'wwid'))];
+        return ids.some((id) => id !== undefined && idMatches(p.value, id));
+      }),
+    );
+    names = candidates.filter((_, i) => matches[i]);
   }
-  const devices = [...new Set(names.map((n) => multipathOf(sysfs, n) ?? n))].sort();
+  const devices = [
+    ...new Set(await Promise.all(names.map(async (n) => (await multipathOf(sysfs, n)) ?? n))),
+  ].sort();
   if (devices.length === 0)
     throw new DeviceResolutionError('not-found', identity, `no local block device has identity ${identity}`);
   if (devices.length > 1)
@@ -152,7 +148,13 @@ export function resolveDevice(identity: string, opts: ResolveOptions = {}): stri
       `identity ${identity} matches ${devices.map((d) => join(dev, d)).join(', ')} without a multipath device over them`,
     );
   const path = join(dev, devices[0]!);
-  if (!existsSync(path) && p.kind !== 'by-path')
+  if (
+    p.kind !== 'by-path' &&
+    !(await access(path).then(
+      () => true,
+      () => false,
+    ))
+  )
     throw new DeviceResolutionError(
       'not-found',
       identity,

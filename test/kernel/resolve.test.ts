@@ -12,9 +12,9 @@ import { describe, expect, it } from 'vitest';
 import { DeviceResolutionError, resolveDevice } from '../../src/pr/resolve.js';
 import { kernelTopologySpecs } from '../contract/kernel-topology.js';
 
-function ambiguousPaths(identity: string): string[] {
+async function ambiguousPaths(identity: string): Promise<string[]> {
   try {
-    return [resolveDevice(identity)];
+    return [await resolveDevice(identity)];
   } catch (e) {
     if (!(e instanceof DeviceResolutionError)) throw e;
     expect(e.reason, e.message).toBe('ambiguous');
@@ -37,19 +37,19 @@ for (const spec of kernelTopologySpecs()) {
 
     it.runIf(wwid !== undefined)(
       'the WWID of one path -> every path of that logical unit, refused as ambiguous without multipath',
-      () => {
+      async () => {
         expect(wwid).toMatch(spec.kind === 'scsi' ? /^(naa|eui|t10)\./ : /^(eui|uuid|nvme)\./);
-        expect(ambiguousPaths(`wwid:${wwid}`).sort()).toEqual([...spec.devices].sort());
+        expect((await ambiguousPaths(`wwid:${wwid}`)).sort()).toEqual([...spec.devices].sort());
       },
     );
 
-    it.runIf(spec.kind === 'nvme')('the NGUID of the namespace -> the same paths', () => {
+    it.runIf(spec.kind === 'nvme')('the NGUID of the namespace -> the same paths', async () => {
       const nguid = sys(spec.devices[0]!, 'nguid');
-      expect(ambiguousPaths(`nguid:${nguid}`).sort()).toEqual([...spec.devices].sort());
+      expect((await ambiguousPaths(`nguid:${nguid}`)).sort()).toEqual([...spec.devices].sort());
     });
 
-    it('an identity no device has -> not-found (retried by the agent, not a crash)', () => {
-      expect(() => resolveDevice('wwid:naa.60014050000000000000000000000000')).toThrow(
+    it('an identity no device has -> not-found (retried by the agent, not a crash)', async () => {
+      await expect(resolveDevice('wwid:naa.60014050000000000000000000000000')).rejects.toThrow(
         expect.objectContaining({ reason: 'not-found' }),
       );
     });

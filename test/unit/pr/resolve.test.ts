@@ -21,9 +21,9 @@ function fakeRoot(files: Record<string, string>, links: Record<string, string> =
 const LIO = 'naa.6001405f7b1a2c3d4e5f60718293a4b5';
 const NGUID = '6f1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8';
 
-function reason(f: () => unknown): string | undefined {
+async function reason(f: () => Promise<unknown>): Promise<string | undefined> {
   try {
-    f();
+    await f();
     return undefined;
   } catch (e) {
     return e instanceof DeviceResolutionError ? e.reason : `other: ${String(e)}`;
@@ -45,38 +45,38 @@ describe('device resolution (sysfs, by-path)', () => {
     { 'dev/disk/by-path/pci-0000:05:00.0-fc-0x500a0981891b8dc5-lun-3': 'dev/sdb' },
   );
 
-  it('a path -> used as is', () => {
-    expect(resolveDevice('/dev/mapper/x', tree)).toBe('/dev/mapper/x');
+  it('a path -> used as is', async () => {
+    expect(await resolveDevice('/dev/mapper/x', tree)).toBe('/dev/mapper/x');
   });
 
-  it('wwid: SCSI VPD 0x83 in any spelling (naa. prefix, udev type digit, upper case) -> the one device', () => {
+  it('wwid: SCSI VPD 0x83 in any spelling (naa. prefix, udev type digit, upper case) -> the one device', async () => {
     for (const id of [`wwid:${LIO}`, 'wwid:36001405f7b1a2c3d4e5f60718293a4b5', `wwn:${LIO.toUpperCase()}`])
-      expect(resolveDevice(id, tree)).toBe(join(tree.dev, 'sda'));
+      expect(await resolveDevice(id, tree)).toBe(join(tree.dev, 'sda'));
   });
 
-  it('NVMe wwid and NGUID (with or without dashes) -> the namespace', () => {
-    expect(resolveDevice('wwid:eui.0011223344556677', tree)).toBe(join(tree.dev, 'nvme0n1'));
-    expect(resolveDevice(`nguid:${NGUID.replace(/-/g, '')}`, tree)).toBe(join(tree.dev, 'nvme0n1'));
+  it('NVMe wwid and NGUID (with or without dashes) -> the namespace', async () => {
+    expect(await resolveDevice('wwid:eui.0011223344556677', tree)).toBe(join(tree.dev, 'nvme0n1'));
+    expect(await resolveDevice(`nguid:${NGUID.replace(/-/g, '')}`, tree)).toBe(join(tree.dev, 'nvme0n1'));
     // An NGUID is not matched against SCSI WWIDs and the other way round.
-    expect(reason(() => resolveDevice(`nguid:${LIO.slice(4)}`, tree))).toBe('not-found');
+    expect(await reason(() => resolveDevice(`nguid:${LIO.slice(4)}`, tree))).toBe('not-found');
   });
 
-  it('in-tree FC target WWN + LUN -> the by-path link target', () => {
-    expect(resolveDevice('fc:500a0981891b8dc5/lun/3', tree)).toBe(join(tree.dev, 'sdb'));
-    expect(reason(() => resolveDevice('fc:500a0981891b8dc5/lun/4', tree))).toBe('not-found');
+  it('in-tree FC target WWN + LUN -> the by-path link target', async () => {
+    expect(await resolveDevice('fc:500a0981891b8dc5/lun/3', tree)).toBe(join(tree.dev, 'sdb'));
+    expect(await reason(() => resolveDevice('fc:500a0981891b8dc5/lun/4', tree))).toBe('not-found');
   });
 
-  it('in-tree iSCSI portal (default port 3260) + IQN + LUN -> the by-path link target', () => {
+  it('in-tree iSCSI portal (default port 3260) + IQN + LUN -> the by-path link target', async () => {
     const t = fakeRoot(
       { 'dev/sdc': '' },
       { 'dev/disk/by-path/ip-10.0.0.5:3260-iscsi-iqn.2003-01.org.linux-iscsi.t:sn.1-lun-0': 'dev/sdc' },
     );
-    expect(resolveDevice('iscsi:10.0.0.5/iqn.2003-01.org.linux-iscsi.t:sn.1/lun/0', t)).toBe(
+    expect(await resolveDevice('iscsi:10.0.0.5/iqn.2003-01.org.linux-iscsi.t:sn.1/lun/0', t)).toBe(
       join(t.dev, 'sdc'),
     );
   });
 
-  it('two paths under dm-multipath -> the multipath device; two paths without one -> ambiguous', () => {
+  it('two paths under dm-multipath -> the multipath device; two paths without one -> ambiguous', async () => {
     const mp = fakeRoot({
       'sys/block/sdc/device/wwid': LIO,
       'sys/block/sdd/device/wwid': LIO,
@@ -85,19 +85,19 @@ describe('device resolution (sysfs, by-path)', () => {
       'sys/block/dm-2/dm/uuid': 'mpath-36001405f7b1a2c3d4e5f60718293a4b5',
       'dev/dm-2': '',
     });
-    expect(resolveDevice(`wwid:${LIO}`, mp)).toBe(join(mp.dev, 'dm-2'));
+    expect(await resolveDevice(`wwid:${LIO}`, mp)).toBe(join(mp.dev, 'dm-2'));
     const two = fakeRoot({ 'sys/block/sdc/device/wwid': LIO, 'sys/block/sdd/device/wwid': LIO });
-    expect(reason(() => resolveDevice(`wwid:${LIO}`, two))).toBe('ambiguous');
+    expect(await reason(() => resolveDevice(`wwid:${LIO}`, two))).toBe('ambiguous');
   });
 
-  it('a holder that is not multipath (e.g. LVM) -> the path device itself', () => {
+  it('a holder that is not multipath (e.g. LVM) -> the path device itself', async () => {
     const lvm = fakeRoot({
       'sys/block/sde/device/wwid': LIO,
       'sys/block/sde/holders/dm-0': '',
       'sys/block/dm-0/dm/uuid': 'LVM-abc',
       'dev/sde': '',
     });
-    expect(resolveDevice(`wwid:${LIO}`, lvm)).toBe(join(lvm.dev, 'sde'));
+    expect(await resolveDevice(`wwid:${LIO}`, lvm)).toBe(join(lvm.dev, 'sde'));
   });
 
   it.each([
@@ -107,7 +107,7 @@ describe('device resolution (sysfs, by-path)', () => {
     'fc:nothex/lun/1',
     'iscsi:10.0.0.1/lun/0',
     'serial:ABC',
-  ])('malformed identity %s -> bad-identity', (id) => {
-    expect(reason(() => resolveDevice(id, tree))).toBe('bad-identity');
+  ])('malformed identity %s -> bad-identity', async (id) => {
+    expect(await reason(() => resolveDevice(id, tree))).toBe('bad-identity');
   });
 });
