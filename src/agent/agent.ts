@@ -221,7 +221,7 @@ export class Agent {
       trigger(pv);
     };
     const onNodeChange = (name: string) => {
-      for (const va of this.#va.byIndex('node', name)) trigger(pvOf(va) ?? '');
+      for (const pv of this.#pvsOf(name)) trigger(pv);
       if (name === this.node) for (const pv of this.#touched) trigger(pv);
     };
     this.#va = startInformer<V1VolumeAttachment>({
@@ -229,7 +229,7 @@ export class Agent {
       log,
       path: '/apis/storage.k8s.io/v1/volumeattachments',
       transform: slim.volumeAttachment,
-      indexes: { pv: (va) => [pvOf(va) ?? ''], node: (va) => [va.spec.nodeName] },
+      indexes: { pv: (va) => (pvOf(va) ? [pvOf(va)!] : []), node: (va) => [va.spec.nodeName] },
       handlers: { onAdd: onVa, onUpdate: onVa, onDelete: onVa },
     });
     this.#pv = startInformer<V1PersistentVolume>({
@@ -277,7 +277,7 @@ export class Agent {
     await Promise.all(this.#informers.map((i) => i.synced));
     const resync = this.#o.resyncMs ?? 30_000;
     this.#resync = setInterval(() => {
-      for (const va of this.#va.byIndex('node', this.node)) this.#queue.add(pvOf(va) ?? '');
+      for (const pv of this.#pvsOf(this.node)) this.#queue.add(pv);
       for (const pv of this.#touched) this.#queue.add(pv);
     }, resync);
     this.#resync.unref();
@@ -309,6 +309,11 @@ export class Agent {
         })(),
       );
     }
+  }
+
+  /** PVs attached (or attaching) to a node: an index lookup. */
+  #pvsOf(node: string): Set<string> {
+    return new Set(this.#va.byIndex('node', node).flatMap((va) => pvOf(va) ?? []));
   }
 
   #caches(): ClusterCaches {

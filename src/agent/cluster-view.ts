@@ -69,11 +69,6 @@ export function knownKeys(c: ClusterCaches): NodeKey[] {
   });
 }
 
-/** PVs with a VolumeAttachment on `node` (fencing that node touches these). */
-export function pvsOfNode(node: string, vas: readonly V1VolumeAttachment[]): string[] {
-  return [...new Set(vas.filter((v) => v.spec.nodeName === node).flatMap((v) => pvOf(v) ?? []))];
-}
-
 /**
  * What the agent keeps of each object (informer transforms): only the fields it reads.
  * managedFields, status details and everything else are dropped before caching.
