@@ -5,7 +5,9 @@
  * path (/run/prfence-dev/vol) leads to its own initiator of one logical unit, as two
  * machines would see one LUN. The test moves the VolumeAttachment from node-a (its agent
  * stopped with SIGSTOP: a partitioned node whose I/O path still works) to node-b and shows
- * node-a's write refused by the kernel while node-b writes.
+ * node-a's write refused by the kernel while node-b writes. It runs once per topology
+ * where PREEMPT AND ABORT works (LIO over iSCSI, nvmet over loop), against one API server,
+ * with node, PV and VolumeAttachment names of that topology's own.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -56,14 +58,25 @@ async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | u
 const specs = kernelTopologySpecs().filter((s) => !s.readMethod);
 const runnable = specs.filter((s) => !s.limitations.includes('preempt-abort-hangs'));
 
+type Agent = { node: string; proc: ChildProcess; log: string };
+
+/** SIGCONT + SIGTERM, then waits for the exit (the next topology's agents start clean). */
+async function stopAgent(a: Agent): Promise<void> {
+  if (a.proc.exitCode !== null || a.proc.signalCode !== null) return;
+  const exited = new Promise((r) => a.proc.once('exit', r));
+  a.proc.kill('SIGCONT');
+  a.proc.kill('SIGTERM');
+  const t = setTimeout(() => a.proc.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(t);
+}
+
 describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel', () => {
   for (const s of specs.filter((x) => !runnable.includes(x))) {
     it.skip(`${s.name}: skipped, PREEMPT AND ABORT hangs this target`, () => {});
   }
-  const spec = runnable[0] as KernelTopologySpec;
   let cp: ControlPlane;
-  const agents: { node: string; proc: ChildProcess; log: string }[] = [];
-  let observer: PrDevice;
+  const agents: Agent[] = [];
 
   const startAgent = (node: string, device: string) => {
     const log = join(tmpdir(), `prfence-agent-${node}.log`);
@@ -79,20 +92,18 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
     });
     proc.stdout?.pipe(out);
     proc.stderr?.pipe(out);
-    agents.push({ node, proc, log });
-    return proc;
+    const agent = { node, proc, log };
+    agents.push(agent);
+    return agent;
   };
-  const tails = () =>
-    agents
+  const tails = (of: Agent[]) =>
+    of
       .filter((a) => existsSync(a.log))
       .map((a) => `--- ${a.node} ---\n${readFileSync(a.log, 'utf8').split('\n').slice(-25).join('\n')}`)
       .join('\n');
 
   beforeAll(async () => {
     mkdirSync('/run/prfence-dev', { recursive: true });
-    observer = await KoffiPrDevice.open(spec.devices[2]!, { timeoutMs: 20_000 });
-    await observer.registerAndIgnore(RESET_KEY);
-    await observer.clear(RESET_KEY);
     const t0 = Date.now();
     cp = await startControlPlane({ readyTimeoutMs: 420_000 });
     const kc = cp.adminKubeConfig();
@@ -101,124 +112,136 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
   }, 900_000);
 
   afterAll(async () => {
-    for (const a of agents) {
-      a.proc.kill('SIGCONT');
-      a.proc.kill('SIGTERM');
-    }
-    await observer?.close();
+    for (const a of agents) await stopAgent(a);
     await cp?.stop();
   }, 120_000);
 
-  it(
-    `${spec?.name}: VolumeAttachment moves a -> b; node-a's write is refused by the kernel`,
-    {
-      timeout: 900_000,
-    },
-    async () => {
-      const kc = cp.adminKubeConfig();
-      const core = kc.makeApiClient(CoreV1Api);
-      const storage = kc.makeApiClient(StorageV1Api);
-      const rest = new RestClient(kc);
-      const nf = (n: string) => rest.get<NodeFence>(clusterObjectPath(GROUP, VERSION, NODE_FENCE.plural, n));
-      const [devA, devB] = spec.devices as [string, string];
-      for (const name of ['node-a', 'node-b']) await core.createNode({ body: { metadata: { name } } });
-      await core.createPersistentVolume({
-        body: {
-          metadata: { name: 'pv-e2e', annotations: { [DEVICE_ANNOTATION]: DEVICE_PATH } },
-          spec: {
-            capacity: { storage: '32Mi' },
-            accessModes: ['ReadWriteOnce'],
-            csi: { driver: 'e2e.csi.prfence.io', volumeHandle: 'pv-e2e' },
-          },
+  for (const spec of runnable) {
+    // Names of this topology's own (one API server for all): <topology>-a, <topology>-b.
+    const [nodeA, nodeB, pv] = [`${spec.name}-a`, `${spec.name}-b`, `pv-${spec.name}`];
+    it(
+      `${spec.name}: VolumeAttachment moves ${nodeA} -> ${nodeB}; ${nodeA}'s write is refused by the kernel, ${nodeB} writes`,
+      { timeout: 900_000 },
+      async () => {
+        const observer = await KoffiPrDevice.open(spec.devices[2]!, { timeoutMs: 20_000 });
+        await observer.registerAndIgnore(RESET_KEY);
+        await observer.clear(RESET_KEY);
+        const mine: Agent[] = [];
+        try {
+          await failover(spec, observer, mine, nodeA, nodeB, pv);
+        } catch (e) {
+          console.log(tails(mine));
+          throw e;
+        } finally {
+          for (const a of mine) await stopAgent(a);
+          await observer.close();
+        }
+      },
+    );
+  }
+
+  async function failover(
+    spec: KernelTopologySpec,
+    observer: PrDevice,
+    mine: Agent[],
+    nodeA: string,
+    nodeB: string,
+    pv: string,
+  ): Promise<void> {
+    const kc = cp.adminKubeConfig();
+    const core = kc.makeApiClient(CoreV1Api);
+    const storage = kc.makeApiClient(StorageV1Api);
+    const rest = new RestClient(kc);
+    const nf = (n: string) => rest.get<NodeFence>(clusterObjectPath(GROUP, VERSION, NODE_FENCE.plural, n));
+    const vrOf = () =>
+      rest.get<VolumeReservation>(clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, pv));
+    const [devA, devB] = spec.devices as [string, string];
+    for (const name of [nodeA, nodeB]) await core.createNode({ body: { metadata: { name } } });
+    await core.createPersistentVolume({
+      body: {
+        metadata: { name: pv, annotations: { [DEVICE_ANNOTATION]: DEVICE_PATH } },
+        spec: {
+          capacity: { storage: '32Mi' },
+          accessModes: ['ReadWriteOnce'],
+          csi: { driver: 'e2e.csi.prfence.io', volumeHandle: pv },
         },
-      });
-      const va = (node: string) => ({
-        metadata: { name: `va-${node}` },
-        spec: { attacher: 'e2e.csi.prfence.io', nodeName: node, source: { persistentVolumeName: 'pv-e2e' } },
-      });
-      await storage.createVolumeAttachment({ body: va('node-a') });
-      const agentA = startAgent('node-a', devA);
-      startAgent('node-b', devB);
+      },
+    });
+    const va = (node: string) => ({
+      metadata: { name: `va-${node}` },
+      spec: { attacher: 'e2e.csi.prfence.io', nodeName: node, source: { persistentVolumeName: pv } },
+    });
+    await storage.createVolumeAttachment({ body: va(nodeA) });
+    const agentA = startAgent(nodeA, devA);
+    mine.push(agentA, startAgent(nodeB, devB));
 
-      try {
-        // node-a's agent registers and reserves: the device itself says so.
-        const keyA = await until('node-a key in NodeFence', 300_000, async () => {
-          const k = (await nf('node-a')).status?.key;
-          return k ? parseKey(k) : undefined;
-        });
-        await until('node-a holds the reservation', 300_000, async () => {
-          const r = await observer.readReservation();
-          return r.key === keyA && r.type === 'write-exclusive-reg-only' ? r : undefined;
-        });
-        expect(await directWrite(devA)).toBe('ok');
-        expect(await directWrite(devB)).toBe('refused'); // not registered: WERO refuses it
+    // node A's agent registers and reserves: the device itself says so.
+    const keyA = await until(`${nodeA} key in NodeFence`, 300_000, async () => {
+      const k = (await nf(nodeA)).status?.key;
+      return k ? parseKey(k) : undefined;
+    });
+    await until(`${nodeA} holds the reservation`, 300_000, async () => {
+      const r = await observer.readReservation();
+      return r.key === keyA && r.type === 'write-exclusive-reg-only' ? r : undefined;
+    });
+    expect(await directWrite(devA)).toBe('ok');
+    expect(await directWrite(devB)).toBe('refused'); // not registered: WERO refuses it
 
-        // node-a is partitioned: its agent cannot act, its I/O path still works.
-        agentA.kill('SIGSTOP');
-        await storage.deleteVolumeAttachment({ name: 'va-node-a' });
-        const t0 = Date.now();
-        await storage.createVolumeAttachment({ body: va('node-b') });
-        const keyB = await until('node-b key in NodeFence', 300_000, async () => {
-          const k = (await nf('node-b')).status?.key;
-          return k ? parseKey(k) : undefined;
-        });
-        await until('node-a key gone, node-b holds the reservation', 300_000, async () => {
-          const [keys, r] = [await observer.readKeys(), await observer.readReservation()];
-          return !keys.keys.includes(keyA) && r.key === keyB ? true : undefined;
-        });
-        console.log(
-          `failover on ${spec.name}: VolumeAttachment created -> ${formatKey(keyA)} gone, ${formatKey(keyB)} holds: ${Date.now() - t0} ms`,
-        );
+    // node A is partitioned: its agent cannot act, its I/O path still works.
+    agentA.proc.kill('SIGSTOP');
+    await storage.deleteVolumeAttachment({ name: `va-${nodeA}` });
+    const t0 = Date.now();
+    await storage.createVolumeAttachment({ body: va(nodeB) });
+    const keyB = await until(`${nodeB} key in NodeFence`, 300_000, async () => {
+      const k = (await nf(nodeB)).status?.key;
+      return k ? parseKey(k) : undefined;
+    });
+    await until(`${nodeA} key gone, ${nodeB} holds the reservation`, 300_000, async () => {
+      const [keys, r] = [await observer.readKeys(), await observer.readReservation()];
+      return !keys.keys.includes(keyA) && r.key === keyB ? true : undefined;
+    });
+    console.log(
+      `failover on ${spec.name}: VolumeAttachment created -> ${formatKey(keyA)} gone, ${formatKey(keyB)} holds: ${Date.now() - t0} ms`,
+    );
 
-        // The point of it all: the kernel refuses the stale node's write.
-        expect(await directWrite(devA)).toBe('refused');
-        expect(await directWrite(devB)).toBe('ok');
+    // The point of it all: the kernel refuses the stale node's write.
+    expect(await directWrite(devA)).toBe('refused');
+    expect(await directWrite(devB)).toBe('ok');
 
-        const fenced = await until('NodeFence node-a Fenced', 120_000, async () => {
-          const o = await nf('node-a');
-          return o.status?.phase === 'Fenced' ? o : undefined;
-        });
-        expect(fenced.status?.fencedBy).toBe('node-b');
-        const vr = await until('VolumeReservation records node-b as holder', 120_000, async () => {
-          const o = await rest.get<VolumeReservation>(
-            clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, 'pv-e2e'),
-          );
-          return o.status?.holder?.node === 'node-b' && o.status.lastFence ? o : undefined;
-        });
-        expect(vr.status?.holder?.key).toBe(formatKey(keyB));
-        expect(vr.status?.lastFence).toMatchObject({ victimNode: 'node-a', by: 'node-b', result: 'Fenced' });
+    const fenced = await until(`NodeFence ${nodeA} Fenced`, 120_000, async () => {
+      const o = await nf(nodeA);
+      return o.status?.phase === 'Fenced' ? o : undefined;
+    });
+    expect(fenced.status?.fencedBy).toBe(nodeB);
+    const vr = await until(`VolumeReservation records ${nodeB} as holder`, 120_000, async () => {
+      const o = await vrOf();
+      return o.status?.holder?.node === nodeB && o.status.lastFence ? o : undefined;
+    });
+    expect(vr.status?.holder?.key).toBe(formatKey(keyB));
+    expect(vr.status?.lastFence).toMatchObject({ victimNode: nodeA, by: nodeB, result: 'Fenced' });
 
-        // S2 on the kernel: node-a's agent resumes, sees it was fenced, does not re-register.
-        const logBefore = readFileSync(agents[0]!.log, 'utf8').length;
-        agentA.kill('SIGCONT');
-        await until('node-a agent reconciled pv-e2e again', 120_000, async () =>
-          readFileSync(agents[0]!.log, 'utf8').slice(logBefore).includes('"msg":"reconciled"')
-            ? true
-            : undefined,
-        );
-        expect((await observer.readKeys()).keys).not.toContain(keyA);
-        expect(await directWrite(devA)).toBe('refused');
+    // S2 on the kernel: node A's agent resumes, sees it was fenced, does not re-register.
+    const logBefore = readFileSync(agentA.log, 'utf8').length;
+    agentA.proc.kill('SIGCONT');
+    await until(`${nodeA} agent reconciled ${pv} again`, 120_000, async () =>
+      readFileSync(agentA.log, 'utf8').slice(logBefore).includes('"msg":"reconciled"') ? true : undefined,
+    );
+    expect((await observer.readKeys()).keys).not.toContain(keyA);
+    expect(await directWrite(devA)).toBe('refused');
 
-        const get = spawnSync('kubectl', ['--kubeconfig', cp.kubeconfigPath, 'get', 'nf,vr', '-o', 'wide'], {
-          encoding: 'utf8',
-          timeout: 120_000,
-        });
-        console.log(`kubectl get nf,vr -o wide (in the guest):\n${get.stdout}${get.stderr}`);
-        expect(get.stdout).toMatch(/node-a\s+[0-9a-f]{16}\s+Fenced/);
-        // The late writer (node-a, resumed) settles on the device's answer: its registrants
-        // entry goes, and it never puts its old view (itself as holder) back.
-        const after = await until('node-a out of the registrants', 120_000, async () => {
-          const o = await rest.get<VolumeReservation>(
-            clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, 'pv-e2e'),
-          );
-          return o.status?.registrants?.some((r) => r.node === 'node-a') ? undefined : o;
-        });
-        expect(after.status?.holder?.node).toBe('node-b');
-        expect(after.status?.registrants?.map((r) => r.node)).toEqual(['node-b']);
-      } catch (e) {
-        console.log(tails());
-        throw e;
-      }
-    },
-  );
+    const get = spawnSync('kubectl', ['--kubeconfig', cp.kubeconfigPath, 'get', 'nf,vr', '-o', 'wide'], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    console.log(`kubectl get nf,vr -o wide (in the guest):\n${get.stdout}${get.stderr}`);
+    expect(get.stdout).toMatch(new RegExp(`${nodeA}\\s+[0-9a-f]{16}\\s+Fenced`));
+    // The late writer (node A, resumed) settles on the device's answer: its registrants
+    // entry goes, and it never puts its old view (itself as holder) back.
+    const after = await until(`${nodeA} out of the registrants`, 120_000, async () => {
+      const o = await vrOf();
+      return o.status?.registrants?.some((r) => r.node === nodeA) ? undefined : o;
+    });
+    expect(after.status?.holder?.node).toBe(nodeB);
+    expect(after.status?.registrants?.map((r) => r.node)).toEqual([nodeB]);
+  }
 });

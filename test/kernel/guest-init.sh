@@ -1,8 +1,9 @@
 #!/bin/busybox sh
 # /init of the QEMU guest (busybox initramfs built by test/kernel/run.mjs).
 # Loads the modules, builds kernel PR targets through configfs with three initiators on
-# one logical unit each, mounts the host's root read-only over 9p, and runs the kernel
-# vitest project of the repo from there (chroot), then powers off. Output goes to the
+# one logical unit each (LIO over iSCSI on the guest's loopback, LIO over tcm_loop, nvmet
+# over loop), mounts the host's root read-only over 9p, and runs the kernel vitest
+# project of the repo from there (chroot), then powers off. Output goes to the
 # serial console, which the host parses (lines starting with PRFENCE-); the vitest report
 # goes to the host through a second, writable 9p share.
 /bin/busybox --install -s /bin
@@ -80,18 +81,77 @@ fi
 # --- a block device without PR support (brd ram disk) -----------------------------------
 [ -e /dev/ram0 ] && NO_PR=/dev/ram0
 
-echo "PRFENCE-KERNEL $(uname -r)"
-echo "PRFENCE-TOPOLOGIES [$topologies]"
-
-ip link set lo up # the e2e test runs kube-apiserver and etcd on loopback
+# The iSCSI portal listens on loopback; the e2e test runs kube-apiserver and etcd there.
+ip link set lo up
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host || { echo "PRFENCE-RC 97"; poweroff -f; }
 mount -t proc p /host/proc; mount -t sysfs s /host/sys; mount -t devtmpfs d /host/dev
 mount -t tmpfs t /host/run; mkdir -p /host/run/home /host/run/tmp /host/run/out
 # The host's writable share for the vitest report (the console can garble long output).
 mount -t 9p -o trans=virtio,version=9p2000.L out /host/run/out || say "no out share: no test report"
-# LIO writes APTPL metadata under /var/target/pr, resolved in the chroot of the caller.
+# LIO writes APTPL metadata under /var/target/pr, resolved in the root of the process that
+# runs the PR OUT command: the ioctl caller's chroot for tcm_loop, the initramfs for the
+# iSCSI target's kernel threads (both roots have it).
 mount -t tmpfs t /host/var/target 2>/dev/null && mkdir -p /host/var/target/pr
+
+# --- LIO over iSCSI on the guest's loopback: one fileio LU, three sessions -> three /dev/sdX
+# The target portal is 127.0.0.1:3260 (generate_node_acls: any initiator name gets LUN 0);
+# the initiator is open-iscsi from the host's root (test/kernel/setup.sh installs it),
+# iscsid + iscsiadm run in the chroot with tmpfs state directories, and log in three times
+# through three ifaces with their own initiator names: three I_T nexuses to one LU.
+if [ "$MODE" != probe ] && [ -d $T ] && [ -e /mods/iscsi_target_mod.ko ] && [ -x /host/usr/sbin/iscsiadm ]; then
+  H=/host
+  dd if=/dev/zero of=/tmp/lun1.img bs=1M count=32 2>/dev/null
+  mkdir -p $T/core/fileio_1/lun1
+  echo "fd_dev_name=/tmp/lun1.img,fd_dev_size=33554432" >$T/core/fileio_1/lun1/control
+  echo 1 >$T/core/fileio_1/lun1/enable
+  IQN=iqn.2026-11.io.prfence:lun1
+  G=$T/iscsi/$IQN/tpgt_1
+  mkdir -p $G/lun/lun_0
+  ln -s $T/core/fileio_1/lun1 $G/lun/lun_0/lun1
+  mkdir $G/np/127.0.0.1:3260 || say "iSCSI portal 127.0.0.1:3260 failed"
+  echo 1 >$G/attrib/generate_node_acls; echo 1 >$G/attrib/cache_dynamic_acls
+  echo 0 >$G/attrib/demo_mode_write_protect; echo 0 >$G/attrib/authentication
+  echo 1 >$G/enable
+  mount -t tmpfs t $H/etc/iscsi && mount -t tmpfs t $H/var/lib/iscsi || say "no tmpfs for open-iscsi state"
+  mkdir -p $H/etc/iscsi/ifaces $H/etc/iscsi/nodes $H/etc/iscsi/send_targets $H/run/lock/iscsi
+  echo "InitiatorName=iqn.2026-11.io.prfence:default" >$H/etc/iscsi/initiatorname.iscsi
+  # No iscsid.startup (iscsid runs already); generous NOP-Out limits: the guest is emulated.
+  cat >$H/etc/iscsi/iscsid.conf <<-EOF
+	node.startup = manual
+	node.session.timeo.replacement_timeout = 20
+	node.conn[0].timeo.noop_out_interval = 10
+	node.conn[0].timeo.noop_out_timeout = 30
+	node.session.scan = auto
+	EOF
+  chroot $H /usr/sbin/iscsid -f -c /etc/iscsi/iscsid.conf -i /etc/iscsi/initiatorname.iscsi >/tmp/iscsid.log 2>&1 &
+  adm() { chroot $H /usr/sbin/iscsiadm "$@"; }
+  # iscsiadm -m session: 21 (no sessions) once iscsid answers, 20 (cannot connect) before.
+  i=0; while adm -m session >/dev/null 2>&1; [ $? -ne 21 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  isc=""
+  for i in 1 2 3; do
+    adm -m iface -I if$i -o new >/dev/null && adm -m iface -I if$i -o update -n iface.initiatorname -v iqn.2026-11.io.prfence:host-$i >/dev/null
+  done
+  adm -m discovery -t st -p 127.0.0.1 -I if1 -I if2 -I if3 >/dev/null || say "iSCSI discovery failed"
+  n0=$(ls -d /sys/block/sd* 2>/dev/null | wc -l)
+  for i in 1 2 3; do
+    adm -m node -T $IQN -p 127.0.0.1 -I if$i --login >/dev/null || say "iSCSI login through if$i failed"
+    wait_new "/sys/block/sd*" "$((n0 + i))"
+    for d in $(ls /sys/block | grep '^sd'); do
+      readlink -f /sys/block/$d | grep -q /session || continue
+      case " $isc " in *" /dev/$d "*) ;; *) isc="$isc /dev/$d" ;; esac
+    done
+  done
+  if [ "$(echo $isc | wc -w)" = 3 ]; then
+    # shellcheck disable=SC2086
+    add_topology lio-iscsi scsi "" $isc
+  else
+    say "iSCSI: $(echo $isc | wc -w) of 3 sessions gave a disk:$isc"; sed 's/^/PRFENCE-LOG iscsid: /' /tmp/iscsid.log
+  fi
+fi
+
+echo "PRFENCE-KERNEL $(uname -r)"
+echo "PRFENCE-TOPOLOGIES [$topologies]"
 if [ "$MODE" = bench ]; then
   chroot /host /usr/bin/env -i HOME=/run/home TMPDIR=/run/tmp PATH="$REPO/node_modules/.bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
     PRFENCE_KERNEL_TOPOLOGIES="[$topologies]" PRFENCE_BENCH_C_LOOP="$C_LOOP" \

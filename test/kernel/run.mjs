@@ -33,6 +33,9 @@ const MODULES = [
   ['sd_mod'],
   ['target_core_file'],
   ['tcm_loop'],
+  ['crc32c_generic'], // iscsi_target_mod's digests (a module on 6.1)
+  ['iscsi_target_mod'],
+  ['iscsi_tcp'],
   ['nvme_core', 'multipath=N'],
   ['nvmet'],
   ['nvme_loop'],

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the QEMU kernel suite needs and fetches two Debian kernels as plain files
+# Installs what the QEMU kernel suite needs (QEMU, busybox, open-iscsi for the guest's
+# iSCSI initiator, ...) and fetches two Debian kernels as plain files
 # (never installed): bookworm's newest 6.1 and sid's newest. Cached under
 # ~/.cache/prfence/kernels/<version>/ (vmlinuz + modules tree, depmod'ed). Idempotent.
 set -euo pipefail
@@ -10,7 +11,7 @@ kdir="$PRFENCE_CACHE/kernels"
 mkdir -p "$kdir"
 
 need=()
-for p in qemu-system-x86:qemu-system-x86_64 busybox-static:busybox cpio:cpio kmod:depmod xz-utils:xz sg3-utils:sg_persist dmsetup:dmsetup; do
+for p in qemu-system-x86:qemu-system-x86_64 busybox-static:busybox cpio:cpio kmod:depmod xz-utils:xz sg3-utils:sg_persist dmsetup:dmsetup open-iscsi:iscsiadm; do
   command -v "${p#*:}" >/dev/null || need+=("${p%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -18,7 +19,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # LIO stores PR metadata under /var/target/pr; the guest mounts a tmpfs there (needs the directory).
-mkdir -p /var/target
+# open-iscsi runs in the guest from this root (read-only 9p): its state directories are
+# tmpfs mount points there. Nothing iSCSI runs on this machine itself.
+mkdir -p /var/target /etc/iscsi /var/lib/iscsi
 
 extract() { # deb... -> dir
   local dir=$1
