@@ -10,6 +10,16 @@
 mount -t proc p /proc; mount -t sysfs s /sys; mount -t devtmpfs d /dev; mount -t tmpfs t /tmp
 . /prfence.conf
 say() { echo "PRFENCE-LOG $*"; }
+# Shortly before the host's time limit: what is stuck, and the kernel log (quiet otherwise).
+if [ -n "$WATCHDOG_S" ]; then
+  (
+    sleep "$WATCHDOG_S"
+    say "watchdog: still running after $WATCHDOG_S s; blocked tasks and the kernel log follow"
+    echo w >/proc/sysrq-trigger
+    dmesg | tail -n 250 | sed 's/^/PRFENCE-DMESG /'
+    [ -f /tmp/iscsid.log ] && tail -n 40 /tmp/iscsid.log | sed 's/^/PRFENCE-LOG iscsid: /'
+  ) &
+fi
 while read -r m params; do
   [ -n "$m" ] || continue
   # shellcheck disable=SC2086

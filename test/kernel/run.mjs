@@ -73,6 +73,9 @@ function modulesFor(root, ver) {
   return order;
 }
 
+/** Seconds after which the guest dumps its blocked tasks and kernel log (before the host's limit). */
+const watchdog = (limitMs) => Math.max(10, Math.round(limitMs / 1000) - 25);
+
 function buildInitramfs(kdir, ver, conf) {
   const work = mkdtempSync(join(tmpdir(), 'prfence-initrd-'));
   for (const d of ['bin', 'mods', 'proc', 'sys', 'dev', 'tmp', 'host', 'etc']) mkdirSync(join(work, d));
@@ -249,6 +252,7 @@ if (process.argv.includes('--bench')) {
     REPO: repo,
     MODE: 'bench',
     PROBE: '',
+    WATCHDOG_S: watchdog(SUITE_LIMIT_MS),
     VITEST_ARGS: '',
     C_LOOP: cLoop,
   });
@@ -294,6 +298,7 @@ for (const k of kernels.sort()) {
     MODE: 'suite',
     PROBE: '',
     VITEST_ARGS: process.env.PRFENCE_VITEST_ARGS ?? '',
+    WATCHDOG_S: watchdog(SUITE_LIMIT_MS),
   });
   const r = await boot(kdir, initrd, SUITE_LIMIT_MS, `${ver}`);
   rmSync(initrd, { force: true });
@@ -311,6 +316,7 @@ for (const k of kernels.sort()) {
     MODE: 'probe',
     PROBE: 'preempt-abort',
     VITEST_ARGS: 'test/contract/kernel.test.ts -t limitation',
+    WATCHDOG_S: watchdog(PROBE_LIMIT_MS),
   });
   const pr = await boot(kdir, pi, PROBE_LIMIT_MS, `${ver}-probe`);
   rmSync(pi, { force: true });
@@ -343,6 +349,7 @@ if (!process.env.PRFENCE_SKIP_E2E) {
     MODE: 'suite',
     PROJECT: 'kernel-e2e',
     PROBE: '',
+    WATCHDOG_S: watchdog(E2E_LIMIT_MS),
     BIN_DIR: process.env.PRFENCE_BIN_DIR ?? join(cache, 'bin'),
   });
   const r = await boot(kdir, initrd, E2E_LIMIT_MS, `${ver}-e2e`);
