@@ -1,8 +1,8 @@
 #!/bin/busybox sh
 # /init of the QEMU guest (busybox initramfs built by test/kernel/run.mjs).
 # Loads the modules, builds kernel PR targets through configfs with three initiators on
-# one logical unit each (LIO over iSCSI on the guest's loopback, LIO over tcm_loop, nvmet
-# over loop), mounts the host's root read-only over 9p, and runs the kernel vitest
+# one logical unit each (LIO over iSCSI on the guest's loopback and nvmet over loop; LIO
+# over tcm_loop in the PREEMPT AND ABORT probe guest), mounts the host's root read-only over 9p, and runs the kernel vitest
 # project of the repo from there (chroot), then powers off. Output goes to the
 # serial console, which the host parses (lines starting with PRFENCE-); the vitest report
 # goes to the host through a second, writable 9p share.
@@ -42,7 +42,9 @@ wait_new() { # glob count -> waits until that many block devices match
 }
 
 # --- LIO over tcm_loop: one fileio LU, three I_T nexuses -> three /dev/sdX ---------------
-if [ -d $T ] && [ -e /mods/tcm_loop.ko ]; then
+# Only in the probe guest: PREEMPT AND ABORT through tcm_loop hangs the kernel, and LIO's
+# reservations are covered over iSCSI (below), where the whole suite runs.
+if [ "$MODE" = probe ] && [ -d $T ] && [ -e /mods/tcm_loop.ko ]; then
   dd if=/dev/zero of=/tmp/lun0.img bs=1M count=32 2>/dev/null
   mkdir -p $T/core/fileio_0/lun0
   echo "fd_dev_name=/tmp/lun0.img,fd_dev_size=33554432" >$T/core/fileio_0/lun0/control

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // `npm run test:kernel`: runs the kernel vitest project (the PrDevice contract suite and
 // the CLI tests) on real kernel PR targets inside QEMU guests, one per cached kernel
-// (test/kernel/setup.sh): LIO over tcm_loop on every kernel, nvmet over loop where the
-// kernel has NVMe reservations (>= 6.13). A separate short boot probes the known
-// tcm_loop PREEMPT_ABORT hang. Prints a matrix and `N passed, N failed, N skipped`.
+// (test/kernel/setup.sh): LIO over iSCSI (open-iscsi on the guest's loopback) on every
+// kernel, nvmet over loop where the kernel has NVMe reservations (>= 6.13). A separate
+// short boot probes the known PREEMPT_ABORT hang of LIO over tcm_loop (the only guest
+// with tcm_loop). Prints a matrix and `N passed, N failed, N skipped`.
 import { execFileSync, spawn } from 'node:child_process';
 import {
   chmodSync,
@@ -24,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cache = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'prfence');
 const kernelsDir = join(cache, 'kernels');
-const SUITE_LIMIT_MS = Number(process.env.PRFENCE_KERNEL_TIMEOUT_MS ?? 420_000);
+const SUITE_LIMIT_MS = Number(process.env.PRFENCE_KERNEL_TIMEOUT_MS ?? 600_000);
 const E2E_LIMIT_MS = Number(process.env.PRFENCE_E2E_TIMEOUT_MS ?? 900_000);
 const PROBE_LIMIT_MS = Number(process.env.PRFENCE_PROBE_TIMEOUT_MS ?? 120_000);
 const only = process.env.PRFENCE_KERNELS?.split(',');
