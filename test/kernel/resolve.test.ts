@@ -32,8 +32,17 @@ for (const spec of kernelTopologySpecs()) {
       }
     };
     const wwid = sys(spec.devices[0]!, spec.kind === 'scsi' ? 'device/wwid' : 'wwid');
-    if (wwid === undefined)
-      console.log(`${spec.name}: the kernel exposes no WWID in sysfs for ${spec.devices[0]}`);
+    if (wwid === undefined) {
+      let pg83 = 'absent';
+      try {
+        pg83 = `${readFileSync(`/sys/block/${basename(spec.devices[0]!)}/device/vpd_pg83`).length} bytes`;
+      } catch (e) {
+        pg83 = `unreadable (${(e as NodeJS.ErrnoException).code})`;
+      }
+      console.log(
+        `${spec.name}: the kernel exposes no WWID in sysfs for ${spec.devices[0]} (vpd_pg83: ${pg83})`,
+      );
+    }
 
     it.runIf(wwid !== undefined)(
       'the WWID of one path -> every path of that logical unit, refused as ambiguous without multipath',

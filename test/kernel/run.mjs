@@ -26,7 +26,7 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cache = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'prfence');
 const kernelsDir = join(cache, 'kernels');
 const SUITE_LIMIT_MS = Number(process.env.PRFENCE_KERNEL_TIMEOUT_MS ?? 600_000);
-const E2E_LIMIT_MS = Number(process.env.PRFENCE_E2E_TIMEOUT_MS ?? 900_000);
+const E2E_LIMIT_MS = Number(process.env.PRFENCE_E2E_TIMEOUT_MS ?? 1_200_000);
 const PROBE_LIMIT_MS = Number(process.env.PRFENCE_PROBE_TIMEOUT_MS ?? 120_000);
 const only = process.env.PRFENCE_KERNELS?.split(',');
 
@@ -339,7 +339,8 @@ for (const k of kernels.sort()) {
 }
 
 // The agent end to end (test/kernel-e2e): kube-apiserver, etcd and two `prfence agent`
-// processes inside one guest of the newest kernel (nvmet needs >= 6.13).
+// processes inside one guest of the newest kernel (nvmet needs >= 6.13), one failover per
+// topology (nvmet over loop, LIO over iSCSI) against the same API server.
 if (!process.env.PRFENCE_SKIP_E2E) {
   const k = kernels.sort().at(-1);
   const kdir = join(kernelsDir, k);
