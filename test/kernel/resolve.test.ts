@@ -33,7 +33,7 @@ for (const spec of kernelTopologySpecs()) {
     };
     const wwid = sys(spec.devices[0]!, spec.kind === 'scsi' ? 'device/wwid' : 'wwid');
     if (wwid === undefined) {
-      let pg83 = 'absent';
+      let pg83: string;
       try {
         pg83 = `${readFileSync(`/sys/block/${basename(spec.devices[0]!)}/device/vpd_pg83`).length} bytes`;
       } catch (e) {
