@@ -160,6 +160,8 @@ if [ "$MODE" != probe ] && [ -d $T ] && [ -e /mods/iscsi_target_mod.ko ] && [ -x
   else
     say "iSCSI: $(echo $isc | wc -w) of 3 sessions gave a disk:$isc"; sed 's/^/PRFENCE-LOG iscsid: /' /tmp/iscsid.log
   fi
+elif [ "$MODE" != probe ]; then
+  say "no LIO over iSCSI: iscsi_target_mod or the host's open-iscsi (test/kernel/setup.sh) missing"
 fi
 
 echo "PRFENCE-KERNEL $(uname -r)"
