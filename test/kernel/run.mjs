@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cache = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'prfence');
 const kernelsDir = join(cache, 'kernels');
-const SUITE_LIMIT_MS = Number(process.env.PRFENCE_KERNEL_TIMEOUT_MS ?? 600_000);
+const SUITE_LIMIT_MS = Number(process.env.PRFENCE_KERNEL_TIMEOUT_MS ?? 900_000);
 const E2E_LIMIT_MS = Number(process.env.PRFENCE_E2E_TIMEOUT_MS ?? 1_200_000);
 const PROBE_LIMIT_MS = Number(process.env.PRFENCE_PROBE_TIMEOUT_MS ?? 120_000);
 const only = process.env.PRFENCE_KERNELS?.split(',');
