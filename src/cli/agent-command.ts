@@ -20,6 +20,17 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
     .option('--max-in-flight <n>', 'PR ioctls in flight per device', '2')
     .option('--workers <n>', 'volumes reconciled in parallel', '2')
     .option('--resync <duration>', 'periodic re-check of every volume', '30s')
+    .option('--freshness <duration>', 'a device command needs API reads no older than this', '5s')
+    .option(
+      '--leave-grace <duration>',
+      'time a node that left by a normal detach has to unregister before it is fenced',
+      '10s',
+    )
+    .option(
+      '--state-dir <dir>',
+      'host directory where the node remembers losing its key across restarts (S2)',
+      '/var/lib/prfence',
+    )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', 'info')
     .option(
       '--http-endpoint <host:port>',
@@ -55,7 +66,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         ? await startDiagnostics({
             address: cfg.httpEndpoint,
             registry: metrics.registry,
-            notReady: () => (agent ? undefined : notReady),
+            notReady: () => (agent ? agent.notReady() : notReady),
           })
         : undefined;
       if (diag) log.info({ endpoint: cfg.httpEndpoint }, 'serving /metrics, /healthz, /readyz');
@@ -78,6 +89,9 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             foreignKeys: cfg.foreignKeys,
             workers: cfg.workers,
             resyncMs: cfg.resyncMs,
+            freshnessMs: cfg.freshnessMs,
+            leaveGraceMs: cfg.leaveGraceMs,
+            stateDir: cfg.stateDir,
             ...(cfg.clusterId ? { clusterId: cfg.clusterId } : {}),
             openDevice: async (identity) =>
               KoffiPrDevice.open(await resolveDevice(identity), {

@@ -106,7 +106,9 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
             apiVersion: API_VERSION,
             kind: NODE_FENCE.kind,
             metadata: { name: node },
-            spec: { fenceState: 'Unfenced' },
+            // unfencedAt always changes the spec (a new metadata.generation): a node that
+            // remembers losing its key on the host registers again only after it (S2).
+            spec: { fenceState: 'Unfenced', unfencedAt: new Date().toISOString() },
           },
           FIELD_MANAGER,
         );

@@ -44,6 +44,17 @@ export interface FenceInput {
   desiredType: ReservationType;
   /** S7: foreign keys are left alone unless the operator opted in. */
   foreignKeys: 'leave' | 'preempt';
+  /**
+   * Stale keys not to preempt yet: keys of nodes that left by a normal detach and are
+   * still within their grace to release and unregister themselves (a leaver is not a
+   * victim). Default none.
+   */
+  spare?: readonly PrKey[];
+  /**
+   * This device was seen to keep the victim when its holder preempts (Linux nvmet,
+   * nvmet_pr_preempt): only then the holder releases, preempts and reserves again.
+   */
+  holderPreemptKeepsVictim?: boolean;
 }
 
 export type KeyClass = 'own' | 'legitimate' | 'stale' | 'foreign';
@@ -146,14 +157,26 @@ export function decideVolume(input: FenceInput): FencePlan {
     };
   }
 
+  const spare = new Set(input.spare ?? []);
   const stale = keys.filter(
-    (k) => k.class === 'stale' || (k.class === 'foreign' && input.foreignKeys === 'preempt'),
+    (k) =>
+      !spare.has(k.key) &&
+      (k.class === 'stale' || (k.class === 'foreign' && input.foreignKeys === 'preempt')),
   );
+  const holderSpared = device.holder !== null && spare.has(device.holder) && holderClass === 'stale';
   // Deduplicate: one key can be registered through several nexuses; one preempt removes all.
   const victims = [...new Map(stale.map((k) => [k.key, k])).values()];
   const foreignHolder = holderClass === 'foreign' && input.foreignKeys === 'leave' && !allRegs;
 
-  if (device.type === null) {
+  if (holderSpared && !allRegs) {
+    // The stale holder is a leaver within its grace: it releases by itself; wait for it.
+    return {
+      role: actions.length ? 'actor' : 'waiter',
+      actions,
+      reason: 'the holder left by a detach and may still release',
+      keys,
+    };
+  } else if (device.type === null) {
     // Remove stale keys while nobody holds (both targets then remove by key), then reserve.
     for (const v of victims) actions.push(preempt(v, desiredType));
     actions.push({ kind: 'reserve', type: desiredType });
@@ -164,9 +187,10 @@ export function decideVolume(input: FenceInput): FencePlan {
     const h = victims.find((v) => v.key === device.holder)!;
     actions.push(preempt(h, desiredType));
     for (const v of victims) if (v.key !== h.key) actions.push(preempt(v, desiredType));
-  } else if (holderIsOwn && !allRegs && victims.length && device.kind === 'nvme') {
-    // nvmet: a PREEMPT from the holder only changes the type and removes nobody
-    // (nvmet_pr_preempt). Release, preempt with no reservation, then reserve again.
+  } else if (holderIsOwn && !allRegs && victims.length && input.holderPreemptKeepsVictim) {
+    // A quirk seen on this device (Linux nvmet, nvmet_pr_preempt): a PREEMPT from the
+    // holder only changes the type and removes nobody, against NVMe 2.0 "Preempting a
+    // reservation". Only there: release, preempt with no reservation, reserve again.
     actions.push({ kind: 'release', type: device.type });
     for (const v of victims) actions.push(preempt(v, device.type));
     actions.push({ kind: 'reserve', type: device.type });

@@ -59,7 +59,14 @@ export class Cluster {
   async startAgent(
     node: string,
     kc: KubeConfig = this.kc,
-    opts: { resyncMs?: number; metrics?: AgentMetrics; onFence?: (e: FenceEvent) => void } = {},
+    opts: {
+      resyncMs?: number;
+      metrics?: AgentMetrics;
+      onFence?: (e: FenceEvent) => void;
+      leaveGraceMs?: number;
+      freshnessMs?: number;
+      stateDir?: string;
+    } = {},
   ): Promise<Agent> {
     const agent = await Agent.start({
       kubeConfig: kc,
@@ -71,6 +78,9 @@ export class Cluster {
         return lu.initiator(node);
       },
       resyncMs: opts.resyncMs ?? 2000,
+      leaveGraceMs: opts.leaveGraceMs ?? 3000,
+      ...(opts.freshnessMs ? { freshnessMs: opts.freshnessMs } : {}),
+      ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
       ...(opts.metrics ? { metrics: opts.metrics } : {}),
       ...(opts.onFence ? { onFence: opts.onFence } : {}),
     });

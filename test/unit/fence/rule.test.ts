@@ -145,11 +145,34 @@ describe('fence rule', () => {
     expect(p.actions).toEqual([]);
   });
 
-  it('nvmet holder with a stale non-holder key -> release, preempt, reserve (nvmet ignores a holder preempt)', () => {
+  it('A9: NVMe holder with a stale key, no quirk seen -> a single preempt (the spec), no window without a reservation', () => {
     const p = decideVolume(
       input({ device: { kind: 'nvme', keys: [B, A], holder: B, type: 'write-exclusive-reg-only' } }),
     );
+    expect(p.actions.map((a) => a.kind)).toEqual(['preempt-abort']);
+  });
+
+  it('A9: holder with a stale key on a device seen to keep the victim -> release, preempt, reserve', () => {
+    const p = decideVolume(
+      input({
+        holderPreemptKeepsVictim: true,
+        device: { kind: 'nvme', keys: [B, A], holder: B, type: 'write-exclusive-reg-only' },
+      }),
+    );
     expect(p.actions.map((a) => a.kind)).toEqual(['release', 'preempt-abort', 'reserve']);
+  });
+
+  it('A10: a stale key spared (a leaver within its grace) -> not preempted; the others are', () => {
+    const p = decideVolume(input({ spare: [A], device: dev([B, A, C], B) }));
+    expect(p.actions).toEqual([
+      { kind: 'preempt-abort', victim: C, victimNode: 'c', type: 'write-exclusive-reg-only' },
+    ]);
+  });
+
+  it('A10: a spared stale holder -> nothing preempted, this node waits for it to release', () => {
+    const p = decideVolume(input({ spare: [A], device: dev([A, B], A) }));
+    expect(p.actions).toEqual([]);
+    expect(p.role).toBe('waiter');
   });
 
   it('SCSI holder with a stale non-holder key -> a single preempt-and-abort', () => {
