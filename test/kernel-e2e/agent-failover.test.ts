@@ -72,7 +72,7 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
     const script = [
       'mount -t tmpfs prfence-dev /run/prfence-dev',
       `ln -s ${device} ${DEVICE_PATH}`,
-      `exec ${process.execPath} dist/src/cli/main.js agent --node-name ${node} --kubeconfig ${cp.kubeconfigPath} --log-level debug --ioctl-timeout 20s`,
+      `exec ${process.execPath} dist/src/cli/main.js agent --node-name ${node} --kubeconfig ${cp.kubeconfigPath} --log-level debug --ioctl-timeout 20s --leave-grace 2s --state-dir ${join(tmpdir(), `prfence-state-${node}`)}`,
     ].join(' && ');
     const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
       stdio: ['ignore', 'pipe', 'pipe'],
