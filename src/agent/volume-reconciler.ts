@@ -181,8 +181,16 @@ export class VolumeReconciler {
       fenceRequested: (node: string) => boolean,
       unsure: boolean,
     ): Omit<FenceInput, 'device'> & { device: FenceInput['device'] } => {
+      const fenceRequestedSelf = isFenceRequested(cache.nodeFences(o.node), cache.nodes(o.node));
       const input: FenceInput = {
-        self: { node: o.node, key: o.key, legitimate: selfLegit, mayRegister, inUse: false },
+        self: {
+          node: o.node,
+          key: o.key,
+          legitimate: selfLegit,
+          mayRegister,
+          inUse: false,
+          fenceRequested: fenceRequestedSelf,
+        },
         legitimate: leg.nodes.filter((n) => n.node !== o.node || selfLegit),
         known,
         clusterTag: o.tag,
@@ -196,8 +204,13 @@ export class VolumeReconciler {
     };
 
     // 3. Decide from the caches alone: is there anything to do?
+    // A loss on this device holds until an unfence newer than it; the caches may show one,
+    // the fresh view confirms it (and only then is the loss forgiven).
+    const loss = o.memory.lossOf(identity);
+    const cachedUnfence = cache.nodeFences(o.node)?.spec?.unfencedAt ?? null;
     const cacheMay =
-      apiAllowsRegistration(cache.nodeFences(o.node), cache.nodes(o.node)) && !o.memory.lossOf(identity);
+      apiAllowsRegistration(cache.nodeFences(o.node), cache.nodes(o.node)) &&
+      (!loss || (cachedUnfence !== null && cachedUnfence !== loss.unfencedAtBefore));
     const cacheInput = baseInput(
       cLeg,
       selfLegitCache,
@@ -286,10 +299,12 @@ export class VolumeReconciler {
       obs = await fenceVolume({ device, input: inputNoDevice, log, signal: o.signal, confirm });
       if (obs.holderPreemptKeepsVictim) entry.holderPreemptKeepsVictim = true;
       if (obs.state.keys.keys.includes(o.key)) await o.memory.registered(identity, o.key);
-      if (obs.results.some((r) => r.action.kind === 'preempt-abort'))
-        await this.#completeFences(pv, obs.victims, obs.durationMs, log);
     }
-    return this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
+    const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
+    // The volume's record first, then the fence's: once lastFence shows, so does the holder.
+    if (obs.results.some((r) => r.action.kind === 'preempt-abort'))
+      await this.#completeFences(pv, obs.victims, obs.durationMs, log);
+    return result;
   }
 
   /** Keys not to preempt now: leavers within their grace; every key while a legitimate node's key is unknown. */

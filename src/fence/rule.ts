@@ -34,6 +34,11 @@ export interface FenceInput {
     mayRegister: boolean;
     /** The device is still in use locally (mounted / open): a leaver waits. */
     inUse: boolean;
+    /**
+     * This node is asked to be fenced (NodeFence Fenced, out-of-service): it neither acts
+     * nor leaves; its peers remove its key and record the proof.
+     */
+    fenceRequested?: boolean;
   };
   /** Legitimate nodes of the volume and their keys (self included when legitimate). */
   legitimate: readonly NodeKey[];
@@ -113,6 +118,14 @@ export function decideVolume(input: FenceInput): FencePlan {
   const allRegs = device.type !== null && isAllRegistrantsType(device.type);
   const holderIsOwn = device.type !== null && (allRegs ? ownRegistered : device.holder === self.key);
 
+  if (self.fenceRequested) {
+    return {
+      role: 'blocked',
+      actions: [],
+      reason: 'this node is to be fenced: its peers remove its key',
+      keys,
+    };
+  }
   if (!self.legitimate) {
     if (!ownRegistered)
       return { role: 'idle', actions: [], reason: 'not legitimate and not registered', keys };

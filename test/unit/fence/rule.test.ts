@@ -162,6 +162,25 @@ describe('fence rule', () => {
     expect(p.actions.map((a) => a.kind)).toEqual(['release', 'preempt-abort', 'reserve']);
   });
 
+  it('this node asked to be fenced, registered, holder -> no command at all (peers fence it and record the proof)', () => {
+    const p = decideVolume(
+      input({
+        self: {
+          node: 'b',
+          key: B,
+          legitimate: false,
+          mayRegister: false,
+          inUse: false,
+          fenceRequested: true,
+        },
+        legitimate: [{ node: 'a', key: A }],
+        device: dev([B, A], B),
+      }),
+    );
+    expect(p.actions).toEqual([]);
+    expect(p.role).toBe('blocked');
+  });
+
   it('A10: a stale key spared (a leaver within its grace) -> not preempted; the others are', () => {
     const p = decideVolume(input({ spare: [A], device: dev([B, A, C], B) }));
     expect(p.actions).toEqual([
