@@ -40,8 +40,8 @@ export class FakeLibc implements CallLibc {
   readonly violations: string[] = [];
   /** fds closed, in order. */
   readonly closed: number[] = [];
-  /** Paths that open() fails with ENOENT; `openHook` may delay or fail an open. */
-  openHook: ((path: string) => SyscallResult | Promise<SyscallResult> | undefined) | undefined;
+  /** Runs before each open: may delay it, or fail it by answering a negative ret. */
+  openHook: ((path: string) => Promise<SyscallResult | undefined> | SyscallResult | undefined) | undefined;
   readonly #device: FakeDevice;
   readonly #blocks = new Map<bigint, Block>();
   readonly #fds = new Map<number, string>();
