@@ -17,7 +17,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
     .option('--reservation-type <type>', 'default reservation type', 'write-exclusive-reg-only')
     .option('--foreign-keys <policy>', 'leave | preempt keys of other clusters (S7)', 'leave')
     .option('--ioctl-timeout <duration>', 'time limit per PR ioctl', '10s')
-    .option('--max-in-flight <n>', 'PR ioctls in flight per device', '2')
+    .option('--max-in-flight <n>', 'ignored: one PR ioctl is in flight per device', '2')
     .option('--workers <n>', 'volumes reconciled in parallel', '2')
     .option('--resync <duration>', 'periodic re-check of every volume', '30s')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', 'info')
@@ -32,6 +32,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         { Agent },
         { createLogger, describeError },
         { KoffiPrDevice },
+        { NativeExecutor },
         { createAgentMetrics },
         { startDiagnostics },
         { resolveDevice },
@@ -40,6 +41,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         import('../agent/agent.js'),
         import('../obs/logger.js'),
         import('../pr/koffi/koffi-pr-device.js'),
+        import('../pr/koffi/executor.js'),
         import('../obs/metrics.js'),
         import('../obs/http-server.js'),
         import('../pr/resolve.js'),
@@ -49,13 +51,21 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         ? conn.connectionFromKubeconfigFile(cfg.kubeconfig)
         : conn.inClusterConnection();
       const metrics = createAgentMetrics({ processMetrics: true });
+      // Every PR ioctl of this agent runs on these threads (never libuv's pool).
+      const executor = new NativeExecutor();
+      metrics.observeNativeExecutor(() => executor.stats());
       let agent: Awaited<ReturnType<typeof Agent.start>> | undefined;
       let notReady = 'starting';
       const diag = cfg.httpEndpoint
         ? await startDiagnostics({
             address: cfg.httpEndpoint,
             registry: metrics.registry,
-            notReady: () => (agent ? undefined : notReady),
+            notReady: () =>
+              !agent
+                ? notReady
+                : executor.stats().exhausted
+                  ? 'every native executor thread is stuck in a device call'
+                  : undefined,
           })
         : undefined;
       if (diag) log.info({ endpoint: cfg.httpEndpoint }, 'serving /metrics, /healthz, /readyz');
@@ -82,7 +92,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             openDevice: async (identity) =>
               KoffiPrDevice.open(await resolveDevice(identity), {
                 timeoutMs: cfg.ioctlTimeoutMs,
-                maxInFlight: cfg.maxInFlight,
+                executor,
               }),
           });
           break;
@@ -101,6 +111,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         log.info('stopping; reservations stay in place (S8)');
         await agent.stop();
       }
+      executor.shutdown();
       await diag?.close();
     });
 }

@@ -61,6 +61,8 @@ export interface NativeExecutorStats {
   readonly devices: number;
   /** Devices with a call past its time limit. */
   readonly hungDevices: number;
+  /** Every thread allowed is stuck: no new call can run until one returns. */
+  readonly exhausted: boolean;
 }
 
 export interface CallOptions {
@@ -141,6 +143,7 @@ export class NativeExecutor {
       queued,
       devices: this.#lanes.size,
       hungDevices: hung,
+      exhausted: stuck >= this.#maxThreads,
     };
   }
 
