@@ -12,6 +12,7 @@ export interface AgentConfig {
   readonly reservationType: ReservationType;
   readonly foreignKeys: 'leave' | 'preempt';
   readonly ioctlTimeoutMs: number;
+  /** Parsed for compatibility; ignored: one native call is in flight per device (executor.ts). */
   readonly maxInFlight: number;
   readonly workers: number;
   readonly resyncMs: number;

@@ -23,7 +23,8 @@
  * - REGISTER of a registered nexus with old key 0: SCSI conflict; NVMe success if the
  *   key is unchanged, else conflict.
  * - RESERVE from an unregistered nexus while nothing is reserved: LIO answers CHECK
- *   CONDITION (InvalidArgumentError here), nvmet RESERVATION CONFLICT.
+ *   CONDITION (ret 2 through the ioctl: IndeterminateError here), nvmet RESERVATION
+ *   CONFLICT.
  * - RELEASE by the holder with another type: RESERVATION CONFLICT on both.
  * - unregister (new key 0): nvmet bumps the generation, LIO does not.
  * - PREEMPT sent by the holder of a single-holder reservation: nvmet only changes the
@@ -369,8 +370,13 @@ export class MemoryLogicalUnit {
     const current = this.#regs.get(nexus);
     if (current === undefined || current !== key) {
       if (this.kind === 'scsi' && current === undefined && !this.#holder) {
-        // LIO answers CHECK CONDITION here (see kernel-lab README), not a conflict.
-        throw this.#invalid('reserve', nexus, 'not registered');
+        // LIO answers CHECK CONDITION here (see kernel-lab README), not a conflict; the
+        // ioctl shows only ret 2 (PR_STS_IOERR on 6.12+), which is indeterminate
+        // (classify.ts). Nothing is applied.
+        throw new IndeterminateError('reserve: device error (CHECK CONDITION: not registered)', {
+          op: 'reserve',
+          device: `${this.id}/${nexus}`,
+        });
       }
       throw this.#conflict('reserve', nexus, current === undefined ? 'not registered' : 'key does not match');
     }
