@@ -33,6 +33,12 @@ export type HistoryEvent =
   | { t: number; kind: 'api'; node: string; requests: number; windowMs: number };
 
 export type EventOf<K extends HistoryEvent['kind']> = Extract<HistoryEvent, { kind: K }>;
+/** An event without its time (the recorder stamps it). */
+export type Unstamped = HistoryEvent extends infer E
+  ? E extends HistoryEvent
+    ? Omit<E, 't'>
+    : never
+  : never;
 
 /** Appends events with a time in ms since the recorder started. */
 export class HistoryRecorder {
@@ -50,7 +56,7 @@ export class HistoryRecorder {
     return Math.round((this.#now() - this.#t0) * 10) / 10;
   }
 
-  record<E extends HistoryEvent>(e: Omit<E, 't'>): void {
+  record(e: Unstamped): void {
     this.events.push({ ...e, t: this.now() } as HistoryEvent);
   }
 
@@ -60,14 +66,14 @@ export class HistoryRecorder {
     const sorted = [...registrants].sort();
     if (last !== undefined && last === sorted.join(',')) return;
     this.#lastKeys.set(lu, sorted.join(','));
-    this.record<EventOf<'keys'>>({ kind: 'keys', lu, registrants: sorted, ...(cause ? { cause } : {}) });
+    this.record({ kind: 'keys', lu, registrants: sorted, ...(cause ? { cause } : {}) });
   }
 
   /** Records a NodeFence phase only when it changed. */
   phase(node: string, phase: string | null): void {
     if (this.#lastPhase.has(node) && this.#lastPhase.get(node) === phase) return;
     this.#lastPhase.set(node, phase);
-    this.record<EventOf<'phase'>>({ kind: 'phase', node, phase });
+    this.record({ kind: 'phase', node, phase });
   }
 
   readonly #lastKeys = new Map<string, string>();
