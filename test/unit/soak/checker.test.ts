@@ -158,3 +158,18 @@ describe('HistoryRecorder', () => {
     ]);
   });
 });
+
+describe('Rng', () => {
+  it('same seed -> same sequence; another seed -> another; ints within bounds', async () => {
+    const { Rng } = await import('../../soak/rng.js');
+    const a = new Rng(7);
+    const b = new Rng(7);
+    const xs = Array.from({ length: 20 }, () => a.next());
+    expect(Array.from({ length: 20 }, () => b.next())).toEqual(xs);
+    expect(new Rng(8).next()).not.toBe(xs[0]);
+    const r = new Rng(1);
+    for (let i = 0; i < 1000; i++) expect(r.int(3, 5)).toBeGreaterThanOrEqual(3);
+    const ints = new Set(Array.from({ length: 200 }, () => r.int(3, 5)));
+    expect([...ints].sort()).toEqual([3, 4, 5]);
+  });
+});
