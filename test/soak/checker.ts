@@ -2,10 +2,12 @@
  * Asserts the safety invariants over a whole soak history (history.ts). Pure.
  *
  * Properties (DESIGN.md S1, S2, S9; STYLE.md "Acting under failure"):
- * - write-after-fence: no write from a node is accepted after its fence was recorded
- *   (NodeFence phase Fenced observed) and before it is unfenced;
+ * - write-after-fence: no write from a node to a logical unit is accepted after another
+ *   party removed its key there and its fence was recorded (NodeFence phase Fenced
+ *   observed), until it is unfenced;
  * - legit-key-lost: a node legitimate in the API (attached by the driver, not detached,
- *   no fence requested) never loses its key on that logical unit;
+ *   no fence requested, no fence recorded: DESIGN.md "Words") never loses its key on that
+ *   logical unit;
  * - reregistered-after-fence: a node never registers again on any logical unit after its
  *   fence was recorded, until it is unfenced (S2);
  * - fence-not-recorded: every key removed by another party (a fence) is recorded in the
@@ -99,6 +101,9 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
   const fenced = new Spans();
   const attached = new Spans();
   const requested = new Spans();
+  /** node@lu: its key was removed there by another party (until the node is unfenced). */
+  const removedBy = new Spans();
+  const removedLus = new Map<string, Set<string>>();
   const lastKeys = new Map<string, Set<string>>();
   const removals: { t: number; node: string; lu: string; by: string }[] = [];
   const phases: EventOf<'phase'>[] = [];
@@ -135,6 +140,8 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
       case 'unfence':
         requested.stop(e.node, e.t);
         fenced.stop(e.node, e.t);
+        for (const lu of removedLus.get(e.node) ?? []) removedBy.stop(`${e.node}@${lu}`, e.t);
+        removedLus.delete(e.node);
         break;
       case 'phase':
         phases.push(e);
@@ -164,11 +171,11 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
       case 'write':
         if (e.ok) f.writes.ok += 1;
         else f.writes.refused += 1;
-        if (e.ok && fenced.at(e.node, e.t))
+        if (e.ok && fenced.at(e.node, e.t) && removedBy.at(`${e.node}@${e.lu}`, e.t))
           v(
             'write-after-fence',
             e.t,
-            `${e.node} wrote to ${e.lu} at ${e.t} ms; its fence was recorded at ${fenced.since(e.node, e.t)} ms`,
+            `${e.node} wrote to ${e.lu} at ${e.t} ms; its key was removed there at ${removedBy.since(`${e.node}@${e.lu}`, e.t)} ms, its fence recorded at ${fenced.since(e.node, e.t)} ms`,
           );
         break;
       case 'keys': {
@@ -187,7 +194,7 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
         }
         for (const n of before) {
           if (now.has(n) || n.startsWith('key:')) continue;
-          const legit = attached.at(`${n}@${e.lu}`, e.t) && !requested.at(n, e.t);
+          const legit = attached.at(`${n}@${e.lu}`, e.t) && !requested.at(n, e.t) && !fenced.at(n, e.t);
           if (legit)
             v(
               'legit-key-lost',
@@ -199,6 +206,8 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
           else {
             f.fences += 1;
             removals.push({ t: e.t, node: n, lu: e.lu, by });
+            removedBy.start(`${n}@${e.lu}`, e.t);
+            removedLus.set(n, (removedLus.get(n) ?? new Set()).add(e.lu));
           }
         }
         break;
@@ -224,6 +233,20 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
       v('api-rate', f.durationMs, `${node}: ${Math.round(perMin)} API requests/min > ${apiLimit}`);
   }
   return { violations: violations.sort((a, b) => a.t - b.t), figures: f };
+}
+
+/** Violations grouped by property: how many, and the first few details of each. */
+export function summarize(
+  r: CheckResult,
+  perProperty = 5,
+): Partial<Record<Property, { count: number; first: string[] }>> {
+  const out: Partial<Record<Property, { count: number; first: string[] }>> = {};
+  for (const x of r.violations) {
+    const s = (out[x.property] ??= { count: 0, first: [] });
+    s.count += 1;
+    if (s.first.length < perProperty) s.first.push(x.detail);
+  }
+  return out;
 }
 
 /** A short text of a result (figures, then the first violations of each property). */

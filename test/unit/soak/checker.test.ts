@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkHistory, describeResult, type Property } from '../../soak/checker.js';
+import { checkHistory, describeResult, summarize, type Property } from '../../soak/checker.js';
 import { HistoryRecorder, type HistoryEvent } from '../../soak/history.js';
 
 /**
@@ -56,6 +56,18 @@ describe('soak history checker', () => {
       apiPerMinute: { a: 10, b: 20 },
     });
     expect(describeResult(r)).toContain('"fences":1');
+    expect(summarize(r)).toEqual({});
+  });
+
+  it('summarize -> counts per property and the first details', () => {
+    const h: HistoryEvent[] = [
+      ...clean,
+      { t: 95, kind: 'loop-delay', p99Ms: 35, maxMs: 80 },
+      { t: 96, kind: 'loop-delay', p99Ms: 36, maxMs: 80 },
+    ];
+    expect(summarize(checkHistory(h), 1)).toEqual({
+      'loop-delay': { count: 2, first: ['event-loop delay p99 35.0 ms > 20 ms'] },
+    });
   });
 
   it('write accepted after the fence was recorded -> write-after-fence', () => {
@@ -78,6 +90,25 @@ describe('soak history checker', () => {
       { t: 86, kind: 'phase', node: 'a', phase: 'Fenced' },
     ];
     expect(props(h)).toEqual<Property[]>(['legit-key-lost']);
+  });
+
+  it('a write to another LU where nobody removed the fenced node -> no write-after-fence', () => {
+    const h: HistoryEvent[] = [
+      ...clean,
+      { t: 2, kind: 'attach', node: 'a', lu: 'lu2' },
+      { t: 45, kind: 'write', node: 'a', lu: 'lu2', ok: true },
+    ];
+    expect(props(h)).toEqual([]);
+  });
+
+  it('a node whose fence is recorded loses its key on another LU it is attached to -> not legit-key-lost', () => {
+    const h: HistoryEvent[] = [
+      ...clean,
+      { t: 2, kind: 'attach', node: 'a', lu: 'lu2' },
+      { t: 3, kind: 'keys', lu: 'lu2', registrants: ['a'], cause: { node: 'a', op: 'register' } },
+      { t: 45, kind: 'keys', lu: 'lu2', registrants: [], cause: { node: 'b', op: 'preemptAndAbort' } },
+    ];
+    expect(props(h)).toEqual([]);
   });
 
   it('a key lost while a fence of that node was requested -> no legit-key-lost', () => {
