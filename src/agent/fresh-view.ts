@@ -54,9 +54,20 @@ export class FreshViewSource {
     return this.#now() - v.startedAt < this.#o.freshnessMs;
   }
 
-  /** A fresh view (shared with other callers within the bound); throws if none can be read in time. */
-  async get(): Promise<FreshView> {
-    if (this.#view && this.isFresh(this.#view)) return this.#view;
+  /**
+   * A fresh view (shared with other callers within the bound); throws if none can be read
+   * in time. `newerThan`: a view whose reads started after that time (the caller saw a
+   * change in its caches that an older view may not have).
+   */
+  async get(newerThan?: number): Promise<FreshView> {
+    const ok = (v: FreshView | undefined) =>
+      v !== undefined && this.isFresh(v) && (newerThan === undefined || v.startedAt > newerThan);
+    if (ok(this.#view)) return this.#view!;
+    const pending = this.#inFlight;
+    if (pending) {
+      const v = await pending;
+      if (ok(v)) return v;
+    }
     this.#inFlight ??= this.#read().finally(() => (this.#inFlight = undefined));
     return this.#inFlight;
   }

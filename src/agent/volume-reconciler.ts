@@ -241,8 +241,19 @@ export class VolumeReconciler {
         log.warn({ err: describeError(e) }, 'no fresh API view: no device command (S9)');
         return { outcome: 'no-fresh-view', requeueAfterMs: 2000, ...none };
       }
-      const fresh = await view.cachesFor(pv, [o.node]);
-      const fLeg = legitimacy(pv, fresh, view.keyClaims);
+      let fresh = await view.cachesFor(pv, [o.node]);
+      let fLeg = legitimacy(pv, fresh, view.keyClaims);
+      if (isSelf(fLeg, o.node) !== selfLegitCache) {
+        // The shared view may predate the change the caches show: read once more.
+        try {
+          view = await o.fresh.get(view.startedAt);
+        } catch (e) {
+          log.warn({ err: describeError(e) }, 'no fresh API view: no device command (S9)');
+          return { outcome: 'no-fresh-view', requeueAfterMs: 2000, ...none };
+        }
+        fresh = await view.cachesFor(pv, [o.node]);
+        fLeg = legitimacy(pv, fresh, view.keyClaims);
+      }
       if (isSelf(fLeg, o.node) !== selfLegitCache) {
         log.debug('caches and the fresh view disagree about this node; waiting for the caches');
         return { outcome: 'views-disagree', requeueAfterMs: 1000, ...none };

@@ -211,7 +211,9 @@ export class Cluster {
         spec:
           state === 'Fenced'
             ? { fenceState: 'Fenced', reason: 'test', requestedBy: 'test' }
-            : { fenceState: 'Unfenced' },
+            : // as `prfence unfence`: a new unfencedAt every time (a node that lost its key
+              // registers again only after an unfence newer than the loss)
+              { fenceState: 'Unfenced', unfencedAt: new Date().toISOString() },
       },
       'prfence-cli',
     );
