@@ -448,15 +448,17 @@ export class VolumeReconciler {
     const status: VolumeReservationStatus = {
       registrants: own ? [{ node: o.node, key: formatKey(o.key), legitimate: selfLegit }] : [],
     };
-    // The shared fields are written by the node that holds the reservation (under the
-    // all-registrants types, where the device reports holder key 0, by the registered
-    // node with the lowest legitimate key) or that acted, and then always, so that
-    // server-side apply never drops them while the device still says so.
+    // The shared fields are written by the node that holds the reservation, or acted, and
+    // then always, so that server-side apply never drops them while the device says so.
     const lowestLegit = obs.keys
       .filter((k) => k.class === 'own' || k.class === 'legitimate')
       .map((k) => k.key)
       .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))[0];
-    const actor = obs.results.length > 0 || (allRegs ? own && lowestLegit === o.key : r.key === o.key);
+    // No node holds it (all-registrants types report key 0; a foreign key; nobody): the
+    // registered legitimate node with the lowest key records it, as it is the one to act.
+    const nodeHolds =
+      !allRegs && obs.keys.some((k) => k.key === r.key && (k.class === 'own' || k.class === 'legitimate'));
+    const actor = obs.results.length > 0 || r.key === o.key || (!nodeHolds && own && lowestLegit === o.key);
     if (actor) {
       status.generation = obs.state.keys.generation;
       if (r.type) status.reservationType = r.type;

@@ -6,6 +6,7 @@ import type { AgentMetrics } from '../../src/obs/metrics.js';
 import { DEVICE_ANNOTATION } from '../../src/agent/cluster-view.js';
 import { API_VERSION, GROUP, VERSION, type NodeFence, type VolumeReservation } from '../../src/crd/types.js';
 import { clusterObjectPath, RestClient } from '../../src/kube/rest-client.js';
+import type { ReservationType } from '../../src/pr/reservation-type.js';
 import { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
 import type { PrDevice } from '../../src/pr/pr-device.js';
 import { adminKubeConfig, uniqueName } from '../envtest/kube.js';
@@ -33,6 +34,7 @@ export interface StartAgentOptions {
   deviceTimeoutMs?: number;
   /** Default 3 s here (the agent's default is 10 s). */
   leaveGraceMs?: number;
+  reservationType?: ReservationType;
   freshnessMs?: number;
   stateDir?: string;
 }
@@ -143,6 +145,7 @@ export class Cluster {
       },
       resyncMs: opts.resyncMs ?? 2000,
       leaveGraceMs: opts.leaveGraceMs ?? 3000,
+      ...(opts.reservationType ? { reservationType: opts.reservationType } : {}),
       ...(opts.freshnessMs ? { freshnessMs: opts.freshnessMs } : {}),
       ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
       ...(opts.metrics ? { metrics: opts.metrics } : {}),

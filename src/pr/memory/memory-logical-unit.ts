@@ -219,6 +219,18 @@ export class MemoryLogicalUnit {
     return this.#lateApplied;
   }
 
+  /**
+   * A power cycle (or target restart) with APTPL off: every registration and the
+   * reservation are gone and the PR generation starts again from 0 (SPC-4 "PRgeneration
+   * ... set to zero as part of the processing of a power on"; NVMe: a controller-level
+   * reset without persistence through power loss).
+   */
+  powerCycle(): void {
+    this.#regs.clear();
+    this.#holder = null;
+    this.#generation = 0;
+  }
+
   setSupported(supported: boolean): void {
     this.#supported = supported;
   }
