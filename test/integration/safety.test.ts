@@ -128,6 +128,95 @@ describe('safety of the agent against a real API server', () => {
     expect(lu.state().reservation?.holder).toBe('admin-host'); // S7: left alone
   });
 
+  it('A6: status writes refused by the API server -> retried with growing backoff, not every 200 ms', async () => {
+    const na = await c.node('node-a');
+    const { name: pv, lu } = await c.pv();
+    const name = `deny-status-${pv}`;
+    const adm = '/apis/admissionregistration.k8s.io/v1';
+    await c.rest.send({
+      method: 'POST',
+      path: `${adm}/validatingadmissionpolicies`,
+      body: {
+        apiVersion: 'admissionregistration.k8s.io/v1',
+        kind: 'ValidatingAdmissionPolicy',
+        metadata: { name },
+        spec: {
+          failurePolicy: 'Fail',
+          matchConstraints: {
+            resourceRules: [
+              {
+                apiGroups: [GROUP],
+                apiVersions: ['*'],
+                operations: ['CREATE', 'UPDATE'],
+                resources: ['volumereservations/status'],
+              },
+            ],
+          },
+          matchConditions: [{ name: 'this-volume', expression: `object.metadata.name == '${pv}'` }],
+          validations: [{ expression: 'false', message: 'status writes of this volume are refused (test)' }],
+        },
+      },
+    });
+    await c.rest.send({
+      method: 'POST',
+      path: `${adm}/validatingadmissionpolicybindings`,
+      body: {
+        apiVersion: 'admissionregistration.k8s.io/v1',
+        kind: 'ValidatingAdmissionPolicyBinding',
+        metadata: { name },
+        spec: { policyName: name, validationActions: ['Deny'] },
+      },
+    });
+    try {
+      // The policy is in force once a status write of this volume is refused.
+      const vrPath = clusterObjectPath(GROUP, VERSION, 'volumereservations', pv);
+      await c.rest.send({
+        method: 'POST',
+        path: clusterObjectPath(GROUP, VERSION, 'volumereservations'),
+        body: { apiVersion: API_VERSION, kind: 'VolumeReservation', metadata: { name: pv } },
+      });
+      await eventually(
+        () =>
+          c.rest
+            .apply(
+              `${vrPath}/status`,
+              {
+                apiVersion: API_VERSION,
+                kind: 'VolumeReservation',
+                metadata: { name: pv },
+                status: { foreignKeys: 0 },
+              },
+              'test',
+            )
+            .then(
+              () => false,
+              () => true,
+            ),
+        { timeoutMs: 30_000 },
+      );
+      const metrics = createAgentMetrics();
+      await c.startAgent(na, c.kc, { metrics });
+      await c.attach(pv, na);
+      await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 30_000 });
+      const refused = async () => {
+        const text = await metrics.registry.metrics();
+        return [
+          ...text.matchAll(/prfence_kube_api_requests_total\{method="PATCH",code="4\d\d"\} (\d+)/g),
+        ].reduce((n, m) => n + Number(m[1]), 0);
+      };
+      await eventually(async () => (await refused()) > 0, { timeoutMs: 30_000 });
+      const first = await refused();
+      await observeFor(12_000);
+      const inWindow = (await refused()) - first;
+      // Backoff from 200 ms doubling: about 6 attempts in 12 s; every 200 ms would be 60.
+      expect(inWindow).toBeGreaterThan(0);
+      expect(inWindow).toBeLessThanOrEqual(12);
+    } finally {
+      await c.rest.send({ method: 'DELETE', path: `${adm}/validatingadmissionpolicybindings/${name}` });
+      await c.rest.send({ method: 'DELETE', path: `${adm}/validatingadmissionpolicies/${name}` });
+    }
+  });
+
   it('A8: a power cycle resets the PR generation -> after the unfence the record follows the device down', async () => {
     const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
     const { name: pv, lu } = await c.pv();
