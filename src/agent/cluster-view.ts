@@ -31,9 +31,13 @@ export function nodeFenceKey(nf: NodeFence | undefined): bigint | undefined {
   }
 }
 
-/** Fenced by request: spec.fenceState=Fenced or the out-of-service taint. */
+/**
+ * To be fenced, or fenced: spec.fenceState=Fenced, the Fenced mark a peer left when it
+ * removed the node's key (a fenced node is not legitimate anywhere until unfenced), or
+ * the out-of-service taint.
+ */
 export function isFenceRequested(nf: NodeFence | undefined, node: V1Node | undefined): boolean {
-  return nf?.spec?.fenceState === 'Fenced' || hasOutOfService(node);
+  return nf?.spec?.fenceState === 'Fenced' || nf?.status?.phase === 'Fenced' || hasOutOfService(node);
 }
 
 export interface ClusterCaches {

@@ -138,6 +138,14 @@ export function decideVolume(input: FenceInput): FencePlan {
     return { role: 'leaver', actions, reason: 'detached: release and unregister', keys };
   }
 
+  if (!self.mayRegister && ownRegistered) {
+    // S2: a node that may not register keeps no registration (e.g. a REGISTER that timed
+    // out and landed after the node lost its key): it leaves, and acts on nobody.
+    const actions: FenceAction[] = [];
+    if (holderIsOwn && !allRegs && device.type) actions.push({ kind: 'release', type: device.type });
+    actions.push({ kind: 'unregister' });
+    return { role: 'leaver', actions, reason: 'S2: registered but may not be: leave', keys };
+  }
   const actions: FenceAction[] = [];
   if (!ownRegistered) {
     if (!self.mayRegister) {

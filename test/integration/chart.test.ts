@@ -94,6 +94,7 @@ describe('Helm chart', () => {
         'ClusterRoleBinding',
         'CustomResourceDefinition',
         'CustomResourceDefinition',
+        'CustomResourceDefinition',
         'DaemonSet',
         'ServiceAccount',
       ].sort(),
@@ -147,6 +148,10 @@ describe('Helm chart', () => {
     expect(await can('delete', '', 'persistentvolumes')).toBe(false);
     expect(await can('delete', 'storage.k8s.io', 'volumeattachments')).toBe(false);
     expect(await can('delete', 'prfence.io', 'nodefences')).toBe(false);
+    // Key claims: created once, never changed or removed by an agent (S6).
+    expect(await can('create', 'prfence.io', 'reservationkeys')).toBe(true);
+    expect(await can('update', 'prfence.io', 'reservationkeys')).toBe(false);
+    expect(await can('delete', 'prfence.io', 'reservationkeys')).toBe(false);
     expect(await can('get', '', 'secrets')).toBe(false);
   });
 });

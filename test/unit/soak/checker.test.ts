@@ -65,7 +65,7 @@ describe('soak history checker', () => {
       { t: 95, kind: 'loop-delay', p99Ms: 35, maxMs: 80 },
       { t: 96, kind: 'loop-delay', p99Ms: 36, maxMs: 80 },
     ];
-    expect(summarize(checkHistory(h), 1)).toEqual({
+    expect(summarize(checkHistory(h, { loopDelayP99Ms: 20 }), 1)).toEqual({
       'loop-delay': { count: 2, first: ['event-loop delay p99 35.0 ms > 20 ms'] },
     });
   });
@@ -152,10 +152,16 @@ describe('soak history checker', () => {
     expect(props(h)).toEqual([]);
   });
 
-  it('event-loop delay p99 over the bound -> loop-delay', () => {
+  it('event-loop delay p99 over a given bound -> loop-delay; without a bound only the stall counts', () => {
     const h: HistoryEvent[] = [...clean, { t: 95, kind: 'loop-delay', p99Ms: 35, maxMs: 80 }];
-    expect(props(h)).toEqual<Property[]>(['loop-delay']);
+    expect(checkHistory(h, { loopDelayP99Ms: 20 }).violations.map((v) => v.property)).toEqual(['loop-delay']);
     expect(checkHistory(h, { loopDelayP99Ms: 50 }).violations).toEqual([]);
+    expect(checkHistory(h).violations).toEqual([]);
+  });
+
+  it('one event-loop stall over the stall bound (a blocking call) -> loop-delay', () => {
+    const h: HistoryEvent[] = [...clean, { t: 95, kind: 'loop-delay', p99Ms: 5, maxMs: 1500 }];
+    expect(props(h)).toEqual<Property[]>(['loop-delay']);
   });
 
   it('an agent over the API request rate -> api-rate', () => {
