@@ -63,6 +63,8 @@ export interface NativeExecutorStats {
   readonly devices: number;
   /** Devices with a call past its time limit. */
   readonly hungDevices: number;
+  /** Threads still starting (a worker loading Node and koffi). */
+  readonly starting: number;
   /** Every thread allowed is stuck: no new call can run until one returns. */
   readonly exhausted: boolean;
 }
@@ -154,6 +156,7 @@ export class NativeExecutor {
       queued,
       devices: this.#lanes.size,
       hungDevices: hung,
+      starting,
       exhausted: stuck >= this.#maxThreads,
     };
   }
@@ -186,14 +189,21 @@ export class NativeExecutor {
   }
 
   /**
-   * Starts a thread if none is running or starting, and resolves once one can take calls.
-   * Callers may start it early to overlap the start-up with other work.
+   * Starts threads until `count` (at most the pool size) are up or starting, and resolves
+   * once `count` can take calls (stuck threads do not count). Callers may start them
+   * early to overlap the start-up with other work. Rejects if a thread fails to start.
    */
-  warm(): Promise<void> {
-    for (const t of this.#all) if (!t.starting) return Promise.resolve();
-    const starting = [...this.#all].find((t) => t.starting) ?? this.#spawn();
-    if (!starting) return Promise.resolve(); // at the thread limit: calls queue as usual
-    return starting.t.ready;
+  async warm(count = 1): Promise<void> {
+    const want = Math.min(count, this.#poolSize);
+    const live = () => [...this.#all].filter((t) => !t.stuck);
+    while (live().filter((t) => !t.starting).length < want) {
+      const starting = live().filter((t) => t.starting);
+      const fresh =
+        starting.length + live().filter((t) => !t.starting).length < want ? this.#spawn() : undefined;
+      const next = fresh ?? starting[0];
+      if (!next) return; // at the thread limit: calls queue as usual
+      await next.t.ready;
+    }
   }
 
   /** Terminates idle threads (tests, shutdown). Busy and stuck threads end when their call returns. */
