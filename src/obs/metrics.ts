@@ -92,13 +92,14 @@ export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): Age
   let native: (() => NativeExecutorStats) | undefined;
   new Gauge({
     name: 'prfence_native_threads',
-    help: 'Native executor threads by state (idle, busy, stuck: running a call past its time limit).',
+    help: 'Native executor threads by state (starting, idle, busy, stuck: running a call past its time limit).',
     labelNames: ['state'],
     registers,
     collect() {
       if (!native) return;
       const s = native();
-      this.set({ state: 'idle' }, s.threads - s.busy - s.stuck);
+      this.set({ state: 'idle' }, s.threads - s.busy - s.stuck - s.starting);
+      this.set({ state: 'starting' }, s.starting);
       this.set({ state: 'busy' }, s.busy);
       this.set({ state: 'stuck' }, s.stuck);
     },

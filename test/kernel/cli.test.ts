@@ -20,7 +20,7 @@ const RESET = '7e5e700000000002';
 
 for (const spec of kernelTopologySpecs()) {
   const [da, db] = spec.devices as [string, string];
-  describe(`prfence device on ${spec.name}`, { timeout: 120_000 }, () => {
+  describe(`prfence device on ${spec.name}`, { timeout: 240_000 }, () => {
     it('register, reserve, conflict, preempt, keys/reservation --json, clear -> documented output and exit codes', () => {
       const first = cli('device', 'register', da, '--key', RESET, '--ignore-key');
       expect(first.code, `${first.err} ${first.out}`).toBe(0);

@@ -25,6 +25,8 @@ import { runNativeCall, type CallLibc, type NativeReply, type NativeRequest } fr
 
 /** One thread that runs native calls, one at a time. */
 export interface NativeThread {
+  /** Settles when the thread can take calls (a worker has loaded koffi), or failed to start. */
+  readonly ready: Promise<void>;
   /** Runs one call; settles whenever the call returns (there is no time limit here). */
   run(req: NativeRequest): Promise<NativeReply>;
   /** Whether this thread alone keeps the process alive (true only while a caller waits on it). */
@@ -61,6 +63,8 @@ export interface NativeExecutorStats {
   readonly devices: number;
   /** Devices with a call past its time limit. */
   readonly hungDevices: number;
+  /** Threads still starting (a worker loading Node and koffi). */
+  readonly starting: number;
   /** Every thread allowed is stuck: no new call can run until one returns. */
   readonly exhausted: boolean;
 }
@@ -96,8 +100,13 @@ interface Job {
 
 interface PoolThread {
   readonly t: NativeThread;
+  /** Still booting: counted in the pool, given no call yet. */
+  starting: boolean;
   stuck: boolean;
 }
+
+/** How long a new thread may take to start before calls waiting for it fail (NotSent). */
+const START_LIMIT_MS = 120_000;
 
 /** The per-fd queue. */
 class Lane {
@@ -129,7 +138,11 @@ export class NativeExecutor {
 
   stats(): NativeExecutorStats {
     let stuck = 0;
-    for (const t of this.#all) if (t.stuck) stuck++;
+    let starting = 0;
+    for (const t of this.#all) {
+      if (t.stuck) stuck++;
+      if (t.starting) starting++;
+    }
     let queued = this.#waiting.length;
     let hung = 0;
     for (const l of this.#lanes) {
@@ -138,11 +151,12 @@ export class NativeExecutor {
     }
     return {
       threads: this.#all.size,
-      busy: this.#all.size - this.#idle.length - stuck,
+      busy: this.#all.size - this.#idle.length - stuck - starting,
       stuck,
       queued,
       devices: this.#lanes.size,
       hungDevices: hung,
+      starting,
       exhausted: stuck >= this.#maxThreads,
     };
   }
@@ -158,6 +172,13 @@ export class NativeExecutor {
     opts: { device?: string; timeoutMs: number; signal?: AbortSignal },
   ): Promise<NativeHandle> {
     const device = opts.device ?? path;
+    // Starting the first thread (a worker loads Node and koffi: slow on an emulated or
+    // loaded machine) is not the device's time: the open's limit starts once one is up.
+    try {
+      await this.warm();
+    } catch (e) {
+      throw new NotSentError(`open: no native thread: ${String(e)}`, { op: 'open', device, cause: e });
+    }
     const reply = await this.#submit(null, { kind: 'open', path, flags }, { op: 'open', ...opts }, (late) => {
       if (late.ret >= 0) this.#closeLater(late.ret);
     });
@@ -165,6 +186,24 @@ export class NativeExecutor {
     const lane = new Lane(reply.ret, device);
     this.#lanes.add(lane);
     return new NativeHandle(this, lane);
+  }
+
+  /**
+   * Starts threads until `count` (at most the pool size) are up or starting, and resolves
+   * once `count` can take calls (stuck threads do not count). Callers may start them
+   * early to overlap the start-up with other work. Rejects if a thread fails to start.
+   */
+  async warm(count = 1): Promise<void> {
+    const want = Math.min(count, this.#poolSize);
+    const live = () => [...this.#all].filter((t) => !t.stuck);
+    while (live().filter((t) => !t.starting).length < want) {
+      const starting = live().filter((t) => t.starting);
+      const fresh =
+        starting.length + live().filter((t) => !t.starting).length < want ? this.#spawn() : undefined;
+      const next = fresh ?? starting[0];
+      if (!next) return; // at the thread limit: calls queue as usual
+      await next.t.ready;
+    }
   }
 
   /** Terminates idle threads (tests, shutdown). Busy and stuck threads end when their call returns. */
@@ -303,19 +342,67 @@ export class NativeExecutor {
 
   #dispatch(): void {
     while (this.#waiting.length > 0) {
-      const t = this.#idle.pop() ?? this.#spawn();
-      if (!t) return;
+      const t = this.#idle.pop();
+      if (!t) {
+        // Start threads for the calls waiting (each joins the pool once it is up).
+        let starting = 0;
+        for (const x of this.#all) if (x.starting) starting++;
+        if (starting < this.#waiting.length && this.#spawn()) continue;
+        return;
+      }
       this.#run(t, this.#waiting.shift()!);
     }
   }
 
+  /** Starts a thread if the pool and the hard limit allow; it joins the idle pool when up. */
   #spawn(): PoolThread | undefined {
     let working = 0;
     for (const t of this.#all) if (!t.stuck) working++;
     if (working >= this.#poolSize || this.#all.size >= this.#maxThreads) return undefined;
-    const t: PoolThread = { t: this.#backend.spawn(), stuck: false };
+    const t: PoolThread = { t: this.#backend.spawn(), starting: true, stuck: false };
     this.#all.add(t);
+    const limit = setTimeout(
+      () => fail(new Error(`did not start within ${START_LIMIT_MS} ms`)),
+      START_LIMIT_MS,
+    );
+    limit.unref();
+    const fail = (e: unknown) => {
+      clearTimeout(limit);
+      if (!t.starting) return;
+      t.starting = false;
+      this.#all.delete(t);
+      t.t.terminate();
+      // Calls waiting for a thread were never sent: fail them rather than retry forever.
+      for (const j of this.#waiting.splice(0)) {
+        this.#unqueueWaiting(j);
+        this.#settle(
+          j,
+          new NotSentError(`${j.op}: no native thread: ${String(e)}`, {
+            op: j.op,
+            device: j.lane?.device ?? '',
+          }),
+        );
+      }
+    };
+    t.t.ready.then(() => {
+      clearTimeout(limit);
+      if (!t.starting) return;
+      t.starting = false;
+      t.t.ref(false);
+      this.#idle.push(t);
+      this.#dispatch();
+    }, fail);
     return t;
+  }
+
+  /** A waiting job leaves: its lane may start its next call. */
+  #unqueueWaiting(job: Job): void {
+    job.state = 'done';
+    const lane = job.lane;
+    if (lane && lane.current === job) {
+      lane.current = null;
+      this.#pump(lane);
+    }
   }
 
   #run(t: PoolThread, job: Job): void {
@@ -509,12 +596,19 @@ export function workerThreadBackend(): NativeBackend {
       let next = 0;
       let gone: Error | undefined;
       const pending = new Map<number, { resolve(r: NativeReply): void; reject(e: Error): void }>();
+      let started!: { resolve(): void; reject(e: Error): void };
+      const ready = new Promise<void>((resolve, reject) => (started = { resolve, reject }));
       const failAll = (e: Error) => {
+        started.reject(e);
         gone ??= e;
         for (const p of pending.values()) p.reject(e);
         pending.clear();
       };
-      w.on('message', (m: { id: number; reply?: NativeReply; error?: string }) => {
+      w.on('message', (m: { id: number; reply?: NativeReply; error?: string; ready?: boolean }) => {
+        if (m.ready) {
+          started.resolve();
+          return;
+        }
         const p = pending.get(m.id);
         if (!p) return;
         pending.delete(m.id);
@@ -524,6 +618,7 @@ export function workerThreadBackend(): NativeBackend {
       w.on('error', (e) => failAll(e));
       w.on('exit', (code) => failAll(new Error(`native worker exited (${code})`)));
       return {
+        ready,
         run(req) {
           return new Promise((resolve, reject) => {
             if (gone) {
@@ -551,6 +646,7 @@ export function workerThreadBackend(): NativeBackend {
 export function inProcessBackend(libc: CallLibc): NativeBackend {
   return {
     spawn: () => ({
+      ready: Promise.resolve(),
       run: (req) => runNativeCall(req, libc),
       ref() {},
       terminate() {},

@@ -108,6 +108,9 @@ export class KoffiPrDevice implements PrDevice {
    * device, NotSentError if open does not answer in time, or the classified errno.
    */
   static async open(path: string, opts: KoffiPrDeviceOptions = {}): Promise<KoffiPrDevice> {
+    const executor = opts.executor ?? defaultNativeExecutor();
+    // Start a thread now, so its start-up overlaps the checks below (a failure shows in open).
+    executor.warm().catch(() => {});
     let real: string;
     try {
       real = await realpath(path);
@@ -117,7 +120,7 @@ export class KoffiPrDevice implements PrDevice {
     if (!(await stat(real)).isBlockDevice()) {
       throw new InvalidArgumentError(`${path}: not a block device`, { op: 'open', device: path });
     }
-    return KoffiPrDevice.openUnchecked(path, await detectKind(real), { ...opts, realPath: real });
+    return KoffiPrDevice.openUnchecked(path, await detectKind(real), { ...opts, executor, realPath: real });
   }
 
   /**

@@ -35,9 +35,19 @@ describe('agent metrics', () => {
 
   it('native executor stats -> threads by state, queued calls and hung devices at scrape time', async () => {
     const m = createAgentMetrics();
-    const stats = { threads: 6, busy: 2, stuck: 3, queued: 4, devices: 5, hungDevices: 3, exhausted: false };
+    const stats = {
+      threads: 7,
+      busy: 2,
+      stuck: 3,
+      queued: 4,
+      devices: 5,
+      hungDevices: 3,
+      starting: 1,
+      exhausted: false,
+    };
     m.observeNativeExecutor(() => stats);
     expect(await sample(m, 'prfence_native_threads{state="idle"}')).toBe(1);
+    expect(await sample(m, 'prfence_native_threads{state="starting"}')).toBe(1);
     expect(await sample(m, 'prfence_native_threads{state="busy"}')).toBe(2);
     expect(await sample(m, 'prfence_native_threads{state="stuck"}')).toBe(3);
     expect(await sample(m, 'prfence_native_queued_calls')).toBe(4);

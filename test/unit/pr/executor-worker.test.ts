@@ -31,6 +31,7 @@ describe('NativeExecutor on worker threads (koffi)', () => {
     // O_RDWR on a FIFO does not wait for a writer (Linux fifo(7)); without O_NONBLOCK read() blocks.
     const blockedFds = await Promise.all(fifos.map((f) => ex.open(f, abi.O_RDWR, { timeoutMs: 5000 })));
     const other = await ex.open('/dev/null', abi.O_RDWR, { timeoutMs: 5000 });
+    await ex.warm(4); // the whole pool up before the calls block (a start takes ~0.2-0.5 s here)
     try {
       const t0 = performance.now();
       const blocked = blockedFds.map((h) =>

@@ -280,4 +280,33 @@ describe('NativeExecutor on a fake libc', () => {
     expect(h.hung).toBe(false);
     g.open(OK);
   });
+
+  it('the first thread slow to start (Node + koffi boot) -> not counted against the open time limit', async () => {
+    const libc = new FakeLibc(() => OK);
+    const inner = inProcessBackend(libc);
+    const ex = new NativeExecutor({
+      backend: { spawn: () => ({ ...inner.spawn(), ready: new Promise<void>((r) => setTimeout(r, 80)) }) },
+    });
+    const h = await ex.open('/dev/a', 2, { timeoutMs: 30 });
+    expect((await h.call(ioctl(), opts(30))).ret).toBe(0);
+  });
+
+  it('a thread that fails to start -> open NotSentError, nothing sent, the next open starts a new thread', async () => {
+    const libc = new FakeLibc(() => OK);
+    const inner = inProcessBackend(libc);
+    let fail = true;
+    const ex = new NativeExecutor({
+      backend: {
+        spawn: () => ({
+          ...inner.spawn(),
+          ready: fail ? Promise.reject(new Error('koffi missing')) : Promise.resolve(),
+        }),
+      },
+    });
+    await expect(ex.open('/dev/a', 2, { timeoutMs: 1000 })).rejects.toBeInstanceOf(NotSentError);
+    expect(ex.stats().threads).toBe(0);
+    fail = false;
+    const h = await ex.open('/dev/a', 2, { timeoutMs: 1000 });
+    expect((await h.call(ioctl(), opts(1000))).ret).toBe(0);
+  });
 });
