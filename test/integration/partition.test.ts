@@ -157,10 +157,13 @@ describe('partitions: a lost node is a running agent whose API traffic is blackh
     },
   );
 
-  it(
-    'A2: a new legitimate node is never preempted by a fencer whose watch is dead',
+  it.each([
+    ['both directions', 'both'],
+    ['server-to-client only: its requests still reach the API server', 'server-to-client'],
+  ] as const)(
+    'A2: a new legitimate node is never preempted by a fencer whose watch is dead (blackhole %s)',
     { timeout: 150_000 },
-    async () => {
+    async (_what, dir) => {
       const [nb, nc] = [await c.node('node-b'), await c.node('node-c')];
       const { name: pv, lu } = await c.pv();
       // node-c's agent first: node-b's caches know node-c's key before the partition.
@@ -169,7 +172,7 @@ describe('partitions: a lost node is a running agent whose API traffic is blackh
       await c.attach(pv, nb);
       await eventually(() => lu.state().reservation?.holder === nb, { timeoutMs: 30_000 });
       const s = new KeySampler(c, lu, { [nb]: b.key, [nc]: cc.key });
-      pb.blackhole('both'); // node-b's watch is dead; it keeps its device and its resyncs
+      pb.blackhole(dir); // node-b's watch is dead; it keeps its device and its resyncs
       const phases = watchPhase(c, nc);
       await c.attach(pv, nc); // RWX: node-c is legitimate too
       const registered = await eventually(() => s.timeline(nc).some((t) => t.present), {

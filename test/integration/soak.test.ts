@@ -82,6 +82,17 @@ describe('soak: random faults, checked over the whole history', () => {
       async () => {
         const rng = new Rng(seed);
         const h = new HistoryRecorder();
+        // The machine's own event-loop noise before any agent runs (a figure, not checked).
+        const loop = monitorEventLoopDelay({ resolution: 10 });
+        loop.enable();
+        await sleep(3000);
+        h.record({
+          kind: 'loop-delay',
+          p99Ms: loop.percentile(99) / 1e6,
+          maxMs: loop.max / 1e6,
+          baseline: true,
+        });
+        loop.reset();
         const nodes: Node[] = [];
         for (let i = 0; i < 4; i++) {
           const name = await c.node(`soak${i}`);
@@ -116,6 +127,12 @@ describe('soak: random faults, checked over the whole history', () => {
             let why = cause;
             const late = v.lu.lateApplied;
             if (late.length > (lateSeen.get(v.lu) ?? 0)) {
+              for (const l of late.slice(lateSeen.get(v.lu) ?? 0))
+                h.record({
+                  kind: 'fault',
+                  what: `late ${l.op} landed on ${v.name}: ${l.result}`,
+                  node: l.initiator,
+                });
               const l = late.at(-1)!;
               why = { node: l.initiator, op: `${l.op} (late: ${l.result})` };
               lateSeen.set(v.lu, late.length);
@@ -159,8 +176,7 @@ describe('soak: random faults, checked over the whole history', () => {
         for (const n of nodes) await startAgent(n);
 
         // --- observers
-        const loop = monitorEventLoopDelay({ resolution: 10 });
-        loop.enable();
+        loop.reset();
         const timers: NodeJS.Timeout[] = [];
         const every = (ms: number, f: () => void | Promise<void>) => {
           let running = false;
@@ -321,6 +337,25 @@ describe('soak: random faults, checked over the whole history', () => {
             },
           ],
         ];
+        actions.push([
+          1,
+          async () => {
+            // The API server restarts: every connection is reset and new ones are refused
+            // for a few seconds (every node at once; the agents keep running).
+            const ms = rng.int(1000, 5000);
+            h.record({ kind: 'fault', what: `api server down ${ms} ms` });
+            for (const n of nodes) n.proxy.reset('both');
+            await Promise.all(nodes.map((n) => n.proxy.refuseNew(true)));
+            await sleep(ms);
+            for (const n of nodes) {
+              // A node partitioned meanwhile stays partitioned.
+              if (n.partitioned) n.proxy.blackhole('both');
+              else n.proxy.pass('both');
+              await n.proxy.refuseNew(false);
+            }
+            h.record({ kind: 'fault', what: 'api server up' });
+          },
+        ]);
         const weighted = actions.flatMap(([w, f]) => Array.from({ length: w }, () => f));
 
         const end = Date.now() + CHAOS_MS;

@@ -60,6 +60,8 @@ export interface Figures {
   faults: number;
   loopDelayP99MaxMs: number;
   loopDelayMaxMs: number;
+  /** p99 of the baseline window (before the agents ran), if one was recorded. */
+  loopDelayBaselineP99Ms?: number;
   /** Per agent: API requests per minute over the run. */
   apiPerMinute: Record<string, number>;
 }
@@ -166,6 +168,10 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
         f.faults += 1;
         break;
       case 'loop-delay':
+        if (e.baseline) {
+          f.loopDelayBaselineP99Ms = e.p99Ms;
+          break;
+        }
         f.loopDelayP99MaxMs = Math.max(f.loopDelayP99MaxMs, e.p99Ms);
         f.loopDelayMaxMs = Math.max(f.loopDelayMaxMs, e.maxMs);
         if (e.p99Ms > loopLimit)

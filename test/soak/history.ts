@@ -27,8 +27,11 @@ export type HistoryEvent =
   | { t: number; kind: 'unfence'; node: string }
   /** A fault the driver injected or healed (informational). */
   | { t: number; kind: 'fault'; what: string; node?: string }
-  /** Event-loop delay of the test process over a window (perf_hooks monitorEventLoopDelay). */
-  | { t: number; kind: 'loop-delay'; p99Ms: number; maxMs: number }
+  /**
+   * Event-loop delay of the test process over a window (perf_hooks monitorEventLoopDelay);
+   * `baseline`: measured before any agent ran (the machine's own noise, not checked).
+   */
+  | { t: number; kind: 'loop-delay'; p99Ms: number; maxMs: number; baseline?: boolean }
   /** API requests one agent sent over a window. */
   | { t: number; kind: 'api'; node: string; requests: number; windowMs: number };
 

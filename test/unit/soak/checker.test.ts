@@ -164,6 +164,13 @@ describe('soak history checker', () => {
     expect(props(h)).toEqual<Property[]>(['loop-delay']);
   });
 
+  it('a baseline loop-delay window over the bound -> a figure, no violation', () => {
+    const h: HistoryEvent[] = [{ t: 0, kind: 'loop-delay', p99Ms: 35, maxMs: 80, baseline: true }, ...clean];
+    const r = checkHistory(h);
+    expect(r.violations).toEqual([]);
+    expect(r.figures.loopDelayBaselineP99Ms).toBe(35);
+  });
+
   it('an agent over the API request rate -> api-rate', () => {
     const h: HistoryEvent[] = [...clean, { t: 95, kind: 'api', node: 'b', requests: 5000, windowMs: 60_000 }];
     expect(props(h)).toEqual<Property[]>(['api-rate']);
