@@ -128,7 +128,6 @@ export class Agent {
       reservationType: o.reservationType ?? 'write-exclusive-reg-only',
       foreignKeys: o.foreignKeys ?? 'leave',
       leaveGraceMs: o.leaveGraceMs ?? 10_000,
-      metrics: o.metrics,
       signal: this.#abort.signal,
     });
   }
@@ -161,6 +160,8 @@ export class Agent {
       const agent = new Agent(o, rest, key, tag, claim, memory);
       o.log.info({ node: o.nodeName, key: formatKey(key) }, 'agent key');
       await agent.#startInformers();
+      // Truthful from the start: 1 on a healthy idle node, not only after a first volume.
+      metrics?.registrationAllowed(agent.#reconciler.mayRegisterCached());
       await agent.#resumeIntents();
       agent.#startWorkers();
       agent.#startApiProbe();

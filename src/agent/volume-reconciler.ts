@@ -31,7 +31,6 @@ import { isAllRegistrantsType, type ReservationType } from '../pr/reservation-ty
 import { formatKey, type PrKey } from '../pr/key.js';
 import { isPrError } from '../pr/errors.js';
 import { describeError } from '../obs/logger.js';
-import type { AgentMetrics } from '../obs/metrics.js';
 import type { V1Node } from '@kubernetes/client-node';
 import {
   hasOutOfService,
@@ -72,7 +71,6 @@ export interface VolumeReconcilerOptions {
   foreignKeys: 'leave' | 'preempt';
   /** How long a node that left by a normal detach has to unregister itself before it is fenced. */
   leaveGraceMs: number;
-  metrics?: AgentMetrics | undefined;
   signal: AbortSignal;
   now?: () => number;
 }
@@ -503,13 +501,14 @@ export class VolumeReconciler {
         return { ...base, requeueAfterMs: Math.min(1000, graceLeft ?? 1000) };
       case 'unconfirmed':
         return { ...base, requeueAfterMs: 1000 };
+      case 'pending':
+        return { ...base, requeueAfterMs: 0 }; // rounds ran out with work left: again at once
       default:
         throw new Error(`volume ${pv}: ${obs.outcome}`);
     }
   }
 
   async #unsupported(pv: string, message: string): Promise<ReconcileResult> {
-    this.#o.metrics?.reconciled('unsupported');
     await this.#o.writer.writeVolume(pv, {
       registrants: [],
       conditions: [cond('Supported', 'False', 'NoPersistentReservations', message)],
