@@ -265,6 +265,10 @@ export class Agent {
     const m = this.#o.metrics;
     try {
       const r = await this.#reconciler.reconcile(pv, log);
+      log.debug(
+        { outcome: r.outcome, registered: r.registered, requeueAfterMs: r.requeueAfterMs },
+        'reconciled',
+      );
       this.#queue.forget(pv);
       m?.reconciled(r.outcome);
       m?.registrationAllowed(this.#reconciler.mayRegisterCached() && this.#reconciler.blockedOn.size === 0);

@@ -3,13 +3,16 @@
  * kube-apiserver + etcd started here, the chart's CRDs, and two `prfence agent` processes
  * as node-a and node-b. Each agent runs in its own mount namespace where the PV's device
  * path (/run/prfence-dev/vol) leads to its own initiator of one logical unit, as two
- * machines would see one LUN. The test moves the VolumeAttachment from node-a (its agent
- * stopped with SIGSTOP: a partitioned node whose I/O path still works) to node-b and shows
- * node-a's write refused by the kernel while node-b writes.
+ * machines would see one LUN. node-a's agent reaches the API server through a TCP fault
+ * proxy. The test partitions node-a (its API traffic blackholed; the agent runs on and its
+ * I/O path still works), moves the VolumeAttachment to node-b, and shows node-a's write
+ * refused by the kernel while node-b writes; node-a never registers again, neither while
+ * partitioned nor after the partition heals.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { FaultProxy, kubeConfigVia } from '../envtest/fault-proxy.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CoreV1Api, StorageV1Api } from '@kubernetes/client-node';
@@ -65,14 +68,14 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
   const agents: { node: string; proc: ChildProcess; log: string }[] = [];
   let observer: PrDevice;
 
-  const startAgent = (node: string, device: string) => {
+  const startAgent = (node: string, device: string, kubeconfig = cp.kubeconfigPath) => {
     const log = join(tmpdir(), `prfence-agent-${node}.log`);
     const out = createWriteStream(log);
     // Own mount namespace: /run/prfence-dev/vol is this node's path to the shared LU.
     const script = [
       'mount -t tmpfs prfence-dev /run/prfence-dev',
       `ln -s ${device} ${DEVICE_PATH}`,
-      `exec ${process.execPath} dist/src/cli/main.js agent --node-name ${node} --kubeconfig ${cp.kubeconfigPath} --log-level debug --ioctl-timeout 20s --leave-grace 2s --state-dir ${join(tmpdir(), `prfence-state-${node}`)}`,
+      `exec ${process.execPath} dist/src/cli/main.js agent --node-name ${node} --kubeconfig ${kubeconfig} --log-level debug --resync 2s --ioctl-timeout 20s --leave-grace 2s --state-dir ${join(tmpdir(), `prfence-state-${node}`)}`,
     ].join(' && ');
     const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -110,7 +113,7 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
   }, 120_000);
 
   it(
-    `${spec?.name}: VolumeAttachment moves a -> b; node-a's write is refused by the kernel`,
+    `${spec?.name}: node-a partitioned, VolumeAttachment moves a -> b -> node-a's write refused by the kernel; it never registers again, partitioned or healed`,
     {
       timeout: 900_000,
     },
@@ -137,7 +140,12 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
         spec: { attacher: 'e2e.csi.prfence.io', nodeName: node, source: { persistentVolumeName: 'pv-e2e' } },
       });
       await storage.createVolumeAttachment({ body: va('node-a') });
-      const agentA = startAgent('node-a', devA);
+      // node-a reaches the API server only through a TCP fault proxy: a partition is its
+      // API traffic blackholed while the agent runs on and keeps its path to the LU.
+      const proxy = await FaultProxy.start({ target: cp.server });
+      const kcA = join(tmpdir(), 'prfence-e2e-node-a.kubeconfig');
+      writeFileSync(kcA, kubeConfigVia(kc, proxy).exportConfig());
+      startAgent('node-a', devA, kcA);
       startAgent('node-b', devB);
 
       try {
@@ -153,8 +161,19 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
         expect(await directWrite(devA)).toBe('ok');
         expect(await directWrite(devB)).toBe('refused'); // not registered: WERO refuses it
 
-        // node-a is partitioned: its agent cannot act, its I/O path still works.
-        agentA.kill('SIGSTOP');
+        // node-a is partitioned: its agent runs on, its I/O path still works, its API
+        // traffic goes nowhere. Its key is sampled on the device throughout.
+        proxy.blackhole('both');
+        let aBack = 0;
+        let sampling = true;
+        let fencedSeen = false;
+        const sampler = (async () => {
+          while (sampling) {
+            const k = await observer.readKeys().catch(() => undefined);
+            if (k?.keys.includes(keyA) && fencedSeen) aBack += 1;
+            await new Promise((r) => setTimeout(r, 200));
+          }
+        })();
         await storage.deleteVolumeAttachment({ name: 'va-node-a' });
         const t0 = Date.now();
         await storage.createVolumeAttachment({ body: va('node-b') });
@@ -166,6 +185,7 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
           const [keys, r] = [await observer.readKeys(), await observer.readReservation()];
           return !keys.keys.includes(keyA) && r.key === keyB ? true : undefined;
         });
+        fencedSeen = true;
         console.log(
           `failover on ${spec.name}: VolumeAttachment created -> ${formatKey(keyA)} gone, ${formatKey(keyB)} holds: ${Date.now() - t0} ms`,
         );
@@ -188,14 +208,22 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
         expect(vr.status?.holder?.key).toBe(formatKey(keyB));
         expect(vr.status?.lastFence).toMatchObject({ victimNode: 'node-a', by: 'node-b', result: 'Fenced' });
 
-        // S2 on the kernel: node-a's agent resumes, sees it was fenced, does not re-register.
+        // S2 on the kernel: while partitioned (several of its 2 s resyncs) node-a never
+        // registers again; after the partition heals it reads that it was fenced and still
+        // does not.
+        await new Promise((r) => setTimeout(r, 10_000)); // a sampling window
         const logBefore = readFileSync(agents[0]!.log, 'utf8').length;
-        agentA.kill('SIGCONT');
-        await until('node-a agent reconciled pv-e2e again', 120_000, async () =>
-          readFileSync(agents[0]!.log, 'utf8').slice(logBefore).includes('"msg":"reconciled"')
+        await proxy.heal();
+        await until('node-a agent reconciled pv-e2e after the partition healed', 300_000, async () =>
+          /"msg":"reconciled"/.test(readFileSync(agents[0]!.log, 'utf8').slice(logBefore)) &&
+          /"outcome":"blocked"/.test(readFileSync(agents[0]!.log, 'utf8').slice(logBefore))
             ? true
             : undefined,
         );
+        await new Promise((r) => setTimeout(r, 5000)); // a sampling window after healing
+        sampling = false;
+        await sampler;
+        expect(aBack).toBe(0);
         expect((await observer.readKeys()).keys).not.toContain(keyA);
         expect(await directWrite(devA)).toBe('refused');
 
