@@ -138,7 +138,10 @@ export class Agent {
    */
   static async start(o: AgentOptions): Promise<Agent> {
     const metrics = o.metrics;
-    const rest = new RestClient(o.kubeConfig, metrics ? { onResponse: metrics.apiRequest } : {});
+    const rest = new RestClient(o.kubeConfig, {
+      userAgent: `prfence-agent/${o.nodeName}`,
+      ...(metrics ? { onResponse: metrics.apiRequest } : {}),
+    });
     try {
       const node = await rest.get<V1Node>(`/api/v1/nodes/${encodeURIComponent(o.nodeName)}`);
       const nodeUid = node.metadata?.uid ?? '';

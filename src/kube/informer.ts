@@ -108,7 +108,14 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
       }>({
         method: 'GET',
         path: opts.path,
-        query: { limit: String(opts.pageSize ?? 500), ...(cont ? { continue: cont } : {}) },
+        // resourceVersion=0: served from the API server's watch cache, not read from etcd
+        // (a fleet re-listing after an API server restart costs no etcd reads); the cache
+        // may lag a little, which the watch that follows catches up on. Device commands
+        // never rest on this cache alone (src/agent/fresh-view.ts).
+        query: {
+          limit: String(opts.pageSize ?? 500),
+          ...(cont ? { continue: cont } : { resourceVersion: '0' }),
+        },
         signal: abort.signal,
       });
       for (const item of page.items) {
