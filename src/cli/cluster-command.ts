@@ -19,7 +19,8 @@ import {
   type VolumeReservation,
 } from '../crd/types.js';
 import type { KubeConnection } from '../kube/connection.js';
-import { clusterObjectPath, type RestClient } from '../kube/rest-client.js';
+import { clusterObjectPath, KubeApiError, type RestClient } from '../kube/rest-client.js';
+import { ApiUnreachableError } from './exit-codes.js';
 import type { CliIo } from './program.js';
 
 const FIELD_MANAGER = 'prfence-cli';
@@ -44,7 +45,27 @@ async function connect(flag: string | undefined, env = process.env): Promise<Res
   } catch (e) {
     throw new ConfigError((e as Error).message);
   }
-  return new RestClient(c);
+  return new RestClient(c, { userAgent: 'prfence-cli' });
+}
+
+/**
+ * Runs `body` with a client and closes it. Any failure that is not an answer of the API
+ * server nor a usage error (refused, reset, TLS, time-out) is reported as the API server
+ * being unreachable, with its own exit code (6), never as a device I/O error (5).
+ */
+async function withApi(
+  kubeconfig: string | undefined,
+  body: (rest: RestClient) => Promise<void>,
+): Promise<void> {
+  const rest = await connect(kubeconfig);
+  try {
+    await body(rest);
+  } catch (e) {
+    if (e instanceof KubeApiError || e instanceof ConfigError) throw e;
+    throw new ApiUnreachableError(`API server ${rest.server}: ${e instanceof Error ? e.message : String(e)}`);
+  } finally {
+    rest.close();
+  }
 }
 
 function table(rows: string[][]): string[] {
@@ -67,8 +88,13 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
     .requiredOption('--reason <text>', 'why (recorded in the NodeFence; required)')
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
     .action(async (node: string, o: { reason: string; kubeconfig?: string }) => {
-      const rest = await connect(o.kubeconfig);
-      try {
+      await withApi(o.kubeconfig, async (rest) => {
+        // A fence of a node that does not exist would block a future node of that name.
+        await rest.get(`/api/v1/nodes/${encodeURIComponent(node)}`).catch((e: unknown) => {
+          if (e instanceof KubeApiError && e.code === 404)
+            throw new ConfigError(`node "${node}" does not exist: nothing fenced`);
+          throw e;
+        });
         await rest.apply(
           nfPath(node),
           {
@@ -86,9 +112,7 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
         io.stdout(
           `nodefence/${node}: fence requested (${o.reason}); peers remove its key, it stays off until unfenced`,
         );
-      } finally {
-        rest.close();
-      }
+      });
     });
 
   program
@@ -97,8 +121,7 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
     .argument('<node>', 'the node to unfence (repaired or rebooted)')
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
     .action(async (node: string, o: { kubeconfig?: string }) => {
-      const rest = await connect(o.kubeconfig);
-      try {
+      await withApi(o.kubeconfig, async (rest) => {
         await rest.get(nfPath(node)); // a clear 404 for a node prfence never saw
         await rest.apply(
           nfPath(node),
@@ -121,9 +144,7 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
           body: { status: { phase: null, fencedBy: null, fencedAt: null } },
         });
         io.stdout(`nodefence/${node}: unfenced; its agent registers again on its next reconcile`);
-      } finally {
-        rest.close();
-      }
+      });
     });
 
   program
@@ -132,8 +153,7 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
     .option('--json', 'print {"nodes": [...], "volumes": [...]}')
     .action(async (o: { kubeconfig?: string; json?: boolean }) => {
-      const rest = await connect(o.kubeconfig);
-      try {
+      await withApi(o.kubeconfig, async (rest) => {
         const [nfs, vrs] = await Promise.all([
           rest.get<{ items: NodeFence[] }>(nfPath()),
           rest.get<{ items: VolumeReservation[] }>(
@@ -192,8 +212,6 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
           ]),
         ]))
           io.stdout(l);
-      } finally {
-        rest.close();
-      }
+      });
     });
 }

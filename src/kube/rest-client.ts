@@ -222,6 +222,11 @@ export class RestClient {
     });
   }
 
+  /** The API server's URL (for messages). */
+  get server(): string {
+    return this.#server.origin;
+  }
+
   /** Closes kept-alive connections. */
   close(): void {
     this.#agent.destroy();

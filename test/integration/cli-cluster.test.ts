@@ -3,10 +3,16 @@
  * a memory LU: a fence request removes the node's key and holds it off (S2); unfence lets
  * it register again; status shows both. The CLI runs in-process (runCli), as main.ts does.
  */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { inject, afterAll, describe, expect, it } from 'vitest';
 import { registerClusterCommands } from '../../src/cli/cluster-command.js';
 import { runCli } from '../../src/cli/program.js';
-import { eventually } from '../envtest/kube.js';
+import { GROUP, VERSION } from '../../src/crd/types.js';
+import { clusterObjectPath, RestClient } from '../../src/kube/rest-client.js';
+import { adminKubeConfig, eventually } from '../envtest/kube.js';
+import { freePort } from '../envtest/net.js';
 import { Cluster } from './agent-harness.js';
 
 async function cli(...argv: string[]) {
@@ -72,13 +78,40 @@ describe('prfence fence / unfence / status', () => {
     expect(b.key).not.toBe(a.key);
   });
 
-  it('bad use -> one clear line and a usage or API exit code, nothing written', async () => {
+  it('bad use -> one clear line and a usage (2) or API (6) exit code, nothing written', async () => {
     const noReason = await cli('fence', 'node-x', '--kubeconfig', kc);
     expect(noReason.code).toBe(2);
     expect(noReason.err).toContain("required option '--reason <text>' not specified");
     const unknown = await cli('unfence', 'no-such-node', '--kubeconfig', kc);
-    expect(unknown.code).toBe(5);
+    expect(unknown.code).toBe(6);
     expect(unknown.err).toMatch(/^prfence: kube API 404: .*"no-such-node" not found$/);
+    const ghost = await cli('fence', 'no-such-node', '--reason', 'typo', '--kubeconfig', kc);
+    expect(ghost.code).toBe(2);
+    expect(ghost.err).toBe('prfence: node "no-such-node" does not exist: nothing fenced');
+    const nf = await new RestClient(adminKubeConfig())
+      .get(clusterObjectPath(GROUP, VERSION, 'nodefences', 'no-such-node'))
+      .catch((e: unknown) => e);
+    expect(nf).toMatchObject({ code: 404 }); // nothing written
+    // A kubeconfig pointing at nothing: refused connection -> the API exit code.
+    const dir = mkdtempSync(join(tmpdir(), 'prfence-kc-'));
+    const dead = join(dir, 'kubeconfig');
+    const port = await freePort();
+    writeFileSync(
+      dead,
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [
+          { name: 'c', cluster: { server: `https://127.0.0.1:${port}`, 'insecure-skip-tls-verify': true } },
+        ],
+        users: [{ name: 'u', user: { token: 't' } }],
+        contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }],
+        'current-context': 'x',
+      }),
+    );
+    const down = await cli('status', '--kubeconfig', dead);
+    expect(down.code).toBe(6);
+    expect(down.err).toMatch(/^prfence: API server https:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/);
     const badKc = await cli('status', '--kubeconfig', '/nonexistent/kubeconfig');
     expect(badKc.code).toBe(2);
     expect(badKc.err).toMatch(/^prfence: kubeconfig \/nonexistent\/kubeconfig: /);
