@@ -166,6 +166,8 @@ export class Agent {
       // Truthful from the start: 1 on a healthy idle node, not only after a first volume.
       metrics?.registrationAllowed(agent.#reconciler.mayRegisterCached());
       await agent.#resumeIntents();
+      // A node with a key and no volume yet shows a phase, not an empty cell.
+      await agent.#writeOwnStatus();
       agent.#startWorkers();
       agent.#startApiProbe();
       return agent;
