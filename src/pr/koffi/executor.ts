@@ -35,6 +35,9 @@ export interface NativeThread {
   terminate(): void;
 }
 
+/** A thread's `run` rejects with this when the thread was gone before the call was handed over (never sent). */
+export class NativeThreadGoneError extends Error {}
+
 /** Makes threads: the seam between the executor's scheduling and the real libc. */
 export interface NativeBackend {
   spawn(): NativeThread;
@@ -441,14 +444,14 @@ export class NativeExecutor {
     if (!job.settled) {
       job.settled = true;
       if (reply) job.resolve(reply);
-      else
+      else {
+        const d = { op: job.op, device: job.lane?.device ?? '', cause: err };
         job.reject(
-          new IndeterminateError(`${job.op}: native thread failed: ${String(err)}`, {
-            op: job.op,
-            device: job.lane?.device ?? '',
-            cause: err,
-          }),
+          err instanceof NativeThreadGoneError
+            ? new NotSentError(`${job.op}: native thread gone before the call: ${String(err)}`, d)
+            : new IndeterminateError(`${job.op}: native thread failed: ${String(err)}`, d),
         );
+      }
     } else if (reply) {
       job.late?.(reply);
     }
@@ -622,7 +625,7 @@ export function workerThreadBackend(): NativeBackend {
         run(req) {
           return new Promise((resolve, reject) => {
             if (gone) {
-              reject(gone);
+              reject(new NativeThreadGoneError(gone.message, { cause: gone }));
               return;
             }
             const id = next++;

@@ -5,7 +5,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { IndeterminateError, NotSentError } from '../../../src/pr/errors.js';
-import { inProcessBackend, NativeExecutor, type CallOptions } from '../../../src/pr/koffi/executor.js';
+import {
+  inProcessBackend,
+  NativeExecutor,
+  NativeThreadGoneError,
+  type CallOptions,
+} from '../../../src/pr/koffi/executor.js';
 import { FakeLibc, gate, type FakeDevice } from '../../../src/pr/koffi/fake-libc.js';
 import type { SyscallResult } from '../../../src/pr/koffi/native-call.js';
 
@@ -308,5 +313,28 @@ describe('NativeExecutor on a fake libc', () => {
     fail = false;
     const h = await ex.open('/dev/a', 2, { timeoutMs: 1000 });
     expect((await h.call(ioctl(), opts(1000))).ret).toBe(0);
+  });
+
+  it('a thread that died while idle -> the call handed to it NotSentError (never sent), the thread dropped', async () => {
+    const libc = new FakeLibc(() => OK);
+    const inner = inProcessBackend(libc);
+    let dead = false;
+    const ex = new NativeExecutor({
+      poolSize: 1,
+      backend: {
+        spawn: () => {
+          const t = inner.spawn();
+          return {
+            ...t,
+            run: (req) => (dead ? Promise.reject(new NativeThreadGoneError('exited')) : t.run(req)),
+          };
+        },
+      },
+    });
+    const h = await ex.open('/dev/a', 2, { timeoutMs: 1000 });
+    dead = true;
+    await expect(h.call(ioctl(), opts(1000))).rejects.toBeInstanceOf(NotSentError);
+    expect(libc.calls).toHaveLength(0);
+    expect(ex.stats().threads).toBe(0);
   });
 });
