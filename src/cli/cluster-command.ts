@@ -5,8 +5,7 @@
  * every legitimate peer remove the node's key, S2 keeps it off until unfenced).
  */
 import { existsSync } from 'node:fs';
-import { homedir, userInfo } from 'node:os';
-import { join } from 'node:path';
+import { userInfo } from 'node:os';
 import type { Command } from 'commander';
 import { ConfigError } from '../config/config.js';
 import {
@@ -27,23 +26,50 @@ const FIELD_MANAGER = 'prfence-cli';
 const nfPath = (name?: string, sub?: 'status') =>
   clusterObjectPath(GROUP, VERSION, NODE_FENCE.plural, name, sub);
 
-/** --kubeconfig, else $KUBECONFIG (first entry), else ~/.kube/config, else in-cluster. */
-async function connect(flag: string | undefined, env = process.env): Promise<RestClient> {
-  const [conn, { RestClient }] = await Promise.all([
-    import('../kube/connection.js'),
+/**
+ * Credentials as kubectl finds them, through client-node's KubeConfig (these commands run
+ * with a person's own kubeconfig): --kubeconfig, else $KUBECONFIG (every file, merged),
+ * else ~/.kube/config, else in-cluster; --context picks a context. Exec plugins (EKS, GKE,
+ * AKS), OIDC and token files work: client-node resolves the credentials once, and the
+ * command's few requests use them. (The in-cluster agent keeps its lean loader.)
+ */
+async function connect(flag: string | undefined, context?: string): Promise<RestClient> {
+  const [{ KubeConfig }, { RestClient }] = await Promise.all([
+    import('@kubernetes/client-node'),
     import('../kube/rest-client.js'),
   ]);
-  const path = flag ?? env.KUBECONFIG?.split(':').find(Boolean);
-  const home = join(homedir(), '.kube', 'config');
+  const kc = new KubeConfig();
   let c: KubeConnection;
   try {
-    c = path
-      ? conn.connectionFromKubeconfigFile(path)
-      : existsSync(home)
-        ? conn.connectionFromKubeconfigFile(home)
-        : conn.inClusterConnection();
+    if (flag) {
+      if (!existsSync(flag)) throw new Error(`kubeconfig ${flag}: no such file`);
+      kc.loadFromFile(flag);
+    } else kc.loadFromDefault();
+    if (context) {
+      if (!kc.getContextObject(context)) throw new Error(`kubeconfig: context "${context}" not found`);
+      kc.setCurrentContext(context);
+    }
+    const cluster = kc.getCurrentCluster();
+    if (!cluster) throw new Error('kubeconfig: no current cluster (use --kubeconfig or --context)');
+    const opts: {
+      ca?: Buffer | string;
+      cert?: Buffer | string;
+      key?: Buffer | string;
+      headers?: Record<string, string>;
+    } = {};
+    await kc.applyToHTTPSOptions(opts as Parameters<typeof kc.applyToHTTPSOptions>[0]);
+    const auth = opts.headers?.Authorization ?? opts.headers?.authorization;
+    const buf = (v: Buffer | string | undefined) => (v === undefined ? undefined : Buffer.from(v));
+    c = {
+      server: cluster.server,
+      ...(opts.ca ? { ca: buf(opts.ca)! } : {}),
+      ...(opts.cert ? { cert: buf(opts.cert)! } : {}),
+      ...(opts.key ? { key: buf(opts.key)! } : {}),
+      ...(cluster.skipTLSVerify ? { insecureSkipTlsVerify: true } : {}),
+      ...(auth ? { token: () => auth.replace(/^Bearer /, '') } : {}),
+    };
   } catch (e) {
-    throw new ConfigError((e as Error).message);
+    throw new ConfigError(e instanceof Error ? e.message : String(e));
   }
   return new RestClient(c, { userAgent: 'prfence-cli' });
 }
@@ -54,10 +80,10 @@ async function connect(flag: string | undefined, env = process.env): Promise<Res
  * being unreachable, with its own exit code (6), never as a device I/O error (5).
  */
 async function withApi(
-  kubeconfig: string | undefined,
+  o: { kubeconfig?: string; context?: string },
   body: (rest: RestClient) => Promise<void>,
 ): Promise<void> {
-  const rest = await connect(kubeconfig);
+  const rest = await connect(o.kubeconfig, o.context);
   try {
     await body(rest);
   } catch (e) {
@@ -87,8 +113,9 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
     .argument('<node>', 'the node to fence')
     .requiredOption('--reason <text>', 'why (recorded in the NodeFence; required)')
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
-    .action(async (node: string, o: { reason: string; kubeconfig?: string }) => {
-      await withApi(o.kubeconfig, async (rest) => {
+    .option('--context <name>', 'kubeconfig context (default: the current context)')
+    .action(async (node: string, o: { reason: string; kubeconfig?: string; context?: string }) => {
+      await withApi(o, async (rest) => {
         // A fence of a node that does not exist would block a future node of that name.
         await rest.get(`/api/v1/nodes/${encodeURIComponent(node)}`).catch((e: unknown) => {
           if (e instanceof KubeApiError && e.code === 404)
@@ -120,8 +147,9 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
     .description('let NODE register again: withdraw the fence request and clear the Fenced mark')
     .argument('<node>', 'the node to unfence (repaired or rebooted)')
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
-    .action(async (node: string, o: { kubeconfig?: string }) => {
-      await withApi(o.kubeconfig, async (rest) => {
+    .option('--context <name>', 'kubeconfig context (default: the current context)')
+    .action(async (node: string, o: { kubeconfig?: string; context?: string }) => {
+      await withApi(o, async (rest) => {
         await rest.get(nfPath(node)); // a clear 404 for a node prfence never saw
         await rest.apply(
           nfPath(node),
@@ -151,9 +179,10 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
     .command('status')
     .description('nodes (key, phase, fence) and volumes (holder, last fence) as prfence recorded them')
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
+    .option('--context <name>', 'kubeconfig context (default: the current context)')
     .option('--json', 'print {"nodes": [...], "volumes": [...]}')
-    .action(async (o: { kubeconfig?: string; json?: boolean }) => {
-      await withApi(o.kubeconfig, async (rest) => {
+    .action(async (o: { kubeconfig?: string; context?: string; json?: boolean }) => {
+      await withApi(o, async (rest) => {
         const [nfs, vrs] = await Promise.all([
           rest.get<{ items: NodeFence[] }>(nfPath()),
           rest.get<{ items: VolumeReservation[] }>(
