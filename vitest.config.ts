@@ -30,6 +30,9 @@ export default defineConfig({
           name: 'kernel',
           include: ['test/contract/kernel.test.ts', 'test/kernel/**/*.test.ts'],
           testTimeout: 30_000,
+          // Opening the devices starts native executor threads (Node + koffi), slow in an
+          // emulated guest on a busy host.
+          hookTimeout: 180_000,
           fileParallelism: false,
         },
       },
