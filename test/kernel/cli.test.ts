@@ -10,7 +10,7 @@ import { kernelTopologySpecs } from '../contract/kernel-topology.js';
 const cli = (...args: string[]) => {
   const r = spawnSync(process.execPath, ['dist/src/cli/main.js', ...args], {
     encoding: 'utf8',
-    timeout: 60_000,
+    timeout: 120_000,
   });
   return { code: r.status, out: r.stdout.trim(), err: r.stderr.trim() };
 };
@@ -20,7 +20,7 @@ const RESET = '7e5e700000000002';
 
 for (const spec of kernelTopologySpecs()) {
   const [da, db] = spec.devices as [string, string];
-  describe(`prfence device on ${spec.name}`, { timeout: 240_000 }, () => {
+  describe(`prfence device on ${spec.name}`, { timeout: 600_000 }, () => {
     it('register, reserve, conflict, preempt, keys/reservation --json, clear -> documented output and exit codes', () => {
       const first = cli('device', 'register', da, '--key', RESET, '--ignore-key');
       expect(first.code, `${first.err} ${first.out}`).toBe(0);
