@@ -41,8 +41,8 @@ export default defineConfig({
         test: {
           name: 'kernel-e2e',
           include: ['test/kernel-e2e/**/*.test.ts'],
-          testTimeout: 900_000,
-          hookTimeout: 900_000,
+          testTimeout: 1_400_000,
+          hookTimeout: 1_400_000,
           fileParallelism: false,
         },
       },

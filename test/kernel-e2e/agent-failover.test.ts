@@ -101,7 +101,7 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
     const kc = cp.adminKubeConfig();
     await waitCrdStorage(kc, await installCrds(kc, undefined, 240_000), 240_000);
     console.log(`control plane up in the guest after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-  }, 900_000);
+  }, 1_400_000);
 
   afterAll(async () => {
     for (const a of agents) {
@@ -115,7 +115,7 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
   it(
     `${spec?.name}: node-a partitioned, VolumeAttachment moves a -> b -> node-a's write refused by the kernel; it never registers again, partitioned or healed`,
     {
-      timeout: 900_000,
+      timeout: 1_400_000,
     },
     async () => {
       const kc = cp.adminKubeConfig();

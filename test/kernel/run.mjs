@@ -27,8 +27,8 @@ const kernelsDir = join(cache, 'kernels');
 // Each `prfence` process of the CLI tests starts one native executor worker thread
 // (~0.1 s CPU on the host, 10-15 s per process under TCG on a loaded host): 420 s left no
 // time for the contract suite after the CLI tests (kernel run of 2026-11-30).
-const SUITE_LIMIT_MS = Number(process.env.PRFENCE_KERNEL_TIMEOUT_MS ?? 900_000);
-const E2E_LIMIT_MS = Number(process.env.PRFENCE_E2E_TIMEOUT_MS ?? 900_000);
+const SUITE_LIMIT_MS = Number(process.env.PRFENCE_KERNEL_TIMEOUT_MS ?? 1_500_000);
+const E2E_LIMIT_MS = Number(process.env.PRFENCE_E2E_TIMEOUT_MS ?? 1_500_000);
 const PROBE_LIMIT_MS = Number(process.env.PRFENCE_PROBE_TIMEOUT_MS ?? 120_000);
 const only = process.env.PRFENCE_KERNELS?.split(',');
 
