@@ -98,7 +98,8 @@ function buildInitramfs(kdir, ver, conf) {
 /** Boots one guest; resolves with what its console said. Never waits past `limitMs`. */
 function boot(kdir, initrd, limitMs, label) {
   return new Promise((resolvePromise) => {
-    const logPath = join(tmpdir(), `prfence-${label.replace(/[^a-z0-9.-]/gi, '_')}.log`);
+    // One log per run (concurrent runs from other checkouts never overwrite it).
+    const logPath = join(tmpdir(), `prfence-${label.replace(/[^a-z0-9.-]/gi, '_')}-${process.pid}.log`);
     const log = createWriteStream(logPath);
     // The guest writes its vitest report here (a second, writable 9p share): the serial
     // console interleaves kernel messages with long output, so a report sent over it can
