@@ -166,6 +166,7 @@ export class Agent {
       // Truthful from the start: 1 on a healthy idle node, not only after a first volume.
       metrics?.registrationAllowed(agent.#reconciler.mayRegisterCached());
       await agent.#resumeIntents();
+      agent.#resumeHandovers();
       // A node with a key and no volume yet shows a phase, not an empty cell.
       await agent.#writeOwnStatus();
       agent.#startWorkers();
@@ -250,6 +251,15 @@ export class Agent {
     }
   }
 
+  /** Reservations this node held to hand over before it stopped: held and watched again. */
+  #resumeHandovers(): void {
+    for (const pv of this.#nf.get(this.node)?.status?.handingOver ?? []) {
+      this.#reconciler.handingOver.add(pv);
+      this.#reconciler.touched.add(pv);
+      this.#queue.add(pv);
+    }
+  }
+
   #startWorkers(): void {
     for (let i = 0; i < (this.#o.workers ?? 4); i++) {
       this.#workers.push(
@@ -280,7 +290,7 @@ export class Agent {
       const t = this.#triggeredAt.get(pv);
       const since = t === undefined ? undefined : performance.now() - t;
       for (const v of r.victims) {
-        if (v.result === 'left') continue;
+        if (v.result === 'left' || v.takeover) continue;
         m?.fence(v.result, since === undefined ? undefined : since / 1000);
         this.#o.onFence?.({
           pv,
@@ -318,6 +328,7 @@ export class Agent {
               ? 'Blocked'
               : 'Registered',
         volumes: this.#reconciler.registeredOn.size,
+        handingOver: [...this.#reconciler.handingOver],
         conditions: [
           problem
             ? cond('Degraded', 'True', 'NoFreshView', problem)

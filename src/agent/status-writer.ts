@@ -236,13 +236,20 @@ export class StatusWriter {
    */
   async writeOwn(
     current: NodeFence | undefined,
-    s: { phase: NodePhase; volumes: number; conditions: Condition<'Degraded'>[] },
+    s: {
+      phase: NodePhase;
+      volumes: number;
+      /** PVs this node holds the reservation of only to hand it over (omitted when none). */
+      handingOver: readonly string[];
+      conditions: Condition<'Degraded'>[];
+    },
   ): Promise<void> {
     const writePhase = !(current?.status?.phase === 'Fenced' && s.phase !== 'Fenced');
     const status = {
       key: formatKey(this.#o.key),
       nodeUID: this.#o.nodeUid,
       volumes: s.volumes,
+      ...(s.handingOver.length ? { handingOver: [...s.handingOver].sort() } : {}),
       ...(writePhase ? { phase: s.phase } : {}),
       conditions: s.conditions,
     };

@@ -33,6 +33,8 @@ import { isPrError } from '../pr/errors.js';
 import { describeError } from '../obs/logger.js';
 import type { V1Node } from '@kubernetes/client-node';
 import {
+  fencedNodeExists,
+  handoverKeys,
   hasOutOfService,
   isFenceRequested,
   knownKeys,
@@ -100,6 +102,12 @@ export class VolumeReconciler {
   readonly registeredOn = new Set<string>();
   /** PVs where this node's registration is refused (S2), for the node phase. */
   readonly blockedOn = new Set<string>();
+  /**
+   * PVs this node left but still holds the reservation of, because a fenced node may
+   * still write there: held until a legitimate node takes it over (NodeFence
+   * status.handingOver). A takeover is no loss of the own key.
+   */
+  readonly handingOver = new Set<string>();
 
   constructor(o: VolumeReconcilerOptions) {
     this.#o = o;
@@ -116,6 +124,7 @@ export class VolumeReconciler {
     this.#staleSince.delete(pv);
     this.registeredOn.delete(pv);
     this.blockedOn.delete(pv);
+    this.handingOver.delete(pv);
     this.touched.delete(pv);
     this.#o.writer.forget(pv);
   }
@@ -133,7 +142,10 @@ export class VolumeReconciler {
       this.#forget(pv);
       return { outcome: 'not-mine', ...none };
     }
-    if (selfLegitCache) this.touched.add(pv);
+    if (selfLegitCache) {
+      this.touched.add(pv);
+      this.handingOver.delete(pv); // legitimate again: it keeps what it holds
+    }
 
     let entry: DeviceEntry;
     try {
@@ -160,8 +172,9 @@ export class VolumeReconciler {
 
     // S2 memory on the host: the own key gone without this node removing it is a loss.
     const ownNow = state.keys.keys.includes(o.key);
-    if (ownNow) await o.memory.registered(identity, o.key);
-    else if (o.memory.expects(identity, o.key)) {
+    if (ownNow) {
+      if (!this.handingOver.has(pv)) await o.memory.registered(identity, o.key);
+    } else if (o.memory.expects(identity, o.key)) {
       log.warn(
         { key: formatKey(o.key) },
         'own key gone from the device: treating this node as fenced there (S2)',
@@ -178,6 +191,8 @@ export class VolumeReconciler {
       known: NodeKey[],
       fenceRequested: (node: string) => boolean,
       unsure: boolean,
+      holdForFenced: boolean,
+      handover: PrKey[],
     ): Omit<FenceInput, 'device'> & { device: FenceInput['device'] } => {
       const fenceRequestedSelf = isFenceRequested(cache.nodeFences(o.node), cache.nodes(o.node));
       const input: FenceInput = {
@@ -195,6 +210,8 @@ export class VolumeReconciler {
         desiredType: o.reservationType,
         foreignKeys: o.foreignKeys,
         holderPreemptKeepsVictim: entry.holderPreemptKeepsVictim,
+        holdForFenced,
+        handover,
         device: { kind, keys: state.keys.keys, holder: state.reservation.key, type: state.reservation.type },
       };
       input.spare = this.#spare(input, staleSeen, fenceRequested, unsure);
@@ -216,6 +233,8 @@ export class VolumeReconciler {
       knownKeys(cache),
       (n) => isFenceRequested(cache.nodeFences(n), cache.nodes(n)),
       cLeg.keyless.some((n) => n !== o.node),
+      fencedNodeExists(cache, o.node),
+      handoverKeys(pv, cache, o.node),
     );
     const cachePlan = decideVolume(cacheInput);
     let obs: VolumeObservation;
@@ -269,6 +288,9 @@ export class VolumeReconciler {
           isFenceRequested(cache.nodeFences(n), cache.nodes(n)) &&
           isFenceRequested(fresh.nodeFences(n), fresh.nodes(n)),
         unsure,
+        // Held if either view shows a fenced node; taken over only as the fresh view says.
+        fencedNodeExists(cache, o.node) || fencedNodeExists(fresh, o.node),
+        handoverKeys(pv, fresh, o.node),
       );
       const { device: _d, ...inputNoDevice } = input;
       let current = view;
@@ -292,9 +314,12 @@ export class VolumeReconciler {
             (l2.nodes.some((n) => n.key === a.victim) || l2.keyless.some((n) => n !== o.node))
           )
             return false;
+          if (a.kind === 'preempt-abort' && a.takeover && !handoverKeys(pv, c2, o.node).includes(a.victim))
+            return false;
         }
         if (a.kind === 'unregister') await o.memory.unregistering(identity);
-        if (a.kind === 'preempt-abort') {
+        // A takeover is no fence: no intent (a restart would record it as one).
+        if (a.kind === 'preempt-abort' && !a.takeover) {
           return o.writer.recordIntent(pv, {
             victimKey: formatKey(a.victim),
             ...(a.victimNode ? { victimNode: a.victimNode } : {}),
@@ -307,7 +332,15 @@ export class VolumeReconciler {
       };
       obs = await fenceVolume({ device, input: inputNoDevice, log, signal: o.signal, confirm });
       if (obs.holderPreemptKeepsVictim) entry.holderPreemptKeepsVictim = true;
-      if (obs.state.keys.keys.includes(o.key)) await o.memory.registered(identity, o.key);
+      if (obs.state.keys.keys.includes(o.key) && obs.plan.role !== 'handing-over')
+        await o.memory.registered(identity, o.key);
+    }
+    if (obs.plan.role === 'handing-over' && obs.state.keys.keys.includes(o.key)) {
+      if (!this.handingOver.has(pv)) {
+        log.info('detached, holding the reservation for a fenced node until a legitimate node takes it over');
+        this.handingOver.add(pv);
+      }
+      await o.memory.unregistering(identity); // its takeover is no loss
     }
     const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
     // The volume's record first, then the fence's: once lastFence shows, so does the holder.
@@ -376,6 +409,13 @@ export class VolumeReconciler {
     const fresh = await view.cachesFor(pv);
     const legit = legitimacy(pv, fresh, view.keyClaims);
     for (const v of victims) {
+      if (v.takeover) {
+        log.info(
+          { victim: formatKey(v.key), victimNode: v.node, result: v.result },
+          'reservation taken over from a node handing it over: no fence recorded',
+        );
+        continue;
+      }
       if (v.result === 'left') {
         log.info(
           { victim: formatKey(v.key), victimNode: v.node },
@@ -484,6 +524,7 @@ export class VolumeReconciler {
       status,
       async () => (await entry.device.readKeys({ signal: o.signal })).generation,
     );
+    if (!own) this.handingOver.delete(pv);
     if (!selfLegit && !own) {
       this.touched.delete(pv);
       await o.devices.drop(pv); // detached and unregistered: the device is closed
@@ -493,6 +534,8 @@ export class VolumeReconciler {
       ? Math.max(100, Math.min(...[...staleSeen.values()].map((t) => o.leaveGraceMs - (this.#now() - t))))
       : undefined;
     const base = { outcome: obs.outcome, victims: obs.victims, registered: own };
+    // Held for a takeover: looked at again until it is taken over or no longer needed.
+    if (this.handingOver.has(pv) && obs.outcome === 'done') return { ...base, requeueAfterMs: 5000 };
     switch (obs.outcome) {
       case 'done':
       case 'blocked':

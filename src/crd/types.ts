@@ -58,6 +58,11 @@ export interface NodeFenceStatus {
   nodeUID?: string;
   phase?: NodePhase;
   volumes?: number;
+  /**
+   * PVs this node left by a normal detach but still holds the reservation of, because a
+   * fenced node may still write there: the next legitimate node takes it over.
+   */
+  handingOver?: string[];
   fencedBy?: string;
   fencedAt?: string;
   lastProbeTime?: string;
@@ -125,6 +130,7 @@ export const NODE_FENCE_STATUS_FIELDS: readonly (keyof NodeFenceStatus)[] = [
   'nodeUID',
   'phase',
   'volumes',
+  'handingOver',
   'fencedBy',
   'fencedAt',
   'lastProbeTime',

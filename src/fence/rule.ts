@@ -56,6 +56,18 @@ export interface FenceInput {
    */
   spare?: readonly PrKey[];
   /**
+   * A fenced node may still write to this volume (a node marked Fenced or asked to be):
+   * the reservation must never lapse. A leaver whose release or unregister would drop it
+   * holds it instead, until a legitimate node takes it over. Default false.
+   */
+  holdForFenced?: boolean;
+  /**
+   * Stale keys of leavers that hold the reservation only to hand it over (their own
+   * NodeFence says so): the actor takes the reservation from them at once, and that
+   * takeover is no fence. Default none.
+   */
+  handover?: readonly PrKey[];
+  /**
    * This device was seen to keep the victim when its holder preempts (Linux nvmet,
    * nvmet_pr_preempt): only then the holder releases, preempts and reserves again.
    */
@@ -74,7 +86,14 @@ export type FenceAction =
   | { kind: 'register' }
   | { kind: 'reserve'; type: ReservationType }
   | { kind: 'release'; type: ReservationType }
-  | { kind: 'preempt-abort'; victim: PrKey; victimNode?: string; type: ReservationType }
+  | {
+      kind: 'preempt-abort';
+      victim: PrKey;
+      victimNode?: string;
+      type: ReservationType;
+      /** The victim is a leaver handing the reservation over: no fence. */
+      takeover?: true;
+    }
   | { kind: 'unregister' };
 
 export type FenceRole =
@@ -84,6 +103,11 @@ export type FenceRole =
   | 'waiter'
   /** Not legitimate any more: releasing / unregistering. */
   | 'leaver'
+  /**
+   * Not legitimate any more, but holding the reservation that keeps a fenced node out
+   * until a legitimate node takes it over.
+   */
+  | 'handing-over'
   /** S2 forbids registering. */
   | 'blocked'
   /** Nothing to do. */
@@ -131,6 +155,18 @@ export function decideVolume(input: FenceInput): FencePlan {
       return { role: 'idle', actions: [], reason: 'not legitimate and not registered', keys };
     if (self.inUse)
       return { role: 'waiter', actions: [], reason: 'not legitimate; device still in use locally', keys };
+    // Leaving would drop the reservation: a release or an unregister of the one holder, or
+    // of the last registrant of an all-registrants type. While a fenced node may still
+    // write, that would let it in again (SPC-4 5.13.11: no reservation, every write goes).
+    const dropsReservation =
+      device.type !== null && (allRegs ? device.keys.every((k) => k === self.key) : holderIsOwn);
+    if (input.holdForFenced && dropsReservation)
+      return {
+        role: 'handing-over',
+        actions: [],
+        reason: 'detached, but the reservation keeps a fenced node out: held until a legitimate node takes it over',
+        keys,
+      };
     const actions: FenceAction[] = [];
     // Release first when this node alone holds the reservation, so no stale holder remains.
     if (holderIsOwn && !allRegs && device.type) actions.push({ kind: 'release', type: device.type });
@@ -178,7 +214,9 @@ export function decideVolume(input: FenceInput): FencePlan {
     };
   }
 
-  const spare = new Set(input.spare ?? []);
+  // A leaver handing the reservation over waits for exactly this: no grace for it.
+  const handover = new Set(input.handover ?? []);
+  const spare = new Set((input.spare ?? []).filter((k) => !handover.has(k)));
   const stale = keys.filter(
     (k) =>
       !spare.has(k.key) &&
@@ -187,6 +225,13 @@ export function decideVolume(input: FenceInput): FencePlan {
   const holderSpared = device.holder !== null && spare.has(device.holder) && holderClass === 'stale';
   // Deduplicate: one key can be registered through several nexuses; one preempt removes all.
   const victims = [...new Map(stale.map((k) => [k.key, k])).values()];
+  const preempt = (v: ClassifiedKey, type: ReservationType): FenceAction => ({
+    kind: 'preempt-abort',
+    victim: v.key,
+    type,
+    ...(v.node === undefined ? {} : { victimNode: v.node }),
+    ...(handover.has(v.key) && v.class === 'stale' ? { takeover: true as const } : {}),
+  });
   const foreignHolder = holderClass === 'foreign' && input.foreignKeys === 'leave' && !allRegs;
 
   if (holderSpared && !allRegs) {
@@ -231,8 +276,3 @@ export function decideVolume(input: FenceInput): FencePlan {
   };
 }
 
-function preempt(v: ClassifiedKey, type: ReservationType): FenceAction {
-  return v.node === undefined
-    ? { kind: 'preempt-abort', victim: v.key, type }
-    : { kind: 'preempt-abort', victim: v.key, victimNode: v.node, type };
-}

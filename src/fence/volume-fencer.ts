@@ -25,6 +25,8 @@ export interface FenceVictim {
    * the node unregistered by itself (a normal detach), which is no fence.
    */
   result: 'fenced' | 'failed' | 'left';
+  /** The victim was a leaver handing the reservation over (rule.ts `handover`): no fence. */
+  takeover?: true;
 }
 
 export interface VolumeObservation {
@@ -152,12 +154,18 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
     const a = r.action as Extract<typeof r.action, { kind: 'preempt-abort' }>;
     const gone = !state.keys.keys.includes(a.victim);
     const result = !gone ? 'failed' : applied.has(a.victim) ? 'fenced' : 'left';
-    return a.victimNode === undefined
-      ? { key: a.victim, result }
-      : { key: a.victim, node: a.victimNode, result };
+    return {
+      key: a.victim,
+      result,
+      ...(a.victimNode === undefined ? {} : { node: a.victimNode }),
+      ...(a.takeover ? { takeover: true as const } : {}),
+    };
   });
   for (const v of victims) {
-    ctx.log.info({ victim: formatKey(v.key), victimNode: v.node, result: v.result }, 'fence');
+    ctx.log.info(
+      { victim: formatKey(v.key), victimNode: v.node, result: v.result },
+      v.takeover ? 'reservation taken over from a leaver' : 'fence',
+    );
   }
   return {
     kind,

@@ -246,7 +246,7 @@ describe('soak: random faults, checked over the whole history', () => {
           // Graceful when the node is connected: its pod stops before the detach. A partitioned
           // node's workload keeps writing until it is healed (and its kubelet kills the pod).
           if (!n.partitioned) n.workload.delete(v.name);
-          h.record({ kind: 'detach', node: n.name, lu: v.name });
+          h.record({ kind: 'detach', node: n.name, lu: v.name, graceful: !n.partitioned });
           v.vas.delete(n.name);
           await c.detach(va);
         };

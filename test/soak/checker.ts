@@ -11,7 +11,9 @@
  * - reregistered-after-fence: a node never registers again on any logical unit after its
  *   fence was recorded, until it is unfenced (S2);
  * - fence-not-recorded: every key removed by another party (a fence) is recorded in the
- *   API: the victim's NodeFence shows Fenced at that time or later;
+ *   API: the victim's NodeFence shows Fenced at that time or later. A key of a node that
+ *   left the logical unit by a graceful detach (its workload stopped) and is taken by the
+ *   next node is a takeover of the reservation, not a fence (counted apart);
  * - loop-delay: the event loop never stalls (no single delay over a bound; optionally a p99 bound);
  * - api-rate: each agent's API requests per minute stay under a bound.
  */
@@ -56,6 +58,8 @@ export interface Figures {
   fences: number;
   /** Key removals by the node itself (release after detach). */
   selfRemovals: number;
+  /** Keys of nodes that left by a graceful detach, removed by the next node (a takeover). */
+  takeovers: number;
   fencesRecorded: number;
   faults: number;
   loopDelayP99MaxMs: number;
@@ -112,6 +116,8 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
   // alongside the checks (each check needs only what happened before its event).
   const fenced = new Spans();
   const attached = new Spans();
+  /** node@lu: left by a graceful detach (until attached again). */
+  const leftGracefully = new Set<string>();
   const requested = new Spans();
   /** node@lu: its key was removed there by another party (until the node is unfenced). */
   const removedBy = new Spans();
@@ -126,6 +132,7 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
     writes: { ok: 0, refused: 0 },
     fences: 0,
     selfRemovals: 0,
+    takeovers: 0,
     fencesRecorded: 0,
     faults: 0,
     loopDelayP99MaxMs: 0,
@@ -142,9 +149,11 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
         break;
       case 'attach':
         attached.start(`${e.node}@${e.lu}`, e.t);
+        leftGracefully.delete(`${e.node}@${e.lu}`);
         break;
       case 'detach':
         attached.stop(`${e.node}@${e.lu}`, e.t);
+        if (e.graceful) leftGracefully.add(`${e.node}@${e.lu}`);
         break;
       case 'fence-request':
         requested.start(e.node, e.t);
@@ -221,6 +230,7 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
             );
           const by = e.cause?.node ?? 'unknown';
           if (by === n) f.selfRemovals += 1;
+          else if (leftGracefully.has(`${n}@${e.lu}`)) f.takeovers += 1;
           else {
             f.fences += 1;
             removals.push({ t: e.t, node: n, lu: e.lu, by });

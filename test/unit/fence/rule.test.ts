@@ -195,6 +195,76 @@ describe('fence rule', () => {
     ]);
   });
 
+  describe('a reservation that keeps a fenced node out never lapses', () => {
+    const leaver = { node: 'b', key: B, legitimate: false, mayRegister: true, inUse: false };
+
+    it('the detached holder while a fenced node exists -> holds it (no release, no unregister)', () => {
+      const p = decideVolume(
+        input({ self: leaver, legitimate: [], holdForFenced: true, device: dev([B], B) }),
+      );
+      expect(p.role).toBe('handing-over');
+      expect(p.actions).toEqual([]);
+    });
+
+    it('the detached holder with no fenced node -> releases and unregisters as before', () => {
+      const p = decideVolume(input({ self: leaver, legitimate: [], device: dev([B], B) }));
+      expect(p.actions).toEqual([
+        { kind: 'release', type: 'write-exclusive-reg-only' },
+        { kind: 'unregister' },
+      ]);
+    });
+
+    it('a detached registrant that does not hold it -> unregisters even while a node is fenced', () => {
+      const p = decideVolume(
+        input({ self: leaver, legitimate: [{ node: 'c', key: C }], holdForFenced: true, device: dev([B, C], C) }),
+      );
+      expect(p.actions).toEqual([{ kind: 'unregister' }]);
+    });
+
+    it('all-registrants: the last registrant holds it; with another registrant it unregisters', () => {
+      const t = 'write-exclusive-all-regs' as const;
+      const last = decideVolume(
+        input({ self: leaver, legitimate: [], holdForFenced: true, device: dev([B], 0n, t) }),
+      );
+      expect(last.role).toBe('handing-over');
+      const notLast = decideVolume(
+        input({ self: leaver, legitimate: [{ node: 'c', key: C }], holdForFenced: true, device: dev([B, C], 0n, t) }),
+      );
+      expect(notLast.actions).toEqual([{ kind: 'unregister' }]);
+    });
+
+    it('the actor takes the reservation from a node handing it over at once, even within its grace, as a takeover', () => {
+      const p = decideVolume(
+        input({
+          self: { node: 'c', key: C, legitimate: true, mayRegister: true, inUse: false },
+          legitimate: [{ node: 'c', key: C }],
+          spare: [B],
+          handover: [B],
+          device: dev([B], B),
+        }),
+      );
+      expect(p.actions).toEqual([
+        { kind: 'register' },
+        { kind: 'preempt-abort', victim: B, victimNode: 'b', type: 'write-exclusive-reg-only', takeover: true },
+      ]);
+    });
+
+    it('a handover key of a node that is legitimate again is never taken over', () => {
+      const p = decideVolume(
+        input({
+          self: { node: 'c', key: C, legitimate: true, mayRegister: true, inUse: false },
+          legitimate: [
+            { node: 'b', key: B },
+            { node: 'c', key: C },
+          ],
+          handover: [B],
+          device: dev([B, C], B),
+        }),
+      );
+      expect(p.actions).toEqual([]);
+    });
+  });
+
   it('A10: a stale key spared (a leaver within its grace) -> not preempted; the others are', () => {
     const p = decideVolume(input({ spare: [A], device: dev([B, A, C], B) }));
     expect(p.actions).toEqual([
