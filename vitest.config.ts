@@ -30,6 +30,9 @@ export default defineConfig({
           name: 'kernel',
           include: ['test/contract/kernel.test.ts', 'test/kernel/**/*.test.ts'],
           testTimeout: 30_000,
+          // Opening the devices starts native executor threads (Node + koffi), slow in an
+          // emulated guest on a busy host.
+          hookTimeout: 180_000,
           fileParallelism: false,
         },
       },
@@ -38,8 +41,8 @@ export default defineConfig({
         test: {
           name: 'kernel-e2e',
           include: ['test/kernel-e2e/**/*.test.ts'],
-          testTimeout: 900_000,
-          hookTimeout: 900_000,
+          testTimeout: 1_400_000,
+          hookTimeout: 1_400_000,
           fileParallelism: false,
         },
       },

@@ -72,6 +72,9 @@ export async function agentBench(): Promise<void> {
           nodeName: node,
           log,
           workers: 8,
+          // The mechanics of a fence, without the grace a node that detached normally
+          // gets to unregister by itself (a lost node is fenced by request, at once).
+          leaveGraceMs: 0,
           openDevice: async (id) => lus.get(id)!.initiator(node),
           onFence: (e) => {
             if (e.result === 'fenced' && e.sinceTriggerMs !== undefined)

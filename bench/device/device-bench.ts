@@ -123,7 +123,7 @@ async function stuckCalls(dev: string): Promise<string[]> {
     execFileSync('dmsetup', args, { env: { ...process.env, DM_DISABLE_UDEV: '1' } });
   dm('create', 'prfence-bench', '--table', `0 8192 linear ${dev} 0`);
   dm('mknodes', 'prfence-bench');
-  const d = await KoffiPrDevice.open('/dev/mapper/prfence-bench', { timeoutMs: 60_000, maxInFlight: 4 });
+  const d = await KoffiPrDevice.open('/dev/mapper/prfence-bench', { timeoutMs: 60_000 });
   dm('suspend', 'prfence-bench');
   const { directRead } = await import('../../src/pr/koffi/direct-io.js');
   let settled = 0;

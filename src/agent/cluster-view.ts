@@ -4,8 +4,8 @@
  * node shares. No I/O.
  */
 import type { V1Node, V1PersistentVolume, V1VolumeAttachment } from '@kubernetes/client-node';
-import type { NodeFence } from '../crd/types.js';
-import { parseKey } from '../pr/key.js';
+import type { NodeFence, ReservationKey } from '../crd/types.js';
+import { parseKey, type PrKey } from '../pr/key.js';
 import type { NodeKey } from '../fence/rule.js';
 
 export const OUT_OF_SERVICE_TAINT = 'node.kubernetes.io/out-of-service';
@@ -31,9 +31,34 @@ export function nodeFenceKey(nf: NodeFence | undefined): bigint | undefined {
   }
 }
 
-/** Fenced by request: spec.fenceState=Fenced or the out-of-service taint. */
+/**
+ * To be fenced, or fenced: spec.fenceState=Fenced, the Fenced mark a peer left when it
+ * removed the node's key (a fenced node is not legitimate anywhere until unfenced), or
+ * the out-of-service taint.
+ */
 export function isFenceRequested(nf: NodeFence | undefined, node: V1Node | undefined): boolean {
-  return nf?.spec?.fenceState === 'Fenced' || hasOutOfService(node);
+  return nf?.spec?.fenceState === 'Fenced' || nf?.status?.phase === 'Fenced' || hasOutOfService(node);
+}
+
+/**
+ * Whether a node other than `self` is fenced or asked to be: it may still be writing
+ * wherever its key was removed, so no reservation may lapse (rule.ts `holdForFenced`).
+ */
+export function fencedNodeExists(c: ClusterCaches, self: string): boolean {
+  return c.allNodeFences.some(
+    (nf) => nf.metadata.name !== self && isFenceRequested(nf, c.nodes(nf.metadata.name)),
+  );
+}
+
+/** Keys of the nodes whose NodeFence says they hold `pv`'s reservation only to hand it over. */
+export function handoverKeys(pv: string, c: ClusterCaches, self: string): PrKey[] {
+  const out: PrKey[] = [];
+  for (const nf of c.allNodeFences) {
+    if (nf.metadata.name === self || !nf.status?.handingOver?.includes(pv)) continue;
+    const key = nodeFenceKey(nf);
+    if (key !== undefined) out.push(key);
+  }
+  return out;
 }
 
 export interface ClusterCaches {
@@ -44,29 +69,62 @@ export interface ClusterCaches {
   nodes: (name: string) => V1Node | undefined;
 }
 
+export interface Legitimacy {
+  /** Legitimate nodes whose key is known. */
+  nodes: NodeKey[];
+  /**
+   * Legitimate nodes whose key is not known (NodeFence missing or without a key, no key
+   * claim for the node's incarnation): any cluster key could be theirs, so nothing on the
+   * volume is preempted while there is one (S9: a missing object never leads to a fence).
+   */
+  keyless: string[];
+}
+
 /**
  * Legitimate nodes of a PV: a VolumeAttachment for it that is attached or attaching,
  * not being deleted, on a node not marked Fenced (NodeFence or out-of-service taint).
+ * A node's key: its NodeFence status, else its key claim for the Node's current UID.
  */
-export function legitimateNodes(pv: string, c: ClusterCaches): NodeKey[] {
-  const out: NodeKey[] = [];
+export function legitimacy(pv: string, c: ClusterCaches, claims: readonly ReservationKey[] = []): Legitimacy {
+  const out: Legitimacy = { nodes: [], keyless: [] };
   for (const va of c.vasOf(pv)) {
     if (pvOf(va) !== pv || va.metadata?.deletionTimestamp) continue;
     const node = va.spec.nodeName;
     if (isFenceRequested(c.nodeFences(node), c.nodes(node))) continue;
-    const key = nodeFenceKey(c.nodeFences(node));
-    if (key === undefined) continue; // no key yet: nothing of it can be on the device
-    if (!out.some((n) => n.node === node)) out.push({ node, key });
+    const uid = c.nodes(node)?.metadata?.uid;
+    const claim = claims.find((k) => k.spec.node === node && uid !== undefined && k.spec.nodeUID === uid);
+    const key = nodeFenceKey(c.nodeFences(node)) ?? (claim ? keyOfClaim(claim) : undefined);
+    if (key === undefined) {
+      if (!out.keyless.includes(node)) out.keyless.push(node);
+    } else if (!out.nodes.some((n) => n.node === node)) out.nodes.push({ node, key });
   }
   return out;
 }
 
-/** Every node key the cluster knows (to name stale keys). */
-export function knownKeys(c: ClusterCaches): NodeKey[] {
-  return c.allNodeFences.flatMap((nf) => {
+/** Legitimate nodes of a PV with a known key (see legitimacy()). */
+export function legitimateNodes(pv: string, c: ClusterCaches): NodeKey[] {
+  return legitimacy(pv, c).nodes;
+}
+
+function keyOfClaim(k: ReservationKey): PrKey | undefined {
+  try {
+    return parseKey(k.metadata.name);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every node key the cluster knows (to name stale keys): NodeFence records and key claims. */
+export function knownKeys(c: ClusterCaches, claims: readonly ReservationKey[] = []): NodeKey[] {
+  const fromNf = c.allNodeFences.flatMap((nf) => {
     const key = nodeFenceKey(nf);
     return key === undefined ? [] : [{ node: nf.metadata.name, key }];
   });
+  const fromClaims = claims.flatMap((k) => {
+    const key = keyOfClaim(k);
+    return key === undefined || fromNf.some((n) => n.key === key) ? [] : [{ node: k.spec.node, key }];
+  });
+  return [...fromNf, ...fromClaims];
 }
 
 /**

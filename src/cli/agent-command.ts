@@ -17,9 +17,20 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
     .option('--reservation-type <type>', 'default reservation type', 'write-exclusive-reg-only')
     .option('--foreign-keys <policy>', 'leave | preempt keys of other clusters (S7)', 'leave')
     .option('--ioctl-timeout <duration>', 'time limit per PR ioctl', '10s')
-    .option('--max-in-flight <n>', 'PR ioctls in flight per device', '2')
+    .option('--max-in-flight <n>', 'ignored: one PR ioctl is in flight per device', '2')
     .option('--workers <n>', 'volumes reconciled in parallel', '2')
     .option('--resync <duration>', 'periodic re-check of every volume', '30s')
+    .option('--freshness <duration>', 'a device command needs API reads no older than this', '5s')
+    .option(
+      '--leave-grace <duration>',
+      'time a node that left by a normal detach has to unregister before it is fenced',
+      '10s',
+    )
+    .option(
+      '--state-dir <dir>',
+      'host directory where the node remembers losing its key across restarts (S2)',
+      '/var/lib/prfence',
+    )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', 'info')
     .option(
       '--http-endpoint <host:port>',
@@ -32,6 +43,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         { Agent },
         { createLogger, describeError },
         { KoffiPrDevice },
+        { NativeExecutor },
         { createAgentMetrics },
         { startDiagnostics },
         { resolveDevice },
@@ -40,6 +52,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         import('../agent/agent.js'),
         import('../obs/logger.js'),
         import('../pr/koffi/koffi-pr-device.js'),
+        import('../pr/koffi/executor.js'),
         import('../obs/metrics.js'),
         import('../obs/http-server.js'),
         import('../pr/resolve.js'),
@@ -49,13 +62,21 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         ? conn.connectionFromKubeconfigFile(cfg.kubeconfig)
         : conn.inClusterConnection();
       const metrics = createAgentMetrics({ processMetrics: true });
+      // Every PR ioctl of this agent runs on these threads (never libuv's pool).
+      const executor = new NativeExecutor();
+      metrics.observeNativeExecutor(() => executor.stats());
       let agent: Awaited<ReturnType<typeof Agent.start>> | undefined;
       let notReady = 'starting';
       const diag = cfg.httpEndpoint
         ? await startDiagnostics({
             address: cfg.httpEndpoint,
             registry: metrics.registry,
-            notReady: () => (agent ? undefined : notReady),
+            notReady: () =>
+              !agent
+                ? notReady
+                : executor.stats().exhausted
+                  ? 'every native executor thread is stuck in a device call'
+                  : agent.notReady(),
           })
         : undefined;
       if (diag) log.info({ endpoint: cfg.httpEndpoint }, 'serving /metrics, /healthz, /readyz');
@@ -78,11 +99,14 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             foreignKeys: cfg.foreignKeys,
             workers: cfg.workers,
             resyncMs: cfg.resyncMs,
+            freshnessMs: cfg.freshnessMs,
+            leaveGraceMs: cfg.leaveGraceMs,
+            stateDir: cfg.stateDir,
             ...(cfg.clusterId ? { clusterId: cfg.clusterId } : {}),
             openDevice: async (identity) =>
               KoffiPrDevice.open(await resolveDevice(identity), {
                 timeoutMs: cfg.ioctlTimeoutMs,
-                maxInFlight: cfg.maxInFlight,
+                executor,
               }),
           });
           break;
@@ -101,6 +125,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         log.info('stopping; reservations stay in place (S8)');
         await agent.stop();
       }
+      executor.shutdown();
       await diag?.close();
     });
 }

@@ -5,8 +5,7 @@
  * every legitimate peer remove the node's key, S2 keeps it off until unfenced).
  */
 import { existsSync } from 'node:fs';
-import { homedir, userInfo } from 'node:os';
-import { join } from 'node:path';
+import { userInfo } from 'node:os';
 import type { Command } from 'commander';
 import { ConfigError } from '../config/config.js';
 import {
@@ -19,32 +18,80 @@ import {
   type VolumeReservation,
 } from '../crd/types.js';
 import type { KubeConnection } from '../kube/connection.js';
-import { clusterObjectPath, type RestClient } from '../kube/rest-client.js';
+import { clusterObjectPath, KubeApiError, type RestClient } from '../kube/rest-client.js';
+import { ApiUnreachableError } from './exit-codes.js';
 import type { CliIo } from './program.js';
 
 const FIELD_MANAGER = 'prfence-cli';
 const nfPath = (name?: string, sub?: 'status') =>
   clusterObjectPath(GROUP, VERSION, NODE_FENCE.plural, name, sub);
 
-/** --kubeconfig, else $KUBECONFIG (first entry), else ~/.kube/config, else in-cluster. */
-async function connect(flag: string | undefined, env = process.env): Promise<RestClient> {
-  const [conn, { RestClient }] = await Promise.all([
-    import('../kube/connection.js'),
+/**
+ * Credentials as kubectl finds them, through client-node's KubeConfig (these commands run
+ * with a person's own kubeconfig): --kubeconfig, else $KUBECONFIG (every file, merged),
+ * else ~/.kube/config, else in-cluster; --context picks a context. Exec plugins (EKS, GKE,
+ * AKS), OIDC and token files work: client-node resolves the credentials once, and the
+ * command's few requests use them. (The in-cluster agent keeps its lean loader.)
+ */
+async function connect(flag: string | undefined, context?: string): Promise<RestClient> {
+  const [{ KubeConfig }, { RestClient }] = await Promise.all([
+    import('@kubernetes/client-node'),
     import('../kube/rest-client.js'),
   ]);
-  const path = flag ?? env.KUBECONFIG?.split(':').find(Boolean);
-  const home = join(homedir(), '.kube', 'config');
+  const kc = new KubeConfig();
   let c: KubeConnection;
   try {
-    c = path
-      ? conn.connectionFromKubeconfigFile(path)
-      : existsSync(home)
-        ? conn.connectionFromKubeconfigFile(home)
-        : conn.inClusterConnection();
+    if (flag) {
+      if (!existsSync(flag)) throw new Error(`kubeconfig ${flag}: no such file`);
+      kc.loadFromFile(flag);
+    } else kc.loadFromDefault();
+    if (context) {
+      if (!kc.getContextObject(context)) throw new Error(`kubeconfig: context "${context}" not found`);
+      kc.setCurrentContext(context);
+    }
+    const cluster = kc.getCurrentCluster();
+    if (!cluster) throw new Error('kubeconfig: no current cluster (use --kubeconfig or --context)');
+    const opts: {
+      ca?: Buffer | string;
+      cert?: Buffer | string;
+      key?: Buffer | string;
+      headers?: Record<string, string>;
+    } = {};
+    await kc.applyToHTTPSOptions(opts as Parameters<typeof kc.applyToHTTPSOptions>[0]);
+    const auth = opts.headers?.Authorization ?? opts.headers?.authorization;
+    const buf = (v: Buffer | string | undefined) => (v === undefined ? undefined : Buffer.from(v));
+    c = {
+      server: cluster.server,
+      ...(opts.ca ? { ca: buf(opts.ca)! } : {}),
+      ...(opts.cert ? { cert: buf(opts.cert)! } : {}),
+      ...(opts.key ? { key: buf(opts.key)! } : {}),
+      ...(cluster.skipTLSVerify ? { insecureSkipTlsVerify: true } : {}),
+      ...(auth ? { token: () => auth.replace(/^Bearer /, '') } : {}),
+    };
   } catch (e) {
-    throw new ConfigError((e as Error).message);
+    throw new ConfigError(e instanceof Error ? e.message : String(e));
   }
-  return new RestClient(c);
+  return new RestClient(c, { userAgent: 'prfence-cli' });
+}
+
+/**
+ * Runs `body` with a client and closes it. Any failure that is not an answer of the API
+ * server nor a usage error (refused, reset, TLS, time-out) is reported as the API server
+ * being unreachable, with its own exit code (6), never as a device I/O error (5).
+ */
+async function withApi(
+  o: { kubeconfig?: string; context?: string },
+  body: (rest: RestClient) => Promise<void>,
+): Promise<void> {
+  const rest = await connect(o.kubeconfig, o.context);
+  try {
+    await body(rest);
+  } catch (e) {
+    if (e instanceof KubeApiError || e instanceof ConfigError) throw e;
+    throw new ApiUnreachableError(`API server ${rest.server}: ${e instanceof Error ? e.message : String(e)}`);
+  } finally {
+    rest.close();
+  }
 }
 
 function table(rows: string[][]): string[] {
@@ -66,9 +113,15 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
     .argument('<node>', 'the node to fence')
     .requiredOption('--reason <text>', 'why (recorded in the NodeFence; required)')
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
-    .action(async (node: string, o: { reason: string; kubeconfig?: string }) => {
-      const rest = await connect(o.kubeconfig);
-      try {
+    .option('--context <name>', 'kubeconfig context (default: the current context)')
+    .action(async (node: string, o: { reason: string; kubeconfig?: string; context?: string }) => {
+      await withApi(o, async (rest) => {
+        // A fence of a node that does not exist would block a future node of that name.
+        await rest.get(`/api/v1/nodes/${encodeURIComponent(node)}`).catch((e: unknown) => {
+          if (e instanceof KubeApiError && e.code === 404)
+            throw new ConfigError(`node "${node}" does not exist: nothing fenced`);
+          throw e;
+        });
         await rest.apply(
           nfPath(node),
           {
@@ -86,9 +139,7 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
         io.stdout(
           `nodefence/${node}: fence requested (${o.reason}); peers remove its key, it stays off until unfenced`,
         );
-      } finally {
-        rest.close();
-      }
+      });
     });
 
   program
@@ -96,9 +147,9 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
     .description('let NODE register again: withdraw the fence request and clear the Fenced mark')
     .argument('<node>', 'the node to unfence (repaired or rebooted)')
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
-    .action(async (node: string, o: { kubeconfig?: string }) => {
-      const rest = await connect(o.kubeconfig);
-      try {
+    .option('--context <name>', 'kubeconfig context (default: the current context)')
+    .action(async (node: string, o: { kubeconfig?: string; context?: string }) => {
+      await withApi(o, async (rest) => {
         await rest.get(nfPath(node)); // a clear 404 for a node prfence never saw
         await rest.apply(
           nfPath(node),
@@ -106,7 +157,9 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
             apiVersion: API_VERSION,
             kind: NODE_FENCE.kind,
             metadata: { name: node },
-            spec: { fenceState: 'Unfenced' },
+            // unfencedAt always changes the spec (a new metadata.generation): a node that
+            // remembers losing its key on the host registers again only after it (S2).
+            spec: { fenceState: 'Unfenced', unfencedAt: new Date().toISOString() },
           },
           FIELD_MANAGER,
         );
@@ -119,19 +172,17 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
           body: { status: { phase: null, fencedBy: null, fencedAt: null } },
         });
         io.stdout(`nodefence/${node}: unfenced; its agent registers again on its next reconcile`);
-      } finally {
-        rest.close();
-      }
+      });
     });
 
   program
     .command('status')
     .description('nodes (key, phase, fence) and volumes (holder, last fence) as prfence recorded them')
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
+    .option('--context <name>', 'kubeconfig context (default: the current context)')
     .option('--json', 'print {"nodes": [...], "volumes": [...]}')
-    .action(async (o: { kubeconfig?: string; json?: boolean }) => {
-      const rest = await connect(o.kubeconfig);
-      try {
+    .action(async (o: { kubeconfig?: string; context?: string; json?: boolean }) => {
+      await withApi(o, async (rest) => {
         const [nfs, vrs] = await Promise.all([
           rest.get<{ items: NodeFence[] }>(nfPath()),
           rest.get<{ items: VolumeReservation[] }>(
@@ -190,8 +241,6 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
           ]),
         ]))
           io.stdout(l);
-      } finally {
-        rest.close();
-      }
+      });
     });
 }

@@ -1,4 +1,5 @@
 import { ConfigError } from '../config/config.js';
+import { KubeApiError } from '../kube/rest-client.js';
 import { isPrError } from '../pr/errors.js';
 
 /** Exit codes of the prfence command (DESIGN.md "The prfence command"). */
@@ -8,11 +9,19 @@ export const EXIT = Object.freeze({
   conflict: 3,
   unsupported: 4,
   io: 5,
+  /** The API server refused the request or could not be reached (cluster commands). */
+  api: 6,
 });
 
-/** Maps an error to its exit code: PrError by class, anything else as an I/O failure. */
+/** An error talking to the API server that is not an answer of it (refused, reset, timed out, TLS). */
+export class ApiUnreachableError extends Error {
+  override readonly name = 'ApiUnreachableError';
+}
+
+/** Maps an error to its exit code: PrError by class, API errors to `api`, anything else as an I/O failure. */
 export function exitCodeFor(e: unknown): number {
   if (e instanceof ConfigError) return EXIT.usage;
+  if (e instanceof KubeApiError || e instanceof ApiUnreachableError) return EXIT.api;
   if (!isPrError(e)) return EXIT.io;
   switch (e.kind) {
     case 'invalid-argument':

@@ -1,10 +1,21 @@
 #!/usr/bin/env node
 /** Entry point: wires the CLI to the process. All logic lives in program.ts and the commands. */
-import { runCli } from './program.js';
-import { registerDemoCommand } from './demo-command.js';
-import { registerAgentCommand } from './agent-command.js';
-import { registerClusterCommands } from './cluster-command.js';
+import { defaultNativeExecutor } from '../pr/koffi/executor.js';
 
+// Device commands need a native executor thread (a worker loading Node and koffi): start
+// it first, so its start-up overlaps loading the rest of the CLI.
+if (process.argv[2] === 'device' || process.argv[2] === 'demo')
+  defaultNativeExecutor()
+    .warm()
+    .catch(() => {});
+
+const [{ runCli }, { registerDemoCommand }, { registerAgentCommand }, { registerClusterCommands }] =
+  await Promise.all([
+    import('./program.js'),
+    import('./demo-command.js'),
+    import('./agent-command.js'),
+    import('./cluster-command.js'),
+  ]);
 const code = await runCli(
   process.argv.slice(2),
   { stdout: (l) => process.stdout.write(`${l}\n`), stderr: (l) => process.stderr.write(`${l}\n`) },

@@ -7,6 +7,7 @@ import { KoffiPrDevice } from '../pr/koffi/koffi-pr-device.js';
 import { isPrError } from '../pr/errors.js';
 import { registerDeviceCommand, type DeviceOpener } from './device-command.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
+import { packageVersion } from './version.js';
 
 export interface CliIo {
   stdout: (line: string) => void;
@@ -34,6 +35,7 @@ export async function runCli(
       writeErr: (s) => io.stderr(s.trimEnd()),
       outputError: (s, write) => write(s.replace(/^error: /, 'prfence: ')),
     });
+  program.version(packageVersion(), '--version', 'print the version and exit');
   program.allowExcessArguments(false);
   registerDeviceCommand(program, {
     open: io.openDevice ?? ((p) => KoffiPrDevice.open(p)),

@@ -12,9 +12,13 @@ export interface AgentConfig {
   readonly reservationType: ReservationType;
   readonly foreignKeys: 'leave' | 'preempt';
   readonly ioctlTimeoutMs: number;
+  /** Parsed for compatibility; ignored: one native call is in flight per device (executor.ts). */
   readonly maxInFlight: number;
   readonly workers: number;
   readonly resyncMs: number;
+  readonly freshnessMs: number;
+  readonly leaveGraceMs: number;
+  readonly stateDir: string;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
   /** host:port of /metrics, /healthz, /readyz; undefined: no diagnostics server. */
   readonly httpEndpoint: string | undefined;
@@ -30,6 +34,9 @@ export interface RawAgentFlags {
   maxInFlight?: string;
   workers?: string;
   resync?: string;
+  freshness?: string;
+  leaveGrace?: string;
+  stateDir?: string;
   logLevel?: string;
   httpEndpoint?: string;
 }
@@ -94,6 +101,9 @@ export function loadAgentConfig(
     maxInFlight: positiveInt(flags.maxInFlight, '--max-in-flight', 2),
     workers: positiveInt(flags.workers, '--workers', 2),
     resyncMs: flags.resync ? parseDurationMs(flags.resync, '--resync') : 30_000,
+    freshnessMs: flags.freshness ? parseDurationMs(flags.freshness, '--freshness') : 5000,
+    leaveGraceMs: flags.leaveGrace ? parseDurationMs(flags.leaveGrace, '--leave-grace') : 10_000,
+    stateDir: flags.stateDir ?? '/var/lib/prfence',
     logLevel: level as AgentConfig['logLevel'],
     httpEndpoint: hostPort(flags.httpEndpoint),
   });

@@ -10,6 +10,7 @@ export const VERSION = 'v1alpha1';
 export const API_VERSION = `${GROUP}/${VERSION}`;
 export const NODE_FENCE = { kind: 'NodeFence', plural: 'nodefences' } as const;
 export const VOLUME_RESERVATION = { kind: 'VolumeReservation', plural: 'volumereservations' } as const;
+export const RESERVATION_KEY = { kind: 'ReservationKey', plural: 'reservationkeys' } as const;
 
 export const FENCE_STATES = ['Unfenced', 'Fenced'] as const;
 export type FenceState = (typeof FENCE_STATES)[number];
@@ -21,6 +22,9 @@ export const NODE_CONDITION_TYPES = ['Registered', 'AccessLost', 'Fenced', 'Degr
 export const VOLUME_CONDITION_TYPES = ['Reserved', 'Supported', 'DeviceFound', 'Degraded'] as const;
 export const DEVICE_KINDS = ['scsi', 'nvme'] as const;
 export const FENCE_RESULTS = ['Fenced', 'Failed'] as const;
+/** Named deviations from SPC-4 / the NVMe specification that a device showed (VolumeReservation status.quirks). */
+export const DEVICE_QUIRKS = ['HolderPreemptKeepsVictim'] as const;
+export type DeviceQuirk = (typeof DEVICE_QUIRKS)[number];
 
 /** metav1.Condition. */
 export interface Condition<T extends string = string> {
@@ -45,6 +49,8 @@ export interface NodeFenceSpec {
   fenceState?: FenceState;
   reason?: string;
   requestedBy?: string;
+  /** When `prfence unfence` last ran: a node that lost its key registers again only after it. */
+  unfencedAt?: string;
 }
 
 export interface NodeFenceStatus {
@@ -52,6 +58,11 @@ export interface NodeFenceStatus {
   nodeUID?: string;
   phase?: NodePhase;
   volumes?: number;
+  /**
+   * PVs this node left by a normal detach but still holds the reservation of, because a
+   * fenced node may still write there: the next legitimate node takes it over.
+   */
+  handingOver?: string[];
   fencedBy?: string;
   fencedAt?: string;
   lastProbeTime?: string;
@@ -82,6 +93,16 @@ export interface LastFence {
   result?: (typeof FENCE_RESULTS)[number];
 }
 
+/** A fence about to happen, recorded before the PREEMPT and removed once the fence is recorded. */
+export interface FenceIntent {
+  victimNode?: string;
+  victimKey: string;
+  by: string;
+  at: string;
+  /** resourceVersions of the fresh reads the decision rests on. */
+  basis?: string;
+}
+
 export interface VolumeReservationStatus {
   device?: { identity?: string; kind?: (typeof DEVICE_KINDS)[number] };
   reservationType?: ReservationType;
@@ -90,6 +111,8 @@ export interface VolumeReservationStatus {
   foreignKeys?: number;
   generation?: number;
   lastFence?: LastFence;
+  fenceIntent?: FenceIntent;
+  quirks?: DeviceQuirk[];
   conditions?: Condition<(typeof VOLUME_CONDITION_TYPES)[number]>[];
 }
 
@@ -107,6 +130,7 @@ export const NODE_FENCE_STATUS_FIELDS: readonly (keyof NodeFenceStatus)[] = [
   'nodeUID',
   'phase',
   'volumes',
+  'handingOver',
   'fencedBy',
   'fencedAt',
   'lastProbeTime',
@@ -120,5 +144,15 @@ export const VOLUME_RESERVATION_STATUS_FIELDS: readonly (keyof VolumeReservation
   'foreignKeys',
   'generation',
   'lastFence',
+  'fenceIntent',
+  'quirks',
   'conditions',
 ];
+
+/** A key claim (S6): the name is the key in 16 hex digits; create-only. */
+export interface ReservationKey {
+  apiVersion: typeof API_VERSION;
+  kind: 'ReservationKey';
+  metadata: ObjectMeta;
+  spec: { node: string; nodeUID: string };
+}

@@ -29,7 +29,7 @@ export interface ExecuteOutcome {
   /** What the device says at the end. */
   final: DeviceState;
   /** 'done', or why the plan stopped early; the caller re-decides from `final`. */
-  stopped: 'done' | PrErrorKind;
+  stopped: 'done' | 'unconfirmed' | PrErrorKind;
 }
 
 export interface ExecuteContext {
@@ -39,6 +39,12 @@ export interface ExecuteContext {
   protectedKeys: ReadonlySet<PrKey>;
   log: Logger;
   signal?: AbortSignal;
+  /**
+   * Asked before every PR OUT command: may it go ahead? The agent checks there that the
+   * API view behind the decision is still fresh and still says so, and records a fence
+   * intent before a preempt. False (or a throw) stops the plan before the command.
+   */
+  confirm?: (action: FenceAction) => Promise<boolean>;
 }
 
 /** Reads keys and reservation (no side effects). */
@@ -80,6 +86,11 @@ function describe(a: FenceAction): Record<string, unknown> {
 export async function executePlan(plan: FencePlan, ctx: ExecuteContext): Promise<ExecuteOutcome> {
   const results: ActionResult[] = [];
   for (const action of plan.actions) {
+    if (ctx.confirm && !(await ctx.confirm(action))) {
+      ctx.log.info(describe(action), 'not confirmed by a fresh view; deciding again later');
+      const final = results.at(-1)?.after ?? (await readDeviceState(ctx.device, ctx.signal));
+      return { results, final, stopped: 'unconfirmed' };
+    }
     try {
       await apply(action, ctx);
     } catch (e) {

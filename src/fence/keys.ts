@@ -1,8 +1,9 @@
 /**
  * Reservation keys of this cluster (DESIGN.md "Keys", S6): high 32 bits a cluster tag,
- * low 32 bits a node slot. Never 0, unique in the cluster (the allocator is given the
- * slots other nodes already hold, read from their NodeFence objects), stable for a node
- * incarnation and new for a new one (a new Node UID).
+ * low 32 bits a node slot. Never 0, unique in the cluster (each key is claimed with a
+ * create-only ReservationKey object named after it, src/agent/key-claim.ts: the API
+ * server refuses a second claim), stable for a node incarnation and new for a new one
+ * (a new Node UID).
  */
 import { createHash } from 'node:crypto';
 import type { PrKey } from '../pr/key.js';

@@ -34,6 +34,11 @@ export interface FenceInput {
     mayRegister: boolean;
     /** The device is still in use locally (mounted / open): a leaver waits. */
     inUse: boolean;
+    /**
+     * This node is asked to be fenced (NodeFence Fenced, out-of-service): it neither acts
+     * nor leaves; its peers remove its key and record the proof.
+     */
+    fenceRequested?: boolean;
   };
   /** Legitimate nodes of the volume and their keys (self included when legitimate). */
   legitimate: readonly NodeKey[];
@@ -44,6 +49,29 @@ export interface FenceInput {
   desiredType: ReservationType;
   /** S7: foreign keys are left alone unless the operator opted in. */
   foreignKeys: 'leave' | 'preempt';
+  /**
+   * Stale keys not to preempt yet: keys of nodes that left by a normal detach and are
+   * still within their grace to release and unregister themselves (a leaver is not a
+   * victim). Default none.
+   */
+  spare?: readonly PrKey[];
+  /**
+   * A fenced node may still write to this volume (a node marked Fenced or asked to be):
+   * the reservation must never lapse. A leaver whose release or unregister would drop it
+   * holds it instead, until a legitimate node takes it over. Default false.
+   */
+  holdForFenced?: boolean;
+  /**
+   * Stale keys of leavers that hold the reservation only to hand it over (their own
+   * NodeFence says so): the actor takes the reservation from them at once, and that
+   * takeover is no fence. Default none.
+   */
+  handover?: readonly PrKey[];
+  /**
+   * This device was seen to keep the victim when its holder preempts (Linux nvmet,
+   * nvmet_pr_preempt): only then the holder releases, preempts and reserves again.
+   */
+  holderPreemptKeepsVictim?: boolean;
 }
 
 export type KeyClass = 'own' | 'legitimate' | 'stale' | 'foreign';
@@ -58,7 +86,14 @@ export type FenceAction =
   | { kind: 'register' }
   | { kind: 'reserve'; type: ReservationType }
   | { kind: 'release'; type: ReservationType }
-  | { kind: 'preempt-abort'; victim: PrKey; victimNode?: string; type: ReservationType }
+  | {
+      kind: 'preempt-abort';
+      victim: PrKey;
+      victimNode?: string;
+      type: ReservationType;
+      /** The victim is a leaver handing the reservation over: no fence. */
+      takeover?: true;
+    }
   | { kind: 'unregister' };
 
 export type FenceRole =
@@ -68,6 +103,11 @@ export type FenceRole =
   | 'waiter'
   /** Not legitimate any more: releasing / unregistering. */
   | 'leaver'
+  /**
+   * Not legitimate any more, but holding the reservation that keeps a fenced node out
+   * until a legitimate node takes it over.
+   */
+  | 'handing-over'
   /** S2 forbids registering. */
   | 'blocked'
   /** Nothing to do. */
@@ -102,11 +142,31 @@ export function decideVolume(input: FenceInput): FencePlan {
   const allRegs = device.type !== null && isAllRegistrantsType(device.type);
   const holderIsOwn = device.type !== null && (allRegs ? ownRegistered : device.holder === self.key);
 
+  if (self.fenceRequested) {
+    return {
+      role: 'blocked',
+      actions: [],
+      reason: 'this node is to be fenced: its peers remove its key',
+      keys,
+    };
+  }
   if (!self.legitimate) {
     if (!ownRegistered)
       return { role: 'idle', actions: [], reason: 'not legitimate and not registered', keys };
     if (self.inUse)
       return { role: 'waiter', actions: [], reason: 'not legitimate; device still in use locally', keys };
+    // Leaving would drop the reservation: a release or an unregister of the one holder, or
+    // of the last registrant of an all-registrants type. While a fenced node may still
+    // write, that would let it in again (SPC-4 5.13.11: no reservation, every write goes).
+    const dropsReservation =
+      device.type !== null && (allRegs ? device.keys.every((k) => k === self.key) : holderIsOwn);
+    if (input.holdForFenced && dropsReservation)
+      return {
+        role: 'handing-over',
+        actions: [],
+        reason: 'detached, but the reservation keeps a fenced node out: held until a legitimate node takes it over',
+        keys,
+      };
     const actions: FenceAction[] = [];
     // Release first when this node alone holds the reservation, so no stale holder remains.
     if (holderIsOwn && !allRegs && device.type) actions.push({ kind: 'release', type: device.type });
@@ -114,6 +174,14 @@ export function decideVolume(input: FenceInput): FencePlan {
     return { role: 'leaver', actions, reason: 'detached: release and unregister', keys };
   }
 
+  if (!self.mayRegister && ownRegistered) {
+    // S2: a node that may not register keeps no registration (e.g. a REGISTER that timed
+    // out and landed after the node lost its key): it leaves, and acts on nobody.
+    const actions: FenceAction[] = [];
+    if (holderIsOwn && !allRegs && device.type) actions.push({ kind: 'release', type: device.type });
+    actions.push({ kind: 'unregister' });
+    return { role: 'leaver', actions, reason: 'S2: registered but may not be: leave', keys };
+  }
   const actions: FenceAction[] = [];
   if (!ownRegistered) {
     if (!self.mayRegister) {
@@ -146,14 +214,35 @@ export function decideVolume(input: FenceInput): FencePlan {
     };
   }
 
+  // A leaver handing the reservation over waits for exactly this: no grace for it.
+  const handover = new Set(input.handover ?? []);
+  const spare = new Set((input.spare ?? []).filter((k) => !handover.has(k)));
   const stale = keys.filter(
-    (k) => k.class === 'stale' || (k.class === 'foreign' && input.foreignKeys === 'preempt'),
+    (k) =>
+      !spare.has(k.key) &&
+      (k.class === 'stale' || (k.class === 'foreign' && input.foreignKeys === 'preempt')),
   );
+  const holderSpared = device.holder !== null && spare.has(device.holder) && holderClass === 'stale';
   // Deduplicate: one key can be registered through several nexuses; one preempt removes all.
   const victims = [...new Map(stale.map((k) => [k.key, k])).values()];
+  const preempt = (v: ClassifiedKey, type: ReservationType): FenceAction => ({
+    kind: 'preempt-abort',
+    victim: v.key,
+    type,
+    ...(v.node === undefined ? {} : { victimNode: v.node }),
+    ...(handover.has(v.key) && v.class === 'stale' ? { takeover: true as const } : {}),
+  });
   const foreignHolder = holderClass === 'foreign' && input.foreignKeys === 'leave' && !allRegs;
 
-  if (device.type === null) {
+  if (holderSpared && !allRegs) {
+    // The stale holder is a leaver within its grace: it releases by itself; wait for it.
+    return {
+      role: actions.length ? 'actor' : 'waiter',
+      actions,
+      reason: 'the holder left by a detach and may still release',
+      keys,
+    };
+  } else if (device.type === null) {
     // Remove stale keys while nobody holds (both targets then remove by key), then reserve.
     for (const v of victims) actions.push(preempt(v, desiredType));
     actions.push({ kind: 'reserve', type: desiredType });
@@ -164,9 +253,10 @@ export function decideVolume(input: FenceInput): FencePlan {
     const h = victims.find((v) => v.key === device.holder)!;
     actions.push(preempt(h, desiredType));
     for (const v of victims) if (v.key !== h.key) actions.push(preempt(v, desiredType));
-  } else if (holderIsOwn && !allRegs && victims.length && device.kind === 'nvme') {
-    // nvmet: a PREEMPT from the holder only changes the type and removes nobody
-    // (nvmet_pr_preempt). Release, preempt with no reservation, then reserve again.
+  } else if (holderIsOwn && !allRegs && victims.length && input.holderPreemptKeepsVictim) {
+    // A quirk seen on this device (Linux nvmet, nvmet_pr_preempt): a PREEMPT from the
+    // holder only changes the type and removes nobody, against NVMe 2.0 "Preempting a
+    // reservation". Only there: release, preempt with no reservation, reserve again.
     actions.push({ kind: 'release', type: device.type });
     for (const v of victims) actions.push(preempt(v, device.type));
     actions.push({ kind: 'reserve', type: device.type });
@@ -186,8 +276,3 @@ export function decideVolume(input: FenceInput): FencePlan {
   };
 }
 
-function preempt(v: ClassifiedKey, type: ReservationType): FenceAction {
-  return v.node === undefined
-    ? { kind: 'preempt-abort', victim: v.key, type }
-    : { kind: 'preempt-abort', victim: v.key, victimNode: v.node, type };
-}

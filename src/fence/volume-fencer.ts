@@ -7,13 +7,26 @@
 import type { Logger } from 'pino';
 import { formatKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
-import { executePlan, readDeviceState, type ActionResult, type DeviceState } from './executor.js';
+import {
+  executePlan,
+  readDeviceState,
+  type ActionResult,
+  type DeviceState,
+  type ExecuteContext,
+} from './executor.js';
 import { decideVolume, type ClassifiedKey, type FenceInput, type FencePlan } from './rule.js';
 
 export interface FenceVictim {
   key: PrKey;
   node?: string;
-  result: 'fenced' | 'failed';
+  /**
+   * fenced: this node's own command removed the key (read back); failed: the key is still
+   * there; left: the command did not apply (e.g. a conflict) and the key is gone anyway:
+   * the node unregistered by itself (a normal detach), which is no fence.
+   */
+  result: 'fenced' | 'failed' | 'left';
+  /** The victim was a leaver handing the reservation over (rule.ts `handover`): no fence. */
+  takeover?: true;
 }
 
 export interface VolumeObservation {
@@ -35,8 +48,12 @@ export interface VolumeObservation {
     | 'indeterminate'
     | 'not-sent'
     | 'unsupported'
-    | 'invalid-argument';
+    | 'invalid-argument'
+    /** A PR OUT was held back: the fresh API view no longer supported it (confirm hook). */
+    | 'unconfirmed';
   rounds: number;
+  /** This device kept the victim when its holder preempted (nvmet): set when seen. */
+  holderPreemptKeepsVictim: boolean;
   durationMs: number;
 }
 
@@ -48,6 +65,10 @@ export interface FenceVolumeContext {
   signal?: AbortSignal;
   /** Re-decisions after a lost race before giving up to the caller's backoff. Default 3. */
   maxRounds?: number;
+  /** The device's kind and state, already read by the caller (saves a read). */
+  initial?: { kind: VolumeObservation['kind']; state: DeviceState };
+  /** See ExecuteContext.confirm: asked before every PR OUT. */
+  confirm?: ExecuteContext['confirm'];
   now?: () => number;
 }
 
@@ -55,20 +76,25 @@ export interface FenceVolumeContext {
 export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObservation> {
   const now = ctx.now ?? (() => performance.now());
   const t0 = now();
-  const kind = (await ctx.device.capabilities(ctx.signal ? { signal: ctx.signal } : {})).kind;
-  let state = await readDeviceState(ctx.device, ctx.signal);
+  const kind =
+    ctx.initial?.kind ?? (await ctx.device.capabilities(ctx.signal ? { signal: ctx.signal } : {})).kind;
+  let state = ctx.initial?.state ?? (await readDeviceState(ctx.device, ctx.signal));
   const allResults: ActionResult[] = [];
   const maxRounds = ctx.maxRounds ?? 3;
   const protectedKeys = new Set<PrKey>([ctx.input.self.key, ...ctx.input.legitimate.map((n) => n.key)]);
   let plan: FencePlan | undefined;
   let outcome: VolumeObservation['outcome'] = 'done';
   let rounds = 0;
-  while (rounds < maxRounds) {
-    rounds += 1;
-    plan = decideVolume({
+  let keepsVictim = ctx.input.holderPreemptKeepsVictim ?? false;
+  const decide = () =>
+    decideVolume({
       ...ctx.input,
+      holderPreemptKeepsVictim: keepsVictim,
       device: { kind, keys: state.keys.keys, holder: state.reservation.key, type: state.reservation.type },
     });
+  while (rounds < maxRounds) {
+    rounds += 1;
+    plan = decide();
     if (plan.role === 'blocked') {
       outcome = 'blocked';
       break;
@@ -83,39 +109,63 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
       protectedKeys: new Set([...protectedKeys].filter((k) => k !== ctx.input.self.key)),
       log: ctx.log,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
+      ...(ctx.confirm ? { confirm: ctx.confirm } : {}),
     });
     allResults.push(...r.results);
+    // The quirk, seen rather than assumed: the holder's own preempt applied, yet the
+    // victim is still registered (NVMe 2.0 says it is unregistered; nvmet keeps it).
+    const holderBefore = state.reservation.key === ctx.input.self.key;
+    for (const x of r.results) {
+      if (x.action.kind !== 'preempt-abort' || x.result !== 'ok' || !holderBefore || keepsVictim) continue;
+      const v = x.action.victim;
+      if (x.after?.keys.keys.includes(v)) {
+        keepsVictim = true;
+        ctx.log.warn({ victim: formatKey(v) }, 'device kept the victim after the holder preempted (quirk)');
+      }
+    }
     state = r.final;
     if (r.stopped === 'done') {
       if (plan.role === 'waiter') outcome = 'waiting';
       continue; // decide again from the read-back: level-based until nothing is left to do
     }
     outcome = r.stopped;
+    if (r.stopped === 'unconfirmed') break;
     // A conflict (S4) or an unknown outcome (S5): the read-back is in `state`; decide again.
     if (r.stopped !== 'conflict' && r.stopped !== 'indeterminate') break;
   }
   const finalPlan = plan!;
-  const finalKeys = decideVolume({
-    ...ctx.input,
-    device: { kind, keys: state.keys.keys, holder: state.reservation.key, type: state.reservation.type },
-  });
+  const finalKeys = decide();
   if (outcome === 'conflict' || outcome === 'indeterminate') {
     // Rounds ran out while racing; report what the device says now.
     ctx.log.warn({ outcome, rounds }, 'volume not settled; will retry with backoff');
   } else if (outcome === 'done' && finalKeys.actions.length > 0) {
     outcome = 'pending'; // rounds ran out with work left: the caller requeues
   }
-  const victims: FenceVictim[] = allResults
-    .filter((r) => r.action.kind === 'preempt-abort')
-    .map((r) => {
-      const a = r.action as Extract<typeof r.action, { kind: 'preempt-abort' }>;
-      const gone = !state.keys.keys.includes(a.victim);
-      return a.victimNode === undefined
-        ? { key: a.victim, result: gone ? 'fenced' : 'failed' }
-        : { key: a.victim, node: a.victimNode, result: gone ? 'fenced' : 'failed' };
-    });
+  // One entry per victim key, from its last preempt: a fence is this node's own command
+  // removing the key (applied, or of unknown outcome, and gone on read-back).
+  const last = new Map<PrKey, ActionResult>();
+  for (const r of allResults) if (r.action.kind === 'preempt-abort') last.set(r.action.victim, r);
+  const applied = new Set(
+    allResults
+      .filter((r) => r.action.kind === 'preempt-abort' && (r.result === 'ok' || r.result === 'indeterminate'))
+      .map((r) => (r.action as Extract<typeof r.action, { kind: 'preempt-abort' }>).victim),
+  );
+  const victims: FenceVictim[] = [...last.values()].map((r) => {
+    const a = r.action as Extract<typeof r.action, { kind: 'preempt-abort' }>;
+    const gone = !state.keys.keys.includes(a.victim);
+    const result = !gone ? 'failed' : applied.has(a.victim) ? 'fenced' : 'left';
+    return {
+      key: a.victim,
+      result,
+      ...(a.victimNode === undefined ? {} : { node: a.victimNode }),
+      ...(a.takeover ? { takeover: true as const } : {}),
+    };
+  });
   for (const v of victims) {
-    ctx.log.info({ victim: formatKey(v.key), victimNode: v.node, result: v.result }, 'fence');
+    ctx.log.info(
+      { victim: formatKey(v.key), victimNode: v.node, result: v.result },
+      v.takeover ? 'reservation taken over from a leaver' : 'fence',
+    );
   }
   return {
     kind,
@@ -126,6 +176,7 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
     victims,
     outcome,
     rounds,
+    holderPreemptKeepsVictim: keepsVictim,
     durationMs: now() - t0,
   };
 }

@@ -30,6 +30,8 @@ export interface ResilientInformer<T> {
   /** Resolves after the first successful list. */
   synced: Promise<void>;
   hasSynced(): boolean;
+  /** Undefined while a watch is open and has shown life recently, else why not (for /readyz). */
+  problem(): string | undefined;
   stop(): Promise<void>;
 }
 
@@ -44,6 +46,11 @@ export interface InformerOptions<T> {
   indexes?: Record<string, (o: T) => readonly string[]>;
   maxBackoffMs?: number;
   pageSize?: number;
+  /**
+   * A watch that shows no event and no bookmark for this long is taken as dead and
+   * restarted (the API server sends a bookmark about every minute). Default 90 s.
+   */
+  idleTimeoutMs?: number;
 }
 
 export function startInformer<T extends Meta>(opts: InformerOptions<T>): ResilientInformer<T> {
@@ -101,7 +108,14 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
       }>({
         method: 'GET',
         path: opts.path,
-        query: { limit: String(opts.pageSize ?? 500), ...(cont ? { continue: cont } : {}) },
+        // resourceVersion=0: served from the API server's watch cache, not read from etcd
+        // (a fleet re-listing after an API server restart costs no etcd reads); the cache
+        // may lag a little, which the watch that follows catches up on. Device commands
+        // never rest on this cache alone (src/agent/fresh-view.ts).
+        query: {
+          limit: String(opts.pageSize ?? 500),
+          ...(cont ? { continue: cont } : { resourceVersion: '0' }),
+        },
         signal: abort.signal,
       });
       for (const item of page.items) {
@@ -116,10 +130,29 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
     return rv;
   };
 
+  const idleMs = opts.idleTimeoutMs ?? 90_000;
+  let lastLife = 0;
+  let lastError: string | undefined = 'not listed yet';
+  // Full jitter (AWS architecture blog; client-go's wait.Jitter): restarts of many agents
+  // after an API server restart spread out instead of arriving together.
+  const jittered = (ms: number) => Math.round(ms / 2 + Math.random() * (ms / 2));
   const run = async () => {
     let backoff = 100;
     let rv: string | undefined;
     while (!abort.signal.aborted) {
+      const watchAbort = new AbortController();
+      const onStop = () => watchAbort.abort();
+      abort.signal.addEventListener('abort', onStop, { once: true });
+      let idleTimer: NodeJS.Timeout | undefined;
+      const alive = () => {
+        lastLife = Date.now();
+        clearTimeout(idleTimer);
+        idleTimer = setTimeout(
+          () => watchAbort.abort(new Error(`no event or bookmark in ${idleMs} ms`)),
+          idleMs,
+        );
+        idleTimer.unref?.();
+      };
       try {
         if (rv === undefined) {
           rv = await list();
@@ -128,6 +161,8 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
             markSynced();
           }
         }
+        alive();
+        lastError = undefined;
         await opts.rest.watch<T>(
           opts.path,
           {
@@ -137,6 +172,7 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
           },
           (e: WatchEvent<T>) => {
             backoff = 100;
+            alive();
             if (e.type === 'ERROR') {
               const code = (e.object as { code?: number }).code;
               throw new KubeApiError(code ?? 500, e.object);
@@ -145,18 +181,25 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
             if (e.type === 'ADDED' || e.type === 'MODIFIED') put(e.object);
             else if (e.type === 'DELETED') remove(e.object);
           },
-          abort.signal,
+          watchAbort.signal,
         );
         continue; // the server closed the watch (timeoutSeconds): resume from rv
       } catch (err) {
         if (abort.signal.aborted) return;
+        const why = watchAbort.signal.aborted ? String(watchAbort.signal.reason) : String(err);
+        lastError = `watch ${opts.path}: ${why}`;
         // An API error (410 Gone: too old; anything else: unknown state) re-lists; a
-        // transport error resumes the watch from the last resourceVersion.
+        // transport error resumes the watch from the last resourceVersion. Every path
+        // waits a jittered, growing delay (410 included: no re-list storm).
         if (err instanceof KubeApiError) rv = undefined;
-        if (err instanceof KubeApiError && err.code === 410) continue;
-        opts.log.warn({ path: opts.path, err: String(err), retryInMs: backoff }, 'watch failed; restarting');
-        await new Promise((r) => setTimeout(r, backoff).unref?.());
+        const wait = jittered(backoff);
+        if (!(err instanceof KubeApiError && err.code === 410))
+          opts.log.warn({ path: opts.path, err: why, retryInMs: wait }, 'watch failed; restarting');
+        await new Promise((r) => setTimeout(r, wait).unref?.());
         backoff = Math.min(opts.maxBackoffMs ?? 10_000, backoff * 2);
+      } finally {
+        clearTimeout(idleTimer);
+        abort.signal.removeEventListener('abort', onStop);
       }
     }
   };
@@ -171,6 +214,11 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
     },
     synced: syncedP,
     hasSynced: () => synced,
+    problem: () => {
+      if (lastError) return lastError;
+      if (Date.now() - lastLife > idleMs) return `watch ${opts.path}: silent for ${Date.now() - lastLife} ms`;
+      return undefined;
+    },
     async stop() {
       abort.abort();
       await running.catch(() => undefined);

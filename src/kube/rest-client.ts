@@ -6,6 +6,9 @@
  */
 import { Agent as HttpsAgent, request, type RequestOptions } from 'node:https';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { arch, platform } from 'node:os';
+import type { Readable } from 'node:stream';
+import { createGunzip, gunzip } from 'node:zlib';
 import { toConnection, type ConnectionSource, type KubeConnection } from './connection.js';
 
 /** An API error: HTTP status and the server's Status message. Match on `code`, not text. */
@@ -47,11 +50,19 @@ export class RestClient {
   requests = 0;
 
   readonly #onResponse: ((method: string, code: number) => void) | undefined;
+  readonly #userAgent: string;
 
-  /** `onResponse` sees every answer's method and HTTP code (0: no answer), e.g. for metrics. */
-  constructor(src: ConnectionSource, opts: { onResponse?: (method: string, code: number) => void } = {}) {
+  /**
+   * `onResponse` sees every answer's method and HTTP code (0: no answer), e.g. for metrics.
+   * `userAgent` names the caller in the API server's logs and audit (client-go style).
+   */
+  constructor(
+    src: ConnectionSource,
+    opts: { onResponse?: (method: string, code: number) => void; userAgent?: string } = {},
+  ) {
     this.#conn = toConnection(src);
     this.#onResponse = opts.onResponse;
+    this.#userAgent = `${opts.userAgent ?? 'prfence'} (${platform()}/${arch()}) node/${process.version}`;
     this.#server = new URL(this.#conn.server);
     const c = this.#conn;
     this.#agent =
@@ -71,7 +82,12 @@ export class RestClient {
     this.requests += 1;
     const url = new URL(req.path, this.#server);
     for (const [k, v] of Object.entries(req.query ?? {})) url.searchParams.set(k, v);
-    const headers: Record<string, string> = { Accept: 'application/json' };
+    // gzip: the API server compresses large answers (lists) when asked.
+    const headers: Record<string, string> = {
+      Accept: 'application/json',
+      'Accept-Encoding': 'gzip',
+      'User-Agent': this.#userAgent,
+    };
     const token = this.#conn.token?.();
     if (token) headers.Authorization = `Bearer ${token}`;
     const payload =
@@ -103,7 +119,14 @@ export class RestClient {
         res.on('error', reject);
         res.on('end', () => {
           this.#onResponse?.(req.method, res.statusCode ?? 0);
-          const text = Buffer.concat(chunks).toString('utf8');
+          const raw = Buffer.concat(chunks);
+          if (res.headers['content-encoding'] === 'gzip') {
+            // Off the event loop (libuv's pool): a big list inflates without a stall.
+            gunzip(raw, (err, out) => (err ? reject(err) : finish(out)));
+          } else finish(raw);
+        });
+        const finish = (buf: Buffer) => {
+          const text = buf.toString('utf8');
           let body: unknown = text;
           try {
             body = text ? JSON.parse(text) : undefined;
@@ -113,7 +136,7 @@ export class RestClient {
           const code = res.statusCode ?? 0;
           if (code >= 200 && code < 300) resolve(body as T);
           else reject(new KubeApiError(code, body));
-        });
+        };
       });
       r.on('error', (e) => {
         this.#onResponse?.(req.method, 0);
@@ -159,8 +182,10 @@ export class RestClient {
             return;
           }
           let pending = '';
-          res.setEncoding('utf8');
-          res.on('data', (chunk: string) => {
+          const stream: Readable =
+            res.headers['content-encoding'] === 'gzip' ? res.pipe(createGunzip()) : res;
+          stream.setEncoding('utf8');
+          stream.on('data', (chunk: string) => {
             pending += chunk;
             let nl: number;
             while ((nl = pending.indexOf('\n')) >= 0) {
@@ -175,7 +200,8 @@ export class RestClient {
               }
             }
           });
-          res.on('end', () => resolve());
+          stream.on('end', () => resolve());
+          stream.on('error', reject);
           res.on('error', reject);
           // A connection that dies mid-stream may end with neither 'end' nor 'error'.
           res.on('close', () => {
@@ -194,6 +220,11 @@ export class RestClient {
       r.on('close', () => clearTimeout(watchdog));
       r.on('error', reject);
     });
+  }
+
+  /** The API server's URL (for messages). */
+  get server(): string {
+    return this.#server.origin;
   }
 
   /** Closes kept-alive connections. */

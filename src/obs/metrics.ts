@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { QueueMetrics } from '../kube/work-queue.js';
+import type { NativeExecutorStats } from '../pr/koffi/executor.js';
 
 export interface AgentMetrics {
   readonly registry: Registry;
@@ -15,6 +16,8 @@ export interface AgentMetrics {
   /** 1 while this node may register keys (S2), 0 while it is fenced or out of service. */
   registrationAllowed(allowed: boolean): void;
   apiRequest(method: string, code: number): void;
+  /** Exports the native executor's state, read at each scrape (src/pr/koffi/executor.ts). */
+  observeNativeExecutor(read: () => NativeExecutorStats): void;
 }
 
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -86,6 +89,37 @@ export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): Age
     buckets: SECONDS,
     registers,
   });
+  let native: (() => NativeExecutorStats) | undefined;
+  new Gauge({
+    name: 'prfence_native_threads',
+    help: 'Native executor threads by state (starting, idle, busy, stuck: running a call past its time limit).',
+    labelNames: ['state'],
+    registers,
+    collect() {
+      if (!native) return;
+      const s = native();
+      this.set({ state: 'idle' }, s.threads - s.busy - s.stuck - s.starting);
+      this.set({ state: 'starting' }, s.starting);
+      this.set({ state: 'busy' }, s.busy);
+      this.set({ state: 'stuck' }, s.stuck);
+    },
+  });
+  new Gauge({
+    name: 'prfence_native_queued_calls',
+    help: 'Native calls waiting for their device or for a thread.',
+    registers,
+    collect() {
+      if (native) this.set(native().queued);
+    },
+  });
+  new Gauge({
+    name: 'prfence_native_hung_devices',
+    help: 'Devices with a native call past its time limit (calls to them fail fast until it returns).',
+    registers,
+    collect() {
+      if (native) this.set(native().hungDevices);
+    },
+  });
   // Series exist from the start (a scrape before the first add shows 0, not nothing).
   depth.set(q, 0);
   adds.inc(q, 0);
@@ -106,5 +140,8 @@ export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): Age
     reconciled: (outcome) => reconciles.inc({ outcome }),
     registrationAllowed: (a) => allowed.set(a ? 1 : 0),
     apiRequest: (method, code) => api.inc({ method, code: String(code) }),
+    observeNativeExecutor: (read) => {
+      native = read;
+    },
   };
 }

@@ -10,6 +10,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   ConflictError,
+  IndeterminateError,
   InvalidArgumentError,
   type PrDevice,
   type PrError,
@@ -208,10 +209,10 @@ export function defineContractSuite(
     );
 
     it(
-      'reserve by an unregistered initiator -> rejected (LIO: check condition; nvmet: conflict)',
+      'reserve by an unregistered initiator -> rejected, nothing reserved (LIO: check condition = ret 2, indeterminate; nvmet: conflict)',
       { timeout },
       async () => {
-        await rejectsWith(a.reserve(KA, 'write-exclusive'), scsi() ? InvalidArgumentError : ConflictError);
+        await rejectsWith(a.reserve(KA, 'write-exclusive'), scsi() ? IndeterminateError : ConflictError);
         expect((await a.readReservation()).key).toBeNull();
       },
     );

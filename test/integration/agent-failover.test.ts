@@ -238,5 +238,8 @@ describe('agent against a real API server (memory LUs)', () => {
       expect(Number(k >> 32n)).toBe(agents[0]!.tag);
     }
     for (const n of names) expect((await c.nodeFence(n)).status?.key).toMatch(/^[0-9a-f]{16}$/);
+    // An idle node (a key, no volume) shows a phase and its volume count, not empty cells.
+    for (const n of names)
+      expect((await c.nodeFence(n)).status).toMatchObject({ phase: 'Registered', volumes: 0 });
   });
 });

@@ -6,8 +6,75 @@ import type { AgentMetrics } from '../../src/obs/metrics.js';
 import { DEVICE_ANNOTATION } from '../../src/agent/cluster-view.js';
 import { API_VERSION, GROUP, VERSION, type NodeFence, type VolumeReservation } from '../../src/crd/types.js';
 import { clusterObjectPath, RestClient } from '../../src/kube/rest-client.js';
+import type { ReservationType } from '../../src/pr/reservation-type.js';
 import { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
+import type { PrDevice } from '../../src/pr/pr-device.js';
 import { adminKubeConfig, uniqueName } from '../envtest/kube.js';
+import { FaultProxy, kubeConfigVia } from '../envtest/fault-proxy.js';
+
+/** One PR call an agent made on a memory LU, seen when it settled (for samplers and recorders). */
+export interface DeviceCall {
+  node: string;
+  lu: MemoryLogicalUnit;
+  op: string;
+  args: unknown[];
+  /** 'ok', or the error's class name. */
+  outcome: string;
+  result?: unknown;
+  startedAt: number;
+  endedAt: number;
+}
+
+/** Options of {@link Cluster.startAgent} (all optional; the defaults are the original ones). */
+export interface StartAgentOptions {
+  resyncMs?: number;
+  metrics?: AgentMetrics;
+  onFence?: (e: FenceEvent) => void;
+  /** Per-call time limit of the node's memory devices (MemoryPrDeviceOptions.timeoutMs). */
+  deviceTimeoutMs?: number;
+  /** Default 3 s here (the agent's default is 10 s). */
+  leaveGraceMs?: number;
+  reservationType?: ReservationType;
+  freshnessMs?: number;
+  stateDir?: string;
+}
+
+const PR_METHODS = new Set([
+  'register',
+  'registerAndIgnore',
+  'reserve',
+  'release',
+  'preempt',
+  'preemptAndAbort',
+  'clear',
+  'readKeys',
+  'readReservation',
+  'capabilities',
+]);
+
+/** `dev` with every PR call reported to `report` once it settles (the call itself is unchanged). */
+function observed(dev: PrDevice, report: (c: Omit<DeviceCall, 'node' | 'lu'>) => void): PrDevice {
+  return new Proxy(dev, {
+    // The target is the receiver: MemoryPrDevice's private fields are not reachable through a Proxy.
+    get(target, prop) {
+      const v: unknown = Reflect.get(target, prop, target);
+      if (typeof v !== 'function') return v;
+      if (typeof prop !== 'string' || !PR_METHODS.has(prop)) return (v as () => unknown).bind(target);
+      return async (...args: unknown[]) => {
+        const startedAt = performance.now();
+        try {
+          const result: unknown = await (v as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          report({ op: prop, args, outcome: 'ok', result, startedAt, endedAt: performance.now() });
+          return result;
+        } catch (e) {
+          const outcome = e instanceof Error ? e.constructor.name : 'throw';
+          report({ op: prop, args, outcome, startedAt, endedAt: performance.now() });
+          throw e;
+        }
+      };
+    },
+  });
+}
 
 export class Cluster {
   readonly kc: KubeConfig = adminKubeConfig();
@@ -16,6 +83,10 @@ export class Cluster {
   readonly rest = new RestClient(this.kc);
   readonly lus = new Map<string, MemoryLogicalUnit>();
   readonly agents: Agent[] = [];
+  /** Fault proxies of agents started with {@link startProxiedAgent}; closed by stopAll. */
+  readonly proxies: FaultProxy[] = [];
+  /** Called after every PR call any agent of this cluster makes (tests add samplers here). */
+  readonly deviceCalls = new Set<(c: DeviceCall) => void>();
   readonly log = pino({ level: process.env.PRFENCE_TEST_LOG ?? 'silent' });
 
   async node(prefix: string): Promise<string> {
@@ -56,11 +127,7 @@ export class Cluster {
     await this.storage.deleteVolumeAttachment({ name: va });
   }
 
-  async startAgent(
-    node: string,
-    kc: KubeConfig = this.kc,
-    opts: { resyncMs?: number; metrics?: AgentMetrics; onFence?: (e: FenceEvent) => void } = {},
-  ): Promise<Agent> {
+  async startAgent(node: string, kc: KubeConfig = this.kc, opts: StartAgentOptions = {}): Promise<Agent> {
     const agent = await Agent.start({
       kubeConfig: kc,
       nodeName: node,
@@ -68,9 +135,19 @@ export class Cluster {
       openDevice: async (identity) => {
         const lu = this.lus.get(identity);
         if (!lu) throw new Error(`no LU ${identity}`);
-        return lu.initiator(node);
+        const dev =
+          opts.deviceTimeoutMs === undefined
+            ? lu.initiator(node)
+            : lu.initiator(node, { timeoutMs: opts.deviceTimeoutMs });
+        return observed(dev, (c) => {
+          for (const f of this.deviceCalls) f({ ...c, node, lu });
+        });
       },
       resyncMs: opts.resyncMs ?? 2000,
+      leaveGraceMs: opts.leaveGraceMs ?? 3000,
+      ...(opts.reservationType ? { reservationType: opts.reservationType } : {}),
+      ...(opts.freshnessMs ? { freshnessMs: opts.freshnessMs } : {}),
+      ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
       ...(opts.metrics ? { metrics: opts.metrics } : {}),
       ...(opts.onFence ? { onFence: opts.onFence } : {}),
     });
@@ -78,8 +155,27 @@ export class Cluster {
     return agent;
   }
 
+  /**
+   * An agent whose API traffic goes through its own {@link FaultProxy} (TLS end to end):
+   * `proxy.blackhole()` partitions the node while its agent keeps running with its device.
+   */
+  async startProxiedAgent(
+    node: string,
+    opts: StartAgentOptions = {},
+  ): Promise<{ agent: Agent; proxy: FaultProxy }> {
+    const proxy = await FaultProxy.start({ target: this.kc.getCurrentCluster()!.server });
+    this.proxies.push(proxy);
+    const agent = await this.startAgent(node, kubeConfigVia(this.kc, proxy), opts);
+    return { agent, proxy };
+  }
+
   async stopAll(): Promise<void> {
+    // Partitioned agents would wait for their requests to time out: their connections are
+    // reset first so stop() returns at once.
+    for (const p of this.proxies) p.reset('both');
     await Promise.all(this.agents.splice(0).map((a) => a.stop()));
+    await Promise.all(this.proxies.splice(0).map((p) => p.close()));
+    this.deviceCalls.clear();
   }
 
   /** events.k8s.io/v1 events about `regarding` (a NodeFence), newest last. */
@@ -118,7 +214,9 @@ export class Cluster {
         spec:
           state === 'Fenced'
             ? { fenceState: 'Fenced', reason: 'test', requestedBy: 'test' }
-            : { fenceState: 'Unfenced' },
+            : // as `prfence unfence`: a new unfencedAt every time (a node that lost its key
+              // registers again only after an unfence newer than the loss)
+              { fenceState: 'Unfenced', unfencedAt: new Date().toISOString() },
       },
       'prfence-cli',
     );

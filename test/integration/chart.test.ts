@@ -22,6 +22,7 @@ interface Obj {
 }
 
 const PATHS: Record<string, (o: Obj) => string> = {
+  Namespace: (o) => `/api/v1/namespaces/${o.metadata.name}`,
   ServiceAccount: (o) => `/api/v1/namespaces/${o.metadata.namespace}/serviceaccounts/${o.metadata.name}`,
   ClusterRole: (o) => `/apis/rbac.authorization.k8s.io/v1/clusterroles/${o.metadata.name}`,
   ClusterRoleBinding: (o) => `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${o.metadata.name}`,
@@ -94,6 +95,7 @@ describe('Helm chart', () => {
         'ClusterRoleBinding',
         'CustomResourceDefinition',
         'CustomResourceDefinition',
+        'CustomResourceDefinition',
         'DaemonSet',
         'ServiceAccount',
       ].sort(),
@@ -147,6 +149,10 @@ describe('Helm chart', () => {
     expect(await can('delete', '', 'persistentvolumes')).toBe(false);
     expect(await can('delete', 'storage.k8s.io', 'volumeattachments')).toBe(false);
     expect(await can('delete', 'prfence.io', 'nodefences')).toBe(false);
+    // Key claims: created once, never changed or removed by an agent (S6).
+    expect(await can('create', 'prfence.io', 'reservationkeys')).toBe(true);
+    expect(await can('update', 'prfence.io', 'reservationkeys')).toBe(false);
+    expect(await can('delete', 'prfence.io', 'reservationkeys')).toBe(false);
     expect(await can('get', '', 'secrets')).toBe(false);
   });
 });
@@ -155,5 +161,23 @@ describe('manifests/prfence.yaml', () => {
   it('equals `helm template` of the chart (regenerate with scripts/render-manifests.sh)', () => {
     const out = execFileSync('bash', ['scripts/render-manifests.sh', '--stdout'], { encoding: 'utf8' });
     expect(readFileSync('manifests/prfence.yaml', 'utf8')).toBe(out);
+  });
+
+  it('applied for real in file order (server-side apply, no dry run) on a cluster without the namespace -> every object exists', async () => {
+    const rest = new RestClient(adminKubeConfig());
+    const docs = parseAllDocuments(readFileSync('manifests/prfence.yaml', 'utf8'))
+      .map((d) => d.toJS() as Obj | null)
+      .filter((o): o is Obj => o !== null);
+    expect(docs[0]).toMatchObject({ kind: 'Namespace', metadata: { name: 'prfence' } });
+    for (const o of docs) {
+      await rest.send({
+        method: 'PATCH',
+        path: PATHS[o.kind]!(o),
+        body: o,
+        contentType: 'application/apply-patch+yaml',
+        query: { fieldManager: 'kubectl', force: 'true' },
+      });
+    }
+    for (const o of docs) expect(await rest.get(PATHS[o.kind]!(o))).toMatchObject({ kind: o.kind });
   });
 });

@@ -3,10 +3,16 @@
  * a memory LU: a fence request removes the node's key and holds it off (S2); unfence lets
  * it register again; status shows both. The CLI runs in-process (runCli), as main.ts does.
  */
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { inject, afterAll, describe, expect, it } from 'vitest';
 import { registerClusterCommands } from '../../src/cli/cluster-command.js';
 import { runCli } from '../../src/cli/program.js';
-import { eventually } from '../envtest/kube.js';
+import { GROUP, VERSION } from '../../src/crd/types.js';
+import { clusterObjectPath, RestClient } from '../../src/kube/rest-client.js';
+import { adminKubeConfig, eventually, uniqueName } from '../envtest/kube.js';
+import { freePort } from '../envtest/net.js';
 import { Cluster } from './agent-harness.js';
 
 async function cli(...argv: string[]) {
@@ -72,15 +78,134 @@ describe('prfence fence / unfence / status', () => {
     expect(b.key).not.toBe(a.key);
   });
 
-  it('bad use -> one clear line and a usage or API exit code, nothing written', async () => {
+  it('bad use -> one clear line and a usage (2) or API (6) exit code, nothing written', async () => {
     const noReason = await cli('fence', 'node-x', '--kubeconfig', kc);
     expect(noReason.code).toBe(2);
     expect(noReason.err).toContain("required option '--reason <text>' not specified");
     const unknown = await cli('unfence', 'no-such-node', '--kubeconfig', kc);
-    expect(unknown.code).toBe(5);
+    expect(unknown.code).toBe(6);
     expect(unknown.err).toMatch(/^prfence: kube API 404: .*"no-such-node" not found$/);
+    const ghost = await cli('fence', 'no-such-node', '--reason', 'typo', '--kubeconfig', kc);
+    expect(ghost.code).toBe(2);
+    expect(ghost.err).toBe('prfence: node "no-such-node" does not exist: nothing fenced');
+    const nf = await new RestClient(adminKubeConfig())
+      .get(clusterObjectPath(GROUP, VERSION, 'nodefences', 'no-such-node'))
+      .catch((e: unknown) => e);
+    expect(nf).toMatchObject({ code: 404 }); // nothing written
+    // A kubeconfig pointing at nothing: refused connection -> the API exit code.
+    const dir = mkdtempSync(join(tmpdir(), 'prfence-kc-'));
+    const dead = join(dir, 'kubeconfig');
+    const port = await freePort();
+    writeFileSync(
+      dead,
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [
+          { name: 'c', cluster: { server: `https://127.0.0.1:${port}`, 'insecure-skip-tls-verify': true } },
+        ],
+        users: [{ name: 'u', user: { token: 't' } }],
+        contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }],
+        'current-context': 'x',
+      }),
+    );
+    const down = await cli('status', '--kubeconfig', dead);
+    expect(down.code).toBe(6);
+    expect(down.err).toMatch(/^prfence: API server https:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/);
     const badKc = await cli('status', '--kubeconfig', '/nonexistent/kubeconfig');
     expect(badKc.code).toBe(2);
     expect(badKc.err).toMatch(/^prfence: kubeconfig \/nonexistent\/kubeconfig: /);
+  });
+
+  it("people's kubeconfigs: an exec credential plugin, a context picked with --context, KUBECONFIG files merged -> status works", async () => {
+    const rest = new RestClient(adminKubeConfig());
+    const sa = uniqueName('cli-sa');
+    await rest.send({
+      method: 'POST',
+      path: '/api/v1/namespaces/default/serviceaccounts',
+      body: { metadata: { name: sa } },
+    });
+    await rest.send({
+      method: 'POST',
+      path: '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings',
+      body: {
+        metadata: { name: sa },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' },
+        subjects: [{ kind: 'ServiceAccount', name: sa, namespace: 'default' }],
+      },
+    });
+    const tr = await rest.send<{ status: { token: string } }>({
+      method: 'POST',
+      path: `/api/v1/namespaces/default/serviceaccounts/${sa}/token`,
+      body: {
+        apiVersion: 'authentication.k8s.io/v1',
+        kind: 'TokenRequest',
+        spec: { expirationSeconds: 600 },
+      },
+    });
+    const admin = adminKubeConfig();
+    const cluster = admin.getCurrentCluster()!;
+    const dir = mkdtempSync(join(tmpdir(), 'prfence-kc-'));
+    const credential = JSON.stringify({
+      apiVersion: 'client.authentication.k8s.io/v1',
+      kind: 'ExecCredential',
+      status: { token: tr.status.token },
+    });
+    // File 1: only the cluster and an exec user; file 2: the contexts, current one unusable.
+    writeFileSync(
+      join(dir, 'users'),
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [
+          {
+            name: 'envtest',
+            cluster: {
+              server: cluster.server,
+              'certificate-authority-data':
+                cluster.caData ?? readFileSync(cluster.caFile!).toString('base64'),
+            },
+          },
+        ],
+        users: [
+          {
+            name: 'plugin',
+            user: {
+              exec: {
+                apiVersion: 'client.authentication.k8s.io/v1',
+                command: process.execPath,
+                args: ['-e', `process.stdout.write(${JSON.stringify(credential)})`],
+                interactiveMode: 'Never',
+              },
+            },
+          },
+        ],
+      }),
+    );
+    writeFileSync(
+      join(dir, 'contexts'),
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        contexts: [
+          { name: 'broken', context: { cluster: 'nowhere', user: 'plugin' } },
+          { name: 'via-plugin', context: { cluster: 'envtest', user: 'plugin' } },
+        ],
+        'current-context': 'broken',
+      }),
+    );
+    const before = process.env.KUBECONFIG;
+    process.env.KUBECONFIG = `${join(dir, 'users')}:${join(dir, 'contexts')}`;
+    try {
+      const ok = await cli('status', '--json', '--context', 'via-plugin');
+      expect(ok, ok.err).toMatchObject({ code: 0 });
+      expect(JSON.parse(ok.out)).toHaveProperty('nodes');
+      const missing = await cli('status', '--context', 'no-such-context');
+      expect(missing.code).toBe(2);
+      expect(missing.err).toBe('prfence: kubeconfig: context "no-such-context" not found');
+    } finally {
+      if (before === undefined) delete process.env.KUBECONFIG;
+      else process.env.KUBECONFIG = before;
+    }
   });
 });

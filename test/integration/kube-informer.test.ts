@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { startInformer } from '../../src/kube/informer.js';
 import { RestClient } from '../../src/kube/rest-client.js';
 import { startControlPlane } from '../envtest/control-plane.js';
-import { eventually } from '../envtest/kube.js';
+import { FaultProxy, kubeConfigVia } from '../envtest/fault-proxy.js';
+import { adminKubeConfig, eventually, uniqueName } from '../envtest/kube.js';
 
 describe('resilient informer', () => {
   it('kube-apiserver restarts under a watch -> the informer re-lists and sees later changes', async () => {
@@ -72,6 +73,44 @@ describe('resilient informer', () => {
       rest.close();
     } finally {
       await cp.stop();
+    }
+  });
+
+  it('A2: a watch that goes silent (server-to-client blackholed) -> reported dead within its idle timeout, restarted, and sees changes after healing', async () => {
+    const kc = adminKubeConfig();
+    const proxy = await FaultProxy.start({ target: kc.getCurrentCluster()!.server });
+    const rest = new RestClient(kubeConfigVia(kc, proxy));
+    const seen: string[] = [];
+    const inf = startInformer<V1PersistentVolume>({
+      rest,
+      log: pino({ level: 'silent' }),
+      path: '/api/v1/persistentvolumes',
+      handlers: { onAdd: (o) => seen.push(o.metadata?.name ?? '') },
+      idleTimeoutMs: 3000,
+      maxBackoffMs: 500,
+    });
+    try {
+      await inf.synced;
+      expect(inf.problem()).toBeUndefined();
+      proxy.blackhole('server-to-client'); // the connection stays open; nothing arrives
+      const t0 = Date.now();
+      const why = await eventually(() => inf.problem() ?? false, { timeoutMs: 30_000 });
+      expect(why).toMatch(/no event or bookmark in 3000 ms|silent|timeout/);
+      expect(Date.now() - t0).toBeLessThan(20_000);
+      await proxy.heal();
+      const name = uniqueName('pv-after-heal');
+      await kc.makeApiClient(CoreV1Api).createPersistentVolume({
+        body: {
+          metadata: { name },
+          spec: { capacity: { storage: '1Gi' }, accessModes: ['ReadWriteOnce'], hostPath: { path: '/tmp' } },
+        },
+      });
+      await eventually(() => seen.includes(name), { timeoutMs: 30_000 });
+      await eventually(() => inf.problem() === undefined, { timeoutMs: 30_000 });
+    } finally {
+      await inf.stop();
+      rest.close();
+      await proxy.close();
     }
   });
 });

@@ -3,15 +3,18 @@
  * kube-apiserver + etcd started here, the chart's CRDs, and two `prfence agent` processes
  * as node-a and node-b. Each agent runs in its own mount namespace where the PV's device
  * path (/run/prfence-dev/vol) leads to its own initiator of one logical unit, as two
- * machines would see one LUN. The test moves the VolumeAttachment from node-a (its agent
- * stopped with SIGSTOP: a partitioned node whose I/O path still works) to node-b and shows
- * node-a's write refused by the kernel while node-b writes. It runs once per topology
- * where PREEMPT AND ABORT works (LIO over iSCSI, nvmet over loop), against one API server,
- * with node, PV and VolumeAttachment names of that topology's own.
+ * machines would see one LUN. node-a's agent reaches the API server through a TCP fault
+ * proxy. The test partitions node-a (its API traffic blackholed; the agent runs on and its
+ * I/O path still works), moves the VolumeAttachment to node-b, and shows node-a's write
+ * refused by the kernel while node-b writes; node-a never registers again, neither while
+ * partitioned nor after the partition heals. It runs once per topology where PREEMPT AND
+ * ABORT works (LIO over iSCSI, nvmet over loop), against one API server, with node, PV and
+ * VolumeAttachment names of that topology's own (<topology>-a, <topology>-b).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { FaultProxy, kubeConfigVia } from '../envtest/fault-proxy.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CoreV1Api, StorageV1Api } from '@kubernetes/client-node';
@@ -60,11 +63,10 @@ const runnable = specs.filter((s) => !s.limitations.includes('preempt-abort-hang
 
 type Agent = { node: string; proc: ChildProcess; log: string };
 
-/** SIGCONT + SIGTERM, then waits for the exit (the next topology's agents start clean). */
+/** SIGTERM, then waits for the exit (the next topology's agents start clean). */
 async function stopAgent(a: Agent): Promise<void> {
   if (a.proc.exitCode !== null || a.proc.signalCode !== null) return;
   const exited = new Promise((r) => a.proc.once('exit', r));
-  a.proc.kill('SIGCONT');
   a.proc.kill('SIGTERM');
   const t = setTimeout(() => a.proc.kill('SIGKILL'), 10_000);
   await exited;
@@ -78,14 +80,14 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
   let cp: ControlPlane;
   const agents: Agent[] = [];
 
-  const startAgent = (node: string, device: string) => {
+  const startAgent = (node: string, device: string, kubeconfig = cp.kubeconfigPath) => {
     const log = join(tmpdir(), `prfence-agent-${node}.log`);
     const out = createWriteStream(log);
     // Own mount namespace: /run/prfence-dev/vol is this node's path to the shared LU.
     const script = [
       'mount -t tmpfs prfence-dev /run/prfence-dev',
       `ln -s ${device} ${DEVICE_PATH}`,
-      `exec ${process.execPath} dist/src/cli/main.js agent --node-name ${node} --kubeconfig ${cp.kubeconfigPath} --log-level debug --ioctl-timeout 20s`,
+      `exec ${process.execPath} dist/src/cli/main.js agent --node-name ${node} --kubeconfig ${kubeconfig} --log-level debug --resync 2s --ioctl-timeout 20s --leave-grace 2s --state-dir ${join(tmpdir(), `prfence-state-${node}`)}`,
     ].join(' && ');
     const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -109,7 +111,7 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
     const kc = cp.adminKubeConfig();
     await waitCrdStorage(kc, await installCrds(kc, undefined, 240_000), 240_000);
     console.log(`control plane up in the guest after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-  }, 900_000);
+  }, 1_400_000);
 
   afterAll(async () => {
     for (const a of agents) await stopAgent(a);
@@ -120,20 +122,24 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
     // Names of this topology's own (one API server for all): <topology>-a, <topology>-b.
     const [nodeA, nodeB, pv] = [`${spec.name}-a`, `${spec.name}-b`, `pv-${spec.name}`];
     it(
-      `${spec.name}: VolumeAttachment moves ${nodeA} -> ${nodeB}; ${nodeA}'s write is refused by the kernel, ${nodeB} writes`,
-      { timeout: 900_000 },
+      `${spec.name}: ${nodeA} partitioned, VolumeAttachment moves ${nodeA} -> ${nodeB} -> ${nodeA}'s write refused by the kernel; it never registers again, partitioned or healed`,
+      { timeout: 1_400_000 },
       async () => {
         const observer = await KoffiPrDevice.open(spec.devices[2]!, { timeoutMs: 20_000 });
         await observer.registerAndIgnore(RESET_KEY);
         await observer.clear(RESET_KEY);
+        // node A reaches the API server only through a TCP fault proxy: a partition is its
+        // API traffic blackholed while the agent runs on and keeps its path to the LU.
+        const proxy = await FaultProxy.start({ target: cp.server });
         const mine: Agent[] = [];
         try {
-          await failover(spec, observer, mine, nodeA, nodeB, pv);
+          await failover(spec, observer, proxy, mine, nodeA, nodeB, pv);
         } catch (e) {
           console.log(tails(mine));
           throw e;
         } finally {
           for (const a of mine) await stopAgent(a);
+          await proxy.close();
           await observer.close();
         }
       },
@@ -143,6 +149,7 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
   async function failover(
     spec: KernelTopologySpec,
     observer: PrDevice,
+    proxy: FaultProxy,
     mine: Agent[],
     nodeA: string,
     nodeB: string,
@@ -172,7 +179,9 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
       spec: { attacher: 'e2e.csi.prfence.io', nodeName: node, source: { persistentVolumeName: pv } },
     });
     await storage.createVolumeAttachment({ body: va(nodeA) });
-    const agentA = startAgent(nodeA, devA);
+    const kcA = join(tmpdir(), `prfence-e2e-${nodeA}.kubeconfig`);
+    writeFileSync(kcA, kubeConfigVia(kc, proxy).exportConfig());
+    const agentA = startAgent(nodeA, devA, kcA);
     mine.push(agentA, startAgent(nodeB, devB));
 
     // node A's agent registers and reserves: the device itself says so.
@@ -187,45 +196,68 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
     expect(await directWrite(devA)).toBe('ok');
     expect(await directWrite(devB)).toBe('refused'); // not registered: WERO refuses it
 
-    // node A is partitioned: its agent cannot act, its I/O path still works.
-    agentA.proc.kill('SIGSTOP');
-    await storage.deleteVolumeAttachment({ name: `va-${nodeA}` });
-    const t0 = Date.now();
-    await storage.createVolumeAttachment({ body: va(nodeB) });
-    const keyB = await until(`${nodeB} key in NodeFence`, 300_000, async () => {
-      const k = (await nf(nodeB)).status?.key;
-      return k ? parseKey(k) : undefined;
-    });
-    await until(`${nodeA} key gone, ${nodeB} holds the reservation`, 300_000, async () => {
-      const [keys, r] = [await observer.readKeys(), await observer.readReservation()];
-      return !keys.keys.includes(keyA) && r.key === keyB ? true : undefined;
-    });
-    console.log(
-      `failover on ${spec.name}: VolumeAttachment created -> ${formatKey(keyA)} gone, ${formatKey(keyB)} holds: ${Date.now() - t0} ms`,
-    );
+    // node A is partitioned: its agent runs on, its I/O path still works, its API traffic
+    // goes nowhere. Its key is sampled on the device throughout.
+    proxy.blackhole('both');
+    let aBack = 0;
+    let sampling = true;
+    let fencedSeen = false;
+    const sampler = (async () => {
+      while (sampling) {
+        const k = await observer.readKeys().catch(() => undefined);
+        if (k?.keys.includes(keyA) && fencedSeen) aBack += 1;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })();
+    try {
+      await storage.deleteVolumeAttachment({ name: `va-${nodeA}` });
+      const t0 = Date.now();
+      await storage.createVolumeAttachment({ body: va(nodeB) });
+      const keyB = await until(`${nodeB} key in NodeFence`, 300_000, async () => {
+        const k = (await nf(nodeB)).status?.key;
+        return k ? parseKey(k) : undefined;
+      });
+      await until(`${nodeA} key gone, ${nodeB} holds the reservation`, 300_000, async () => {
+        const [keys, r] = [await observer.readKeys(), await observer.readReservation()];
+        return !keys.keys.includes(keyA) && r.key === keyB ? true : undefined;
+      });
+      fencedSeen = true;
+      console.log(
+        `failover on ${spec.name}: VolumeAttachment created -> ${formatKey(keyA)} gone, ${formatKey(keyB)} holds: ${Date.now() - t0} ms`,
+      );
 
-    // The point of it all: the kernel refuses the stale node's write.
-    expect(await directWrite(devA)).toBe('refused');
-    expect(await directWrite(devB)).toBe('ok');
+      // The point of it all: the kernel refuses the stale node's write.
+      expect(await directWrite(devA)).toBe('refused');
+      expect(await directWrite(devB)).toBe('ok');
 
-    const fenced = await until(`NodeFence ${nodeA} Fenced`, 120_000, async () => {
-      const o = await nf(nodeA);
-      return o.status?.phase === 'Fenced' ? o : undefined;
-    });
-    expect(fenced.status?.fencedBy).toBe(nodeB);
-    const vr = await until(`VolumeReservation records ${nodeB} as holder`, 120_000, async () => {
-      const o = await vrOf();
-      return o.status?.holder?.node === nodeB && o.status.lastFence ? o : undefined;
-    });
-    expect(vr.status?.holder?.key).toBe(formatKey(keyB));
-    expect(vr.status?.lastFence).toMatchObject({ victimNode: nodeA, by: nodeB, result: 'Fenced' });
+      const fenced = await until(`NodeFence ${nodeA} Fenced`, 120_000, async () => {
+        const o = await nf(nodeA);
+        return o.status?.phase === 'Fenced' ? o : undefined;
+      });
+      expect(fenced.status?.fencedBy).toBe(nodeB);
+      const vr = await until(`VolumeReservation records ${nodeB} as holder`, 120_000, async () => {
+        const o = await vrOf();
+        return o.status?.holder?.node === nodeB && o.status.lastFence ? o : undefined;
+      });
+      expect(vr.status?.holder?.key).toBe(formatKey(keyB));
+      expect(vr.status?.lastFence).toMatchObject({ victimNode: nodeA, by: nodeB, result: 'Fenced' });
 
-    // S2 on the kernel: node A's agent resumes, sees it was fenced, does not re-register.
-    const logBefore = readFileSync(agentA.log, 'utf8').length;
-    agentA.proc.kill('SIGCONT');
-    await until(`${nodeA} agent reconciled ${pv} again`, 120_000, async () =>
-      readFileSync(agentA.log, 'utf8').slice(logBefore).includes('"msg":"reconciled"') ? true : undefined,
-    );
+      // S2 on the kernel: while partitioned (several of its 2 s resyncs) node A never
+      // registers again; after the partition heals it reads that it was fenced and still
+      // does not.
+      await new Promise((r) => setTimeout(r, 10_000)); // a sampling window
+      const logBefore = readFileSync(agentA.log, 'utf8').length;
+      await proxy.heal();
+      await until(`${nodeA} agent reconciled ${pv} after the partition healed`, 300_000, async () => {
+        const since = readFileSync(agentA.log, 'utf8').slice(logBefore);
+        return /"msg":"reconciled"/.test(since) && /"outcome":"blocked"/.test(since) ? true : undefined;
+      });
+      await new Promise((r) => setTimeout(r, 5000)); // a sampling window after healing
+    } finally {
+      sampling = false;
+      await sampler;
+    }
+    expect(aBack).toBe(0);
     expect((await observer.readKeys()).keys).not.toContain(keyA);
     expect(await directWrite(devA)).toBe('refused');
 
@@ -235,7 +267,7 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
     });
     console.log(`kubectl get nf,vr -o wide (in the guest):\n${get.stdout}${get.stderr}`);
     expect(get.stdout).toMatch(new RegExp(`${nodeA}\\s+[0-9a-f]{16}\\s+Fenced`));
-    // The late writer (node A, resumed) settles on the device's answer: its registrants
+    // The late writer (node A, healed) settles on the device's answer: its registrants
     // entry goes, and it never puts its old view (itself as holder) back.
     const after = await until(`${nodeA} out of the registrants`, 120_000, async () => {
       const o = await vrOf();

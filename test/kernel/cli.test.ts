@@ -10,7 +10,7 @@ import { kernelTopologySpecs } from '../contract/kernel-topology.js';
 const cli = (...args: string[]) => {
   const r = spawnSync(process.execPath, ['dist/src/cli/main.js', ...args], {
     encoding: 'utf8',
-    timeout: 60_000,
+    timeout: 120_000,
   });
   return { code: r.status, out: r.stdout.trim(), err: r.stderr.trim() };
 };
@@ -20,8 +20,9 @@ const RESET = '7e5e700000000002';
 
 for (const spec of kernelTopologySpecs()) {
   const [da, db] = spec.devices as [string, string];
-  // Each CLI call is a new Node.js process: 5-7 s in the emulated guest, more on a busy host.
-  describe(`prfence device on ${spec.name}`, { timeout: 300_000 }, () => {
+  // Each CLI call is a new Node.js process (and a native executor thread): 10-15 s in the
+  // emulated guest on a busy host.
+  describe(`prfence device on ${spec.name}`, { timeout: 600_000 }, () => {
     it('register, reserve, conflict, preempt, keys/reservation --json, clear -> documented output and exit codes', () => {
       const first = cli('device', 'register', da, '--key', RESET, '--ignore-key');
       expect(first.code, `${first.err} ${first.out}`).toBe(0);

@@ -45,6 +45,8 @@ const STATUS_CHECK_CONDITION = 0x02;
 const STATUS_BUSY = 0x08;
 const STATUS_RESERVATION_CONFLICT = 0x18;
 const STATUS_TASK_SET_FULL = 0x28;
+/** enum pr_status PR_STS_IOERR (include/uapi/linux/pr.h, Linux 6.12+). */
+const PR_STS_IOERR = 0x2;
 
 export interface RawOutcome {
   /** The ioctl's return value. */
@@ -80,6 +82,16 @@ export function classifyPrOutcome(out: RawOutcome, ctx: ClassifyContext): Classi
   }
   if (status === STATUS_CHECK_CONDITION) {
     if (!ctx.retried) return 'retry'; // e.g. the unit attention after being preempted
+    // Exactly 2 is PR_STS_IOERR on kernels with `enum pr_status` (6.12+, uapi
+    // linux/pr.h: "generic device failure", sd.c sd_scsi_to_pr_err for any CHECK
+    // CONDITION but an invalid field) and a bare CHECK CONDITION on 6.1: the sense is not
+    // visible through the ioctl, so the command may have been applied (S5: read back).
+    if (out.ret === PR_STS_IOERR) {
+      return new IndeterminateError(
+        `${op}: device error (PR_STS_IOERR / CHECK CONDITION), outcome unknown`,
+        d,
+      );
+    }
     return new InvalidArgumentError(
       `${op}: rejected by the device (CHECK CONDITION, 0x${out.ret.toString(16)})`,
       d,

@@ -1,9 +1,12 @@
 /**
  * PrDevice on a real Linux block device: the `<linux/pr.h>` ioctls through koffi.
  *
- * - Every native call runs on a koffi worker thread with a time limit; a PR OUT that
- *   does not answer in time is IndeterminateError (S5), and its slot stays taken until
- *   the kernel really returns, so a hung device cannot pile up unbounded calls.
+ * - Every native call (open and close included) runs on the native executor
+ *   (executor.ts): its own threads, one call in flight per device, a time limit that
+ *   counts queueing. A PR OUT that does not answer in time is IndeterminateError (S5);
+ *   the device is then `hung` and fails fast (NotSentError) until the call returns.
+ * - Buffers travel in the request and are owned by the executor thread until the kernel
+ *   returns (native-call.ts); nothing here holds native memory.
  * - Both failure channels are classified (classify.ts); a CHECK CONDITION is retried
  *   once (the unit attention a freshly preempted initiator sees first on kernel 6.1).
  * - Reads use IOC_PR_READ_KEYS / IOC_PR_READ_RESERVATION where the kernel has them,
@@ -14,13 +17,12 @@
  *   as NVMe passthrough Reservation Register commands (actions Unregister / Replace
  *   with IEKEY), so the port means the same on SCSI and NVMe.
  */
-import { realpathSync, statSync, existsSync, readlinkSync } from 'node:fs';
+import { readlink, realpath, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import {
   IndeterminateError,
   InvalidArgumentError,
   isPrError,
-  NotSentError,
   UnsupportedError,
   type PrError,
 } from '../errors.js';
@@ -42,60 +44,41 @@ import {
 } from '../reservation-type.js';
 import { checkKey, checkType } from '../validate.js';
 import * as abi from './abi.js';
-import { classifyErrno, classifyNvmeStatus, classifyPrOutcome, type RawOutcome } from './classify.js';
-import { loadLibc, type Libc, type NativeBlock, type NativeResult } from './libc.js';
+import { classifyErrno, classifyNvmeStatus, classifyPrOutcome, ERRNO, type RawOutcome } from './classify.js';
+import {
+  defaultNativeExecutor,
+  type DeviceRequest,
+  type NativeExecutor,
+  type NativeHandle,
+} from './executor.js';
+import type { NativeReply } from './native-call.js';
 import * as parse from './parse.js';
 
 export interface KoffiPrDeviceOptions {
-  /** Time limit per native call, ms. Default 10 000. */
+  /** Time limit per native call, ms, from submission (queueing counts). Default 10 000. */
   timeoutMs?: number;
-  /** Native calls in flight on this device (queued beyond). Default 2. */
+  /**
+   * Ignored: one native call is in flight per device and the rest queue (executor.ts).
+   * Kept so existing configurations keep parsing.
+   */
   maxInFlight?: number;
   /** Force the read method (tests, benchmarks); default: detect. */
   readMethod?: Exclude<ReadMethod, 'model'>;
+  /** Where the native calls run. Default: the process-wide `defaultNativeExecutor()`. */
+  executor?: NativeExecutor;
 }
 
 const INITIAL_KEYS = 32;
-
-/** A counting semaphore whose permits are released by the native call's own completion. */
-class Slots {
-  #free: number;
-  readonly #waiters: (() => void)[] = [];
-  constructor(n: number) {
-    this.#free = n;
-  }
-  acquire(signal?: AbortSignal): Promise<void> {
-    if (this.#free > 0) {
-      this.#free -= 1;
-      return Promise.resolve();
-    }
-    return new Promise((resolve, reject) => {
-      const w = () => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      const onAbort = () => {
-        const i = this.#waiters.indexOf(w);
-        if (i >= 0) this.#waiters.splice(i, 1);
-        reject(signal?.reason);
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.#waiters.push(w);
-    });
-  }
-  release(): void {
-    const next = this.#waiters.shift();
-    if (next) next();
-    else this.#free += 1;
-  }
-}
+/** Re-reads of a key list that grew between two reads, before giving up (indeterminate). */
+const MAX_READ_ATTEMPTS = 4;
+/** SPC-4 PERSISTENT RESERVE IN: the 16-bit ALLOCATION LENGTH, rounded down to whole keys. */
+const MAX_PRIN_ALLOC = 65528;
 
 /** Detects scsi / nvme from sysfs (dm-multipath and other stacked devices count as scsi). */
-function detectKind(dev: string): 'scsi' | 'nvme' {
+async function detectKind(dev: string): Promise<'scsi' | 'nvme'> {
   const name = basename(dev);
-  const sys = `/sys/class/block/${name}`;
   try {
-    const target = readlinkSync(sys);
+    const target = await readlink(`/sys/class/block/${name}`);
     if (target.includes('/nvme')) return 'nvme';
   } catch {
     // not in sysfs (containers without /sys): fall back to the name
@@ -106,92 +89,69 @@ function detectKind(dev: string): 'scsi' | 'nvme' {
 export class KoffiPrDevice implements PrDevice {
   readonly id: string;
   readonly kind: 'scsi' | 'nvme';
-  readonly #libc: Libc;
-  readonly #fd: number;
+  readonly #handle: NativeHandle;
   readonly #timeoutMs: number;
-  readonly #slots: Slots;
   #readMethod: Exclude<ReadMethod, 'model'> | undefined;
   #nsid: number | undefined;
-  #closed = false;
 
-  private constructor(id: string, kind: 'scsi' | 'nvme', libc: Libc, fd: number, opts: KoffiPrDeviceOptions) {
+  private constructor(id: string, kind: 'scsi' | 'nvme', handle: NativeHandle, opts: KoffiPrDeviceOptions) {
     this.id = id;
     this.kind = kind;
-    this.#libc = libc;
-    this.#fd = fd;
+    this.#handle = handle;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
-    this.#slots = new Slots(opts.maxInFlight ?? 2);
     this.#readMethod = opts.readMethod;
   }
 
   /**
-   * Opens a block device for PR commands (O_RDWR|O_NONBLOCK). Throws InvalidArgumentError
-   * for a path that is missing or not a block device, NotSent/Indeterminate if open fails.
+   * Opens a block device for PR commands (O_RDWR|O_NONBLOCK) on the executor, within the
+   * time limit. Throws InvalidArgumentError for a path that is missing or not a block
+   * device, NotSentError if open does not answer in time, or the classified errno.
    */
   static async open(path: string, opts: KoffiPrDeviceOptions = {}): Promise<KoffiPrDevice> {
-    if (!existsSync(path))
+    const executor = opts.executor ?? defaultNativeExecutor();
+    // Start a thread now, so its start-up overlaps the checks below (a failure shows in open).
+    executor.warm().catch(() => {});
+    let real: string;
+    try {
+      real = await realpath(path);
+    } catch {
       throw new InvalidArgumentError(`${path}: no such device`, { op: 'open', device: path });
-    const real = realpathSync(path);
-    if (!statSync(real).isBlockDevice()) {
+    }
+    if (!(await stat(real)).isBlockDevice()) {
       throw new InvalidArgumentError(`${path}: not a block device`, { op: 'open', device: path });
     }
-    const libc = loadLibc();
-    const timeoutMs = opts.timeoutMs ?? 10_000;
-    const res = await withTimeout(
-      libc.open(real, abi.O_RDWR | abi.O_NONBLOCK | abi.O_CLOEXEC),
-      timeoutMs,
-      () => new NotSentError(`${path}: open did not answer in ${timeoutMs} ms`, { op: 'open', device: path }),
-      (late) => {
-        if (late.ret >= 0) void libc.close(late.ret);
-      },
-    );
-    if (res.ret < 0) throw classifyErrno(res.errno, { op: 'open', device: path });
-    return new KoffiPrDevice(path, detectKind(real), libc, res.ret, opts);
+    return KoffiPrDevice.openUnchecked(path, await detectKind(real), { ...opts, executor, realPath: real });
   }
 
   /**
-   * Runs one native call under the slot limit and the time limit. Ownership of `blocks`
-   * (memory the kernel reads or writes): on success the caller reads and frees them; if
-   * this throws, the blocks are freed here once the kernel is really done with them. On
-   * time-out the slot also stays taken until the call returns, so a hung device cannot
-   * pile up calls (S5).
+   * Opens `path` on the executor without checking that it is a block device, with the
+   * kind given: for executors whose backend is a fake libc (tests, benchmarks).
    */
-  async #native(
-    op: string,
-    fn: () => Promise<NativeResult>,
-    blocks: NativeBlock[],
-    opts?: PrCallOptions,
-  ): Promise<RawOutcome> {
-    const freeAll = () => blocks.forEach((b) => b.free());
-    if (this.#closed) {
-      freeAll();
-      throw new NotSentError(`${op}: device closed`, { op, device: this.id });
-    }
-    try {
-      await this.#slots.acquire(opts?.signal);
-    } catch (e) {
-      freeAll();
-      throw new NotSentError(`${op}: aborted while queued`, { op, device: this.id, cause: e });
-    }
-    let abandoned = false;
-    const done = fn().finally(() => {
-      this.#slots.release();
-      if (abandoned) freeAll();
+  static async openUnchecked(
+    path: string,
+    kind: 'scsi' | 'nvme',
+    opts: KoffiPrDeviceOptions & { realPath?: string } = {},
+  ): Promise<KoffiPrDevice> {
+    const executor = opts.executor ?? defaultNativeExecutor();
+    const handle = await executor.open(opts.realPath ?? path, abi.O_RDWR | abi.O_NONBLOCK | abi.O_CLOEXEC, {
+      device: path,
+      timeoutMs: opts.timeoutMs ?? 10_000,
     });
-    try {
-      return await withTimeout(
-        done,
-        this.#timeoutMs,
-        () =>
-          new IndeterminateError(`${op}: no answer within ${this.#timeoutMs} ms`, { op, device: this.id }),
-        undefined,
-        opts?.signal,
-      );
-    } catch (e) {
-      abandoned = true;
-      if (isPrError(e)) throw e;
-      throw new IndeterminateError(`${op}: ${String(e)}`, { op, device: this.id, cause: e });
-    }
+    return new KoffiPrDevice(path, kind, handle, opts);
+  }
+
+  /** A call on this device is past its time limit: calls fail fast (NotSentError) until it returns. */
+  get hung(): boolean {
+    return this.#handle.hung;
+  }
+
+  /**
+   * Runs one native call on this device's queue under its time limit (queueing counts).
+   * Rejects NotSentError (closed, hung, not sent in time) or IndeterminateError (no
+   * answer in time); otherwise resolves the raw reply for the caller to classify.
+   */
+  #native(op: string, req: DeviceRequest, opts?: PrCallOptions): Promise<NativeReply> {
+    return this.#handle.call(req, { op, timeoutMs: this.#timeoutMs, signal: opts?.signal });
   }
 
   /** One PR OUT ioctl, with the single CHECK CONDITION retry. */
@@ -203,10 +163,9 @@ export class KoffiPrDevice implements PrDevice {
     opts?: PrCallOptions,
   ): Promise<void> {
     for (let attempt = 0; attempt < 2; attempt++) {
-      const block = this.#libc.alloc(size);
-      fill(block.view);
-      const out = await this.#native(op, () => this.#libc.ioctl(this.#fd, request, block.ptr), [block], opts);
-      block.free();
+      const arg = new Uint8Array(size);
+      fill(new DataView(arg.buffer));
+      const out = await this.#native(op, { kind: 'ioctl', request, arg }, opts);
       const c = classifyPrOutcome(out, { op, device: this.id, retried: attempt > 0 });
       if (c === null) return;
       if (c === 'retry') continue;
@@ -353,25 +312,23 @@ export class KoffiPrDevice implements PrDevice {
   async readReservation(opts?: PrCallOptions): Promise<Reservation> {
     const method = await this.#method(opts);
     if (method === 'ioctl') {
-      const block = this.#libc.alloc(abi.PR_READ_RESERVATION.size);
       const out = await this.#native(
         'read-reservation',
-        () => this.#libc.ioctl(this.#fd, abi.IOC_PR_READ_RESERVATION, block.ptr),
-        [],
+        {
+          kind: 'ioctl',
+          request: abi.IOC_PR_READ_RESERVATION,
+          arg: new Uint8Array(abi.PR_READ_RESERVATION.size),
+        },
         opts,
       );
-      try {
-        this.#throwRead('read-reservation', out);
-        const v = block.view;
-        const type = reservationTypeFromCode(v.getUint32(abi.PR_READ_RESERVATION.type, true)) ?? null;
-        return {
-          generation: v.getUint32(abi.PR_READ_RESERVATION.generation, true),
-          key: type === null ? null : v.getBigUint64(abi.PR_READ_RESERVATION.key, true),
-          type,
-        };
-      } finally {
-        block.free();
-      }
+      this.#throwRead('read-reservation', out);
+      const v = view(out.arg);
+      const type = reservationTypeFromCode(v.getUint32(abi.PR_READ_RESERVATION.type, true)) ?? null;
+      return {
+        generation: v.getUint32(abi.PR_READ_RESERVATION.generation, true),
+        key: type === null ? null : v.getBigUint64(abi.PR_READ_RESERVATION.key, true),
+        type,
+      };
     }
     if (method === 'sg-io') {
       const { data } = await this.#sgPrin(parse.PRIN_READ_RESERVATION, 24, opts);
@@ -391,25 +348,26 @@ export class KoffiPrDevice implements PrDevice {
     return { kind: this.kind, readMethod, types: RESERVATION_TYPES, preemptAbort: true };
   }
 
+  /**
+   * Releases the descriptor only; reservations and registrations stay (S8). Queued calls
+   * are rejected (NotSentError); the fd is closed after the running call returns.
+   */
   async close(): Promise<void> {
-    // Releases the descriptor only; reservations and registrations stay (S8).
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.#libc.close(this.#fd);
+    await this.#handle.close(this.#timeoutMs);
   }
 
   /** The read method, detected once: the pr.h read ioctls if the kernel has them. */
   async #method(opts?: PrCallOptions): Promise<Exclude<ReadMethod, 'model'>> {
     if (this.#readMethod) return this.#readMethod;
-    const block = this.#libc.alloc(abi.PR_READ_KEYS.size);
     const out = await this.#native(
       'read-keys',
-      () => this.#libc.ioctl(this.#fd, abi.IOC_PR_READ_KEYS, block.ptr),
-      [],
+      { kind: 'ioctl', request: abi.IOC_PR_READ_KEYS, arg: new Uint8Array(abi.PR_READ_KEYS.size) },
       opts,
     );
-    block.free();
-    if (out.ret < 0 && (out.errno === 25 || out.errno === 95 || out.errno === 22)) {
+    if (
+      out.ret < 0 &&
+      (out.errno === ERRNO.ENOTTY || out.errno === ERRNO.EOPNOTSUPP || out.errno === ERRNO.EINVAL)
+    ) {
       this.#readMethod = this.kind === 'nvme' ? 'nvme-passthru' : 'sg-io';
     } else {
       this.#readMethod = 'ioctl';
@@ -425,33 +383,36 @@ export class KoffiPrDevice implements PrDevice {
 
   async #ioctlReadKeys(opts?: PrCallOptions): Promise<KeyList> {
     let room = INITIAL_KEYS;
-    for (;;) {
-      const arg = this.#libc.alloc(abi.PR_READ_KEYS.size);
-      const keys = this.#libc.alloc(room * 8);
-      arg.view.setUint32(abi.PR_READ_KEYS.numKeys, room, true);
-      arg.view.setBigUint64(abi.PR_READ_KEYS.keysPtr, keys.ptr, true);
+    for (let attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
+      const arg = new Uint8Array(abi.PR_READ_KEYS.size);
+      new DataView(arg.buffer).setUint32(abi.PR_READ_KEYS.numKeys, room, true);
       const out = await this.#native(
         'read-keys',
-        () => this.#libc.ioctl(this.#fd, abi.IOC_PR_READ_KEYS, arg.ptr),
-        [],
+        {
+          kind: 'ioctl',
+          request: abi.IOC_PR_READ_KEYS,
+          arg,
+          pointers: [{ offset: abi.PR_READ_KEYS.keysPtr, size: room * 8 }],
+        },
         opts,
       );
-      try {
-        this.#throwRead('read-keys', out);
-        const generation = arg.view.getUint32(abi.PR_READ_KEYS.generation, true);
-        const n = arg.view.getUint32(abi.PR_READ_KEYS.numKeys, true);
-        if (n > room) {
-          room = n; // the device holds more keys than fit: read again with room for all
-          continue;
-        }
-        const list: PrKey[] = [];
-        for (let i = 0; i < n; i++) list.push(keys.view.getBigUint64(i * 8, true));
-        return { generation, keys: list };
-      } finally {
-        arg.free();
-        keys.free();
+      this.#throwRead('read-keys', out);
+      const v = view(out.arg);
+      const generation = v.getUint32(abi.PR_READ_KEYS.generation, true);
+      const n = v.getUint32(abi.PR_READ_KEYS.numKeys, true);
+      if (n > room) {
+        room = n; // the device holds more keys than fit: read again with room for all
+        continue;
       }
+      const keys = view(out.pointers?.[0]);
+      const list: PrKey[] = [];
+      for (let i = 0; i < n; i++) list.push(keys.getBigUint64(i * 8, true));
+      return { generation, keys: list };
     }
+    throw new IndeterminateError(`read-keys: the key list kept growing over ${MAX_READ_ATTEMPTS} reads`, {
+      op: 'read-keys',
+      device: this.id,
+    });
   }
 
   async #sgPrin(
@@ -461,124 +422,150 @@ export class KoffiPrDevice implements PrDevice {
     attempt = 0,
   ): Promise<{ data: DataView; received: number }> {
     const op = sa === parse.PRIN_READ_KEYS ? 'read-keys' : 'read-reservation';
-    const hdr = this.#libc.alloc(abi.SG_IO_HDR.size);
-    const cdb = this.#libc.alloc(16);
-    const sense = this.#libc.alloc(32);
-    const data = this.#libc.alloc(alloc);
-    cdb.bytes.set(parse.prinCdb(sa, alloc));
-    const h = hdr.view;
+    const hdr = new Uint8Array(abi.SG_IO_HDR.size);
+    const h = new DataView(hdr.buffer);
     h.setInt32(abi.SG_IO_HDR.interfaceId, 'S'.charCodeAt(0), true);
     h.setInt32(abi.SG_IO_HDR.dxferDirection, abi.SG_DXFER_FROM_DEV, true);
     h.setUint8(abi.SG_IO_HDR.cmdLen, 10);
     h.setUint8(abi.SG_IO_HDR.mxSbLen, 32);
     h.setUint32(abi.SG_IO_HDR.dxferLen, alloc, true);
-    h.setBigUint64(abi.SG_IO_HDR.dxferp, data.ptr, true);
-    h.setBigUint64(abi.SG_IO_HDR.cmdp, cdb.ptr, true);
-    h.setBigUint64(abi.SG_IO_HDR.sbp, sense.ptr, true);
     h.setUint32(abi.SG_IO_HDR.timeout, this.#timeoutMs, true);
     const out = await this.#native(
       op,
-      () => this.#libc.ioctl(this.#fd, abi.SG_IO, hdr.ptr),
-      [hdr, cdb, sense, data],
+      {
+        kind: 'ioctl',
+        request: abi.SG_IO,
+        arg: hdr,
+        pointers: [
+          { offset: abi.SG_IO_HDR.dxferp, size: alloc },
+          { offset: abi.SG_IO_HDR.cmdp, size: 16, in: parse.prinCdb(sa, alloc) },
+          { offset: abi.SG_IO_HDR.sbp, size: 32 },
+        ],
+      },
       opts,
     );
-    try {
-      if (out.ret < 0) throw classifyErrno(out.errno, { op, device: this.id });
-      const status = h.getUint8(abi.SG_IO_HDR.status);
-      const host = h.getUint16(abi.SG_IO_HDR.hostStatus, true);
-      if (status === 0x18)
-        throw classifyPrOutcome({ ret: 0x18, errno: 0 }, { op, device: this.id, retried: true }) as PrError;
-      if (host !== 0)
-        throw new IndeterminateError(`${op}: SG_IO host status 0x${host.toString(16)}`, {
+    if (out.ret < 0) {
+      // SG_IO on a block device without a SCSI layer (virtio-blk, loop, ...): EINVAL or ENOTTY.
+      if (out.errno === ERRNO.EINVAL)
+        throw new UnsupportedError(`${op}: SG_IO not supported by this device (EINVAL)`, {
           op,
           device: this.id,
+          errno: out.errno,
         });
-      if (status === 0x02) {
-        const s = parse.parseSense(sense.bytes, h.getUint8(abi.SG_IO_HDR.sbLenWr));
-        // UNIT ATTENTION (e.g. "registrations preempted", 06/2A/05, after another
-        // initiator's PR OUT): not executed, and SG_IO does not retry it for us.
-        if (s?.key === 0x6 && attempt < 8) return await this.#sgPrin(sa, alloc, opts, attempt + 1);
-        // ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE: no PR support.
-        if (s && s.key === 0x5 && s.asc === 0x20)
-          throw new UnsupportedError(`${op}: device does not support PERSISTENT RESERVE IN`, {
-            op,
-            device: this.id,
-          });
-        throw new IndeterminateError(`${op}: CHECK CONDITION (sense key ${s?.key ?? '?'})`, {
-          op,
-          device: this.id,
-          status,
-        });
-      }
-      if (status !== 0)
-        throw new IndeterminateError(`${op}: SCSI status 0x${status.toString(16)}`, {
-          op,
-          device: this.id,
-          status,
-        });
-      const received = alloc - h.getInt32(abi.SG_IO_HDR.resid, true);
-      const copy = new DataView(data.bytes.slice(0, alloc).buffer);
-      return { data: copy, received };
-    } finally {
-      for (const b of [hdr, cdb, sense, data]) b.free();
+      throw classifyErrno(out.errno, { op, device: this.id });
     }
+    const r = view(out.arg);
+    const data = view(out.pointers?.[0]);
+    const sense = out.pointers?.[2] ?? new Uint8Array(0);
+    const status = r.getUint8(abi.SG_IO_HDR.status);
+    const host = r.getUint16(abi.SG_IO_HDR.hostStatus, true);
+    if (status === 0x18)
+      throw classifyPrOutcome({ ret: 0x18, errno: 0 }, { op, device: this.id, retried: true }) as PrError;
+    if (host !== 0)
+      throw new IndeterminateError(`${op}: SG_IO host status 0x${host.toString(16)}`, {
+        op,
+        device: this.id,
+      });
+    if (status === 0x02) {
+      const s = parse.parseSense(sense, r.getUint8(abi.SG_IO_HDR.sbLenWr));
+      // UNIT ATTENTION (e.g. "registrations preempted", 06/2A/05, after another
+      // initiator's PR OUT): not executed, and SG_IO does not retry it for us.
+      if (s?.key === 0x6 && attempt < 8) return this.#sgPrin(sa, alloc, opts, attempt + 1);
+      // ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE: no PR support.
+      if (s && s.key === 0x5 && s.asc === 0x20)
+        throw new UnsupportedError(`${op}: device does not support PERSISTENT RESERVE IN`, {
+          op,
+          device: this.id,
+        });
+      throw new IndeterminateError(`${op}: CHECK CONDITION (sense key ${s?.key ?? '?'})`, {
+        op,
+        device: this.id,
+        status,
+      });
+    }
+    if (status !== 0)
+      throw new IndeterminateError(`${op}: SCSI status 0x${status.toString(16)}`, {
+        op,
+        device: this.id,
+        status,
+      });
+    const received = Math.max(0, Math.min(alloc, alloc - r.getInt32(abi.SG_IO_HDR.resid, true)));
+    return { data, received };
   }
 
   async #sgReadKeys(opts?: PrCallOptions): Promise<KeyList> {
     let alloc = 8 + INITIAL_KEYS * 8;
-    for (;;) {
+    for (let attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
       const { data, received } = await this.#sgPrin(parse.PRIN_READ_KEYS, alloc, opts);
+      if (received < 8)
+        throw new IndeterminateError(`read-keys: short PERSISTENT RESERVE IN transfer (${received} bytes)`, {
+          op: 'read-keys',
+          device: this.id,
+        });
       const r = parse.parsePrinReadKeys(data, received);
-      if (r.total > r.keys.length && alloc < 65528) {
-        alloc = Math.min(65528, 8 + r.total * 8);
-        continue;
+      if (r.total > r.keys.length) {
+        const want = Math.min(MAX_PRIN_ALLOC, 8 + r.total * 8);
+        // Room for more, and the device filled what it had: read again with room for all.
+        if (received >= alloc && want > alloc) {
+          alloc = want;
+          continue;
+        }
+        // The device transferred less than its ADDITIONAL LENGTH says although there was
+        // room: a partial list must not be taken for the whole one (a fencer would miss a key).
+        if (received < alloc)
+          throw new IndeterminateError(
+            `read-keys: device announced ${r.total} keys but transferred ${r.keys.length}`,
+            { op: 'read-keys', device: this.id },
+          );
+        // More keys than one PERSISTENT RESERVE IN can carry (SPC-4 16-bit length).
       }
       return { generation: r.generation, keys: r.keys };
     }
+    throw new IndeterminateError(`read-keys: the key list kept growing over ${MAX_READ_ATTEMPTS} reads`, {
+      op: 'read-keys',
+      device: this.id,
+    });
   }
 
   async #nsidOf(opts?: PrCallOptions): Promise<number> {
     if (this.#nsid !== undefined) return this.#nsid;
-    const out = await this.#native(
-      'nvme-id',
-      () => this.#libc.ioctl(this.#fd, abi.NVME_IOCTL_ID, null),
-      [],
-      opts,
-    );
+    const out = await this.#native('nvme-id', { kind: 'ioctl', request: abi.NVME_IOCTL_ID, arg: null }, opts);
     if (out.ret <= 0) throw classifyErrno(out.ret < 0 ? out.errno : 22, { op: 'nvme-id', device: this.id });
     this.#nsid = out.ret;
     return out.ret;
   }
 
+  /** One NVMe I/O passthrough command; `data` is its buffer (copied in if given). Resolves the buffer after. */
   async #nvmePassthru(
     op: string,
     opcode: number,
     cdw10: number,
     cdw11: number,
-    data: NativeBlock,
+    data: { size: number; in?: Uint8Array },
     opts?: PrCallOptions,
-  ): Promise<void> {
+  ): Promise<DataView> {
     const nsid = await this.#nsidOf(opts);
-    const cmd = this.#libc.alloc(abi.NVME_PASSTHRU_CMD.size);
-    const c = cmd.view;
+    const cmd = new Uint8Array(abi.NVME_PASSTHRU_CMD.size);
+    const c = new DataView(cmd.buffer);
     c.setUint8(abi.NVME_PASSTHRU_CMD.opcode, opcode);
     c.setUint32(abi.NVME_PASSTHRU_CMD.nsid, nsid, true);
-    c.setBigUint64(abi.NVME_PASSTHRU_CMD.addr, data.ptr, true);
     c.setUint32(abi.NVME_PASSTHRU_CMD.dataLen, data.size, true);
     c.setUint32(abi.NVME_PASSTHRU_CMD.cdw10, cdw10 >>> 0, true);
     c.setUint32(abi.NVME_PASSTHRU_CMD.cdw11, cdw11 >>> 0, true);
     c.setUint32(abi.NVME_PASSTHRU_CMD.timeoutMs, this.#timeoutMs, true);
     const out = await this.#native(
       op,
-      () => this.#libc.ioctl(this.#fd, abi.NVME_IOCTL_IO_CMD, cmd.ptr),
-      [cmd],
+      {
+        kind: 'ioctl',
+        request: abi.NVME_IOCTL_IO_CMD,
+        arg: cmd,
+        pointers: [{ offset: abi.NVME_PASSTHRU_CMD.addr, ...data }],
+      },
       opts,
     );
     const err = classifyNvmeStatus(out, { op, device: this.id });
-    if (err) {
-      data.free();
-      throw err;
-    }
+    if (err) throw err;
+    return view(out.pointers?.[0]);
   }
 
   /** Reservation Register (action 0 register, 1 unregister, 2 replace), CPTPL "persist". */
@@ -590,79 +577,56 @@ export class KoffiPrDevice implements PrDevice {
     ignore: boolean,
     opts?: PrCallOptions,
   ) {
-    const data = this.#libc.alloc(16);
-    data.view.setBigUint64(0, crkey, true);
-    data.view.setBigUint64(8, nrkey, true);
-    try {
-      await this.#nvmePassthru(
-        op,
-        parse.NVME_CMD_RESV_REGISTER,
-        action | (ignore ? 1 << 3 : 0) | (3 << 30),
-        0,
-        data,
-        opts,
-      );
-    } finally {
-      data.free();
-    }
+    // The payload travels in the request: the executor thread owns its native copy until
+    // the kernel returns, however late (defect 14: it was freed while the call could run).
+    const payload = new Uint8Array(16);
+    const v = new DataView(payload.buffer);
+    v.setBigUint64(0, crkey, true);
+    v.setBigUint64(8, nrkey, true);
+    await this.#nvmePassthru(
+      op,
+      parse.NVME_CMD_RESV_REGISTER,
+      action | (ignore ? 1 << 3 : 0) | (3 << 30),
+      0,
+      { size: 16, in: payload },
+      opts,
+    );
   }
 
   async #nvmeReport(opts?: PrCallOptions) {
     let entries = INITIAL_KEYS;
-    for (;;) {
+    for (let attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
       const len = parse.NVME_REPORT_HEADER + entries * parse.NVME_REPORT_ENTRY;
-      const data = this.#libc.alloc(len);
       // cdw10 = number of dwords - 1; cdw11 bit 0 = extended data structure (128-bit host ids).
-      await this.#nvmePassthru('read-keys', parse.NVME_CMD_RESV_REPORT, len / 4 - 1, 1, data, opts);
-      const r = parse.parseNvmeReport(data.view, len);
-      data.free();
+      const data = await this.#nvmePassthru(
+        'read-keys',
+        parse.NVME_CMD_RESV_REPORT,
+        len / 4 - 1,
+        1,
+        { size: len },
+        opts,
+      );
+      const r = parse.parseNvmeReport(data, len);
       if (r.total > r.registrants.length) {
         entries = r.total;
         continue;
       }
       return r;
     }
+    throw new IndeterminateError(
+      `read-keys: the registrant list kept growing over ${MAX_READ_ATTEMPTS} reads`,
+      {
+        op: 'read-keys',
+        device: this.id,
+      },
+    );
   }
 }
 
-/** Races a promise against a time limit (and an optional signal); `late` sees a result that came too late. */
-function withTimeout<T>(
-  p: Promise<T>,
-  ms: number,
-  onTimeout: () => Error,
-  late?: (v: T) => void,
-  signal?: AbortSignal,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let done = false;
-    const finish = () => {
-      done = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-    };
-    const onAbort = () => {
-      if (done) return;
-      finish();
-      reject(onTimeout());
-    };
-    const timer = setTimeout(onAbort, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        if (done) {
-          late?.(v);
-          return;
-        }
-        finish();
-        resolve(v);
-      },
-      (e: unknown) => {
-        if (done) return;
-        finish();
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
+/** A DataView over a reply buffer (empty when the call returned none). */
+function view(bytes: Uint8Array | undefined): DataView {
+  const b = bytes ?? new Uint8Array(0);
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
 }
 
 export type { DeviceKind };

@@ -23,7 +23,8 @@
  * - REGISTER of a registered nexus with old key 0: SCSI conflict; NVMe success if the
  *   key is unchanged, else conflict.
  * - RESERVE from an unregistered nexus while nothing is reserved: LIO answers CHECK
- *   CONDITION (InvalidArgumentError here), nvmet RESERVATION CONFLICT.
+ *   CONDITION (ret 2 through the ioctl: IndeterminateError here), nvmet RESERVATION
+ *   CONFLICT.
  * - RELEASE by the holder with another type: RESERVATION CONFLICT on both.
  * - unregister (new key 0): nvmet bumps the generation, LIO does not.
  * - PREEMPT sent by the holder of a single-holder reservation: nvmet only changes the
@@ -31,13 +32,16 @@
  *   victim as SPC-4 says. A fencer on nvmet must therefore not be the holder when it
  *   preempts a non-holder key (see src/fence).
  *
- * The model has no timers of its own; fault injection (hangs, lost answers,
- * unsupported) is deterministic and driven by the test.
+ * The model has no timers of its own but one: fault injection (hangs, lost answers,
+ * unsupported) is deterministic and driven by the test; an 'applied-late' fault applies
+ * its command a chosen time after the caller gave up (or when the test says, with
+ * {@link MemoryLogicalUnit.settleLate}).
  */
 import {
   ConflictError,
   IndeterminateError,
   InvalidArgumentError,
+  isPrError,
   NotSentError,
   UnsupportedError,
   type PrError,
@@ -66,14 +70,31 @@ export type PrOp =
  * - 'lost-after': the call IS applied, then IndeterminateError (the answer was lost).
  * - 'hang': the call does not settle until {@link MemoryLogicalUnit.releaseHung} (then it is
  *   applied and answers) or the caller's signal/time limit fires (IndeterminateError, not applied).
+ * - 'applied-late': a real device's hung command: the call does not settle until the
+ *   caller's signal/time limit fires (IndeterminateError), and the command is THEN applied
+ *   to the LU, `lateMs` after the caller gave up (Infinity: only by
+ *   {@link MemoryLogicalUnit.settleLate}). What it did is logged in
+ *   {@link MemoryLogicalUnit.lateApplied}. Released by releaseHung before the limit, it is
+ *   applied and answers, as 'hang'.
  * - 'unsupported': UnsupportedError (e.g. a PR-incapable path).
  */
 export interface Fault {
-  kind: 'not-sent' | 'lost-before' | 'lost-after' | 'hang' | 'unsupported';
+  kind: 'not-sent' | 'lost-before' | 'lost-after' | 'hang' | 'applied-late' | 'unsupported';
   op?: PrOp | 'any-out' | 'any';
   initiator?: string;
   /** How many calls it affects; default 1. Infinity for a permanent fault. */
   times?: number;
+  /** 'applied-late': ms from the caller's time-out to the command's effect; default 0. */
+  lateMs?: number;
+}
+
+/** A command of an 'applied-late' fault that reached the LU after its caller gave up. */
+export interface LateApplied {
+  initiator: string;
+  op: PrOp;
+  /** 'applied', or the error class kind the device would have answered with (not applied). */
+  result: 'applied' | PrError['kind'] | 'error';
+  at: number;
 }
 
 export interface MemoryLogicalUnitOptions {
@@ -112,6 +133,13 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
+interface Late {
+  nexus: string;
+  op: PrOp;
+  apply: () => unknown;
+  timer: NodeJS.Timeout | undefined;
+}
+
 export class MemoryLogicalUnit {
   readonly id: string;
   readonly kind: 'scsi' | 'nvme';
@@ -122,6 +150,8 @@ export class MemoryLogicalUnit {
   #holder: Holder | null = null;
   readonly #faults: (Fault & { left: number })[] = [];
   readonly #hung = new Set<Pending>();
+  readonly #late = new Set<Late>();
+  readonly #lateApplied: LateApplied[] = [];
   readonly #devices = new Map<string, MemoryPrDevice>();
   /** Nexuses whose outstanding commands were aborted by PREEMPT AND ABORT (count, for tests). */
   readonly #aborted = new Map<string, number>();
@@ -170,6 +200,35 @@ export class MemoryLogicalUnit {
   /** Number of calls currently hung. */
   get hungCalls(): number {
     return this.#hung.size;
+  }
+
+  /** Commands whose callers gave up ('applied-late') and that are not applied yet. */
+  get lateCalls(): number {
+    return this.#late.size;
+  }
+
+  /** Applies every pending late command now, in the order they were sent. Returns how many. */
+  settleLate(): number {
+    const all = [...this.#late];
+    for (const l of all) this.#applyLate(l);
+    return all.length;
+  }
+
+  /** What each late command did when it reached the LU, oldest first. */
+  get lateApplied(): readonly LateApplied[] {
+    return this.#lateApplied;
+  }
+
+  /**
+   * A power cycle (or target restart) with APTPL off: every registration and the
+   * reservation are gone and the PR generation starts again from 0 (SPC-4 "PRgeneration
+   * ... set to zero as part of the processing of a power on"; NVMe: a controller-level
+   * reset without persistence through power loss).
+   */
+  powerCycle(): void {
+    this.#regs.clear();
+    this.#holder = null;
+    this.#generation = 0;
   }
 
   setSupported(supported: boolean): void {
@@ -270,12 +329,20 @@ export class MemoryLogicalUnit {
         case 'hang':
           await this.#hang(signal, ctx);
           break;
+        case 'applied-late':
+          await this.#hang(signal, ctx, () => this.#scheduleLate(nexus, op, apply, fault.lateMs ?? 0));
+          break;
       }
     }
     return apply();
   }
 
-  #hang(signal: AbortSignal | undefined, ctx: { op: string; device: string }): Promise<void> {
+  /** Hangs until released (resolves) or until the signal fires (IndeterminateError, then `onGiveUp`). */
+  #hang(
+    signal: AbortSignal | undefined,
+    ctx: { op: string; device: string },
+    onGiveUp?: () => void,
+  ): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const p: Pending = { resolve, reject };
       this.#hung.add(p);
@@ -283,6 +350,7 @@ export class MemoryLogicalUnit {
         'abort',
         () => {
           if (this.#hung.delete(p)) {
+            onGiveUp?.();
             reject(
               new IndeterminateError(`${ctx.op}: no answer before the time limit`, {
                 ...ctx,
@@ -294,6 +362,28 @@ export class MemoryLogicalUnit {
         { once: true },
       );
     });
+  }
+
+  #scheduleLate(nexus: string, op: PrOp, apply: () => unknown, lateMs: number): void {
+    const l: Late = { nexus, op, apply, timer: undefined };
+    this.#late.add(l);
+    if (Number.isFinite(lateMs)) {
+      l.timer = setTimeout(() => this.#applyLate(l), Math.max(0, lateMs));
+      l.timer.unref?.();
+    }
+  }
+
+  #applyLate(l: Late): void {
+    if (!this.#late.delete(l)) return;
+    clearTimeout(l.timer);
+    let result: LateApplied['result'] = 'applied';
+    try {
+      if (!this.#supported) throw new UnsupportedError(`${l.op}: device does not support PR`);
+      l.apply();
+    } catch (e) {
+      result = isPrError(e) ? e.kind : 'error';
+    }
+    this.#lateApplied.push({ initiator: l.nexus, op: l.op, result, at: Date.now() });
   }
 
   #takeFault(nexus: string, op: PrOp): Fault | undefined {
@@ -369,8 +459,13 @@ export class MemoryLogicalUnit {
     const current = this.#regs.get(nexus);
     if (current === undefined || current !== key) {
       if (this.kind === 'scsi' && current === undefined && !this.#holder) {
-        // LIO answers CHECK CONDITION here (see kernel-lab README), not a conflict.
-        throw this.#invalid('reserve', nexus, 'not registered');
+        // LIO answers CHECK CONDITION here (see kernel-lab README), not a conflict; the
+        // ioctl shows only ret 2 (PR_STS_IOERR on 6.12+), which is indeterminate
+        // (classify.ts). Nothing is applied.
+        throw new IndeterminateError('reserve: device error (CHECK CONDITION: not registered)', {
+          op: 'reserve',
+          device: `${this.id}/${nexus}`,
+        });
       }
       throw this.#conflict('reserve', nexus, current === undefined ? 'not registered' : 'key does not match');
     }

@@ -145,11 +145,137 @@ describe('fence rule', () => {
     expect(p.actions).toEqual([]);
   });
 
-  it('nvmet holder with a stale non-holder key -> release, preempt, reserve (nvmet ignores a holder preempt)', () => {
+  it('A9: NVMe holder with a stale key, no quirk seen -> a single preempt (the spec), no window without a reservation', () => {
     const p = decideVolume(
       input({ device: { kind: 'nvme', keys: [B, A], holder: B, type: 'write-exclusive-reg-only' } }),
     );
+    expect(p.actions.map((a) => a.kind)).toEqual(['preempt-abort']);
+  });
+
+  it('A9: holder with a stale key on a device seen to keep the victim -> release, preempt, reserve', () => {
+    const p = decideVolume(
+      input({
+        holderPreemptKeepsVictim: true,
+        device: { kind: 'nvme', keys: [B, A], holder: B, type: 'write-exclusive-reg-only' },
+      }),
+    );
     expect(p.actions.map((a) => a.kind)).toEqual(['release', 'preempt-abort', 'reserve']);
+  });
+
+  it('this node asked to be fenced, registered, holder -> no command at all (peers fence it and record the proof)', () => {
+    const p = decideVolume(
+      input({
+        self: {
+          node: 'b',
+          key: B,
+          legitimate: false,
+          mayRegister: false,
+          inUse: false,
+          fenceRequested: true,
+        },
+        legitimate: [{ node: 'a', key: A }],
+        device: dev([B, A], B),
+      }),
+    );
+    expect(p.actions).toEqual([]);
+    expect(p.role).toBe('blocked');
+  });
+
+  it('S2: registered although it may not register (a late REGISTER landed) -> release and unregister, no preempt', () => {
+    const p = decideVolume(
+      input({
+        self: { node: 'b', key: B, legitimate: true, mayRegister: false, inUse: false },
+        device: dev([B, A], B),
+      }),
+    );
+    expect(p.role).toBe('leaver');
+    expect(p.actions).toEqual([
+      { kind: 'release', type: 'write-exclusive-reg-only' },
+      { kind: 'unregister' },
+    ]);
+  });
+
+  describe('a reservation that keeps a fenced node out never lapses', () => {
+    const leaver = { node: 'b', key: B, legitimate: false, mayRegister: true, inUse: false };
+
+    it('the detached holder while a fenced node exists -> holds it (no release, no unregister)', () => {
+      const p = decideVolume(
+        input({ self: leaver, legitimate: [], holdForFenced: true, device: dev([B], B) }),
+      );
+      expect(p.role).toBe('handing-over');
+      expect(p.actions).toEqual([]);
+    });
+
+    it('the detached holder with no fenced node -> releases and unregisters as before', () => {
+      const p = decideVolume(input({ self: leaver, legitimate: [], device: dev([B], B) }));
+      expect(p.actions).toEqual([
+        { kind: 'release', type: 'write-exclusive-reg-only' },
+        { kind: 'unregister' },
+      ]);
+    });
+
+    it('a detached registrant that does not hold it -> unregisters even while a node is fenced', () => {
+      const p = decideVolume(
+        input({ self: leaver, legitimate: [{ node: 'c', key: C }], holdForFenced: true, device: dev([B, C], C) }),
+      );
+      expect(p.actions).toEqual([{ kind: 'unregister' }]);
+    });
+
+    it('all-registrants: the last registrant holds it; with another registrant it unregisters', () => {
+      const t = 'write-exclusive-all-regs' as const;
+      const last = decideVolume(
+        input({ self: leaver, legitimate: [], holdForFenced: true, device: dev([B], 0n, t) }),
+      );
+      expect(last.role).toBe('handing-over');
+      const notLast = decideVolume(
+        input({ self: leaver, legitimate: [{ node: 'c', key: C }], holdForFenced: true, device: dev([B, C], 0n, t) }),
+      );
+      expect(notLast.actions).toEqual([{ kind: 'unregister' }]);
+    });
+
+    it('the actor takes the reservation from a node handing it over at once, even within its grace, as a takeover', () => {
+      const p = decideVolume(
+        input({
+          self: { node: 'c', key: C, legitimate: true, mayRegister: true, inUse: false },
+          legitimate: [{ node: 'c', key: C }],
+          spare: [B],
+          handover: [B],
+          device: dev([B], B),
+        }),
+      );
+      expect(p.actions).toEqual([
+        { kind: 'register' },
+        { kind: 'preempt-abort', victim: B, victimNode: 'b', type: 'write-exclusive-reg-only', takeover: true },
+      ]);
+    });
+
+    it('a handover key of a node that is legitimate again is never taken over', () => {
+      const p = decideVolume(
+        input({
+          self: { node: 'c', key: C, legitimate: true, mayRegister: true, inUse: false },
+          legitimate: [
+            { node: 'b', key: B },
+            { node: 'c', key: C },
+          ],
+          handover: [B],
+          device: dev([B, C], B),
+        }),
+      );
+      expect(p.actions).toEqual([]);
+    });
+  });
+
+  it('A10: a stale key spared (a leaver within its grace) -> not preempted; the others are', () => {
+    const p = decideVolume(input({ spare: [A], device: dev([B, A, C], B) }));
+    expect(p.actions).toEqual([
+      { kind: 'preempt-abort', victim: C, victimNode: 'c', type: 'write-exclusive-reg-only' },
+    ]);
+  });
+
+  it('A10: a spared stale holder -> nothing preempted, this node waits for it to release', () => {
+    const p = decideVolume(input({ spare: [A], device: dev([A, B], A) }));
+    expect(p.actions).toEqual([]);
+    expect(p.role).toBe('waiter');
   });
 
   it('SCSI holder with a stale non-holder key -> a single preempt-and-abort', () => {

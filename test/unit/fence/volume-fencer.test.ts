@@ -151,4 +151,84 @@ describe('fenceVolume on the memory model', () => {
     expect((await lu.initiator('b').readKeys()).keys).toEqual([K.b]);
     expect(lu.write('a')).toBe('refused');
   });
+
+  it('A9: nvme holder preempt keeps the victim (nvmet) -> the quirk is seen, then release/preempt/reserve removes it', async () => {
+    const lu = new MemoryLogicalUnit({ kind: 'nvme' });
+    await attachedTo(lu, 'b');
+    await lu.initiator('a').register(0n, K.a);
+    const obs = await fenceVolume({ device: lu.initiator('b'), input: inputFor('b', ['b']), log });
+    expect(obs.holderPreemptKeepsVictim).toBe(true);
+    expect(obs.results.map((r) => r.action.kind)).toEqual([
+      'preempt-abort',
+      'release',
+      'preempt-abort',
+      'reserve',
+    ]);
+    expect(obs.state.keys.keys).toEqual([K.b]);
+    expect(obs.state.reservation.key).toBe(K.b);
+    expect(obs.victims).toEqual([{ key: K.a, node: 'a', result: 'fenced' }]);
+  });
+
+  it('A9: scsi holder preempt removes the victim -> no quirk recorded, no release (no window without a reservation)', async () => {
+    const lu = new MemoryLogicalUnit({ kind: 'scsi' });
+    await attachedTo(lu, 'b');
+    await lu.initiator('a').register(0n, K.a);
+    const obs = await fenceVolume({ device: lu.initiator('b'), input: inputFor('b', ['b']), log });
+    expect(obs.holderPreemptKeepsVictim).toBe(false);
+    expect(obs.results.map((r) => r.action.kind)).toEqual(['preempt-abort']);
+  });
+
+  it('A10: the stale node unregisters just before our preempt -> conflict, key gone, victim "left", no fence', async () => {
+    const lu = new MemoryLogicalUnit();
+    await attachedTo(lu, 'b');
+    await lu.initiator('a').register(0n, K.a);
+    const b = lu.initiator('b');
+    // a's own unregister lands between b's read and b's preempt.
+    const dev: PrDevice = {
+      ...Object.fromEntries(
+        (
+          [
+            'register',
+            'registerAndIgnore',
+            'reserve',
+            'release',
+            'preempt',
+            'clear',
+            'readKeys',
+            'readReservation',
+            'capabilities',
+            'close',
+          ] as const
+        ).map((m) => [m, (...args: unknown[]) => (b[m] as (...a: unknown[]) => unknown).apply(b, args)]),
+      ),
+      id: b.id,
+      preemptAndAbort: async (o, v, t, x) => {
+        await lu.initiator('a').register(K.a, 0n);
+        return b.preemptAndAbort(o, v, t, x);
+      },
+    } as PrDevice;
+    const obs = await fenceVolume({ device: dev, input: inputFor('b', ['b']), log });
+    expect(obs.state.keys.keys).toEqual([K.b]);
+    expect(obs.victims).toEqual([{ key: K.a, node: 'a', result: 'left' }]);
+  });
+
+  it('A1/A2: a command the fresh view does not confirm -> not sent, device unchanged, outcome unconfirmed', async () => {
+    const lu = new MemoryLogicalUnit();
+    await attachedTo(lu, 'a');
+    const before = lu.state();
+    const asked: string[] = [];
+    const obs = await fenceVolume({
+      device: lu.initiator('b'),
+      input: inputFor('b', ['b']),
+      log,
+      confirm: (a) => {
+        asked.push(a.kind);
+        return Promise.resolve(false);
+      },
+    });
+    expect(asked).toEqual(['register']);
+    expect(obs.outcome).toBe('unconfirmed');
+    expect(lu.state()).toEqual(before);
+    expect(lu.write('a')).toBe('ok');
+  });
 });

@@ -33,6 +33,29 @@ describe('agent metrics', () => {
     expect(await sample(m, 'workqueue_retries_total{name="volumes"}')).toBe(1);
   });
 
+  it('native executor stats -> threads by state, queued calls and hung devices at scrape time', async () => {
+    const m = createAgentMetrics();
+    const stats = {
+      threads: 7,
+      busy: 2,
+      stuck: 3,
+      queued: 4,
+      devices: 5,
+      hungDevices: 3,
+      starting: 1,
+      exhausted: false,
+    };
+    m.observeNativeExecutor(() => stats);
+    expect(await sample(m, 'prfence_native_threads{state="idle"}')).toBe(1);
+    expect(await sample(m, 'prfence_native_threads{state="starting"}')).toBe(1);
+    expect(await sample(m, 'prfence_native_threads{state="busy"}')).toBe(2);
+    expect(await sample(m, 'prfence_native_threads{state="stuck"}')).toBe(3);
+    expect(await sample(m, 'prfence_native_queued_calls')).toBe(4);
+    expect(await sample(m, 'prfence_native_hung_devices')).toBe(3);
+    stats.hungDevices = 0;
+    expect(await sample(m, 'prfence_native_hung_devices')).toBe(0);
+  });
+
   it('fences -> counted by result; only removed keys feed the latency histogram', async () => {
     const m = createAgentMetrics();
     m.fence('fenced', 0.02);

@@ -10,7 +10,12 @@ describe('classifyPrOutcome', () => {
     ['kernel 7.x 0x18 -> conflict', { ret: 0x18, errno: 0 }, false, 'conflict'],
     ['kernel 6.1 raw result 0x118 -> conflict', { ret: 0x118, errno: 0 }, false, 'conflict'],
     ['check condition, first attempt -> retry once', { ret: 2, errno: 0 }, false, 'retry'],
-    ['check condition again -> invalid-argument', { ret: 2, errno: 0 }, true, 'invalid-argument'],
+    [
+      'ret 2 again (PR_STS_IOERR on 6.12+, bare CHECK CONDITION on 6.1) -> indeterminate',
+      { ret: 2, errno: 0 },
+      true,
+      'indeterminate',
+    ],
     [
       '6.1 invalid type 0x402 after retry -> invalid-argument',
       { ret: 0x402, errno: 0 },

@@ -1,0 +1,284 @@
+/**
+ * Every API write of the agent about volumes and nodes, with server-side apply under
+ * three field managers so that no write ever drops a field another write owns:
+ * - `prfence-agent/<node>`: this node's registrants entry and, while it is the actor, the
+ *   shared fields (holder, type, generation, conditions, ...); its own NodeFence status;
+ *   the Fenced mark on a peer it fenced;
+ * - `prfence-agent/<node>/fence`: the fence record (fenceIntent, lastFence), written
+ *   before the PREEMPT with the VolumeReservation's resourceVersion as precondition and
+ *   completed after the read-back (intent first: dm-log-userspace logs, then acts).
+ * Nothing here decides; failures throw (KubeApiError or transport errors) and the caller
+ * retries with backoff.
+ */
+import type { Logger } from 'pino';
+import {
+  API_VERSION,
+  GROUP,
+  NODE_FENCE,
+  VERSION,
+  VOLUME_RESERVATION,
+  type Condition,
+  type FenceIntent,
+  type LastFence,
+  type NodeFence,
+  type NodePhase,
+  type VolumeReservation,
+  type VolumeReservationStatus,
+} from '../crd/types.js';
+import { EventRecorder } from '../kube/events.js';
+import { clusterObjectPath, KubeApiError, type RestClient } from '../kube/rest-client.js';
+import { formatKey, type PrKey } from '../pr/key.js';
+import { nfPath } from './key-claim.js';
+import { vrStatusToWrite } from './vr-status.js';
+
+export const vrPath = (name?: string, sub?: 'status') =>
+  clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, name, sub);
+
+/** An intent older than this, by another node, is taken as abandoned. */
+export const INTENT_EXPIRY_MS = 120_000;
+
+export function cond<T extends string>(
+  type: T,
+  status: 'True' | 'False' | 'Unknown',
+  reason: string,
+  message: string,
+): Condition<T> {
+  return { type, status, reason, message, lastTransitionTime: new Date().toISOString() };
+}
+
+export interface StatusWriterOptions {
+  rest: RestClient;
+  node: string;
+  key: PrKey;
+  nodeUid: string;
+  log: Logger;
+}
+
+export class StatusWriter {
+  readonly #o: StatusWriterOptions;
+  readonly fm: string;
+  readonly #fenceFm: string;
+  readonly #events: EventRecorder;
+  /** The last status body written per PV (no write when nothing changed). */
+  readonly #last = new Map<string, string>();
+  #lastOwn: string | undefined;
+
+  constructor(o: StatusWriterOptions) {
+    this.#o = o;
+    this.fm = `prfence-agent/${o.node}`;
+    this.#fenceFm = `prfence-agent/${o.node}/fence`;
+    this.#events = new EventRecorder({
+      rest: o.rest,
+      log: o.log,
+      controller: 'prfence.io/agent',
+      instance: o.node,
+    });
+  }
+
+  /** The VolumeReservation, created empty if missing. */
+  async readVr(pv: string): Promise<VolumeReservation> {
+    const rest = this.#o.rest;
+    try {
+      return await rest.get<VolumeReservation>(vrPath(pv));
+    } catch (e) {
+      if (!(e instanceof KubeApiError && e.code === 404)) throw e;
+    }
+    try {
+      return await rest.send<VolumeReservation>({
+        method: 'POST',
+        path: vrPath(),
+        body: { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, metadata: { name: pv } },
+      });
+    } catch (e) {
+      if (!(e instanceof KubeApiError && e.code === 409)) throw e;
+      return rest.get<VolumeReservation>(vrPath(pv));
+    }
+  }
+
+  /**
+   * The one status write of a reconcile: this node's entry and, when `status` carries
+   * them, the shared fields, with the resourceVersion read here as precondition (a peer
+   * writing in between makes it 409 and the volume is reconciled again). An observation
+   * whose PR generation is below the record's is re-read through `reread`: if the device
+   * still says less, its counter was reset (a power-on with APTPL off) and the device
+   * wins; otherwise only the own entry is written.
+   */
+  async writeVolume(
+    pv: string,
+    status: VolumeReservationStatus,
+    reread?: () => Promise<number>,
+  ): Promise<VolumeReservation | undefined> {
+    const body = JSON.stringify(status, (k, v: unknown) => (k === 'lastTransitionTime' ? undefined : v));
+    if (this.#last.get(pv) === body) return undefined;
+    const current = await this.readVr(pv);
+    let w = vrStatusToWrite(status, current.status);
+    if (w.stale && reread) {
+      const now = await reread();
+      const recorded = current.status?.generation ?? 0;
+      if (now < recorded) {
+        this.#o.log.warn(
+          { pv, device: now, recorded },
+          'PR generation went back: counter reset; the device wins',
+        );
+        w = vrStatusToWrite({ ...status, generation: now }, { ...current.status, generation: now });
+      }
+    }
+    const applied = await this.#o.rest.apply<VolumeReservation>(
+      vrPath(pv, 'status'),
+      {
+        apiVersion: API_VERSION,
+        kind: VOLUME_RESERVATION.kind,
+        metadata: { name: pv, resourceVersion: current.metadata.resourceVersion },
+        status: w.status,
+      },
+      this.fm,
+    );
+    this.#last.set(pv, body);
+    return applied;
+  }
+
+  /**
+   * Records the intent to fence before the PREEMPT. Returns false (nothing written) when
+   * another node's recent intent is open on the volume: that node is fencing.
+   */
+  async recordIntent(pv: string, intent: FenceIntent): Promise<boolean> {
+    const current = await this.readVr(pv);
+    const open = current.status?.fenceIntent;
+    if (open && open.by !== this.#o.node && Date.now() - Date.parse(open.at) < INTENT_EXPIRY_MS) return false;
+    await this.#applyFence(pv, current, { fenceIntent: intent, lastFence: current.status?.lastFence });
+    return true;
+  }
+
+  /** Closes the intent: records `lastFence` if a fence happened, else only removes the intent. */
+  async completeFence(pv: string, lastFence: LastFence | undefined): Promise<void> {
+    const current = await this.readVr(pv);
+    await this.#applyFence(pv, current, { lastFence: lastFence ?? current.status?.lastFence });
+  }
+
+  async #applyFence(
+    pv: string,
+    current: VolumeReservation,
+    s: { fenceIntent?: FenceIntent; lastFence?: LastFence | undefined },
+  ): Promise<void> {
+    await this.#o.rest.apply(
+      vrPath(pv, 'status'),
+      {
+        apiVersion: API_VERSION,
+        kind: VOLUME_RESERVATION.kind,
+        metadata: { name: pv, resourceVersion: current.metadata.resourceVersion },
+        status: {
+          ...(s.fenceIntent ? { fenceIntent: s.fenceIntent } : {}),
+          ...(s.lastFence ? { lastFence: s.lastFence } : {}),
+        },
+      },
+      this.#fenceFm,
+    );
+    this.#last.delete(pv);
+  }
+
+  /** The Fenced mark on a peer's NodeFence: what keeps it from registering again (S2). */
+  async markFenced(victimNode: string, at: string): Promise<void> {
+    await this.#o.rest.apply(
+      nfPath(victimNode, 'status'),
+      {
+        apiVersion: API_VERSION,
+        kind: NODE_FENCE.kind,
+        metadata: { name: victimNode },
+        status: { phase: 'Fenced', fencedBy: this.#o.node, fencedAt: at },
+      },
+      this.fm,
+    );
+  }
+
+  /** A Warning event on the fenced node's NodeFence. */
+  async fencedEvent(pv: string, victimNode: string, victimKey: PrKey): Promise<void> {
+    await this.#events.emit({
+      regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name: victimNode },
+      related: { apiVersion: 'v1', kind: 'PersistentVolume', name: pv },
+      reason: 'Fenced',
+      action: 'Fence',
+      type: 'Warning',
+      note: `removed key ${formatKey(victimKey)} of ${victimNode} from ${pv} (by ${this.#o.node})`,
+    });
+  }
+
+  /**
+   * Removes a fenced node's registrants entry (its own agent owns it and may be cut off).
+   * A JSON patch with a test op: it removes exactly that entry or nothing.
+   */
+  async dropRegistrant(pv: string, node: string): Promise<void> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const vr = await this.#o.rest.get<VolumeReservation>(vrPath(pv));
+      const i = vr.status?.registrants?.findIndex((r) => r.node === node) ?? -1;
+      if (i < 0) return;
+      try {
+        await this.#o.rest.send({
+          method: 'PATCH',
+          path: vrPath(pv, 'status'),
+          contentType: 'application/json-patch+json',
+          body: [
+            { op: 'test', path: `/status/registrants/${i}/node`, value: node },
+            { op: 'remove', path: `/status/registrants/${i}` },
+          ],
+        });
+        this.#last.delete(pv);
+        return;
+      } catch (e) {
+        if (!(e instanceof KubeApiError && (e.code === 422 || e.code === 409))) throw e;
+      }
+    }
+  }
+
+  /**
+   * This node's own NodeFence status (key, volumes, phase, conditions). Not forced: once a
+   * peer marked this node Fenced it owns `phase`, and this write conflicts instead of
+   * clearing the mark (S2); then it is written without `phase`.
+   */
+  async writeOwn(
+    current: NodeFence | undefined,
+    s: {
+      phase: NodePhase;
+      volumes: number;
+      /** PVs this node holds the reservation of only to hand it over (omitted when none). */
+      handingOver: readonly string[];
+      conditions: Condition<'Degraded'>[];
+    },
+  ): Promise<void> {
+    const writePhase = !(current?.status?.phase === 'Fenced' && s.phase !== 'Fenced');
+    const status = {
+      key: formatKey(this.#o.key),
+      nodeUID: this.#o.nodeUid,
+      volumes: s.volumes,
+      ...(s.handingOver.length ? { handingOver: [...s.handingOver].sort() } : {}),
+      ...(writePhase ? { phase: s.phase } : {}),
+      conditions: s.conditions,
+    };
+    const body = JSON.stringify(status, (k, v: unknown) => (k === 'lastTransitionTime' ? undefined : v));
+    if (body === this.#lastOwn) return;
+    const old = current?.status?.conditions ?? [];
+    status.conditions = s.conditions.map((c) => {
+      const o = old.find((x) => x.type === c.type);
+      return o && o.status === c.status ? { ...c, lastTransitionTime: o.lastTransitionTime } : c;
+    });
+    const apply = (st: object) =>
+      this.#o.rest.apply(
+        nfPath(this.#o.node, 'status'),
+        { apiVersion: API_VERSION, kind: NODE_FENCE.kind, metadata: { name: this.#o.node }, status: st },
+        this.fm,
+        false,
+      );
+    try {
+      await apply(status);
+    } catch (e) {
+      if (!(e instanceof KubeApiError && e.code === 409)) throw e;
+      const { phase: _phase, ...rest } = status as typeof status & { phase?: NodePhase };
+      await apply(rest);
+    }
+    this.#lastOwn = body;
+  }
+
+  /** Forget what was written for a PV that no longer concerns this node. */
+  forget(pv: string): void {
+    this.#last.delete(pv);
+  }
+}

@@ -1,0 +1,561 @@
+/**
+ * One level-based reconcile of one PV on this node, returning one result.
+ *
+ * 1. Read the device (a device that cannot be opened is a DeviceFound=False condition).
+ * 2. Remember on the host whether the own key is there; a key found gone that this node
+ *    did not remove is a loss: the node treats itself as fenced on that device (S2).
+ * 3. Decide from the informer caches. Nothing to do: record what the device says.
+ * 4. Anything to do: every PR OUT rests on a FRESH view (consistent API reads, no older
+ *    than the bound) that must agree with the caches. A node is protected if either
+ *    says it is legitimate; this node acts only if both say it may; a legitimate node
+ *    whose key is unknown stops every preempt on the volume (S9). No fresh view: no
+ *    command, and the agent is not ready.
+ * 5. Before each command, the view is checked again (and re-read when older than the
+ *    bound); before each PREEMPT the intent is recorded with a precondition.
+ * 6. After the read-back: the fence is completed (Fenced mark only when this node's own
+ *    command removed the key and the victim is still not legitimate in a fresh view),
+ *    and the volume's status is written once.
+ */
+import type { Logger } from 'pino';
+import type { LastFence, NodeFence, VolumeReservationStatus } from '../crd/types.js';
+import { readDeviceState, type DeviceState } from '../fence/executor.js';
+import {
+  classifyKeys,
+  decideVolume,
+  type FenceAction,
+  type FenceInput,
+  type NodeKey,
+} from '../fence/rule.js';
+import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
+import { isAllRegistrantsType, type ReservationType } from '../pr/reservation-type.js';
+import { formatKey, type PrKey } from '../pr/key.js';
+import { isPrError } from '../pr/errors.js';
+import { describeError } from '../obs/logger.js';
+import type { V1Node } from '@kubernetes/client-node';
+import {
+  fencedNodeExists,
+  handoverKeys,
+  hasOutOfService,
+  isFenceRequested,
+  knownKeys,
+  legitimacy,
+  type ClusterCaches,
+  type Legitimacy,
+} from './cluster-view.js';
+import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
+import type { FenceMemory } from './fence-memory.js';
+import type { FreshView, FreshViewSource } from './fresh-view.js';
+import { cond, type StatusWriter } from './status-writer.js';
+
+export interface ReconcileResult {
+  /** Reconcile again after this many ms (level-based re-check); undefined: when something changes. */
+  requeueAfterMs?: number;
+  outcome: VolumeObservation['outcome'] | 'not-mine' | 'no-fresh-view' | 'views-disagree' | 'device-missing';
+  /** The stale keys removed or not, for metrics and the benchmark hook. */
+  victims: VolumeObservation['victims'];
+  /** From the first trigger until now (the caller knows the trigger time). */
+  registered: boolean;
+}
+
+export interface VolumeReconcilerOptions {
+  node: string;
+  key: PrKey;
+  tag: number;
+  /** The informer caches (may lag: never enough alone for a device command). */
+  caches: () => ClusterCaches;
+  /** The PV's device identity from the PV cache, if prfence can fence it. */
+  identityOf: (pv: string) => string | undefined;
+  fresh: FreshViewSource;
+  devices: DeviceRegistry;
+  memory: FenceMemory;
+  writer: StatusWriter;
+  reservationType: ReservationType;
+  foreignKeys: 'leave' | 'preempt';
+  /** How long a node that left by a normal detach has to unregister itself before it is fenced. */
+  leaveGraceMs: number;
+  signal: AbortSignal;
+  now?: () => number;
+}
+
+const isSelf = (l: Legitimacy, node: string) =>
+  l.nodes.some((n) => n.node === node) || l.keyless.includes(node);
+
+/** S2 as the API says it: neither a fence request nor a Fenced mark nor out-of-service. */
+function apiAllowsRegistration(nf: NodeFence | undefined, node: V1Node | undefined): boolean {
+  return !isFenceRequested(nf, node) && nf?.status?.phase !== 'Fenced' && !hasOutOfService(node);
+}
+
+function unionKeys(...lists: (readonly NodeKey[])[]): NodeKey[] {
+  const out: NodeKey[] = [];
+  for (const l of lists) for (const n of l) if (!out.some((o) => o.key === n.key)) out.push(n);
+  return out;
+}
+
+export class VolumeReconciler {
+  readonly #o: VolumeReconcilerOptions;
+  readonly #now: () => number;
+  /** When a stale key was first seen per PV (the leave grace runs from then). */
+  readonly #staleSince = new Map<string, Map<PrKey, number>>();
+  /** PVs this agent has seen attached here: reconciled (released) after detach too. */
+  readonly touched = new Set<string>();
+  /** PVs whose device carries this node's key (NodeFence status.volumes). */
+  readonly registeredOn = new Set<string>();
+  /** PVs where this node's registration is refused (S2), for the node phase. */
+  readonly blockedOn = new Set<string>();
+  /**
+   * PVs this node left but still holds the reservation of, because a fenced node may
+   * still write there: held until a legitimate node takes it over (NodeFence
+   * status.handingOver). A takeover is no loss of the own key.
+   */
+  readonly handingOver = new Set<string>();
+
+  constructor(o: VolumeReconcilerOptions) {
+    this.#o = o;
+    this.#now = o.now ?? (() => performance.now());
+  }
+
+  /** S2 as the caches say it (the metric; a device command also needs a fresh view). */
+  mayRegisterCached(): boolean {
+    const c = this.#o.caches();
+    return apiAllowsRegistration(c.nodeFences(this.#o.node), c.nodes(this.#o.node));
+  }
+
+  #forget(pv: string): void {
+    this.#staleSince.delete(pv);
+    this.registeredOn.delete(pv);
+    this.blockedOn.delete(pv);
+    this.handingOver.delete(pv);
+    this.touched.delete(pv);
+    this.#o.writer.forget(pv);
+  }
+
+  async reconcile(pv: string, log: Logger): Promise<ReconcileResult> {
+    const o = this.#o;
+    const none = { victims: [], registered: false };
+    if (o.signal.aborted) return { outcome: 'not-mine', ...none };
+    const identity = o.identityOf(pv);
+    const cache = o.caches();
+    const cLeg = legitimacy(pv, cache);
+    const selfLegitCache = isSelf(cLeg, o.node);
+    if (!identity || (!selfLegitCache && !this.touched.has(pv) && !o.devices.has(pv))) {
+      await o.devices.drop(pv);
+      this.#forget(pv);
+      return { outcome: 'not-mine', ...none };
+    }
+    if (selfLegitCache) {
+      this.touched.add(pv);
+      this.handingOver.delete(pv); // legitimate again: it keeps what it holds
+    }
+
+    let entry: DeviceEntry;
+    try {
+      entry = await o.devices.get(pv, identity);
+    } catch (e) {
+      // Not present yet, ambiguous, or not a block device: a condition, retried with backoff.
+      await o.writer.writeVolume(pv, {
+        registrants: [],
+        conditions: [cond('DeviceFound', 'False', 'DeviceNotFound', `${identity}: ${describeError(e)}`)],
+      });
+      throw e;
+    }
+    const device = entry.device;
+    let state: DeviceState;
+    let kind: 'scsi' | 'nvme' | 'memory';
+    try {
+      kind = (await device.capabilities({ signal: o.signal })).kind;
+      state = await readDeviceState(device, o.signal);
+    } catch (e) {
+      if (isPrError(e) && e.kind === 'unsupported') return this.#unsupported(pv, e.message);
+      if (isPrError(e) && e.kind !== 'conflict') await o.devices.drop(pv); // re-resolved next time
+      throw e;
+    }
+
+    // S2 memory on the host: the own key gone without this node removing it is a loss.
+    const ownNow = state.keys.keys.includes(o.key);
+    if (ownNow) {
+      if (!this.handingOver.has(pv)) await o.memory.registered(identity, o.key);
+    } else if (o.memory.expects(identity, o.key)) {
+      log.warn(
+        { key: formatKey(o.key) },
+        'own key gone from the device: treating this node as fenced there (S2)',
+      );
+      await o.memory.lost(identity, o.key, cache.nodeFences(o.node)?.spec?.unfencedAt);
+    }
+
+    const staleSeen = this.#staleSince.get(pv) ?? new Map<PrKey, number>();
+    this.#staleSince.set(pv, staleSeen);
+    const baseInput = (
+      leg: Legitimacy,
+      selfLegit: boolean,
+      mayRegister: boolean,
+      known: NodeKey[],
+      fenceRequested: (node: string) => boolean,
+      unsure: boolean,
+      holdForFenced: boolean,
+      handover: PrKey[],
+    ): Omit<FenceInput, 'device'> & { device: FenceInput['device'] } => {
+      const fenceRequestedSelf = isFenceRequested(cache.nodeFences(o.node), cache.nodes(o.node));
+      const input: FenceInput = {
+        self: {
+          node: o.node,
+          key: o.key,
+          legitimate: selfLegit,
+          mayRegister,
+          inUse: false,
+          fenceRequested: fenceRequestedSelf,
+        },
+        legitimate: leg.nodes.filter((n) => n.node !== o.node || selfLegit),
+        known,
+        clusterTag: o.tag,
+        desiredType: o.reservationType,
+        foreignKeys: o.foreignKeys,
+        holderPreemptKeepsVictim: entry.holderPreemptKeepsVictim,
+        holdForFenced,
+        handover,
+        device: { kind, keys: state.keys.keys, holder: state.reservation.key, type: state.reservation.type },
+      };
+      input.spare = this.#spare(input, staleSeen, fenceRequested, unsure);
+      return input;
+    };
+
+    // 3. Decide from the caches alone: is there anything to do?
+    // A loss on this device holds until an unfence newer than it; the caches may show one,
+    // the fresh view confirms it (and only then is the loss forgiven).
+    const loss = o.memory.lossOf(identity);
+    const cachedUnfence = cache.nodeFences(o.node)?.spec?.unfencedAt ?? null;
+    const cacheMay =
+      apiAllowsRegistration(cache.nodeFences(o.node), cache.nodes(o.node)) &&
+      (!loss || (cachedUnfence !== null && cachedUnfence !== loss.unfencedAtBefore));
+    const cacheInput = baseInput(
+      cLeg,
+      selfLegitCache,
+      cacheMay,
+      knownKeys(cache),
+      (n) => isFenceRequested(cache.nodeFences(n), cache.nodes(n)),
+      cLeg.keyless.some((n) => n !== o.node),
+      fencedNodeExists(cache, o.node),
+      handoverKeys(pv, cache, o.node),
+    );
+    const cachePlan = decideVolume(cacheInput);
+    let obs: VolumeObservation;
+    if (cachePlan.actions.length === 0) {
+      const { device: _view, ...rest } = cacheInput;
+      // No command: fenceVolume only classifies what was read (one code path for the record).
+      obs = await fenceVolume({
+        device,
+        input: rest,
+        log,
+        signal: o.signal,
+        maxRounds: 1,
+        initial: { kind, state },
+      });
+    } else {
+      // 4. A fresh view, which must agree with the caches about this node.
+      let view: FreshView;
+      try {
+        view = await o.fresh.get();
+      } catch (e) {
+        log.warn({ err: describeError(e) }, 'no fresh API view: no device command (S9)');
+        return { outcome: 'no-fresh-view', requeueAfterMs: 2000, ...none };
+      }
+      let fresh = await view.cachesFor(pv, [o.node]);
+      let fLeg = legitimacy(pv, fresh, view.keyClaims);
+      if (isSelf(fLeg, o.node) !== selfLegitCache) {
+        // The shared view may predate the change the caches show: read once more.
+        try {
+          view = await o.fresh.get(view.startedAt);
+        } catch (e) {
+          log.warn({ err: describeError(e) }, 'no fresh API view: no device command (S9)');
+          return { outcome: 'no-fresh-view', requeueAfterMs: 2000, ...none };
+        }
+        fresh = await view.cachesFor(pv, [o.node]);
+        fLeg = legitimacy(pv, fresh, view.keyClaims);
+      }
+      if (isSelf(fLeg, o.node) !== selfLegitCache) {
+        log.debug('caches and the fresh view disagree about this node; waiting for the caches');
+        return { outcome: 'views-disagree', requeueAfterMs: 1000, ...none };
+      }
+      const freshNf = fresh.nodeFences(o.node);
+      const mayRegister = cacheMay && (await this.#mayRegisterFresh(identity, freshNf, fresh.nodes(o.node)));
+      const known = unionKeys(knownKeys(cache), knownKeys(fresh, view.keyClaims));
+      const unsure = [...cLeg.keyless, ...fLeg.keyless].some((n) => n !== o.node);
+      const input = baseInput(
+        { nodes: unionKeys(cLeg.nodes, fLeg.nodes), keyless: [] },
+        selfLegitCache,
+        mayRegister,
+        known,
+        (n) =>
+          isFenceRequested(cache.nodeFences(n), cache.nodes(n)) &&
+          isFenceRequested(fresh.nodeFences(n), fresh.nodes(n)),
+        unsure,
+        // Held if either view shows a fenced node; taken over only as the fresh view says.
+        fencedNodeExists(cache, o.node) || fencedNodeExists(fresh, o.node),
+        handoverKeys(pv, fresh, o.node),
+      );
+      const { device: _d, ...inputNoDevice } = input;
+      let current = view;
+      const confirm = async (a: FenceAction): Promise<boolean> => {
+        if (!o.fresh.isFresh(current)) {
+          try {
+            current = await o.fresh.get();
+          } catch {
+            return false;
+          }
+          const c2 = await current.cachesFor(pv, [o.node]);
+          const l2 = legitimacy(pv, c2, current.keyClaims);
+          if (isSelf(l2, o.node) !== selfLegitCache) return false;
+          if (
+            (a.kind === 'register' || a.kind === 'reserve') &&
+            !apiAllowsRegistration(c2.nodeFences(o.node), c2.nodes(o.node))
+          )
+            return false;
+          if (
+            a.kind === 'preempt-abort' &&
+            (l2.nodes.some((n) => n.key === a.victim) || l2.keyless.some((n) => n !== o.node))
+          )
+            return false;
+          if (a.kind === 'preempt-abort' && a.takeover && !handoverKeys(pv, c2, o.node).includes(a.victim))
+            return false;
+        }
+        if (a.kind === 'unregister') await o.memory.unregistering(identity);
+        // A takeover is no fence: no intent (a restart would record it as one).
+        if (a.kind === 'preempt-abort' && !a.takeover) {
+          return o.writer.recordIntent(pv, {
+            victimKey: formatKey(a.victim),
+            ...(a.victimNode ? { victimNode: a.victimNode } : {}),
+            by: o.node,
+            at: new Date().toISOString(),
+            basis: current.basis,
+          });
+        }
+        return true;
+      };
+      obs = await fenceVolume({ device, input: inputNoDevice, log, signal: o.signal, confirm });
+      if (obs.holderPreemptKeepsVictim) entry.holderPreemptKeepsVictim = true;
+      if (obs.state.keys.keys.includes(o.key) && obs.plan.role !== 'handing-over')
+        await o.memory.registered(identity, o.key);
+    }
+    if (obs.plan.role === 'handing-over' && obs.state.keys.keys.includes(o.key)) {
+      if (!this.handingOver.has(pv)) {
+        log.info('detached, holding the reservation for a fenced node until a legitimate node takes it over');
+        this.handingOver.add(pv);
+      }
+      await o.memory.unregistering(identity); // its takeover is no loss
+    }
+    const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
+    // The volume's record first, then the fence's: once lastFence shows, so does the holder.
+    if (obs.results.some((r) => r.action.kind === 'preempt-abort'))
+      await this.#completeFences(pv, obs.victims, obs.durationMs, log);
+    return result;
+  }
+
+  /** Keys not to preempt now: leavers within their grace; every key while a legitimate node's key is unknown. */
+  #spare(
+    input: FenceInput,
+    staleSeen: Map<PrKey, number>,
+    fenceRequested: (node: string) => boolean,
+    unsure: boolean,
+  ): PrKey[] {
+    const now = this.#now();
+    const keys = classifyKeys(input);
+    const stale = keys.filter((k) => k.class === 'stale');
+    for (const k of [...staleSeen.keys()]) if (!stale.some((s) => s.key === k)) staleSeen.delete(k);
+    const spare: PrKey[] = [];
+    for (const k of stale) {
+      if (!staleSeen.has(k.key)) staleSeen.set(k.key, now);
+      if (unsure) spare.push(k.key);
+      else if (k.node !== undefined && fenceRequested(k.node)) continue;
+      else if (now - staleSeen.get(k.key)! < this.#o.leaveGraceMs) spare.push(k.key);
+    }
+    if (unsure) for (const k of keys) if (k.class === 'foreign') spare.push(k.key);
+    return spare;
+  }
+
+  /**
+   * S2 in a fresh read, and the host memory: a device where this node lost its key is
+   * forgiven only after an unfence newer than the loss.
+   */
+  async #mayRegisterFresh(
+    identity: string,
+    nf: NodeFence | undefined,
+    node: V1Node | undefined,
+  ): Promise<boolean> {
+    if (!apiAllowsRegistration(nf, node)) return false;
+    const loss = this.#o.memory.lossOf(identity);
+    if (!loss) return true;
+    const unfencedAt = nf?.spec?.unfencedAt ?? null;
+    if (unfencedAt !== null && unfencedAt !== loss.unfencedAtBefore) {
+      await this.#o.memory.forgive(identity);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Completes the intents of this reconcile: a fence is recorded (Fenced mark, lastFence,
+   * event) only when this node's own command removed the key, and the mark only on a
+   * node a fresh view still shows not legitimate.
+   */
+  async #completeFences(
+    pv: string,
+    victims: VolumeObservation['victims'],
+    durationMs: number,
+    log: Logger,
+  ): Promise<void> {
+    const o = this.#o;
+    const now = new Date().toISOString();
+    let lastFence: LastFence | undefined;
+    const view = await o.fresh.get();
+    const fresh = await view.cachesFor(pv);
+    const legit = legitimacy(pv, fresh, view.keyClaims);
+    for (const v of victims) {
+      if (v.takeover) {
+        log.info(
+          { victim: formatKey(v.key), victimNode: v.node, result: v.result },
+          'reservation taken over from a node handing it over: no fence recorded',
+        );
+        continue;
+      }
+      if (v.result === 'left') {
+        log.info(
+          { victim: formatKey(v.key), victimNode: v.node },
+          'stale key left by itself: no fence recorded',
+        );
+        continue;
+      }
+      lastFence = {
+        victimKey: formatKey(v.key),
+        by: o.node,
+        at: now,
+        durationMs: Math.round(durationMs),
+        result: v.result === 'fenced' ? 'Fenced' : 'Failed',
+        ...(v.node ? { victimNode: v.node } : {}),
+      };
+      if (v.result !== 'fenced' || v.node === undefined) continue;
+      if (legit.nodes.some((n) => n.node === v.node) || legit.keyless.includes(v.node)) {
+        log.warn({ victimNode: v.node }, 'fenced node is legitimate in a fresh read: not marked Fenced');
+        continue;
+      }
+      await o.writer.markFenced(v.node, now);
+      await o.writer.dropRegistrant(pv, v.node);
+      await o.writer.fencedEvent(pv, v.node, v.key);
+    }
+    await o.writer.completeFence(pv, lastFence);
+  }
+
+  /** Finishes an intent this node recorded before it restarted, from what the device says. */
+  async completeOpenIntent(
+    pv: string,
+    victimKey: PrKey,
+    victimNode: string | undefined,
+    log: Logger,
+  ): Promise<void> {
+    const o = this.#o;
+    const identity = o.identityOf(pv);
+    if (!identity) return;
+    const { device } = await o.devices.get(pv, identity);
+    const state = await readDeviceState(device, o.signal);
+    const gone = !state.keys.keys.includes(victimKey);
+    // Gone: this node's preempt may have applied before the restart; recorded as a fence
+    // (the victim was stale when the intent was written: safety before availability).
+    const result = gone ? 'fenced' : 'left';
+    await this.#completeFences(
+      pv,
+      [{ key: victimKey, ...(victimNode ? { node: victimNode } : {}), result }],
+      0,
+      log,
+    );
+  }
+
+  async #record(
+    pv: string,
+    identity: string,
+    obs: VolumeObservation,
+    selfLegit: boolean,
+    entry: DeviceEntry,
+    staleSeen: Map<PrKey, number>,
+  ): Promise<ReconcileResult> {
+    const o = this.#o;
+    const own = obs.state.keys.keys.includes(o.key);
+    if (own) this.registeredOn.add(pv);
+    else this.registeredOn.delete(pv);
+    if (obs.outcome === 'blocked') this.blockedOn.add(pv);
+    else this.blockedOn.delete(pv);
+    const r = obs.state.reservation;
+    const allRegs = r.type !== null && isAllRegistrantsType(r.type);
+    const status: VolumeReservationStatus = {
+      registrants: own ? [{ node: o.node, key: formatKey(o.key), legitimate: selfLegit }] : [],
+    };
+    // The shared fields are written by the node that holds the reservation, or acted, and
+    // then always, so that server-side apply never drops them while the device says so.
+    const lowestLegit = obs.keys
+      .filter((k) => k.class === 'own' || k.class === 'legitimate')
+      .map((k) => k.key)
+      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))[0];
+    // No node holds it (all-registrants types report key 0; a foreign key; nobody): the
+    // registered legitimate node with the lowest key records it, as it is the one to act.
+    const nodeHolds =
+      !allRegs && obs.keys.some((k) => k.key === r.key && (k.class === 'own' || k.class === 'legitimate'));
+    const actor = obs.results.length > 0 || r.key === o.key || (!nodeHolds && own && lowestLegit === o.key);
+    if (actor) {
+      status.generation = obs.state.keys.generation;
+      if (r.type) status.reservationType = r.type;
+      if (r.key !== null && !allRegs) {
+        const holderNode = obs.keys.find((k) => k.key === r.key)?.node;
+        status.holder = holderNode ? { node: holderNode, key: formatKey(r.key) } : { key: formatKey(r.key) };
+      }
+      status.foreignKeys = obs.keys.filter((k) => k.class === 'foreign').length;
+      status.device = {
+        identity: identity.slice(0, 256),
+        ...(obs.kind !== 'memory' ? { kind: obs.kind } : {}),
+      };
+      if (entry.holderPreemptKeepsVictim) status.quirks = ['HolderPreemptKeepsVictim'];
+      status.conditions = [
+        cond(
+          'Reserved',
+          r.type ? 'True' : 'False',
+          r.type ? 'Reserved' : 'NotReserved',
+          `${r.type ?? 'none'}`,
+        ),
+      ];
+    }
+    await o.writer.writeVolume(
+      pv,
+      status,
+      async () => (await entry.device.readKeys({ signal: o.signal })).generation,
+    );
+    if (!own) this.handingOver.delete(pv);
+    if (!selfLegit && !own) {
+      this.touched.delete(pv);
+      await o.devices.drop(pv); // detached and unregistered: the device is closed
+    }
+    const spared = obs.keys.some((k) => k.class === 'stale' && staleSeen.has(k.key));
+    const graceLeft = spared
+      ? Math.max(100, Math.min(...[...staleSeen.values()].map((t) => o.leaveGraceMs - (this.#now() - t))))
+      : undefined;
+    const base = { outcome: obs.outcome, victims: obs.victims, registered: own };
+    // Held for a takeover: looked at again until it is taken over or no longer needed.
+    if (this.handingOver.has(pv) && obs.outcome === 'done') return { ...base, requeueAfterMs: 5000 };
+    switch (obs.outcome) {
+      case 'done':
+      case 'blocked':
+        return graceLeft !== undefined ? { ...base, requeueAfterMs: graceLeft } : base;
+      case 'waiting':
+        return { ...base, requeueAfterMs: Math.min(1000, graceLeft ?? 1000) };
+      case 'unconfirmed':
+        return { ...base, requeueAfterMs: 1000 };
+      case 'pending':
+        return { ...base, requeueAfterMs: 0 }; // rounds ran out with work left: again at once
+      default:
+        throw new Error(`volume ${pv}: ${obs.outcome}`);
+    }
+  }
+
+  async #unsupported(pv: string, message: string): Promise<ReconcileResult> {
+    await this.#o.writer.writeVolume(pv, {
+      registrants: [],
+      conditions: [cond('Supported', 'False', 'NoPersistentReservations', message)],
+    });
+    return { outcome: 'unsupported', victims: [], registered: false };
+  }
+}

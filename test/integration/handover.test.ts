@@ -1,0 +1,101 @@
+/**
+ * A reservation that keeps a fenced node out never lapses, against the real API server.
+ *
+ * With no reservation on a logical unit every initiator may write (SPC-4 5.13.11; NVMe
+ * the same). A fenced node may still be running and writing: it is kept out only while
+ * some node holds the reservation. So a node that leaves a volume by a normal detach while
+ * a fenced node exists does not release it: it holds it (NodeFence status.handingOver)
+ * until the next legitimate node takes it over with one PREEMPT, which moves the
+ * reservation atomically and is no fence. Found by the soak (seed 23): the leaver released,
+ * and the fenced node's write landed in the 90 ms before the next node reserved.
+ *
+ * The fenced node is partitioned (a FaultProxy blackholes its API traffic), never stopped.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '../envtest/kube.js';
+import { Cluster } from './agent-harness.js';
+
+const RESYNC_MS = 2000;
+
+describe('handover: a reservation that keeps a fenced node out never lapses', () => {
+  const c = new Cluster();
+  afterEach(async () => {
+    await c.stopAll();
+  });
+
+  it(
+    'the holder detaches while a fenced node still writes -> it keeps the reservation until the next node takes it over; the fenced node never writes; the leaver is not fenced and may attach again',
+    { timeout: 180_000 },
+    async () => {
+      const [na, nb, nc] = [await c.node('node-a'), await c.node('node-b'), await c.node('node-c')];
+      const { name: pv, lu } = await c.pv();
+      const { proxy: pa } = await c.startProxiedAgent(na, { resyncMs: RESYNC_MS });
+      const b = await c.startAgent(nb, c.kc, { resyncMs: RESYNC_MS });
+      const cc = await c.startAgent(nc, c.kc, { resyncMs: RESYNC_MS });
+      const vaA = await c.attach(pv, na);
+      await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 30_000 });
+
+      // node-a is partitioned and keeps writing; the volume moves to node-b, which fences it.
+      pa.blackhole('both');
+      await c.detach(vaA);
+      const vaB = await c.attach(pv, nb);
+      await eventually(() => lu.state().reservation?.holder === nb, { timeoutMs: 30_000 });
+      await eventually(async () => (await c.nodeFence(na)).status?.phase === 'Fenced', { timeoutMs: 30_000 });
+
+      // From here on: after every PR call of any agent and every millisecond, is there a
+      // reservation, and would node-a's write be accepted?
+      const lapses: string[] = [];
+      const aWrites: string[] = [];
+      const t0 = performance.now();
+      const sample = (by: string) => {
+        const at = `${Math.round(performance.now() - t0)} ms (${by})`;
+        if (lu.state().reservation === null) lapses.push(at);
+        if (lu.write(na) === 'ok') aWrites.push(at);
+      };
+      const hook = (call: { lu: unknown; node: string; op: string }) => {
+        if (call.lu === lu) sample(`${call.node} ${call.op}`);
+      };
+      c.deviceCalls.add(hook);
+      const timer = setInterval(() => sample('tick'), 1);
+      try {
+        // node-b leaves by a normal detach: it holds the reservation for the handover.
+        await c.detach(vaB);
+        await eventually(async () => (await c.nodeFence(nb)).status?.handingOver?.includes(pv) === true, {
+          timeoutMs: 30_000,
+        });
+        // Past the peers' leave grace (3 s in the harness) and a few resyncs: still held.
+        await new Promise((r) => setTimeout(r, 3000 + 2 * RESYNC_MS));
+        expect({ holder: lu.state().reservation?.holder, keys: lu.state().registrations.map((r) => r.key) }).toEqual(
+          { holder: nb, keys: [b.key] },
+        );
+        // node-c attaches and takes the reservation over.
+        await c.attach(pv, nc);
+        await eventually(() => lu.state().reservation?.holder === nc, { timeoutMs: 30_000 });
+        await eventually(async () => (await c.nodeFence(nb)).status?.handingOver === undefined, {
+          timeoutMs: 30_000,
+        });
+      } finally {
+        clearInterval(timer);
+        c.deviceCalls.delete(hook);
+      }
+      const [nfB, vr] = [await c.nodeFence(nb), await c.vr(pv)];
+      expect({
+        lapses,
+        aWrites,
+        keys: lu.state().registrations.map((r) => r.key),
+        bPhase: nfB.status?.phase,
+        lastFenceVictim: vr.status?.lastFence?.victimNode,
+      }).toEqual({
+        lapses: [],
+        aWrites: [],
+        keys: [cc.key],
+        bPhase: 'Registered',
+        lastFenceVictim: na,
+      });
+      // The takeover was no loss for node-b: attached again (RWX), it registers.
+      await c.attach(pv, nb);
+      await eventually(() => lu.state().registrations.some((r) => r.key === b.key), { timeoutMs: 30_000 });
+      expect(lu.write(na)).toBe('refused');
+    },
+  );
+});

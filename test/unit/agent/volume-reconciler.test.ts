@@ -1,0 +1,174 @@
+/**
+ * The freshness gate of the VolumeReconciler, with the caches and the fresh view as
+ * plain data and the device as a memory LU: what the caches alone would do is held back
+ * until a fresh view agrees (S1, S2, S9). The API writes go to an in-memory recorder.
+ */
+import type { V1Node, V1VolumeAttachment } from '@kubernetes/client-node';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import type { ClusterCaches } from '../../../src/agent/cluster-view.js';
+import { DeviceRegistry } from '../../../src/agent/device-registry.js';
+import { FenceMemory } from '../../../src/agent/fence-memory.js';
+import type { FreshView, FreshViewSource } from '../../../src/agent/fresh-view.js';
+import type { StatusWriter } from '../../../src/agent/status-writer.js';
+import { VolumeReconciler } from '../../../src/agent/volume-reconciler.js';
+import type { NodeFence } from '../../../src/crd/types.js';
+import { clusterTag, makeKey } from '../../../src/fence/keys.js';
+import { formatKey } from '../../../src/pr/key.js';
+import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
+
+const log = pino({ level: 'silent' });
+const TAG = clusterTag('unit');
+const K = { a: makeKey(TAG, 1), b: makeKey(TAG, 2), c: makeKey(TAG, 3) };
+const PV = 'pv-1';
+
+interface World {
+  vas: string[]; // nodes attached to PV
+  fenced?: string[]; // nodes with the Fenced mark
+}
+
+function caches(w: World): ClusterCaches {
+  const nfs = (['a', 'b', 'c'] as const).map((n): NodeFence => ({
+    apiVersion: 'prfence.io/v1alpha1',
+    kind: 'NodeFence',
+    metadata: { name: n },
+    status: { key: formatKey(K[n]), ...(w.fenced?.includes(n) ? { phase: 'Fenced' as const } : {}) },
+  }));
+  const vas = w.vas.map((n): V1VolumeAttachment => ({
+    metadata: { name: `va-${n}` },
+    spec: { attacher: 'x', nodeName: n, source: { persistentVolumeName: PV } },
+  }));
+  return {
+    vasOf: (pv) => (pv === PV ? vas : []),
+    nodeFences: (n) => nfs.find((x) => x.metadata.name === n),
+    allNodeFences: nfs,
+    nodes: (n): V1Node => ({ metadata: { name: n, uid: `uid-${n}` } }),
+  };
+}
+
+/** A FreshViewSource over a world that the test changes; `down` makes every read fail. */
+function freshOf(get: () => World, opts: { down?: () => boolean } = {}) {
+  let reads = 0;
+  const source = {
+    reads: () => reads,
+    isFresh: () => true,
+    problem: () => undefined,
+    get: (): Promise<FreshView> => {
+      reads += 1;
+      if (opts.down?.()) return Promise.reject(new Error('API server unreachable'));
+      const c = caches(get());
+      return Promise.resolve({
+        startedAt: performance.now(),
+        basis: 'test',
+        nodeFences: new Map(c.allNodeFences.map((n) => [n.metadata.name, n])),
+        keyClaims: [],
+        cachesFor: () => Promise.resolve(c),
+      });
+    },
+  };
+  return source;
+}
+
+function writerStub() {
+  const calls: string[] = [];
+  const w = {
+    calls,
+    writeVolume: () => (calls.push('writeVolume'), Promise.resolve(undefined)),
+    recordIntent: () => (calls.push('recordIntent'), Promise.resolve(true)),
+    completeFence: () => (calls.push('completeFence'), Promise.resolve()),
+    markFenced: (n: string) => (calls.push(`markFenced ${n}`), Promise.resolve()),
+    dropRegistrant: () => Promise.resolve(),
+    fencedEvent: () => Promise.resolve(),
+    forget: () => undefined,
+  };
+  return w;
+}
+
+async function setup(node: 'a' | 'b' | 'c', cache: () => World, fresh: ReturnType<typeof freshOf>) {
+  const lu = new MemoryLogicalUnit({ id: 'lu' });
+  const writer = writerStub();
+  const r = new VolumeReconciler({
+    node,
+    key: K[node],
+    tag: TAG,
+    caches: () => caches(cache()),
+    identityOf: () => 'lu',
+    fresh: fresh as unknown as FreshViewSource,
+    devices: new DeviceRegistry(() => Promise.resolve(lu.initiator(node))),
+    memory: await FenceMemory.open(undefined),
+    writer: writer as unknown as StatusWriter,
+    reservationType: 'write-exclusive-reg-only',
+    foreignKeys: 'leave',
+    leaveGraceMs: 0,
+    signal: new AbortController().signal,
+  });
+  return { lu, r, writer };
+}
+
+describe('VolumeReconciler: the fresh view gates every device command', () => {
+  it('A2: the caches lag (node-c newly attached, unseen) and the fresh view has it -> node-c is never preempted', async () => {
+    const { lu, r, writer } = await setup(
+      'b',
+      () => ({ vas: ['b'] }),
+      freshOf(() => ({ vas: ['b', 'c'] })),
+    );
+    await lu.initiator('b').register(0n, K.b);
+    await lu.initiator('b').reserve(K.b, 'write-exclusive-reg-only');
+    await lu.initiator('c').register(0n, K.c);
+    await r.reconcile(PV, log);
+    expect(lu.state().registrations.map((x) => x.key)).toEqual([K.b, K.c]);
+    expect(writer.calls).not.toContain('recordIntent');
+  });
+
+  it('S9: no fresh view (API unreachable) -> no PR command, even one the caches call for', async () => {
+    const fresh = freshOf(() => ({ vas: ['b'] }), { down: () => true });
+    const { lu, r } = await setup('b', () => ({ vas: ['b'] }), fresh);
+    await lu.initiator('a').register(0n, K.a); // a stale key the caches would fence
+    const before = lu.state();
+    const res = await r.reconcile(PV, log);
+    expect(res.outcome).toBe('no-fresh-view');
+    expect(lu.state()).toEqual(before);
+    expect(fresh.reads()).toBe(1);
+  });
+
+  it('A1: the caches say legitimate, the fresh view says Fenced -> no REGISTER (views disagree: wait for the caches)', async () => {
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'], fenced: ['a'] })),
+    );
+    const res = await r.reconcile(PV, log);
+    expect(lu.state().registrations).toEqual([]);
+    expect(res.outcome).toBe('views-disagree');
+  });
+
+  it('S1: caches and fresh view disagree about a victim -> protected if either says legitimate', async () => {
+    // The fresh view (older) lacks c's attachment; the caches have it: c is protected.
+    const { lu, r } = await setup(
+      'b',
+      () => ({ vas: ['b', 'c'] }),
+      freshOf(() => ({ vas: ['b'] })),
+    );
+    await lu.initiator('b').register(0n, K.b);
+    await lu.initiator('b').reserve(K.b, 'write-exclusive-reg-only');
+    await lu.initiator('c').register(0n, K.c);
+    await r.reconcile(PV, log);
+    expect(lu.state().registrations.map((x) => x.key)).toContain(K.c);
+  });
+
+  it('a stale key in both views -> intent recorded before the preempt, then the fence completed and the victim marked', async () => {
+    const { lu, r, writer } = await setup(
+      'b',
+      () => ({ vas: ['b'] }),
+      freshOf(() => ({ vas: ['b'] })),
+    );
+    await lu.initiator('a').register(0n, K.a);
+    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
+    const res = await r.reconcile(PV, log);
+    expect(lu.state().registrations.map((x) => x.key)).toEqual([K.b]);
+    expect(res.victims).toEqual([{ key: K.a, node: 'a', result: 'fenced' }]);
+    const i = writer.calls.indexOf('recordIntent');
+    expect(i).toBeGreaterThanOrEqual(0);
+    expect(writer.calls.slice(i)).toEqual(['recordIntent', 'writeVolume', 'markFenced a', 'completeFence']);
+  });
+});

@@ -1,0 +1,150 @@
+/**
+ * KoffiPrDevice on a fake libc (fake-libc.ts through the in-process executor backend):
+ * the request encoding, the outcome classes and the read loops, with device answers the
+ * kernel suite cannot produce on demand (hangs, growing key lists, short transfers).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { IndeterminateError, NotSentError, UnsupportedError } from '../../../src/pr/errors.js';
+import * as abi from '../../../src/pr/koffi/abi.js';
+import { inProcessBackend, NativeExecutor } from '../../../src/pr/koffi/executor.js';
+import { FakeLibc, gate, type FakeCall, type FakeDevice } from '../../../src/pr/koffi/fake-libc.js';
+import { KoffiPrDevice } from '../../../src/pr/koffi/koffi-pr-device.js';
+import type { SyscallResult } from '../../../src/pr/koffi/native-call.js';
+
+const OK: SyscallResult = { ret: 0, errno: 0 };
+const KA = 0xaaaa000000000001n;
+const keyN = (i: number) => 0x5000000000000000n + BigInt(i);
+const dv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+
+async function until(cond: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+let toRelease: (() => void)[] = [];
+afterEach(() => {
+  for (const r of toRelease) r();
+  toRelease = [];
+});
+
+async function device(
+  kind: 'scsi' | 'nvme',
+  fake: FakeDevice,
+  opts: { readMethod?: 'ioctl' | 'sg-io' | 'nvme-passthru'; timeoutMs?: number } = {},
+) {
+  const libc = new FakeLibc(fake);
+  const executor = new NativeExecutor({ backend: inProcessBackend(libc) });
+  const d = await KoffiPrDevice.openUnchecked(`/dev/fake-${kind}`, kind, { executor, ...opts });
+  return { libc, d, executor };
+}
+
+/** IOC_PR_READ_KEYS on a device holding `n` keys: fills what fits, reports the total. */
+function readKeysIoctl(c: FakeCall, n: number): SyscallResult {
+  const v = dv(c.arg);
+  const room = v.getUint32(abi.PR_READ_KEYS.numKeys, true);
+  v.setUint32(abi.PR_READ_KEYS.generation, 7, true);
+  v.setUint32(abi.PR_READ_KEYS.numKeys, n, true);
+  const keys = dv(c.deref(abi.PR_READ_KEYS.keysPtr));
+  for (let i = 0; i < Math.min(room, n); i++) keys.setBigUint64(i * 8, keyN(i), true);
+  return OK;
+}
+
+/** SG_IO PERSISTENT RESERVE IN / READ KEYS on a device holding `n` keys, transferring at most `cap`. */
+function readKeysSgIo(c: FakeCall, n: number, cap = Infinity): SyscallResult {
+  const h = dv(c.arg);
+  const alloc = h.getUint32(abi.SG_IO_HDR.dxferLen, true);
+  const data = dv(c.deref(abi.SG_IO_HDR.dxferp));
+  data.setUint32(0, 7, false);
+  data.setUint32(4, n * 8, false); // ADDITIONAL LENGTH: all keys on the device
+  const sent = Math.min(n, cap, Math.floor((alloc - 8) / 8));
+  for (let i = 0; i < sent; i++) data.setBigUint64(8 + i * 8, keyN(i), false);
+  h.setInt32(abi.SG_IO_HDR.resid, alloc - (8 + sent * 8), true);
+  return OK;
+}
+
+describe('KoffiPrDevice on a fake libc', () => {
+  it('READ KEYS ioctl with 40 keys on the device -> re-issued with room for 40, all keys returned', async () => {
+    const { libc, d } = await device('scsi', (c) => readKeysIoctl(c, 40), { readMethod: 'ioctl' });
+    const r = await d.readKeys();
+    expect(r.keys).toEqual(Array.from({ length: 40 }, (_, i) => keyN(i)));
+    expect(libc.calls.map((c) => dv(c.arg).getUint32(abi.PR_READ_KEYS.numKeys, true))).toEqual([40, 40]);
+    expect(libc.calls).toHaveLength(2);
+    expect(libc.violations).toEqual([]);
+  });
+
+  it('SG_IO READ KEYS with 40 keys on the device -> re-issued with a 328-byte buffer, all keys returned', async () => {
+    const { libc, d } = await device('scsi', (c) => readKeysSgIo(c, 40), { readMethod: 'sg-io' });
+    const r = await d.readKeys();
+    expect(r.keys).toHaveLength(40);
+    expect(r.keys[39]).toBe(keyN(39));
+    expect(libc.calls.map((c) => dv(c.arg).getUint32(abi.SG_IO_HDR.dxferLen, true))).toEqual([264, 328]);
+  });
+
+  it('SG_IO READ KEYS transferring fewer keys than its ADDITIONAL LENGTH says -> IndeterminateError, no endless re-reads', async () => {
+    const { libc, d } = await device('scsi', (c) => readKeysSgIo(c, 40, 8), { readMethod: 'sg-io' });
+    await expect(d.readKeys()).rejects.toBeInstanceOf(IndeterminateError);
+    expect(libc.calls.length).toBeLessThanOrEqual(4);
+  });
+
+  it('SG_IO answered EINVAL (a block device without SCSI) -> UnsupportedError', async () => {
+    const { d } = await device('scsi', () => ({ ret: -1, errno: 22 }), { readMethod: 'sg-io' });
+    await expect(d.readKeys()).rejects.toBeInstanceOf(UnsupportedError);
+  });
+
+  it('PR OUT answered 2 twice (PR_STS_IOERR) -> retried once, then IndeterminateError', async () => {
+    const { libc, d } = await device('scsi', () => ({ ret: 2, errno: 0 }));
+    await expect(d.reserve(KA, 'write-exclusive')).rejects.toBeInstanceOf(IndeterminateError);
+    expect(libc.calls).toHaveLength(2);
+  });
+
+  it('NVMe Register hung past the limit -> IndeterminateError, device hung and failing fast, the crkey/nrkey payload kept until the late return', async () => {
+    const g = gate();
+    toRelease.push(() => g.open(OK));
+    const { libc, d, executor } = await device(
+      'nvme',
+      (c) => (c.request === abi.NVME_IOCTL_ID ? { ret: 1, errno: 0 } : g.promise),
+      { timeoutMs: 50, readMethod: 'nvme-passthru' },
+    );
+    await expect(d.register(KA, 0n)).rejects.toBeInstanceOf(IndeterminateError);
+    expect(d.hung).toBe(true);
+    expect(executor.stats().hungDevices).toBe(1);
+    await expect(d.readKeys()).rejects.toBeInstanceOf(NotSentError);
+
+    const reg = libc.calls.find((c) => c.request === abi.NVME_IOCTL_IO_CMD)!;
+    const payload = dv(reg.deref(abi.NVME_PASSTHRU_CMD.addr));
+    expect([payload.getBigUint64(0, true), payload.getBigUint64(8, true)]).toEqual([KA, 0n]);
+    expect(libc.violations).toEqual([]);
+
+    g.open(OK);
+    await until(() => !d.hung);
+    expect(libc.liveBlocks).toBe(0);
+    expect(libc.violations).toEqual([]);
+  });
+
+  it('close with a read queued behind a running one -> the queued read NotSent, the fd closed after the running read returns', async () => {
+    const g = gate();
+    toRelease.push(() => g.open(OK));
+    const { libc, d } = await device(
+      'scsi',
+      async (c) => {
+        await g.promise;
+        return readKeysIoctl(c, 1);
+      },
+      { readMethod: 'ioctl' },
+    );
+    const running = d.readKeys();
+    const queued = d.readKeys();
+    await until(() => libc.calls.length === 1);
+    const closing = d.close();
+    await expect(queued).rejects.toBeInstanceOf(NotSentError);
+    expect(libc.closed).toEqual([]);
+    g.open(OK);
+    expect((await running).keys).toEqual([keyN(0)]);
+    await closing;
+    expect(libc.closed).toHaveLength(1);
+    expect(libc.violations).toEqual([]);
+  });
+});
