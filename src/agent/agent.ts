@@ -289,7 +289,9 @@ export class Agent {
       m?.registrationAllowed(this.#reconciler.mayRegisterCached() && this.#reconciler.blockedOn.size === 0);
       const t = this.#triggeredAt.get(pv);
       const since = t === undefined ? undefined : performance.now() - t;
+      m?.handingOver(this.#reconciler.handingOver.size);
       for (const v of r.victims) {
+        if (v.takeover && v.result === 'fenced') m?.takeover();
         if (v.result === 'left' || v.takeover) continue;
         m?.fence(v.result, since === undefined ? undefined : since / 1000);
         this.#o.onFence?.({
