@@ -89,9 +89,13 @@ export class Cluster {
   readonly deviceCalls = new Set<(c: DeviceCall) => void>();
   readonly log = pino({ level: process.env.PRFENCE_TEST_LOG ?? 'silent' });
 
+  /** Nodes this cluster created: their NodeFences are deleted by stopAll. */
+  readonly #nodes: string[] = [];
+
   async node(prefix: string): Promise<string> {
     const name = uniqueName(prefix);
     await this.core.createNode({ body: { metadata: { name } } });
+    this.#nodes.push(name);
     return name;
   }
 
@@ -176,6 +180,17 @@ export class Cluster {
     await Promise.all(this.agents.splice(0).map((a) => a.stop()));
     await Promise.all(this.proxies.splice(0).map((p) => p.close()));
     this.deviceCalls.clear();
+    // Each test starts with no fenced node in the cluster: a Fenced mark left behind would
+    // make every later leaver hold its reservation for a takeover (docs/design.md Handover).
+    await Promise.all(
+      this.#nodes
+        .splice(0)
+        .map((n) =>
+          this.rest
+            .send({ method: 'DELETE', path: clusterObjectPath(GROUP, VERSION, 'nodefences', n) })
+            .catch(() => undefined),
+        ),
+    );
   }
 
   /** events.k8s.io/v1 events about `regarding` (a NodeFence), newest last. */
