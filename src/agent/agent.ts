@@ -23,7 +23,7 @@ import type { AgentMetrics } from '../obs/metrics.js';
 import { formatKey, parseKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
 import type { ReservationType } from '../pr/reservation-type.js';
-import { deviceOf, pvOf, slim, type ClusterCaches } from './cluster-view.js';
+import { deviceOf, isFenceRequested, pvOf, slim, type ClusterCaches } from './cluster-view.js';
 import { DeviceRegistry } from './device-registry.js';
 import { enqueueRules } from './enqueue.js';
 import { FenceMemory } from './fence-memory.js';
@@ -227,6 +227,8 @@ export class Agent {
       for (const pv of this.#reconciler.touched) this.#queue.add(pv);
       if (!this.#nf.get(this.node))
         rules.nodeFence.onDelete?.({ metadata: { name: this.node } } as NodeFence);
+      // An idle node (no volume to reconcile) still gets its status written (phase, Ready).
+      void this.#writeOwnStatus();
     }, resync);
     this.#resync.unref();
   }
@@ -321,20 +323,51 @@ export class Agent {
   async #writeOwnStatus(): Promise<void> {
     const nf = this.#nf.get(this.node);
     const problem = this.notReady();
+    const phase =
+      nf?.status?.phase === 'Fenced'
+        ? 'Fenced'
+        : this.#reconciler.blockedOn.size > 0
+          ? 'Blocked'
+          : 'Registered';
+    const volumes = this.#reconciler.registeredOn.size;
+    // READY / REASON of `kubectl get nf`: the most pressing of what keeps this node off.
+    const ready =
+      phase === 'Fenced'
+        ? cond(
+            'Ready',
+            'False',
+            'Fenced',
+            `key removed by ${nf?.status?.fencedBy ?? 'a peer'}; prfence unfence lets it back`,
+          )
+        : isFenceRequested(nf, this.#nodes.get(this.node))
+          ? cond(
+              'Ready',
+              'False',
+              'FenceRequested',
+              'fence requested (spec.fenceState or out-of-service taint)',
+            )
+          : phase === 'Blocked'
+            ? cond(
+                'Ready',
+                'False',
+                'Blocked',
+                `registration refused (S2) on ${this.#reconciler.blockedOn.size} volume(s)`,
+              )
+            : problem
+              ? cond('Ready', 'False', 'NoFreshView', problem)
+              : volumes > 0
+                ? cond('Ready', 'True', 'Registered', `key registered on ${volumes} volume(s)`)
+                : cond('Ready', 'True', 'NoVolumes', 'key claimed; no shared volume attached');
     await this.#writer
       .writeOwn(nf, {
-        phase:
-          nf?.status?.phase === 'Fenced'
-            ? 'Fenced'
-            : this.#reconciler.blockedOn.size > 0
-              ? 'Blocked'
-              : 'Registered',
-        volumes: this.#reconciler.registeredOn.size,
+        phase,
+        volumes,
         handingOver: [...this.#reconciler.handingOver],
         conditions: [
           problem
             ? cond('Degraded', 'True', 'NoFreshView', problem)
             : cond('Degraded', 'False', 'FreshView', 'the API view is fresh'),
+          ready,
         ],
       })
       .catch((e: unknown) =>

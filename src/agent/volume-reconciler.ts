@@ -152,10 +152,19 @@ export class VolumeReconciler {
       entry = await o.devices.get(pv, identity);
     } catch (e) {
       // Not present yet, ambiguous, or not a block device: a condition, retried with backoff.
-      await o.writer.writeVolume(pv, {
-        registrants: [],
-        conditions: [cond('DeviceFound', 'False', 'DeviceNotFound', `${identity}: ${describeError(e)}`)],
-      });
+      const message = `${identity}: ${describeError(e)}`;
+      await o.writer.writeVolume(
+        pv,
+        {
+          registrants: [],
+          conditions: [
+            cond('DeviceFound', 'False', 'DeviceNotFound', message),
+            cond('Ready', 'False', 'DeviceNotFound', `no device on ${o.node}: ${message}`),
+          ],
+        },
+        undefined,
+        { fallback: true },
+      );
       throw e;
     }
     const device = entry.device;
@@ -517,12 +526,27 @@ export class VolumeReconciler {
           r.type ? 'Reserved' : 'NotReserved',
           `${r.type ?? 'none'}`,
         ),
+        cond(
+          'Ready',
+          r.type ? 'True' : 'False',
+          r.type ? 'Reserved' : 'NotReserved',
+          r.type
+            ? `${r.type}${status.holder?.node ? ` held by ${status.holder.node}` : ''}`
+            : 'no reservation on the device',
+        ),
+      ];
+    } else if (obs.outcome === 'blocked' && !own) {
+      // Nobody may record what the device says for this node: say why it is not ready here
+      // (yields to a node that records the device).
+      status.conditions = [
+        cond('Ready', 'False', 'RegistrationBlocked', `${o.node} may not register (fenced or key removed)`),
       ];
     }
     await o.writer.writeVolume(
       pv,
       status,
       async () => (await entry.device.readKeys({ signal: o.signal })).generation,
+      { fallback: !actor },
     );
     if (!own) this.handingOver.delete(pv);
     if (!selfLegit && !own) {
@@ -552,10 +576,18 @@ export class VolumeReconciler {
   }
 
   async #unsupported(pv: string, message: string): Promise<ReconcileResult> {
-    await this.#o.writer.writeVolume(pv, {
-      registrants: [],
-      conditions: [cond('Supported', 'False', 'NoPersistentReservations', message)],
-    });
+    await this.#o.writer.writeVolume(
+      pv,
+      {
+        registrants: [],
+        conditions: [
+          cond('Supported', 'False', 'NoPersistentReservations', message),
+          cond('Ready', 'False', 'NoPersistentReservations', message),
+        ],
+      },
+      undefined,
+      { fallback: true },
+    );
     return { outcome: 'unsupported', victims: [], registered: false };
   }
 }
