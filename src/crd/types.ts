@@ -19,7 +19,17 @@ export const NODE_PHASES = ['Pending', 'Registered', 'Fenced', 'AccessLost', 'Bl
 export type NodePhase = (typeof NODE_PHASES)[number];
 
 export const NODE_CONDITION_TYPES = ['Registered', 'AccessLost', 'Fenced', 'Degraded'] as const;
-export const VOLUME_CONDITION_TYPES = ['Reserved', 'Supported', 'DeviceFound', 'Degraded'] as const;
+/**
+ * Configured=False: a prfence.io/fencing or prfence.io/reservation-type annotation (PV or
+ * StorageClass) does not parse; no device command is sent for the volume until it does.
+ */
+export const VOLUME_CONDITION_TYPES = [
+  'Reserved',
+  'Supported',
+  'DeviceFound',
+  'Degraded',
+  'Configured',
+] as const;
 export const DEVICE_KINDS = ['scsi', 'nvme'] as const;
 export const FENCE_RESULTS = ['Fenced', 'Failed'] as const;
 /** Named deviations from SPC-4 / the NVMe specification that a device showed (VolumeReservation status.quirks). */
@@ -119,8 +129,11 @@ export interface VolumeReservationStatus {
 export interface VolumeReservation {
   apiVersion: typeof API_VERSION;
   kind: 'VolumeReservation';
+  /**
+   * No spec: the agents create and own these objects. (`spec.reservationType` was removed;
+   * a volume's type is the PV or StorageClass annotation prfence.io/reservation-type.)
+   */
   metadata: ObjectMeta;
-  spec?: { reservationType?: ReservationType };
   status?: VolumeReservationStatus;
 }
 

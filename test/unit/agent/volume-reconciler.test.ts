@@ -97,7 +97,12 @@ async function setup(node: 'a' | 'b' | 'c', cache: () => World, fresh: ReturnTyp
     devices: new DeviceRegistry(() => Promise.resolve(lu.initiator(node))),
     memory: await FenceMemory.open(undefined),
     writer: writer as unknown as StatusWriter,
-    reservationType: 'write-exclusive-reg-only',
+    policyOf: () => ({
+      kind: 'fenced',
+      reservationType: 'write-exclusive-reg-only',
+      fencingFrom: { from: 'default' },
+      typeFrom: { from: 'default' },
+    }),
     foreignKeys: 'leave',
     leaveGraceMs: 0,
     signal: new AbortController().signal,
