@@ -12,7 +12,8 @@ import { FenceMemory } from '../../../src/agent/fence-memory.js';
 import type { FreshView, FreshViewSource } from '../../../src/agent/fresh-view.js';
 import type { StatusWriter } from '../../../src/agent/status-writer.js';
 import { VolumeReconciler } from '../../../src/agent/volume-reconciler.js';
-import type { NodeFence } from '../../../src/crd/types.js';
+import type { NodeFence, VolumeReservationStatus } from '../../../src/crd/types.js';
+import type { VolumePolicy } from '../../../src/agent/volume-policy.js';
 import { clusterTag, makeKey } from '../../../src/fence/keys.js';
 import { formatKey } from '../../../src/pr/key.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
@@ -71,9 +72,15 @@ function freshOf(get: () => World, opts: { down?: () => boolean } = {}) {
 
 function writerStub() {
   const calls: string[] = [];
+  const statuses: VolumeReservationStatus[] = [];
   const w = {
     calls,
-    writeVolume: () => (calls.push('writeVolume'), Promise.resolve(undefined)),
+    statuses,
+    writeVolume: (_pv: string, s: VolumeReservationStatus) => (
+      calls.push('writeVolume'),
+      statuses.push(s),
+      Promise.resolve(undefined)
+    ),
     recordIntent: () => (calls.push('recordIntent'), Promise.resolve(true)),
     completeFence: () => (calls.push('completeFence'), Promise.resolve()),
     markFenced: (n: string) => (calls.push(`markFenced ${n}`), Promise.resolve()),
@@ -84,9 +91,22 @@ function writerStub() {
   return w;
 }
 
-async function setup(node: 'a' | 'b' | 'c', cache: () => World, fresh: ReturnType<typeof freshOf>) {
+const FENCED: VolumePolicy = {
+  kind: 'fenced',
+  reservationType: 'write-exclusive-reg-only',
+  fencingFrom: { from: 'default' },
+  typeFrom: { from: 'default' },
+};
+
+async function setup(
+  node: 'a' | 'b' | 'c',
+  cache: () => World,
+  fresh: ReturnType<typeof freshOf>,
+  policy: () => VolumePolicy = () => FENCED,
+) {
   const lu = new MemoryLogicalUnit({ id: 'lu' });
   const writer = writerStub();
+  const opened: string[] = [];
   const r = new VolumeReconciler({
     node,
     key: K[node],
@@ -94,20 +114,15 @@ async function setup(node: 'a' | 'b' | 'c', cache: () => World, fresh: ReturnTyp
     caches: () => caches(cache()),
     identityOf: () => 'lu',
     fresh: fresh as unknown as FreshViewSource,
-    devices: new DeviceRegistry(() => Promise.resolve(lu.initiator(node))),
+    devices: new DeviceRegistry((id) => (opened.push(id), Promise.resolve(lu.initiator(node)))),
     memory: await FenceMemory.open(undefined),
     writer: writer as unknown as StatusWriter,
-    policyOf: () => ({
-      kind: 'fenced',
-      reservationType: 'write-exclusive-reg-only',
-      fencingFrom: { from: 'default' },
-      typeFrom: { from: 'default' },
-    }),
+    policyOf: () => policy(),
     foreignKeys: 'leave',
     leaveGraceMs: 0,
     signal: new AbortController().signal,
   });
-  return { lu, r, writer };
+  return { lu, r, writer, opened };
 }
 
 describe('VolumeReconciler: the fresh view gates every device command', () => {
@@ -175,5 +190,114 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
     const i = writer.calls.indexOf('recordIntent');
     expect(i).toBeGreaterThanOrEqual(0);
     expect(writer.calls.slice(i)).toEqual(['recordIntent', 'writeVolume', 'markFenced a', 'completeFence']);
+  });
+});
+
+describe('VolumeReconciler: the volume policy (prfence.io/fencing, prfence.io/reservation-type)', () => {
+  const optedOut: VolumePolicy = { kind: 'opted-out', fencingFrom: { from: 'pv', name: PV } };
+
+  it('a PV type write-exclusive-all-regs -> the device is reserved with that type, not the default', async () => {
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => ({ ...FENCED, reservationType: 'write-exclusive-all-regs' }),
+    );
+    await r.reconcile(PV, log);
+    expect(lu.state().reservation?.type).toBe('write-exclusive-all-regs');
+  });
+
+  it('a type change on a reserved volume -> no command: the type stays until the next reservation or takeover', async () => {
+    let type: 'write-exclusive-reg-only' | 'exclusive-access' = 'write-exclusive-reg-only';
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => ({ ...FENCED, reservationType: type }),
+    );
+    await r.reconcile(PV, log);
+    const before = lu.state();
+    type = 'exclusive-access';
+    await r.reconcile(PV, log);
+    expect(lu.state()).toEqual(before);
+    expect(lu.state().reservation?.type).toBe('write-exclusive-reg-only');
+  });
+
+  it('opted out and never registered here -> the device is not opened, nothing written', async () => {
+    const { lu, r, writer, opened } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => optedOut,
+    );
+    const res = await r.reconcile(PV, log);
+    expect(res.outcome).toBe('opted-out');
+    expect(opened).toEqual([]);
+    expect(lu.state().registrations).toEqual([]);
+    expect(writer.calls).toEqual([]);
+  });
+
+  it('opted out while this node holds the reservation -> it leaves like a detach: release, then unregister', async () => {
+    let policy: VolumePolicy = FENCED;
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => policy,
+    );
+    await r.reconcile(PV, log);
+    expect(lu.state().reservation?.holder).toBe('a');
+    policy = optedOut;
+    const res = await r.reconcile(PV, log);
+    expect(res.registered).toBe(false);
+    expect(lu.state().registrations).toEqual([]);
+    expect(lu.state().reservation).toBeNull();
+    expect(r.touched.has(PV)).toBe(false);
+  });
+
+  it('opted out while a peer is fenced and this node holds the reservation -> held for a takeover, not released', async () => {
+    let policy: VolumePolicy = FENCED;
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: ['a'], fenced: ['c'] }),
+      freshOf(() => ({ vas: ['a'], fenced: ['c'] })),
+      () => policy,
+    );
+    await r.reconcile(PV, log);
+    policy = optedOut;
+    await r.reconcile(PV, log);
+    expect(lu.state().reservation?.holder).toBe('a');
+    expect(r.handingOver.has(PV)).toBe(true);
+  });
+
+  it('invalid annotation -> no device command (not even a register), Configured=False with the reason', async () => {
+    const { lu, r, writer, opened } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => ({ kind: 'invalid', reason: 'InvalidReservationType', message: 'bad "shared"' }),
+    );
+    const res = await r.reconcile(PV, log);
+    expect(res.outcome).toBe('invalid-policy');
+    expect(opened).toEqual([]);
+    expect(lu.state().registrations).toEqual([]);
+    expect(writer.statuses.at(-1)?.conditions).toMatchObject([
+      { type: 'Configured', status: 'False', reason: 'InvalidReservationType', message: 'bad "shared"' },
+    ]);
+  });
+
+  it('invalid annotation on a volume this node is registered on -> no command: the registration stays', async () => {
+    let policy: VolumePolicy = FENCED;
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => policy,
+    );
+    await r.reconcile(PV, log);
+    const before = lu.state();
+    policy = { kind: 'invalid', reason: 'InvalidFencing', message: 'bad' };
+    await r.reconcile(PV, log);
+    expect(lu.state()).toEqual(before);
   });
 });
