@@ -103,8 +103,10 @@ async function setup(
   cache: () => World,
   fresh: ReturnType<typeof freshOf>,
   policy: () => VolumePolicy = () => FENCED,
+  given: { lu?: MemoryLogicalUnit; memory?: FenceMemory } = {},
 ) {
-  const lu = new MemoryLogicalUnit({ id: 'lu' });
+  const lu = given.lu ?? new MemoryLogicalUnit({ id: 'lu' });
+  const memory = given.memory ?? (await FenceMemory.open(undefined));
   const writer = writerStub();
   const opened: string[] = [];
   const r = new VolumeReconciler({
@@ -115,14 +117,14 @@ async function setup(
     identityOf: () => 'lu',
     fresh: fresh as unknown as FreshViewSource,
     devices: new DeviceRegistry((id) => (opened.push(id), Promise.resolve(lu.initiator(node)))),
-    memory: await FenceMemory.open(undefined),
+    memory,
     writer: writer as unknown as StatusWriter,
     policyOf: () => policy(),
     foreignKeys: 'leave',
     leaveGraceMs: 0,
     signal: new AbortController().signal,
   });
-  return { lu, r, writer, opened };
+  return { lu, r, writer, opened, memory };
 }
 
 describe('VolumeReconciler: the fresh view gates every device command', () => {
@@ -268,6 +270,28 @@ describe('VolumeReconciler: the volume policy (prfence.io/fencing, prfence.io/re
     await r.reconcile(PV, log);
     expect(lu.state().reservation?.holder).toBe('a');
     expect(r.handingOver.has(PV)).toBe(true);
+  });
+
+  it('restarted agent, volume detached and opted out meanwhile, host memory says registered -> it still leaves', async () => {
+    const first = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+    );
+    await first.r.reconcile(PV, log);
+    expect(first.lu.state().reservation?.holder).toBe('a');
+    // A new reconciler (the agent restarted) over the same LU and host memory: it has seen
+    // nothing of this volume, which is no longer attached here.
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: [] }),
+      freshOf(() => ({ vas: [] })),
+      () => optedOut,
+      { lu: first.lu, memory: first.memory },
+    );
+    await r.reconcile(PV, log);
+    expect(lu.state().registrations).toEqual([]);
+    expect(lu.state().reservation).toBeNull();
   });
 
   it('invalid annotation -> no device command (not even a register), Configured=False with the reason', async () => {
