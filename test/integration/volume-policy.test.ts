@@ -90,7 +90,8 @@ describe('per-volume policy: prfence.io/fencing and prfence.io/reservation-type'
     expect(callsOn(plain.lu)).toEqual([]);
   });
 
-  it('a reserved PV annotated fencing: disabled -> its node releases and unregisters (the leaver path), and stays away', async () => {
+  it('a reserved PV annotated fencing: disabled (no node fenced) -> its node releases and unregisters (the leaver path), and stays away', async () => {
+    await c.unfenceAll(); // with a fenced node it would hold the reservation (handover; unit-tested)
     const n = await c.node('node-a');
     const { name: pv, lu } = await c.pv();
     const a = await c.startAgent(n, c.kc, { resyncMs: RESYNC_MS });
