@@ -175,9 +175,11 @@ export class VolumeReconciler {
       // until the annotation parses; peers see the same annotation and stay put too.
       this.#logPolicyOnce(pv, policy.message, () => log.warn({ reason: policy.reason }, `${policy.message}`));
       await o.writer.writeVolume(pv, {
-        registrants: this.registeredOn.has(pv)
-          ? [{ node: o.node, key: formatKey(o.key), legitimate: attachedHere }]
-          : [],
+        // The device is not read: the entry says what this node last knew.
+        registrants:
+          this.registeredOn.has(pv) || o.memory.expects(identity, o.key)
+            ? [{ node: o.node, key: formatKey(o.key), legitimate: attachedHere }]
+            : [],
         conditions: [cond('Configured', 'False', policy.reason, policy.message)],
       });
       return { outcome: 'invalid-policy', ...none };
