@@ -26,9 +26,18 @@ export const NODE_CONDITION_TYPES = ['Registered', 'AccessLost', 'Fenced', 'Degr
 /**
  * `Ready` is the one-line summary `kubectl get vr` shows (READY, REASON columns): True
  * (Reserved) or False (NotReserved, DeviceNotFound, NoPersistentReservations,
- * RegistrationBlocked). `Reserved` stays what the device says.
+ * RegistrationBlocked). `Reserved` stays what the device says. Configured=False: a
+ * prfence.io/fencing or prfence.io/reservation-type annotation (PV or StorageClass) does
+ * not parse; no device command is sent for the volume until it does.
  */
-export const VOLUME_CONDITION_TYPES = ['Reserved', 'Supported', 'DeviceFound', 'Degraded', 'Ready'] as const;
+export const VOLUME_CONDITION_TYPES = [
+  'Reserved',
+  'Supported',
+  'DeviceFound',
+  'Degraded',
+  'Ready',
+  'Configured',
+] as const;
 export const DEVICE_KINDS = ['scsi', 'nvme'] as const;
 export const FENCE_RESULTS = ['Fenced', 'Failed'] as const;
 /** Named deviations from SPC-4 / the NVMe specification that a device showed (VolumeReservation status.quirks). */
@@ -130,8 +139,11 @@ export interface VolumeReservationStatus {
 export interface VolumeReservation {
   apiVersion: typeof API_VERSION;
   kind: 'VolumeReservation';
+  /**
+   * No spec: the agents create and own these objects. (`spec.reservationType` was removed;
+   * a volume's type is the PV or StorageClass annotation prfence.io/reservation-type.)
+   */
   metadata: ObjectMeta;
-  spec?: { reservationType?: ReservationType };
   status?: VolumeReservationStatus;
 }
 

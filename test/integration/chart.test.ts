@@ -64,6 +64,7 @@ describe('Helm chart', () => {
 
   it.each([
     ['reservationType=shared', /at '\/reservationType': value must be one of/],
+    ['fencingDefault=off', /at '\/fencingDefault': value must be one of 'enabled', 'disabled'/],
     ['foreignKeys=sometimes', /at '\/foreignKeys': value must be one of 'leave', 'preempt'/],
     ['logLevl=debug', /additional properties 'logLevl' not allowed/],
     ['httpEndpoint=localhost', /at '\/httpEndpoint': .*does not match pattern/],
@@ -86,6 +87,28 @@ describe('Helm chart', () => {
       properties: { reservationType: { enum: string[] } };
     };
     expect(schema.properties.reservationType.enum).toEqual([...RESERVATION_TYPES]);
+  });
+
+  it('fencingDefault -> passed to the agent as --fencing-default (default enabled)', () => {
+    const args = (set: string[]) => {
+      const out = execFileSync(
+        helm,
+        ['template', 't', 'charts/prfence', '--kube-version', '1.36.0', ...set],
+        { encoding: 'utf8' },
+      );
+      const ds = parseAllDocuments(out)
+        .map(
+          (d) =>
+            d.toJS() as {
+              kind?: string;
+              spec?: { template: { spec: { containers: { args: string[] }[] } } };
+            },
+        )
+        .find((o) => o?.kind === 'DaemonSet');
+      return ds!.spec!.template.spec.containers[0]!.args;
+    };
+    expect(args([])).toContain('--fencing-default=enabled');
+    expect(args(['--set', 'fencingDefault=disabled'])).toContain('--fencing-default=disabled');
   });
 
   it('renders the CRDs, RBAC, ServiceAccount and DaemonSet', () => {
@@ -143,6 +166,9 @@ describe('Helm chart', () => {
         })
       ).status?.allowed ?? false;
     expect(await can('watch', 'storage.k8s.io', 'volumeattachments')).toBe(true);
+    // The per-volume policy annotations of StorageClasses (read only).
+    expect(await can('watch', 'storage.k8s.io', 'storageclasses')).toBe(true);
+    expect(await can('update', 'storage.k8s.io', 'storageclasses')).toBe(false);
     expect(await can('patch', 'prfence.io', 'nodefences', 'status')).toBe(true);
     expect(await can('patch', 'prfence.io', 'volumereservations', 'status')).toBe(true);
     expect(await can('create', 'events.k8s.io', 'events')).toBe(true);
