@@ -75,6 +75,7 @@ export class Controller {
   #resync: NodeJS.Timeout | undefined;
   #teardown: Promise<unknown> = Promise.resolve();
   #endAlone: ((e: ElectionEnd) => void) | undefined;
+  #onStopActing: (() => void) | undefined;
 
   constructor(o: ControllerOptions) {
     this.#o = o;
@@ -236,8 +237,10 @@ export class Controller {
       for (const nf of this.#nfs?.list() ?? []) add('nf', nf.metadata.name);
       for (const vr of this.#vrs?.list() ?? []) add('vr', vr.metadata.name);
     };
+    const stopped = new Promise<void>((r) => (this.#onStopActing = r));
     const workers = (async () => {
-      await Promise.all(informers.map((i) => i.synced));
+      // Caches that never sync (API server unreachable) must not hold up a stop.
+      await Promise.race([Promise.all(informers.map((i) => i.synced)), stopped]);
       if (!this.#active) return;
       resyncAll();
       this.#resync = setInterval(resyncAll, this.#o.resyncMs ?? 60_000);
@@ -264,6 +267,7 @@ export class Controller {
     this.#o.log.info({ identity: this.identity }, 'stopped acting');
     clearInterval(this.#resync);
     this.#queue?.shutDown();
+    this.#onStopActing?.();
     const informers = this.#informers;
     this.#informers = [];
     const workers = this.#teardown;

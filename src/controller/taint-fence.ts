@@ -24,7 +24,7 @@ export function outOfServiceTaint(node: V1Node | undefined): { effect: string } 
 
 export const fenceRequested = (nf: NodeFence | undefined) => nf?.spec?.fenceState === 'Fenced';
 
-export type TaintOutcome = 'untainted' | 'already-fenced' | 'fence-requested';
+export type TaintOutcome = 'untainted' | 'already-fenced' | 'no-nodefence' | 'fence-requested';
 
 export interface TaintCaches {
   node(name: string): V1Node | undefined;
@@ -38,6 +38,9 @@ export async function reconcileTaint(a: Acting, caches: TaintCaches, name: strin
   const taint = outOfServiceTaint(node);
   if (!taint) return 'untainted';
   const nf = await getFresh<NodeFence>(a.rest, nfPath(name));
+  // No NodeFence: no agent ever ran there, so no key of it to remove; the controller does
+  // not create one (no `create` right). When an agent creates it, this runs again.
+  if (!nf) return 'no-nodefence';
   if (fenceRequested(nf)) return 'already-fenced';
   await a.write({ kind: 'fence-request', resource: NODE_FENCE.plural, name }, () =>
     a.rest.apply(
@@ -47,10 +50,7 @@ export async function reconcileTaint(a: Acting, caches: TaintCaches, name: strin
         kind: NODE_FENCE.kind,
         // With the resourceVersion read: a NodeFence changed since (an unfence, another
         // request) is a 409 and the node is looked at again.
-        metadata: {
-          name,
-          ...(nf?.metadata.resourceVersion ? { resourceVersion: nf.metadata.resourceVersion } : {}),
-        },
+        metadata: { name, resourceVersion: nf.metadata.resourceVersion },
         spec: { fenceState: 'Fenced', reason: OUT_OF_SERVICE_REASON, requestedBy: FIELD_MANAGER },
       },
       FIELD_MANAGER,

@@ -257,6 +257,7 @@ describe('prfence controller', () => {
       const ns = await namespace();
       const tainted = await c.node('oos');
       const other = await c.node('ok');
+      const agentless = await c.node('oos-no-nf');
       await nodeFence(tainted);
       await nodeFence(other);
       const otherBefore = await c.nodeFence(other);
@@ -270,6 +271,7 @@ describe('prfence controller', () => {
         contentType: 'application/merge-patch+json',
         body: { spec: { taints: [{ key: 'node.kubernetes.io/out-of-service', effect: 'NoSchedule' }] } },
       });
+      await c.taintOutOfService(agentless);
       await eventually(async () => (await c.nodeFence(tainted)).spec?.fenceState === 'Fenced', {
         timeoutMs: 30_000,
       });
@@ -277,6 +279,8 @@ describe('prfence controller', () => {
       // Reconciled again and again (resync 1 s) after the request: nothing more is written.
       await reconciledAgain(r, `taint/${tainted}`, 'already-fenced', 3);
       await reconciledAgain(r, `taint/${other}`, 'untainted', 2);
+      // A node no agent ever ran on has no NodeFence: none is created (no key to remove).
+      await reconciledAgain(r, `taint/${agentless}`, 'no-nodefence', 1);
       const events = (await c.events(tainted)).filter((e) => e.reason === 'OutOfService');
       const after = await c.nodeFence(tainted);
       const otherAfter = await c.nodeFence(other);
@@ -291,6 +295,7 @@ describe('prfence controller', () => {
         events: events.map((e) => [e.reportingInstance, /out-of-service \(NoSchedule\)/.test(e.note)]),
         otherUntouched: otherAfter.metadata.resourceVersion === otherBefore.metadata.resourceVersion,
         otherSpec: otherAfter.spec,
+        agentlessNodeFence: await gone(c.nodeFence(agentless)),
         metric: /prfence_controller_fence_requests_total 1\b/.test(metricsText),
         leaderGauge: /prfence_controller_is_leader 1\b/.test(metricsText),
       }).toEqual({
@@ -301,6 +306,7 @@ describe('prfence controller', () => {
         events: [[r.controller.identity, true]],
         otherUntouched: true,
         otherSpec: { fenceState: 'Unfenced' },
+        agentlessNodeFence: true,
         metric: true,
         leaderGauge: true,
       });
@@ -436,6 +442,30 @@ describe('prfence controller', () => {
       });
     },
   );
+
+  it('API server unreachable from the start (caches never sync): stop() still returns promptly', async () => {
+    const proxy = await FaultProxy.start({ target: c.kc.getCurrentCluster()!.server });
+    proxy.blackhole('both');
+    const ctl = new Controller({
+      kubeConfig: kubeConfigVia(c.kc, proxy),
+      log,
+      identity: uniqueName('alone'),
+      leaderElection: false,
+    });
+    const ended = ctl.run();
+    expect(ctl.mayAct()).toBe(true);
+    const t0 = performance.now();
+    const bound = new Promise((r) => setTimeout(() => r('still stopping after 10 s'), 10_000));
+    const result = await Promise.race([ctl.stop().then(() => 'stopped'), bound]);
+    const took = performance.now() - t0;
+    await proxy.close();
+    expect({ result, end: await ended, mayAct: ctl.mayAct(), quick: took < 10_000 }).toEqual({
+      result: 'stopped',
+      end: 'stopped',
+      mayAct: false,
+      quick: true,
+    });
+  });
 
   it('a delete rests on the object read: changed or re-created since -> 409, the object stays', async () => {
     const rest = new RestClient(c.kc);
