@@ -53,6 +53,7 @@ export class LeaderElector {
   #ended = false;
   #deadlineTimer: NodeJS.Timeout | undefined;
   #wake: (() => void) | undefined;
+  #inflight: Promise<boolean> | undefined;
   #problem: string | undefined = 'not tried yet';
   #endResolve!: (e: ElectionEnd) => void;
   readonly #end = new Promise<ElectionEnd>((r) => (this.#endResolve = r));
@@ -153,7 +154,13 @@ export class LeaderElector {
   }
 
   /** One read-decide-write round. True if this candidate holds the Lease now. */
-  async #attempt(): Promise<boolean> {
+  #attempt(): Promise<boolean> {
+    const p = this.#attemptOnce();
+    this.#inflight = p;
+    return p;
+  }
+
+  async #attemptOnce(): Promise<boolean> {
     const started = this.#now();
     // A leader's requests may not outlive its deadline; a candidate's get the renew deadline.
     const budget = () =>
@@ -208,8 +215,9 @@ export class LeaderElector {
               body,
               timeoutMs: budget(),
             });
-      if (this.#ended) return false;
+      // Recorded even after stop(): the release must carry the newest resourceVersion.
       this.#lease = written;
+      if (this.#ended) return false;
       this.#observed = { record: recordOf(written.spec), at: this.#now() };
       this.#validUntil = started + this.#o.renewDeadlineMs;
       this.#armDeadline();
@@ -239,8 +247,11 @@ export class LeaderElector {
       this.#o.onStoppedLeading();
     }
     this.#finish('stopped');
+    if (!opts.release || !wasLeader) return;
+    // A renew still in flight moves the resourceVersion: release after it.
+    await this.#inflight?.catch(() => false);
     const lease = this.#lease;
-    if (!opts.release || !wasLeader || lease?.spec?.holderIdentity !== this.#o.identity) return;
+    if (lease?.spec?.holderIdentity !== this.#o.identity) return;
     try {
       await this.#o.rest.send({
         method: 'PUT',
