@@ -296,8 +296,8 @@ describe('prfence controller', () => {
         otherUntouched: otherAfter.metadata.resourceVersion === otherBefore.metadata.resourceVersion,
         otherSpec: otherAfter.spec,
         agentlessNodeFence: await gone(c.nodeFence(agentless)),
-        metric: /prfence_controller_fence_requests_total 1\b/.test(metricsText),
-        leaderGauge: /prfence_controller_is_leader 1\b/.test(metricsText),
+        metric: /^prfence_controller_fence_requests_total 1$/m.test(metricsText),
+        leaderGauge: /^prfence_controller_is_leader 1$/m.test(metricsText),
       }).toEqual({
         spec: { fenceState: 'Fenced', reason: 'OutOfService', requestedBy: 'prfence-controller' },
         manager: true,
@@ -340,7 +340,7 @@ describe('prfence controller', () => {
         why: blocked[0]?.note,
         liveStillThere: (await c.vr(live.name)).metadata.name,
         deletes: r.actions.filter((x) => x.kind === 'delete').map((x) => x.name),
-        metric: /prfence_gc_deletions_total\{kind="VolumeReservation"\} 1\b/.test(
+        metric: /^prfence_gc_deletions_total\{kind="VolumeReservation"\} 1$/m.test(
           await metrics.registry.metrics(),
         ),
       }).toEqual({
