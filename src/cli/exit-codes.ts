@@ -13,6 +13,11 @@ export const EXIT = Object.freeze({
   api: 6,
   /** `crds apply` refused: the cluster's CRDs have a version this prfence's CRDs would drop. */
   crdVersion: 7,
+  /**
+   * `prfence controller` lost its Lease (not renewed within the renew deadline): it stopped
+   * acting and exits, so the pod restarts with fresh state and campaigns again.
+   */
+  leaderLost: 8,
 });
 
 /** An error talking to the API server that is not an answer of it (refused, reset, timed out, TLS). */
@@ -25,10 +30,16 @@ export class CrdVersionError extends Error {
   override readonly name = 'CrdVersionError';
 }
 
+/** The controller's leader election was lost (exit 8). */
+export class LeaderElectionLostError extends Error {
+  override readonly name = 'LeaderElectionLostError';
+}
+
 /** Maps an error to its exit code: PrError by class, API errors to `api`, anything else as an I/O failure. */
 export function exitCodeFor(e: unknown): number {
   if (e instanceof ConfigError) return EXIT.usage;
   if (e instanceof CrdVersionError) return EXIT.crdVersion;
+  if (e instanceof LeaderElectionLostError) return EXIT.leaderLost;
   if (e instanceof KubeApiError || e instanceof ApiUnreachableError) return EXIT.api;
   if (!isPrError(e)) return EXIT.io;
   switch (e.kind) {

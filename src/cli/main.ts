@@ -15,16 +15,24 @@ const [
   { registerAgentCommand },
   { registerClusterCommands },
   { registerCrdsCommand },
+  { registerControllerCommand },
 ] = await Promise.all([
   import('./program.js'),
   import('./demo-command.js'),
   import('./agent-command.js'),
   import('./cluster-command.js'),
   import('./crds-command.js'),
+  import('./controller-command.js'),
 ]);
 const code = await runCli(
   process.argv.slice(2),
   { stdout: (l) => process.stdout.write(`${l}\n`), stderr: (l) => process.stderr.write(`${l}\n`) },
-  [registerDemoCommand, registerAgentCommand, registerClusterCommands, registerCrdsCommand],
+  [
+    registerDemoCommand,
+    registerAgentCommand,
+    registerClusterCommands,
+    registerCrdsCommand,
+    registerControllerCommand,
+  ],
 );
 process.exitCode = code;

@@ -65,7 +65,7 @@ export function parseDurationMs(v: string, what: string): number {
   return m[2] === 's' ? n * 1000 : m[2] === 'm' ? n * 60_000 : n;
 }
 
-function hostPort(v: string | undefined): string | undefined {
+export function hostPort(v: string | undefined): string | undefined {
   if (v === undefined || v === '') return undefined;
   try {
     parseHostPort(v);
@@ -75,7 +75,7 @@ function hostPort(v: string | undefined): string | undefined {
   return v;
 }
 
-const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+export const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 
 /** Builds the frozen config; flags win over the environment (NODE_NAME, KUBECONFIG). */
 export function loadAgentConfig(
