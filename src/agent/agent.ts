@@ -10,7 +10,13 @@
  * S6 - a key claim the API server keeps unique; S8 - stop() closes devices and never
  * releases or unregisters; S9 - a missing or stale object never leads to a fence.
  */
-import type { V1Namespace, V1Node, V1PersistentVolume, V1VolumeAttachment } from '@kubernetes/client-node';
+import type {
+  V1Namespace,
+  V1Node,
+  V1PersistentVolume,
+  V1StorageClass,
+  V1VolumeAttachment,
+} from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { NodeFence, VolumeReservation } from '../crd/types.js';
 import { clusterTag } from '../fence/keys.js';
@@ -23,7 +29,14 @@ import type { AgentMetrics } from '../obs/metrics.js';
 import { formatKey, parseKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
 import type { ReservationType } from '../pr/reservation-type.js';
-import { deviceOf, pvOf, slim, type ClusterCaches } from './cluster-view.js';
+import {
+  deviceOf,
+  isFenceRequested,
+  pvOf,
+  slim,
+  storageClassOf,
+  type ClusterCaches,
+} from './cluster-view.js';
 import { DeviceRegistry } from './device-registry.js';
 import { enqueueRules } from './enqueue.js';
 import { FenceMemory } from './fence-memory.js';
@@ -31,6 +44,7 @@ import { FreshViewSource } from './fresh-view.js';
 import { claimKey, ensureNodeFence, nfPath, type KeyClaimOptions } from './key-claim.js';
 import { cond, StatusWriter, vrPath } from './status-writer.js';
 import { VolumeReconciler } from './volume-reconciler.js';
+import { resolveVolumePolicy, type FencingMode, type VolumePolicy } from './volume-policy.js';
 
 export interface AgentOptions {
   /** How to reach the API server (a KubeConnection, or a client-node KubeConfig in tests). */
@@ -39,7 +53,10 @@ export interface AgentOptions {
   /** Opens the local block device for a PV's device identity. */
   openDevice: (identity: string, pv: string) => Promise<PrDevice>;
   log: Logger;
+  /** The default reservation type (a PV or StorageClass annotation overrides it). */
   reservationType?: ReservationType;
+  /** Whether volumes are fenced unless a PV or StorageClass annotation says otherwise. Default enabled. */
+  fencingDefault?: FencingMode;
   /** Cluster id for the key tag; default the kube-system namespace UID. */
   clusterId?: string;
   foreignKeys?: 'leave' | 'preempt';
@@ -88,6 +105,7 @@ export class Agent {
   #pv!: ResilientInformer<V1PersistentVolume>;
   #nodes!: ResilientInformer<V1Node>;
   #nf!: ResilientInformer<NodeFence>;
+  #sc!: ResilientInformer<V1StorageClass>;
   #workers: Promise<void>[] = [];
   #resync: NodeJS.Timeout | undefined;
   #probe: NodeJS.Timeout | undefined;
@@ -121,11 +139,11 @@ export class Agent {
       tag,
       caches: () => this.#caches(),
       identityOf: (pv) => deviceOf(this.#pv.get(pv)),
+      policyOf: (pv) => this.#policyOf(pv),
       fresh: this.#fresh,
       devices: this.#devices,
       memory,
       writer: this.#writer,
-      reservationType: o.reservationType ?? 'write-exclusive-reg-only',
       foreignKeys: o.foreignKeys ?? 'leave',
       leaveGraceMs: o.leaveGraceMs ?? 10_000,
       signal: this.#abort.signal,
@@ -190,6 +208,7 @@ export class Agent {
         if (!this.#triggeredAt.has(pv)) this.#triggeredAt.set(pv, performance.now());
         this.#queue.add(pv);
       },
+      storageClassOf: (pv) => storageClassOf(this.#pv.get(pv)),
       onOwnNodeFenceDeleted: () => {
         // Recreated at once (the key claim keeps the key); peers never act on a node whose
         // key they cannot tell (S9).
@@ -219,7 +238,14 @@ export class Agent {
       handlers: rules.node,
     });
     this.#nf = startInformer<NodeFence>({ ...common, path: nfPath(), handlers: rules.nodeFence });
-    this.#informers = [this.#va, this.#pv, this.#nodes, this.#nf] as ResilientInformer<never>[];
+    // Only for the policy annotations prfence.io/fencing and prfence.io/reservation-type.
+    this.#sc = startInformer<V1StorageClass>({
+      ...common,
+      path: '/apis/storage.k8s.io/v1/storageclasses',
+      transform: slim.storageClass,
+      handlers: rules.storageClass,
+    });
+    this.#informers = [this.#va, this.#pv, this.#nodes, this.#nf, this.#sc] as ResilientInformer<never>[];
     await Promise.all(this.#informers.map((i) => i.synced));
     const resync = this.#o.resyncMs ?? 30_000;
     this.#resync = setInterval(() => {
@@ -227,6 +253,8 @@ export class Agent {
       for (const pv of this.#reconciler.touched) this.#queue.add(pv);
       if (!this.#nf.get(this.node))
         rules.nodeFence.onDelete?.({ metadata: { name: this.node } } as NodeFence);
+      // An idle node (no volume to reconcile) still gets its status written (phase, Ready).
+      void this.#writeOwnStatus();
     }, resync);
     this.#resync.unref();
   }
@@ -289,7 +317,9 @@ export class Agent {
       m?.registrationAllowed(this.#reconciler.mayRegisterCached() && this.#reconciler.blockedOn.size === 0);
       const t = this.#triggeredAt.get(pv);
       const since = t === undefined ? undefined : performance.now() - t;
+      m?.handingOver(this.#reconciler.handingOver.size);
       for (const v of r.victims) {
+        if (v.takeover && v.result === 'fenced') m?.takeover();
         if (v.result === 'left' || v.takeover) continue;
         m?.fence(v.result, since === undefined ? undefined : since / 1000);
         this.#o.onFence?.({
@@ -319,20 +349,51 @@ export class Agent {
   async #writeOwnStatus(): Promise<void> {
     const nf = this.#nf.get(this.node);
     const problem = this.notReady();
+    const phase =
+      nf?.status?.phase === 'Fenced'
+        ? 'Fenced'
+        : this.#reconciler.blockedOn.size > 0
+          ? 'Blocked'
+          : 'Registered';
+    const volumes = this.#reconciler.registeredOn.size;
+    // READY / REASON of `kubectl get nf`: the most pressing of what keeps this node off.
+    const ready =
+      phase === 'Fenced'
+        ? cond(
+            'Ready',
+            'False',
+            'Fenced',
+            `key removed by ${nf?.status?.fencedBy ?? 'a peer'}; prfence unfence lets it back`,
+          )
+        : isFenceRequested(nf, this.#nodes.get(this.node))
+          ? cond(
+              'Ready',
+              'False',
+              'FenceRequested',
+              'fence requested (spec.fenceState or out-of-service taint)',
+            )
+          : phase === 'Blocked'
+            ? cond(
+                'Ready',
+                'False',
+                'Blocked',
+                `registration refused (S2) on ${this.#reconciler.blockedOn.size} volume(s)`,
+              )
+            : problem
+              ? cond('Ready', 'False', 'NoFreshView', problem)
+              : volumes > 0
+                ? cond('Ready', 'True', 'Registered', `key registered on ${volumes} volume(s)`)
+                : cond('Ready', 'True', 'NoVolumes', 'key claimed; no shared volume attached');
     await this.#writer
       .writeOwn(nf, {
-        phase:
-          nf?.status?.phase === 'Fenced'
-            ? 'Fenced'
-            : this.#reconciler.blockedOn.size > 0
-              ? 'Blocked'
-              : 'Registered',
-        volumes: this.#reconciler.registeredOn.size,
+        phase,
+        volumes,
         handingOver: [...this.#reconciler.handingOver],
         conditions: [
           problem
             ? cond('Degraded', 'True', 'NoFreshView', problem)
             : cond('Degraded', 'False', 'FreshView', 'the API view is fresh'),
+          ready,
         ],
       })
       .catch((e: unknown) =>
@@ -366,6 +427,21 @@ export class Agent {
   /** PVs attached (or attaching) to a node: an index lookup. */
   #pvsOf(node: string): Set<string> {
     return new Set(this.#va.byIndex('node', node).flatMap((va) => pvOf(va) ?? []));
+  }
+
+  /** PV annotation > StorageClass annotation > agent default (volume-policy.ts), from the caches. */
+  #policyOf(name: string): VolumePolicy {
+    const pv = this.#pv.get(name);
+    const scName = storageClassOf(pv);
+    const sc = scName === undefined ? undefined : this.#sc.get(scName);
+    return resolveVolumePolicy({
+      pv: { name, annotations: pv?.metadata?.annotations },
+      storageClass: sc ? { name: sc.metadata?.name ?? '', annotations: sc.metadata?.annotations } : undefined,
+      defaults: {
+        fencing: this.#o.fencingDefault ?? 'enabled',
+        reservationType: this.#o.reservationType ?? 'write-exclusive-reg-only',
+      },
+    });
   }
 
   #caches(): ClusterCaches {

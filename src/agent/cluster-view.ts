@@ -3,8 +3,9 @@
  * legitimate for a PV (DESIGN.md "Words"), which keys the cluster knows, which PVs a
  * node shares. No I/O.
  */
-import type { V1Node, V1PersistentVolume, V1VolumeAttachment } from '@kubernetes/client-node';
+import type { V1Node, V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@kubernetes/client-node';
 import type { NodeFence, ReservationKey } from '../crd/types.js';
+import { policyAnnotations } from './volume-policy.js';
 import { parseKey, type PrKey } from '../pr/key.js';
 import type { NodeKey } from '../fence/rule.js';
 
@@ -159,17 +160,41 @@ export const slim = {
         : {}),
     };
   },
+  /** The device identity (under its annotation), the policy annotations and the StorageClass name. */
   persistentVolume(pv: V1PersistentVolume): V1PersistentVolume {
     const device = deviceOf(pv);
+    const annotations = {
+      ...policyAnnotations(pv.metadata?.annotations),
+      ...(device ? { [DEVICE_ANNOTATION]: device } : {}),
+    };
+    const sc = pv.spec?.storageClassName;
     return {
       metadata: {
         name: pv.metadata?.name ?? '',
         resourceVersion: pv.metadata?.resourceVersion ?? '',
-        ...(device ? { annotations: { [DEVICE_ANNOTATION]: device } } : {}),
+        ...(Object.keys(annotations).length ? { annotations } : {}),
       },
+      ...(sc ? { spec: { storageClassName: sc } } : {}),
+    };
+  },
+  /** Only the policy annotations (prfence.io/fencing, prfence.io/reservation-type). */
+  storageClass(sc: V1StorageClass): V1StorageClass {
+    const annotations = policyAnnotations(sc.metadata?.annotations);
+    return {
+      metadata: {
+        name: sc.metadata?.name ?? '',
+        resourceVersion: sc.metadata?.resourceVersion ?? '',
+        ...(Object.keys(annotations).length ? { annotations } : {}),
+      },
+      provisioner: '',
     };
   },
 };
+
+/** The StorageClass a PV names (spec.storageClassName; empty means none). */
+export function storageClassOf(pv: V1PersistentVolume | undefined): string | undefined {
+  return pv?.spec?.storageClassName || undefined;
+}
 
 /**
  * A PV's device identity (DESIGN.md "Device resolution", in order): the annotation

@@ -4,10 +4,11 @@
  * Changes that the fence rule does not read (heartbeats, status the agent itself wrote)
  * enqueue nothing.
  */
-import type { V1Node, V1PersistentVolume, V1VolumeAttachment } from '@kubernetes/client-node';
+import type { V1Node, V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@kubernetes/client-node';
 import type { NodeFence } from '../crd/types.js';
 import type { InformerHandlers } from '../kube/informer.js';
-import { deviceOf, hasOutOfService, pvOf } from './cluster-view.js';
+import { deviceOf, hasOutOfService, pvOf, storageClassOf } from './cluster-view.js';
+import { POLICY_ANNOTATIONS } from './volume-policy.js';
 
 export interface EnqueueContext {
   node: string;
@@ -17,6 +18,25 @@ export interface EnqueueContext {
   touched: () => Iterable<string>;
   trigger: (pv: string) => void;
   onOwnNodeFenceDeleted: () => void;
+  /** The StorageClass a PV names (from the PV cache). */
+  storageClassOf: (pv: string) => string | undefined;
+}
+
+/** Whether the fencing or reservation-type annotations differ (PV or StorageClass). */
+export function policyAnnotationsChanged(
+  a: { metadata?: { annotations?: Record<string, string> } } | undefined,
+  b: { metadata?: { annotations?: Record<string, string> } } | undefined,
+): boolean {
+  return POLICY_ANNOTATIONS.some((k) => a?.metadata?.annotations?.[k] !== b?.metadata?.annotations?.[k]);
+}
+
+/** What the reconcile reads of a PV: its device identity, its StorageClass and the policy annotations. */
+export function shouldEnqueuePvChange(pv: V1PersistentVolume, old: V1PersistentVolume): boolean {
+  return (
+    deviceOf(pv) !== deviceOf(old) ||
+    storageClassOf(pv) !== storageClassOf(old) ||
+    policyAnnotationsChanged(pv, old)
+  );
 }
 
 /** What the fence rule reads of a NodeFence: key, Fenced mark, the request and an unfence. */
@@ -34,6 +54,7 @@ export function enqueueRules(c: EnqueueContext): {
   persistentVolume: InformerHandlers<V1PersistentVolume>;
   node: InformerHandlers<V1Node>;
   nodeFence: InformerHandlers<NodeFence>;
+  storageClass: InformerHandlers<V1StorageClass>;
 } {
   const onVa = (va: V1VolumeAttachment) => {
     const pv = pvOf(va);
@@ -43,13 +64,26 @@ export function enqueueRules(c: EnqueueContext): {
     for (const pv of c.pvsOf(name)) c.trigger(pv);
     if (name === c.node) for (const pv of c.touched()) c.trigger(pv);
   };
+  // The volumes of this node (attached, or still involved) that name a StorageClass.
+  const onClass = (sc: V1StorageClass) => {
+    const name = sc.metadata?.name;
+    for (const pv of new Set([...c.pvsOf(c.node), ...c.touched()]))
+      if (name && c.storageClassOf(pv) === name) c.trigger(pv);
+  };
   return {
     volumeAttachment: { onAdd: onVa, onUpdate: onVa, onDelete: onVa },
     persistentVolume: {
       onAdd: (p) => c.trigger(p.metadata?.name ?? ''),
       onUpdate: (p, old) => {
-        if (deviceOf(p) !== deviceOf(old)) c.trigger(p.metadata?.name ?? '');
+        if (shouldEnqueuePvChange(p, old)) c.trigger(p.metadata?.name ?? '');
       },
+    },
+    storageClass: {
+      onAdd: onClass,
+      onUpdate: (sc, old) => {
+        if (policyAnnotationsChanged(sc, old)) onClass(sc);
+      },
+      onDelete: onClass,
     },
     node: {
       // Only a taint change matters (out-of-service); heartbeats are dropped by the transform.

@@ -29,7 +29,7 @@ import { EventRecorder } from '../kube/events.js';
 import { clusterObjectPath, KubeApiError, type RestClient } from '../kube/rest-client.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import { nfPath } from './key-claim.js';
-import { vrStatusToWrite } from './vr-status.js';
+import { orphanedConditions, vrStatusToWrite } from './vr-status.js';
 
 export const vrPath = (name?: string, sub?: 'status') =>
   clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, name, sub);
@@ -101,17 +101,20 @@ export class StatusWriter {
    * writing in between makes it 409 and the volume is reconciled again). An observation
    * whose PR generation is below the record's is re-read through `reread`: if the device
    * still says less, its counter was reset (a power-on with APTPL off) and the device
-   * wins; otherwise only the own entry is written.
+   * wins; otherwise only the own entry is written. With `fallback`, its `Ready` condition
+   * yields to one a node that read the device recorded (see vr-status.ts); such a write is
+   * not remembered, so a retry writes again.
    */
   async writeVolume(
     pv: string,
     status: VolumeReservationStatus,
     reread?: () => Promise<number>,
+    opts: { fallback?: boolean } = {},
   ): Promise<VolumeReservation | undefined> {
     const body = JSON.stringify(status, (k, v: unknown) => (k === 'lastTransitionTime' ? undefined : v));
     if (this.#last.get(pv) === body) return undefined;
-    const current = await this.readVr(pv);
-    let w = vrStatusToWrite(status, current.status);
+    let current = await this.readVr(pv);
+    let w = vrStatusToWrite(status, current.status, opts);
     if (w.stale && reread) {
       const now = await reread();
       const recorded = current.status?.generation ?? 0;
@@ -120,9 +123,10 @@ export class StatusWriter {
           { pv, device: now, recorded },
           'PR generation went back: counter reset; the device wins',
         );
-        w = vrStatusToWrite({ ...status, generation: now }, { ...current.status, generation: now });
+        w = vrStatusToWrite({ ...status, generation: now }, { ...current.status, generation: now }, opts);
       }
     }
+    current = await this.#dropOrphaned(pv, current, w.status);
     const applied = await this.#o.rest.apply<VolumeReservation>(
       vrPath(pv, 'status'),
       {
@@ -133,8 +137,43 @@ export class StatusWriter {
       },
       this.fm,
     );
-    this.#last.set(pv, body);
+    // A fallback Ready is looked at again on every retry: the node that records the device
+    // may have recorded one meanwhile, or removed it.
+    if (opts.fallback && status.conditions?.some((c) => c.type === 'Ready')) this.#last.delete(pv);
+    else this.#last.set(pv, body);
     return applied;
+  }
+
+  /**
+   * Removes, whole, the conditions this write would leave without their values (another
+   * manager owns only their key; see `orphanedConditions`): a JSON patch that tests each
+   * entry's type. Returns the object to apply on.
+   */
+  async #dropOrphaned(
+    pv: string,
+    current: VolumeReservation,
+    writing: VolumeReservationStatus,
+  ): Promise<VolumeReservation> {
+    const types = orphanedConditions(current, this.fm, writing);
+    if (!types.length) return current;
+    const conds = current.status?.conditions ?? [];
+    const ops = conds
+      .map((c, i) => ({ c, i }))
+      .filter(({ c }) => types.includes(c.type))
+      .sort((a, b) => b.i - a.i)
+      .flatMap(({ c, i }) => [
+        { op: 'test', path: `/status/conditions/${i}/type`, value: c.type },
+        { op: 'remove', path: `/status/conditions/${i}` },
+      ]);
+    return this.#o.rest.send<VolumeReservation>({
+      method: 'PATCH',
+      path: vrPath(pv, 'status'),
+      contentType: 'application/json-patch+json',
+      body: [
+        { op: 'test', path: '/metadata/resourceVersion', value: current.metadata.resourceVersion },
+        ...ops,
+      ],
+    });
   }
 
   /**
@@ -241,7 +280,7 @@ export class StatusWriter {
       volumes: number;
       /** PVs this node holds the reservation of only to hand it over (omitted when none). */
       handingOver: readonly string[];
-      conditions: Condition<'Degraded'>[];
+      conditions: Condition<'Degraded' | 'Ready'>[];
     },
   ): Promise<void> {
     const writePhase = !(current?.status?.phase === 'Fenced' && s.phase !== 'Fenced');

@@ -27,7 +27,7 @@ import {
   type NodeKey,
 } from '../fence/rule.js';
 import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
-import { isAllRegistrantsType, type ReservationType } from '../pr/reservation-type.js';
+import { isAllRegistrantsType } from '../pr/reservation-type.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import { isPrError } from '../pr/errors.js';
 import { describeError } from '../obs/logger.js';
@@ -46,11 +46,21 @@ import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
 import type { FenceMemory } from './fence-memory.js';
 import type { FreshView, FreshViewSource } from './fresh-view.js';
 import { cond, type StatusWriter } from './status-writer.js';
+import { describeSource, type VolumePolicy } from './volume-policy.js';
 
 export interface ReconcileResult {
   /** Reconcile again after this many ms (level-based re-check); undefined: when something changes. */
   requeueAfterMs?: number;
-  outcome: VolumeObservation['outcome'] | 'not-mine' | 'no-fresh-view' | 'views-disagree' | 'device-missing';
+  outcome:
+    | VolumeObservation['outcome']
+    | 'not-mine'
+    | 'no-fresh-view'
+    | 'views-disagree'
+    | 'device-missing'
+    /** prfence.io/fencing: disabled, and this node holds no registration there: nothing opened. */
+    | 'opted-out'
+    /** An annotation that does not parse: no device command, Configured=False on the VR. */
+    | 'invalid-policy';
   /** The stale keys removed or not, for metrics and the benchmark hook. */
   victims: VolumeObservation['victims'];
   /** From the first trigger until now (the caller knows the trigger time). */
@@ -69,7 +79,11 @@ export interface VolumeReconcilerOptions {
   devices: DeviceRegistry;
   memory: FenceMemory;
   writer: StatusWriter;
-  reservationType: ReservationType;
+  /**
+   * Whether the PV is fenced and with which type (PV annotation > StorageClass annotation
+   * > agent default; volume-policy.ts), from the caches.
+   */
+  policyOf: (pv: string) => VolumePolicy;
   foreignKeys: 'leave' | 'preempt';
   /** How long a node that left by a normal detach has to unregister itself before it is fenced. */
   leaveGraceMs: number;
@@ -108,6 +122,8 @@ export class VolumeReconciler {
    * status.handingOver). A takeover is no loss of the own key.
    */
   readonly handingOver = new Set<string>();
+  /** The last policy problem or opt-out logged per PV (logged once per change, not per resync). */
+  readonly #policyLogged = new Map<string, string>();
 
   constructor(o: VolumeReconcilerOptions) {
     this.#o = o;
@@ -129,6 +145,12 @@ export class VolumeReconciler {
     this.#o.writer.forget(pv);
   }
 
+  #logPolicyOnce(pv: string, what: string, log: () => void): void {
+    if (this.#policyLogged.get(pv) === what) return;
+    this.#policyLogged.set(pv, what);
+    log();
+  }
+
   async reconcile(pv: string, log: Logger): Promise<ReconcileResult> {
     const o = this.#o;
     const none = { victims: [], registered: false };
@@ -136,12 +158,55 @@ export class VolumeReconciler {
     const identity = o.identityOf(pv);
     const cache = o.caches();
     const cLeg = legitimacy(pv, cache);
-    const selfLegitCache = isSelf(cLeg, o.node);
-    if (!identity || (!selfLegitCache && !this.touched.has(pv) && !o.devices.has(pv))) {
-      await o.devices.drop(pv);
-      this.#forget(pv);
-      return { outcome: 'not-mine', ...none };
+    const attachedHere = isSelf(cLeg, o.node);
+    const policy = o.policyOf(pv);
+    if (!identity || (!attachedHere && !this.touched.has(pv) && !o.devices.has(pv))) {
+      // Not attached here and never was: unless this node's key is there from before a
+      // restart and the volume was opted out since (then it leaves, below).
+      if (!identity || policy.kind !== 'opted-out' || !o.memory.expects(identity, o.key)) {
+        await o.devices.drop(pv);
+        this.#forget(pv);
+        this.#policyLogged.delete(pv);
+        return { outcome: 'not-mine', ...none };
+      }
     }
+    if (policy.kind === 'invalid') {
+      // Never a guess: no device command at all (no register, reserve, fence or leave)
+      // until the annotation parses; peers see the same annotation and stay put too.
+      this.#logPolicyOnce(pv, policy.message, () => log.warn({ reason: policy.reason }, `${policy.message}`));
+      await o.writer.writeVolume(pv, {
+        // The device is not read: the entry says what this node last knew.
+        registrants:
+          this.registeredOn.has(pv) || o.memory.expects(identity, o.key)
+            ? [{ node: o.node, key: formatKey(o.key), legitimate: attachedHere }]
+            : [],
+        conditions: [cond('Configured', 'False', policy.reason, policy.message)],
+      });
+      return { outcome: 'invalid-policy', ...none };
+    }
+    // Opted out: this node takes no part. It leaves (release, unregister: the leaver path of
+    // a detach) only where it may still be registered; elsewhere the device is not opened.
+    const acting = policy.kind === 'fenced';
+    if (policy.kind === 'opted-out') {
+      const mayHold =
+        this.registeredOn.has(pv) || this.handingOver.has(pv) || o.memory.expects(identity, o.key);
+      this.#logPolicyOnce(pv, `opted-out ${mayHold}`, () =>
+        log.info(
+          { leaving: mayHold },
+          `prfence.io/fencing is disabled (${describeSource(policy.fencingFrom)}): ${mayHold ? 'leaving the volume (release, unregister)' : 'not fenced; the device is not opened'}`,
+        ),
+      );
+      if (!mayHold) {
+        await o.devices.drop(pv);
+        this.#forget(pv);
+        return { outcome: 'opted-out', ...none };
+      }
+      this.touched.add(pv); // looked at on every resync until it has left
+    } else this.#policyLogged.delete(pv);
+    const desiredType = policy.kind === 'fenced' ? policy.reservationType : 'write-exclusive-reg-only';
+    /** This node takes part in the volume: attached here (in `l`) and fenced by policy. */
+    const selfIn = (l: Legitimacy) => acting && isSelf(l, o.node);
+    const selfLegitCache = selfIn(cLeg);
     if (selfLegitCache) {
       this.touched.add(pv);
       this.handingOver.delete(pv); // legitimate again: it keeps what it holds
@@ -152,10 +217,19 @@ export class VolumeReconciler {
       entry = await o.devices.get(pv, identity);
     } catch (e) {
       // Not present yet, ambiguous, or not a block device: a condition, retried with backoff.
-      await o.writer.writeVolume(pv, {
-        registrants: [],
-        conditions: [cond('DeviceFound', 'False', 'DeviceNotFound', `${identity}: ${describeError(e)}`)],
-      });
+      const message = `${identity}: ${describeError(e)}`;
+      await o.writer.writeVolume(
+        pv,
+        {
+          registrants: [],
+          conditions: [
+            cond('DeviceFound', 'False', 'DeviceNotFound', message),
+            cond('Ready', 'False', 'DeviceNotFound', `no device on ${o.node}: ${message}`),
+          ],
+        },
+        undefined,
+        { fallback: true },
+      );
       throw e;
     }
     const device = entry.device;
@@ -207,7 +281,10 @@ export class VolumeReconciler {
         legitimate: leg.nodes.filter((n) => n.node !== o.node || selfLegit),
         known,
         clusterTag: o.tag,
-        desiredType: o.reservationType,
+        // Used only to reserve a device with no reservation or to preempt a stale holder:
+        // a type change reaches a reserved volume at its next reservation or takeover.
+        // (An opted-out node only leaves: it never reserves.)
+        desiredType,
         foreignKeys: o.foreignKeys,
         holderPreemptKeepsVictim: entry.holderPreemptKeepsVictim,
         holdForFenced,
@@ -260,7 +337,7 @@ export class VolumeReconciler {
       }
       let fresh = await view.cachesFor(pv, [o.node]);
       let fLeg = legitimacy(pv, fresh, view.keyClaims);
-      if (isSelf(fLeg, o.node) !== selfLegitCache) {
+      if (selfIn(fLeg) !== selfLegitCache) {
         // The shared view may predate the change the caches show: read once more.
         try {
           view = await o.fresh.get(view.startedAt);
@@ -271,7 +348,7 @@ export class VolumeReconciler {
         fresh = await view.cachesFor(pv, [o.node]);
         fLeg = legitimacy(pv, fresh, view.keyClaims);
       }
-      if (isSelf(fLeg, o.node) !== selfLegitCache) {
+      if (selfIn(fLeg) !== selfLegitCache) {
         log.debug('caches and the fresh view disagree about this node; waiting for the caches');
         return { outcome: 'views-disagree', requeueAfterMs: 1000, ...none };
       }
@@ -303,7 +380,7 @@ export class VolumeReconciler {
           }
           const c2 = await current.cachesFor(pv, [o.node]);
           const l2 = legitimacy(pv, c2, current.keyClaims);
-          if (isSelf(l2, o.node) !== selfLegitCache) return false;
+          if (selfIn(l2) !== selfLegitCache) return false;
           if (
             (a.kind === 'register' || a.kind === 'reserve') &&
             !apiAllowsRegistration(c2.nodeFences(o.node), c2.nodes(o.node))
@@ -517,12 +594,27 @@ export class VolumeReconciler {
           r.type ? 'Reserved' : 'NotReserved',
           `${r.type ?? 'none'}`,
         ),
+        cond(
+          'Ready',
+          r.type ? 'True' : 'False',
+          r.type ? 'Reserved' : 'NotReserved',
+          r.type
+            ? `${r.type}${status.holder?.node ? ` held by ${status.holder.node}` : ''}`
+            : 'no reservation on the device',
+        ),
+      ];
+    } else if (obs.outcome === 'blocked' && !own) {
+      // Nobody may record what the device says for this node: say why it is not ready here
+      // (yields to a node that records the device).
+      status.conditions = [
+        cond('Ready', 'False', 'RegistrationBlocked', `${o.node} may not register (fenced or key removed)`),
       ];
     }
     await o.writer.writeVolume(
       pv,
       status,
       async () => (await entry.device.readKeys({ signal: o.signal })).generation,
+      { fallback: !actor },
     );
     if (!own) this.handingOver.delete(pv);
     if (!selfLegit && !own) {
@@ -552,10 +644,18 @@ export class VolumeReconciler {
   }
 
   async #unsupported(pv: string, message: string): Promise<ReconcileResult> {
-    await this.#o.writer.writeVolume(pv, {
-      registrants: [],
-      conditions: [cond('Supported', 'False', 'NoPersistentReservations', message)],
-    });
+    await this.#o.writer.writeVolume(
+      pv,
+      {
+        registrants: [],
+        conditions: [
+          cond('Supported', 'False', 'NoPersistentReservations', message),
+          cond('Ready', 'False', 'NoPersistentReservations', message),
+        ],
+      },
+      undefined,
+      { fallback: true },
+    );
     return { outcome: 'unsupported', victims: [], registered: false };
   }
 }

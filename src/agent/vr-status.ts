@@ -8,13 +8,28 @@
  * slow node recording after a peer fenced it) and only its registrants entry is kept.
  * Conditions keep their lastTransitionTime while their status is unchanged (as
  * meta.SetStatusCondition does), so two writers agree on it.
+ *
+ * The `Ready` condition (kubectl's READY / REASON columns) is written by the node that
+ * writes the shared fields (Reserved / NotReserved, what the device says) and, as a
+ * fallback, by a node that cannot say what the device says (its device is missing or has
+ * no PR support, or it may not register): a fallback never replaces what such a node
+ * recorded, so a node whose device is missing does not hide a peer's reservation.
  */
-import type { VolumeReservationStatus } from '../crd/types.js';
+import type { VolumeReservation, VolumeReservationStatus } from '../crd/types.js';
+
+/** Reasons of a fallback `Ready` condition (written by a node that cannot read the device). */
+export const FALLBACK_READY_REASONS: readonly string[] = [
+  'DeviceNotFound',
+  'NoPersistentReservations',
+  'RegistrationBlocked',
+];
 
 export interface VrWrite {
   status: VolumeReservationStatus;
   /** The observation was older than the record: shared fields were dropped. */
   stale: boolean;
+  /** A fallback `Ready` was dropped because a node that read the device recorded one. */
+  yielded?: boolean;
 }
 
 export function hasSharedFields(s: VolumeReservationStatus): boolean {
@@ -24,7 +39,17 @@ export function hasSharedFields(s: VolumeReservationStatus): boolean {
 export function vrStatusToWrite(
   observed: VolumeReservationStatus,
   recorded: VolumeReservationStatus | undefined,
+  opts: { fallback?: boolean } = {},
 ): VrWrite {
+  if (opts.fallback && observed.conditions?.some((c) => c.type === 'Ready')) {
+    const rec = recorded?.conditions?.find((c) => c.type === 'Ready');
+    if (rec && !FALLBACK_READY_REASONS.includes(rec.reason)) {
+      const conditions = observed.conditions.filter((c) => c.type !== 'Ready');
+      const { conditions: _c, ...rest } = observed;
+      const w = vrStatusToWrite(conditions.length ? { ...rest, conditions } : rest, recorded);
+      return { ...w, yielded: true };
+    }
+  }
   const g = observed.generation;
   const rg = recorded?.generation;
   if (g !== undefined && rg !== undefined && g < rg) {
@@ -42,4 +67,47 @@ export function vrStatusToWrite(
     },
     stale: false,
   };
+}
+
+/**
+ * Conditions that this write would leave without their values: this field manager alone
+ * owns their values (status, reason, ...) and omits them now, while another manager still
+ * owns the entry (it wrote the same type before and lost the values to a forced apply).
+ * Server-side apply would keep the entry with its key only, which the schema rejects
+ * (every condition needs status, reason, message, lastTransitionTime). The caller removes
+ * these entries whole first. Returns their types.
+ */
+export function orphanedConditions(
+  vr: VolumeReservation,
+  fieldManager: string,
+  writing: VolumeReservationStatus,
+): string[] {
+  const owned = (fields: Record<string, unknown> | undefined) => {
+    const conds = ((fields?.['f:status'] as Record<string, unknown> | undefined)?.['f:conditions'] ??
+      {}) as Record<string, Record<string, unknown>>;
+    const out = new Map<string, { values: boolean }>();
+    for (const [k, v] of Object.entries(conds)) {
+      if (!k.startsWith('k:')) continue;
+      try {
+        const key = JSON.parse(k.slice(2)) as { type?: string };
+        if (key.type) out.set(key.type, { values: 'f:status' in v || 'f:reason' in v || 'f:message' in v });
+      } catch {
+        // not a condition key
+      }
+    }
+    return out;
+  };
+  const entries = (vr.metadata.managedFields ?? []).filter((m) => m.subresource === 'status');
+  const mine = entries.filter((m) => m.manager === fieldManager).map((m) => owned(m.fieldsV1));
+  const others = entries.filter((m) => m.manager !== fieldManager).map((m) => owned(m.fieldsV1));
+  const keep = new Set((writing.conditions ?? []).map((c) => c.type));
+  return (vr.status?.conditions ?? [])
+    .map((c) => c.type)
+    .filter(
+      (t) =>
+        !keep.has(t) &&
+        mine.some((m) => m.get(t)?.values) &&
+        !others.some((o) => o.get(t)?.values) &&
+        others.some((o) => o.has(t)),
+    );
 }

@@ -14,7 +14,16 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
     .option('--node-name <name>', 'this node (default: env NODE_NAME)')
     .option('--kubeconfig <path>', 'kubeconfig (default: in-cluster, or env KUBECONFIG)')
     .option('--cluster-id <id>', 'cluster id for the key tag (default: kube-system namespace UID)')
-    .option('--reservation-type <type>', 'default reservation type', 'write-exclusive-reg-only')
+    .option(
+      '--reservation-type <type>',
+      'reservation type of volumes without a prfence.io/reservation-type annotation (PV, StorageClass)',
+      'write-exclusive-reg-only',
+    )
+    .option(
+      '--fencing-default <mode>',
+      'enabled | disabled: fence volumes without a prfence.io/fencing annotation (PV, StorageClass)',
+      'enabled',
+    )
     .option('--foreign-keys <policy>', 'leave | preempt keys of other clusters (S7)', 'leave')
     .option('--ioctl-timeout <duration>', 'time limit per PR ioctl', '10s')
     .option('--max-in-flight <n>', 'ignored: one PR ioctl is in flight per device', '2')
@@ -96,6 +105,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             log,
             metrics,
             reservationType: cfg.reservationType,
+            fencingDefault: cfg.fencingDefault,
             foreignKeys: cfg.foreignKeys,
             workers: cfg.workers,
             resyncMs: cfg.resyncMs,

@@ -19,7 +19,7 @@ import {
 } from '../crd/types.js';
 import type { KubeConnection } from '../kube/connection.js';
 import { clusterObjectPath, KubeApiError, type RestClient } from '../kube/rest-client.js';
-import { ApiUnreachableError } from './exit-codes.js';
+import { ApiUnreachableError, CrdVersionError } from './exit-codes.js';
 import type { CliIo } from './program.js';
 
 const FIELD_MANAGER = 'prfence-cli';
@@ -79,7 +79,7 @@ async function connect(flag: string | undefined, context?: string): Promise<Rest
  * server nor a usage error (refused, reset, TLS, time-out) is reported as the API server
  * being unreachable, with its own exit code (6), never as a device I/O error (5).
  */
-async function withApi(
+export async function withApi(
   o: { kubeconfig?: string; context?: string },
   body: (rest: RestClient) => Promise<void>,
 ): Promise<void> {
@@ -87,7 +87,13 @@ async function withApi(
   try {
     await body(rest);
   } catch (e) {
-    if (e instanceof KubeApiError || e instanceof ConfigError) throw e;
+    if (
+      e instanceof KubeApiError ||
+      e instanceof ConfigError ||
+      e instanceof ApiUnreachableError ||
+      e instanceof CrdVersionError
+    )
+      throw e;
     throw new ApiUnreachableError(`API server ${rest.server}: ${e instanceof Error ? e.message : String(e)}`);
   } finally {
     rest.close();

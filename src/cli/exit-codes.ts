@@ -11,6 +11,13 @@ export const EXIT = Object.freeze({
   io: 5,
   /** The API server refused the request or could not be reached (cluster commands). */
   api: 6,
+  /** `crds apply` refused: the cluster's CRDs have a version this prfence's CRDs would drop. */
+  crdVersion: 7,
+  /**
+   * `prfence controller` lost its Lease (not renewed within the renew deadline): it stopped
+   * acting and exits, so the pod restarts with fresh state and campaigns again.
+   */
+  leaderLost: 8,
 });
 
 /** An error talking to the API server that is not an answer of it (refused, reset, timed out, TLS). */
@@ -18,9 +25,21 @@ export class ApiUnreachableError extends Error {
   override readonly name = 'ApiUnreachableError';
 }
 
+/** `crds apply` refused before writing: applying would drop a stored or served CRD version. */
+export class CrdVersionError extends Error {
+  override readonly name = 'CrdVersionError';
+}
+
+/** The controller's leader election was lost (exit 8). */
+export class LeaderElectionLostError extends Error {
+  override readonly name = 'LeaderElectionLostError';
+}
+
 /** Maps an error to its exit code: PrError by class, API errors to `api`, anything else as an I/O failure. */
 export function exitCodeFor(e: unknown): number {
   if (e instanceof ConfigError) return EXIT.usage;
+  if (e instanceof CrdVersionError) return EXIT.crdVersion;
+  if (e instanceof LeaderElectionLostError) return EXIT.leaderLost;
   if (e instanceof KubeApiError || e instanceof ApiUnreachableError) return EXIT.api;
   if (!isPrError(e)) return EXIT.io;
   switch (e.kind) {

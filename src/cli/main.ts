@@ -9,16 +9,30 @@ if (process.argv[2] === 'device' || process.argv[2] === 'demo')
     .warm()
     .catch(() => {});
 
-const [{ runCli }, { registerDemoCommand }, { registerAgentCommand }, { registerClusterCommands }] =
-  await Promise.all([
-    import('./program.js'),
-    import('./demo-command.js'),
-    import('./agent-command.js'),
-    import('./cluster-command.js'),
-  ]);
+const [
+  { runCli },
+  { registerDemoCommand },
+  { registerAgentCommand },
+  { registerClusterCommands },
+  { registerCrdsCommand },
+  { registerControllerCommand },
+] = await Promise.all([
+  import('./program.js'),
+  import('./demo-command.js'),
+  import('./agent-command.js'),
+  import('./cluster-command.js'),
+  import('./crds-command.js'),
+  import('./controller-command.js'),
+]);
 const code = await runCli(
   process.argv.slice(2),
   { stdout: (l) => process.stdout.write(`${l}\n`), stderr: (l) => process.stderr.write(`${l}\n`) },
-  [registerDemoCommand, registerAgentCommand, registerClusterCommands],
+  [
+    registerDemoCommand,
+    registerAgentCommand,
+    registerClusterCommands,
+    registerCrdsCommand,
+    registerControllerCommand,
+  ],
 );
 process.exitCode = code;

@@ -4,12 +4,16 @@
  */
 import { parseHostPort } from '../obs/http-server.js';
 import { parseReservationType, type ReservationType } from '../pr/reservation-type.js';
+import { FENCING_MODES, isFencingMode, type FencingMode } from '../agent/volume-policy.js';
 
 export interface AgentConfig {
   readonly nodeName: string;
   readonly kubeconfig: string | undefined;
   readonly clusterId: string | undefined;
+  /** The type of volumes without a prfence.io/reservation-type annotation (PV, StorageClass). */
   readonly reservationType: ReservationType;
+  /** Whether volumes without a prfence.io/fencing annotation (PV, StorageClass) are fenced. */
+  readonly fencingDefault: FencingMode;
   readonly foreignKeys: 'leave' | 'preempt';
   readonly ioctlTimeoutMs: number;
   /** Parsed for compatibility; ignored: one native call is in flight per device (executor.ts). */
@@ -29,6 +33,7 @@ export interface RawAgentFlags {
   kubeconfig?: string;
   clusterId?: string;
   reservationType?: string;
+  fencingDefault?: string;
   foreignKeys?: string;
   ioctlTimeout?: string;
   maxInFlight?: string;
@@ -60,7 +65,7 @@ export function parseDurationMs(v: string, what: string): number {
   return m[2] === 's' ? n * 1000 : m[2] === 'm' ? n * 60_000 : n;
 }
 
-function hostPort(v: string | undefined): string | undefined {
+export function hostPort(v: string | undefined): string | undefined {
   if (v === undefined || v === '') return undefined;
   try {
     parseHostPort(v);
@@ -70,7 +75,7 @@ function hostPort(v: string | undefined): string | undefined {
   return v;
 }
 
-const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+export const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 
 /** Builds the frozen config; flags win over the environment (NODE_NAME, KUBECONFIG). */
 export function loadAgentConfig(
@@ -85,6 +90,9 @@ export function loadAgentConfig(
   } catch (e) {
     throw new ConfigError((e as Error).message);
   }
+  const fencingDefault = flags.fencingDefault ?? 'enabled';
+  if (!isFencingMode(fencingDefault))
+    throw new ConfigError(`--fencing-default must be ${FENCING_MODES.join(' or ')}, got "${fencingDefault}"`);
   const foreign = flags.foreignKeys ?? 'leave';
   if (foreign !== 'leave' && foreign !== 'preempt')
     throw new ConfigError(`--foreign-keys must be leave or preempt, got "${foreign}"`);
@@ -96,6 +104,7 @@ export function loadAgentConfig(
     kubeconfig: flags.kubeconfig ?? env.KUBECONFIG,
     clusterId: flags.clusterId,
     reservationType,
+    fencingDefault,
     foreignKeys: foreign,
     ioctlTimeoutMs: flags.ioctlTimeout ? parseDurationMs(flags.ioctlTimeout, '--ioctl-timeout') : 10_000,
     maxInFlight: positiveInt(flags.maxInFlight, '--max-in-flight', 2),

@@ -18,8 +18,26 @@ export type FenceState = (typeof FENCE_STATES)[number];
 export const NODE_PHASES = ['Pending', 'Registered', 'Fenced', 'AccessLost', 'Blocked', 'Error'] as const;
 export type NodePhase = (typeof NODE_PHASES)[number];
 
-export const NODE_CONDITION_TYPES = ['Registered', 'AccessLost', 'Fenced', 'Degraded'] as const;
-export const VOLUME_CONDITION_TYPES = ['Reserved', 'Supported', 'DeviceFound', 'Degraded'] as const;
+/**
+ * `Ready` is the one-line summary `kubectl get nf` shows (READY, REASON columns): True
+ * (Registered, NoVolumes) or False (Fenced, FenceRequested, Blocked, NoFreshView).
+ */
+export const NODE_CONDITION_TYPES = ['Registered', 'AccessLost', 'Fenced', 'Degraded', 'Ready'] as const;
+/**
+ * `Ready` is the one-line summary `kubectl get vr` shows (READY, REASON columns): True
+ * (Reserved) or False (NotReserved, DeviceNotFound, NoPersistentReservations,
+ * RegistrationBlocked). `Reserved` stays what the device says. Configured=False: a
+ * prfence.io/fencing or prfence.io/reservation-type annotation (PV or StorageClass) does
+ * not parse; no device command is sent for the volume until it does.
+ */
+export const VOLUME_CONDITION_TYPES = [
+  'Reserved',
+  'Supported',
+  'DeviceFound',
+  'Degraded',
+  'Ready',
+  'Configured',
+] as const;
 export const DEVICE_KINDS = ['scsi', 'nvme'] as const;
 export const FENCE_RESULTS = ['Fenced', 'Failed'] as const;
 /** Named deviations from SPC-4 / the NVMe specification that a device showed (VolumeReservation status.quirks). */
@@ -43,6 +61,8 @@ export interface ObjectMeta {
   generation?: number;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
+  /** Server-side apply ownership (metav1.ManagedFieldsEntry; only what prfence reads). */
+  managedFields?: { manager?: string; subresource?: string; fieldsV1?: Record<string, unknown> }[];
 }
 
 export interface NodeFenceSpec {
@@ -119,8 +139,11 @@ export interface VolumeReservationStatus {
 export interface VolumeReservation {
   apiVersion: typeof API_VERSION;
   kind: 'VolumeReservation';
+  /**
+   * No spec: the agents create and own these objects. (`spec.reservationType` was removed;
+   * a volume's type is the PV or StorageClass annotation prfence.io/reservation-type.)
+   */
   metadata: ObjectMeta;
-  spec?: { reservationType?: ReservationType };
   status?: VolumeReservationStatus;
 }
 

@@ -164,7 +164,8 @@ export function decideVolume(input: FenceInput): FencePlan {
       return {
         role: 'handing-over',
         actions: [],
-        reason: 'detached, but the reservation keeps a fenced node out: held until a legitimate node takes it over',
+        reason:
+          'detached, but the reservation keeps a fenced node out: held until a legitimate node takes it over',
         keys,
       };
     const actions: FenceAction[] = [];
@@ -275,4 +276,3 @@ export function decideVolume(input: FenceInput): FencePlan {
     keys,
   };
 }
-

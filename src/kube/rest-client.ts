@@ -31,6 +31,8 @@ export interface RestRequest {
   path: string;
   body?: unknown;
   contentType?: string;
+  /** Accept header; default application/json (e.g. the Table view kubectl asks for). */
+  accept?: string;
   query?: Record<string, string>;
   signal?: AbortSignal;
   timeoutMs?: number;
@@ -84,7 +86,7 @@ export class RestClient {
     for (const [k, v] of Object.entries(req.query ?? {})) url.searchParams.set(k, v);
     // gzip: the API server compresses large answers (lists) when asked.
     const headers: Record<string, string> = {
-      Accept: 'application/json',
+      Accept: req.accept ?? 'application/json',
       'Accept-Encoding': 'gzip',
       'User-Agent': this.#userAgent,
     };

@@ -12,6 +12,10 @@ export interface AgentMetrics {
   readonly queue: QueueMetrics;
   /** One stale key removed (or not) from a volume; seconds since the trigger was seen. */
   fence(result: 'fenced' | 'failed', seconds: number | undefined): void;
+  /** This node took a reservation over from a node handing it over (no fence). */
+  takeover(): void;
+  /** Volumes whose reservation this node holds only to hand it over (detached while a node is fenced). */
+  handingOver(n: number): void;
   reconciled(outcome: string): void;
   /** 1 while this node may register keys (S2), 0 while it is fenced or out of service. */
   registrationAllowed(allowed: boolean): void;
@@ -37,6 +41,16 @@ export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): Age
     name: 'prfence_fence_duration_seconds',
     help: 'From the trigger (VolumeAttachment, NodeFence or taint change) seen by this agent until the stale key was gone from the device (read back).',
     buckets: SECONDS,
+    registers,
+  });
+  const takeovers = new Counter({
+    name: 'prfence_takeovers_total',
+    help: 'Reservations this agent took over from a node that held them only to hand them over (no fence).',
+    registers,
+  });
+  const handing = new Gauge({
+    name: 'prfence_handing_over_volumes',
+    help: 'Volumes this node left but whose reservation it holds, because a fenced node may still write, until the next node takes it over.',
     registers,
   });
   const reconciles = new Counter({
@@ -137,6 +151,8 @@ export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): Age
       fences.inc({ result });
       if (result === 'fenced' && seconds !== undefined) fenceSeconds.observe(seconds);
     },
+    takeover: () => takeovers.inc(),
+    handingOver: (n) => handing.set(n),
     reconciled: (outcome) => reconciles.inc({ outcome }),
     registrationAllowed: (a) => allowed.set(a ? 1 : 0),
     apiRequest: (method, code) => api.inc({ method, code: String(code) }),

@@ -165,6 +165,7 @@ describe('agent against a real API server (memory LUs)', () => {
     });
     expect(vr.status?.conditions).toEqual([
       expect.objectContaining({ type: 'DeviceFound', status: 'False', reason: 'DeviceNotFound' }),
+      expect.objectContaining({ type: 'Ready', status: 'False', reason: 'DeviceNotFound' }),
     ]);
     expect(vr.status?.conditions?.[0]?.message).toContain(lu.id);
     c.lus.set(lu.id, lu); // the path comes up (e.g. a rescan)

@@ -7,6 +7,7 @@ import { DEVICE_ANNOTATION } from '../../src/agent/cluster-view.js';
 import { API_VERSION, GROUP, VERSION, type NodeFence, type VolumeReservation } from '../../src/crd/types.js';
 import { clusterObjectPath, RestClient } from '../../src/kube/rest-client.js';
 import type { ReservationType } from '../../src/pr/reservation-type.js';
+import type { FencingMode } from '../../src/agent/volume-policy.js';
 import { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
 import type { PrDevice } from '../../src/pr/pr-device.js';
 import { adminKubeConfig, uniqueName } from '../envtest/kube.js';
@@ -35,6 +36,7 @@ export interface StartAgentOptions {
   /** Default 3 s here (the agent's default is 10 s). */
   leaveGraceMs?: number;
   reservationType?: ReservationType;
+  fencingDefault?: FencingMode;
   freshnessMs?: number;
   stateDir?: string;
 }
@@ -89,27 +91,65 @@ export class Cluster {
   readonly deviceCalls = new Set<(c: DeviceCall) => void>();
   readonly log = pino({ level: process.env.PRFENCE_TEST_LOG ?? 'silent' });
 
+  /** Nodes this cluster created: their NodeFences are deleted by stopAll. */
+  readonly #nodes: string[] = [];
+
   async node(prefix: string): Promise<string> {
     const name = uniqueName(prefix);
     await this.core.createNode({ body: { metadata: { name } } });
+    this.#nodes.push(name);
     return name;
   }
 
-  async pv(kind: 'scsi' | 'nvme' = 'scsi'): Promise<{ name: string; lu: MemoryLogicalUnit }> {
+  /** A PV on a new memory LU; `annotations` are added to the device annotation. */
+  async pv(
+    kind: 'scsi' | 'nvme' = 'scsi',
+    opts: { annotations?: Record<string, string>; storageClassName?: string } = {},
+  ): Promise<{ name: string; lu: MemoryLogicalUnit }> {
     const name = uniqueName('pv');
     const lu = new MemoryLogicalUnit({ kind, id: `lu-${name}` });
     this.lus.set(lu.id, lu);
     await this.core.createPersistentVolume({
       body: {
-        metadata: { name, annotations: { [DEVICE_ANNOTATION]: lu.id } },
+        metadata: { name, annotations: { ...opts.annotations, [DEVICE_ANNOTATION]: lu.id } },
         spec: {
           capacity: { storage: '1Gi' },
           accessModes: ['ReadWriteOnce'],
           csi: { driver: 'test.csi.prfence.io', volumeHandle: name },
+          ...(opts.storageClassName ? { storageClassName: opts.storageClassName } : {}),
         },
       },
     });
     return { name, lu };
+  }
+
+  /** Sets (string) or removes (null) annotations of a PV (a merge patch). */
+  async annotatePv(name: string, annotations: Record<string, string | null>): Promise<void> {
+    await this.rest.send({
+      method: 'PATCH',
+      path: `/api/v1/persistentvolumes/${name}`,
+      contentType: 'application/merge-patch+json',
+      body: { metadata: { annotations } },
+    });
+  }
+
+  /** A StorageClass of the test CSI driver with these annotations; returns its name. */
+  async storageClass(annotations: Record<string, string>): Promise<string> {
+    const name = uniqueName('sc');
+    await this.storage.createStorageClass({
+      body: { metadata: { name, annotations }, provisioner: 'test.csi.prfence.io' },
+    });
+    return name;
+  }
+
+  /** Sets (string) or removes (null) annotations of a StorageClass (a merge patch). */
+  async annotateStorageClass(name: string, annotations: Record<string, string | null>): Promise<void> {
+    await this.rest.send({
+      method: 'PATCH',
+      path: `/apis/storage.k8s.io/v1/storageclasses/${name}`,
+      contentType: 'application/merge-patch+json',
+      body: { metadata: { annotations } },
+    });
   }
 
   async attach(pv: string, node: string): Promise<string> {
@@ -146,6 +186,7 @@ export class Cluster {
       resyncMs: opts.resyncMs ?? 2000,
       leaveGraceMs: opts.leaveGraceMs ?? 3000,
       ...(opts.reservationType ? { reservationType: opts.reservationType } : {}),
+      ...(opts.fencingDefault ? { fencingDefault: opts.fencingDefault } : {}),
       ...(opts.freshnessMs ? { freshnessMs: opts.freshnessMs } : {}),
       ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
       ...(opts.metrics ? { metrics: opts.metrics } : {}),
@@ -176,6 +217,17 @@ export class Cluster {
     await Promise.all(this.agents.splice(0).map((a) => a.stop()));
     await Promise.all(this.proxies.splice(0).map((p) => p.close()));
     this.deviceCalls.clear();
+    // Each test starts with no fenced node in the cluster: a Fenced mark left behind would
+    // make every later leaver hold its reservation for a takeover (docs/design.md Handover).
+    await Promise.all(
+      this.#nodes
+        .splice(0)
+        .map((n) =>
+          this.rest
+            .send({ method: 'DELETE', path: clusterObjectPath(GROUP, VERSION, 'nodefences', n) })
+            .catch(() => undefined),
+        ),
+    );
   }
 
   /** events.k8s.io/v1 events about `regarding` (a NodeFence), newest last. */
@@ -229,6 +281,27 @@ export class Cluster {
         body: { status: { phase: null, fencedBy: null, fencedAt: null } },
       });
     }
+  }
+
+  /**
+   * No node is fenced any more in this API server: earlier test files (run one after the
+   * other on the same API server) leave Fenced nodes behind, and while one exists a leaver
+   * holding a reservation hands it over instead of releasing (DESIGN.md "Handover").
+   */
+  async unfenceAll(): Promise<void> {
+    const nfs = await this.rest.get<{ items: NodeFence[] }>(clusterObjectPath(GROUP, VERSION, 'nodefences'));
+    for (const nf of nfs.items)
+      if (nf.spec?.fenceState === 'Fenced' || nf.status?.phase === 'Fenced')
+        await this.setFenceState(nf.metadata.name, 'Unfenced', true);
+    const nodes = await this.core.listNode();
+    for (const n of nodes.items)
+      if (n.spec?.taints?.some((t) => t.key === 'node.kubernetes.io/out-of-service'))
+        await this.rest.send({
+          method: 'PATCH',
+          path: `/api/v1/nodes/${n.metadata!.name}`,
+          contentType: 'application/merge-patch+json',
+          body: { spec: { taints: null } },
+        });
   }
 
   async taintOutOfService(node: string): Promise<void> {

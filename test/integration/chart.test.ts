@@ -27,6 +27,11 @@ const PATHS: Record<string, (o: Obj) => string> = {
   ClusterRole: (o) => `/apis/rbac.authorization.k8s.io/v1/clusterroles/${o.metadata.name}`,
   ClusterRoleBinding: (o) => `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${o.metadata.name}`,
   DaemonSet: (o) => `/apis/apps/v1/namespaces/${o.metadata.namespace}/daemonsets/${o.metadata.name}`,
+  Deployment: (o) => `/apis/apps/v1/namespaces/${o.metadata.namespace}/deployments/${o.metadata.name}`,
+  Role: (o) =>
+    `/apis/rbac.authorization.k8s.io/v1/namespaces/${o.metadata.namespace}/roles/${o.metadata.name}`,
+  RoleBinding: (o) =>
+    `/apis/rbac.authorization.k8s.io/v1/namespaces/${o.metadata.namespace}/rolebindings/${o.metadata.name}`,
   CustomResourceDefinition: (o) =>
     `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${o.metadata.name}`,
 };
@@ -64,10 +69,14 @@ describe('Helm chart', () => {
 
   it.each([
     ['reservationType=shared', /at '\/reservationType': value must be one of/],
+    ['fencingDefault=off', /at '\/fencingDefault': value must be one of 'enabled', 'disabled'/],
     ['foreignKeys=sometimes', /at '\/foreignKeys': value must be one of 'leave', 'preempt'/],
     ['logLevl=debug', /additional properties 'logLevl' not allowed/],
     ['httpEndpoint=localhost', /at '\/httpEndpoint': .*does not match pattern/],
     ['ioctlTimeout=soon', /at '\/ioctlTimeout': .*does not match pattern/],
+    ['controller.replica=3', /at '\/controller': additional properties 'replica' not allowed/],
+    ['controller.replicas=-1', /at '\/controller\/replicas': .*minimum/],
+    ['controller.resync=soon', /at '\/controller\/resync': .*does not match pattern/],
   ])('bad value %s -> helm refuses with a clear message', (set, msg) => {
     let err = '';
     try {
@@ -88,18 +97,129 @@ describe('Helm chart', () => {
     expect(schema.properties.reservationType.enum).toEqual([...RESERVATION_TYPES]);
   });
 
-  it('renders the CRDs, RBAC, ServiceAccount and DaemonSet', () => {
-    expect(objects.map((o) => o.kind).sort()).toEqual(
+  it('fencingDefault -> passed to the agent as --fencing-default (default enabled)', () => {
+    const args = (set: string[]) => {
+      const out = execFileSync(
+        helm,
+        ['template', 't', 'charts/prfence', '--kube-version', '1.36.0', ...set],
+        { encoding: 'utf8' },
+      );
+      const ds = parseAllDocuments(out)
+        .map(
+          (d) =>
+            d.toJS() as {
+              kind?: string;
+              spec?: { template: { spec: { containers: { args: string[] }[] } } };
+            },
+        )
+        .find((o) => o?.kind === 'DaemonSet');
+      return ds!.spec!.template.spec.containers[0]!.args;
+    };
+    expect(args([])).toContain('--fencing-default=enabled');
+    expect(args(['--set', 'fencingDefault=disabled'])).toContain('--fencing-default=disabled');
+  });
+
+  it('renders the CRDs, RBAC, ServiceAccounts, DaemonSet and controller Deployment', () => {
+    expect(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual(
       [
-        'ClusterRole',
-        'ClusterRoleBinding',
-        'CustomResourceDefinition',
-        'CustomResourceDefinition',
-        'CustomResourceDefinition',
-        'DaemonSet',
-        'ServiceAccount',
+        'ClusterRole/prfence-agent',
+        'ClusterRoleBinding/prfence-agent',
+        'ClusterRole/prfence-controller',
+        'ClusterRoleBinding/prfence-controller',
+        'CustomResourceDefinition/nodefences.prfence.io',
+        'CustomResourceDefinition/reservationkeys.prfence.io',
+        'CustomResourceDefinition/volumereservations.prfence.io',
+        'DaemonSet/prfence-agent',
+        'Deployment/prfence-controller',
+        'Role/prfence-controller-leader-election',
+        'RoleBinding/prfence-controller-leader-election',
+        'ServiceAccount/prfence-agent',
+        'ServiceAccount/prfence-controller',
       ].sort(),
     );
+  });
+
+  it('controller Deployment: 2 replicas, `prfence controller` with leader election in its namespace, probes, resources, not root, no privileges', () => {
+    const d = objects.find((o) => o.kind === 'Deployment') as unknown as {
+      spec: {
+        replicas: number;
+        selector: { matchLabels: Record<string, string> };
+        template: {
+          spec: {
+            serviceAccountName: string;
+            securityContext: { runAsNonRoot: boolean; runAsUser: number };
+            containers: {
+              image: string;
+              args: string[];
+              env: { name: string }[];
+              livenessProbe?: unknown;
+              readinessProbe?: unknown;
+              resources: { requests?: unknown; limits?: unknown };
+              securityContext: Record<string, unknown>;
+            }[];
+          };
+        };
+      };
+    };
+    const ds = objects.find((o) => o.kind === 'DaemonSet') as unknown as {
+      spec: {
+        selector: { matchLabels: Record<string, string> };
+        template: { spec: { containers: { image: string }[] } };
+      };
+    };
+    const pod = d.spec.template.spec;
+    const c = pod.containers[0]!;
+    expect({
+      replicas: d.spec.replicas,
+      sa: pod.serviceAccountName,
+      args: c.args.slice(0, 3),
+      sameImage: c.image === ds.spec.template.spec.containers[0]!.image,
+      env: c.env.map((e) => e.name),
+      probes: [!!c.livenessProbe, !!c.readinessProbe],
+      resources: [!!c.resources.requests, !!c.resources.limits],
+      podSecurity: pod.securityContext.runAsNonRoot && pod.securityContext.runAsUser > 0,
+      container: c.securityContext,
+      // the DaemonSet's selector must not match the controller's pods
+      selectorsDisjoint:
+        ds.spec.selector.matchLabels['app.kubernetes.io/name'] !==
+        d.spec.selector.matchLabels['app.kubernetes.io/name'],
+    }).toEqual({
+      replicas: 2,
+      sa: 'prfence-controller',
+      args: ['controller', '--leader-election=true', `--leader-election-namespace=${ns}`],
+      sameImage: true,
+      env: ['POD_NAME', 'POD_NAMESPACE'],
+      probes: [true, true],
+      resources: [true, true],
+      podSecurity: true,
+      container: {
+        allowPrivilegeEscalation: false,
+        privileged: false,
+        readOnlyRootFilesystem: true,
+        capabilities: { drop: ['ALL'] },
+      },
+      selectorsDisjoint: true,
+    });
+  });
+
+  it('controller.enabled=false -> no controller objects', () => {
+    const out = execFileSync(
+      helm,
+      ['template', 't', 'charts/prfence', '--kube-version', '1.36.0', '--set', 'controller.enabled=false'],
+      { encoding: 'utf8' },
+    );
+    expect(out).not.toMatch(/prfence-controller/);
+  });
+
+  it('RBAC: no wildcard verb, resource or group in any rule', () => {
+    const rules = objects
+      .filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')
+      .flatMap(
+        (o) =>
+          (o as unknown as { rules: { verbs: string[]; resources: string[]; apiGroups: string[] }[] }).rules,
+      );
+    expect(rules.length).toBeGreaterThan(10);
+    expect(rules.filter((r) => [...r.verbs, ...r.resources, ...r.apiGroups].includes('*'))).toEqual([]);
   });
 
   it('every rendered object -> accepted by the API server (server-side dry run)', async () => {
@@ -143,6 +263,9 @@ describe('Helm chart', () => {
         })
       ).status?.allowed ?? false;
     expect(await can('watch', 'storage.k8s.io', 'volumeattachments')).toBe(true);
+    // The per-volume policy annotations of StorageClasses (read only).
+    expect(await can('watch', 'storage.k8s.io', 'storageclasses')).toBe(true);
+    expect(await can('update', 'storage.k8s.io', 'storageclasses')).toBe(false);
     expect(await can('patch', 'prfence.io', 'nodefences', 'status')).toBe(true);
     expect(await can('patch', 'prfence.io', 'volumereservations', 'status')).toBe(true);
     expect(await can('create', 'events.k8s.io', 'events')).toBe(true);
@@ -154,6 +277,76 @@ describe('Helm chart', () => {
     expect(await can('update', 'prfence.io', 'reservationkeys')).toBe(false);
     expect(await can('delete', 'prfence.io', 'reservationkeys')).toBe(false);
     expect(await can('get', '', 'secrets')).toBe(false);
+  });
+
+  it('RBAC -> the controller may lead, request fences and collect, and nothing more', async () => {
+    const rest = new RestClient(adminKubeConfig());
+    await rest
+      .send({ method: 'POST', path: '/api/v1/namespaces', body: { metadata: { name: ns } } })
+      .catch(() => undefined); // created by an earlier test
+    for (const o of objects.filter((x) =>
+      ['ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'ServiceAccount'].includes(x.kind),
+    )) {
+      await rest.send({
+        method: 'PATCH',
+        path: PATHS[o.kind]!(o),
+        body: o,
+        contentType: 'application/apply-patch+yaml',
+        query: { fieldManager: 'chart-test', force: 'true' },
+      });
+    }
+    const authz = adminKubeConfig().makeApiClient(AuthorizationV1Api);
+    const can = async (
+      verb: string,
+      group: string,
+      resource: string,
+      where: { namespace?: string; name?: string; subresource?: string } = {},
+    ) =>
+      (
+        await authz.createSubjectAccessReview({
+          body: {
+            spec: {
+              user: `system:serviceaccount:${ns}:prfence-controller`,
+              resourceAttributes: { verb, group, resource, ...where },
+            },
+          },
+        })
+      ).status?.allowed ?? false;
+    const lease = { namespace: ns, name: 'prfence-controller' };
+    const allowed = {
+      getLease: await can('get', 'coordination.k8s.io', 'leases', lease),
+      updateLease: await can('update', 'coordination.k8s.io', 'leases', lease),
+      createLease: await can('create', 'coordination.k8s.io', 'leases', { namespace: ns }),
+      watchNodes: await can('watch', '', 'nodes'),
+      watchPvs: await can('watch', '', 'persistentvolumes'),
+      patchNf: await can('patch', 'prfence.io', 'nodefences'),
+      deleteNf: await can('delete', 'prfence.io', 'nodefences'),
+      deleteVr: await can('delete', 'prfence.io', 'volumereservations'),
+      listRk: await can('list', 'prfence.io', 'reservationkeys'),
+      deleteRk: await can('delete', 'prfence.io', 'reservationkeys'),
+      createEvents: await can('create', 'events.k8s.io', 'events', { namespace: 'default' }),
+    };
+    const denied = {
+      otherLease: await can('update', 'coordination.k8s.io', 'leases', { namespace: ns, name: 'other' }),
+      leaseElsewhere: await can('update', 'coordination.k8s.io', 'leases', {
+        namespace: 'kube-system',
+        name: 'prfence-controller',
+      }),
+      deleteLease: await can('delete', 'coordination.k8s.io', 'leases', lease),
+      patchNfStatus: await can('patch', 'prfence.io', 'nodefences', { subresource: 'status' }),
+      patchVr: await can('patch', 'prfence.io', 'volumereservations'),
+      createRk: await can('create', 'prfence.io', 'reservationkeys'),
+      updateRk: await can('update', 'prfence.io', 'reservationkeys'),
+      deleteNodes: await can('delete', '', 'nodes'),
+      patchNodes: await can('patch', '', 'nodes'),
+      deletePvs: await can('delete', '', 'persistentvolumes'),
+      deleteVa: await can('delete', 'storage.k8s.io', 'volumeattachments'),
+      secrets: await can('get', '', 'secrets', { namespace: ns }),
+    };
+    expect({ allowed, denied }).toEqual({
+      allowed: Object.fromEntries(Object.keys(allowed).map((k) => [k, true])),
+      denied: Object.fromEntries(Object.keys(denied).map((k) => [k, false])),
+    });
   });
 });
 

@@ -12,6 +12,7 @@
  * The fenced node is partitioned (a FaultProxy blackholes its API traffic), never stopped.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { createAgentMetrics } from '../../src/obs/metrics.js';
 import { eventually } from '../envtest/kube.js';
 import { Cluster } from './agent-harness.js';
 
@@ -30,8 +31,9 @@ describe('handover: a reservation that keeps a fenced node out never lapses', ()
       const [na, nb, nc] = [await c.node('node-a'), await c.node('node-b'), await c.node('node-c')];
       const { name: pv, lu } = await c.pv();
       const { proxy: pa } = await c.startProxiedAgent(na, { resyncMs: RESYNC_MS });
-      const b = await c.startAgent(nb, c.kc, { resyncMs: RESYNC_MS });
-      const cc = await c.startAgent(nc, c.kc, { resyncMs: RESYNC_MS });
+      const [mb, mc] = [createAgentMetrics(), createAgentMetrics()];
+      const b = await c.startAgent(nb, c.kc, { resyncMs: RESYNC_MS, metrics: mb });
+      const cc = await c.startAgent(nc, c.kc, { resyncMs: RESYNC_MS, metrics: mc });
       const vaA = await c.attach(pv, na);
       await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 30_000 });
 
@@ -65,9 +67,11 @@ describe('handover: a reservation that keeps a fenced node out never lapses', ()
         });
         // Past the peers' leave grace (3 s in the harness) and a few resyncs: still held.
         await new Promise((r) => setTimeout(r, 3000 + 2 * RESYNC_MS));
-        expect({ holder: lu.state().reservation?.holder, keys: lu.state().registrations.map((r) => r.key) }).toEqual(
-          { holder: nb, keys: [b.key] },
-        );
+        expect({
+          holder: lu.state().reservation?.holder,
+          keys: lu.state().registrations.map((r) => r.key),
+        }).toEqual({ holder: nb, keys: [b.key] });
+        expect(await mb.registry.metrics()).toContain('prfence_handing_over_volumes 1');
         // node-c attaches and takes the reservation over.
         await c.attach(pv, nc);
         await eventually(() => lu.state().reservation?.holder === nc, { timeoutMs: 30_000 });
@@ -92,6 +96,10 @@ describe('handover: a reservation that keeps a fenced node out never lapses', ()
         bPhase: 'Registered',
         lastFenceVictim: na,
       });
+      // Observable as a takeover, not a fence.
+      const textC = await mc.registry.metrics();
+      expect(textC).toContain('prfence_takeovers_total 1');
+      expect(textC).not.toContain('prfence_fences_total{result="fenced"}');
       // The takeover was no loss for node-b: attached again (RWX), it registers.
       await c.attach(pv, nb);
       await eventually(() => lu.state().registrations.some((r) => r.key === b.key), { timeoutMs: 30_000 });

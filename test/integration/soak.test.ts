@@ -240,13 +240,17 @@ describe('soak: random faults, checked over the whole history', () => {
           h.record({ kind: 'attach', node: n.name, lu: v.name });
           n.workload.add(v.name);
         };
+        const stopWorkload = (n: Node, pv: string) => {
+          n.workload.delete(pv);
+          h.record({ kind: 'workload-stopped', node: n.name, lu: pv });
+        };
         const detach = async (v: Volume, n: Node) => {
           const va = v.vas.get(n.name);
           if (!va) return;
           // Graceful when the node is connected: its pod stops before the detach. A partitioned
           // node's workload keeps writing until it is healed (and its kubelet kills the pod).
-          if (!n.partitioned) n.workload.delete(v.name);
-          h.record({ kind: 'detach', node: n.name, lu: v.name, graceful: !n.partitioned });
+          if (!n.partitioned) stopWorkload(n, v.name);
+          h.record({ kind: 'detach', node: n.name, lu: v.name });
           v.vas.delete(n.name);
           await c.detach(va);
         };
@@ -290,7 +294,7 @@ describe('soak: random faults, checked over the whole history', () => {
                 n.partitioned = false;
                 // The kubelet, back in touch, stops pods of volumes no longer attached here.
                 for (const pv of [...n.workload])
-                  if (!vols.find((x) => x.name === pv)!.vas.has(n.name)) n.workload.delete(pv);
+                  if (!vols.find((x) => x.name === pv)!.vas.has(n.name)) stopWorkload(n, pv);
                 h.record({ kind: 'fault', what: 'heal', node: n.name });
                 n.busy = false;
               });
@@ -383,7 +387,7 @@ describe('soak: random faults, checked over the whole history', () => {
         for (const n of nodes) {
           n.partitioned = false;
           for (const pv of [...n.workload])
-            if (!vols.find((x) => x.name === pv)!.vas.has(n.name)) n.workload.delete(pv);
+            if (!vols.find((x) => x.name === pv)!.vas.has(n.name)) stopWorkload(n, pv);
         }
         const deadline = Date.now() + 60_000;
         while (nodes.some((n) => n.busy) && Date.now() < deadline) await sleep(200);

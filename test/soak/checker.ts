@@ -11,9 +11,9 @@
  * - reregistered-after-fence: a node never registers again on any logical unit after its
  *   fence was recorded, until it is unfenced (S2);
  * - fence-not-recorded: every key removed by another party (a fence) is recorded in the
- *   API: the victim's NodeFence shows Fenced at that time or later. A key of a node that
- *   left the logical unit by a graceful detach (its workload stopped) and is taken by the
- *   next node is a takeover of the reservation, not a fence (counted apart);
+ *   API: the victim's NodeFence shows Fenced at that time or later. A key removed from a
+ *   node that is detached there and whose workload there has stopped cannot cut off a
+ *   writer: it is a takeover of the reservation (counted apart), not a fence;
  * - loop-delay: the event loop never stalls (no single delay over a bound; optionally a p99 bound);
  * - api-rate: each agent's API requests per minute stay under a bound.
  */
@@ -58,7 +58,7 @@ export interface Figures {
   fences: number;
   /** Key removals by the node itself (release after detach). */
   selfRemovals: number;
-  /** Keys of nodes that left by a graceful detach, removed by the next node (a takeover). */
+  /** Keys removed by another party from detached nodes whose workload had stopped (a takeover). */
   takeovers: number;
   fencesRecorded: number;
   faults: number;
@@ -116,8 +116,8 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
   // alongside the checks (each check needs only what happened before its event).
   const fenced = new Spans();
   const attached = new Spans();
-  /** node@lu: left by a graceful detach (until attached again). */
-  const leftGracefully = new Set<string>();
+  /** node@lu: detached, and its workload there stopped (until attached again). */
+  const stopped = new Set<string>();
   const requested = new Spans();
   /** node@lu: its key was removed there by another party (until the node is unfenced). */
   const removedBy = new Spans();
@@ -149,11 +149,13 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
         break;
       case 'attach':
         attached.start(`${e.node}@${e.lu}`, e.t);
-        leftGracefully.delete(`${e.node}@${e.lu}`);
+        stopped.delete(`${e.node}@${e.lu}`);
         break;
       case 'detach':
         attached.stop(`${e.node}@${e.lu}`, e.t);
-        if (e.graceful) leftGracefully.add(`${e.node}@${e.lu}`);
+        break;
+      case 'workload-stopped':
+        stopped.add(`${e.node}@${e.lu}`);
         break;
       case 'fence-request':
         requested.start(e.node, e.t);
@@ -230,7 +232,7 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
             );
           const by = e.cause?.node ?? 'unknown';
           if (by === n) f.selfRemovals += 1;
-          else if (leftGracefully.has(`${n}@${e.lu}`)) f.takeovers += 1;
+          else if (stopped.has(`${n}@${e.lu}`) && !attached.at(`${n}@${e.lu}`, e.t)) f.takeovers += 1;
           else {
             f.fences += 1;
             removals.push({ t: e.t, node: n, lu: e.lu, by });

@@ -18,11 +18,13 @@ export type HistoryEvent =
   | { t: number; kind: 'write'; node: string; lu: string; ok: boolean }
   /** The driver created a VolumeAttachment (the API says: node attached to lu) ... */
   | { t: number; kind: 'attach'; node: string; lu: string }
+  /** ... or deleted it (recorded before the delete is sent: from then on the node is not legitimate). */
+  | { t: number; kind: 'detach'; node: string; lu: string }
   /**
-   * ... or deleted it (recorded before the delete is sent: from then on the node is not
-   * legitimate). Graceful: the node was connected and its workload stopped first.
+   * The node's workload stopped writing to lu (its pod stopped: before a graceful detach,
+   * or when a partitioned node is healed and its kubelet finds the volume detached).
    */
-  | { t: number; kind: 'detach'; node: string; lu: string; graceful?: boolean }
+  | { t: number; kind: 'workload-stopped'; node: string; lu: string }
   /** NodeFence status.phase as the driver observed it (a change; null: none). */
   | { t: number; kind: 'phase'; node: string; phase: string | null }
   /** The driver asked for a fence (spec.fenceState Fenced, taint) or unfenced a node (as `prfence unfence`). */

@@ -12,7 +12,8 @@ import { FenceMemory } from '../../../src/agent/fence-memory.js';
 import type { FreshView, FreshViewSource } from '../../../src/agent/fresh-view.js';
 import type { StatusWriter } from '../../../src/agent/status-writer.js';
 import { VolumeReconciler } from '../../../src/agent/volume-reconciler.js';
-import type { NodeFence } from '../../../src/crd/types.js';
+import type { NodeFence, VolumeReservationStatus } from '../../../src/crd/types.js';
+import type { VolumePolicy } from '../../../src/agent/volume-policy.js';
 import { clusterTag, makeKey } from '../../../src/fence/keys.js';
 import { formatKey } from '../../../src/pr/key.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
@@ -71,9 +72,15 @@ function freshOf(get: () => World, opts: { down?: () => boolean } = {}) {
 
 function writerStub() {
   const calls: string[] = [];
+  const statuses: VolumeReservationStatus[] = [];
   const w = {
     calls,
-    writeVolume: () => (calls.push('writeVolume'), Promise.resolve(undefined)),
+    statuses,
+    writeVolume: (_pv: string, s: VolumeReservationStatus) => (
+      calls.push('writeVolume'),
+      statuses.push(s),
+      Promise.resolve(undefined)
+    ),
     recordIntent: () => (calls.push('recordIntent'), Promise.resolve(true)),
     completeFence: () => (calls.push('completeFence'), Promise.resolve()),
     markFenced: (n: string) => (calls.push(`markFenced ${n}`), Promise.resolve()),
@@ -84,9 +91,24 @@ function writerStub() {
   return w;
 }
 
-async function setup(node: 'a' | 'b' | 'c', cache: () => World, fresh: ReturnType<typeof freshOf>) {
-  const lu = new MemoryLogicalUnit({ id: 'lu' });
+const FENCED: VolumePolicy = {
+  kind: 'fenced',
+  reservationType: 'write-exclusive-reg-only',
+  fencingFrom: { from: 'default' },
+  typeFrom: { from: 'default' },
+};
+
+async function setup(
+  node: 'a' | 'b' | 'c',
+  cache: () => World,
+  fresh: ReturnType<typeof freshOf>,
+  policy: () => VolumePolicy = () => FENCED,
+  given: { lu?: MemoryLogicalUnit; memory?: FenceMemory } = {},
+) {
+  const lu = given.lu ?? new MemoryLogicalUnit({ id: 'lu' });
+  const memory = given.memory ?? (await FenceMemory.open(undefined));
   const writer = writerStub();
+  const opened: string[] = [];
   const r = new VolumeReconciler({
     node,
     key: K[node],
@@ -94,15 +116,15 @@ async function setup(node: 'a' | 'b' | 'c', cache: () => World, fresh: ReturnTyp
     caches: () => caches(cache()),
     identityOf: () => 'lu',
     fresh: fresh as unknown as FreshViewSource,
-    devices: new DeviceRegistry(() => Promise.resolve(lu.initiator(node))),
-    memory: await FenceMemory.open(undefined),
+    devices: new DeviceRegistry((id) => (opened.push(id), Promise.resolve(lu.initiator(node)))),
+    memory,
     writer: writer as unknown as StatusWriter,
-    reservationType: 'write-exclusive-reg-only',
+    policyOf: () => policy(),
     foreignKeys: 'leave',
     leaveGraceMs: 0,
     signal: new AbortController().signal,
   });
-  return { lu, r, writer };
+  return { lu, r, writer, opened, memory };
 }
 
 describe('VolumeReconciler: the fresh view gates every device command', () => {
@@ -170,5 +192,136 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
     const i = writer.calls.indexOf('recordIntent');
     expect(i).toBeGreaterThanOrEqual(0);
     expect(writer.calls.slice(i)).toEqual(['recordIntent', 'writeVolume', 'markFenced a', 'completeFence']);
+  });
+});
+
+describe('VolumeReconciler: the volume policy (prfence.io/fencing, prfence.io/reservation-type)', () => {
+  const optedOut: VolumePolicy = { kind: 'opted-out', fencingFrom: { from: 'pv', name: PV } };
+
+  it('a PV type write-exclusive-all-regs -> the device is reserved with that type, not the default', async () => {
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => ({ ...FENCED, reservationType: 'write-exclusive-all-regs' }),
+    );
+    await r.reconcile(PV, log);
+    expect(lu.state().reservation?.type).toBe('write-exclusive-all-regs');
+  });
+
+  it('a type change on a reserved volume -> no command: the type stays until the next reservation or takeover', async () => {
+    let type: 'write-exclusive-reg-only' | 'exclusive-access' = 'write-exclusive-reg-only';
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => ({ ...FENCED, reservationType: type }),
+    );
+    await r.reconcile(PV, log);
+    const before = lu.state();
+    type = 'exclusive-access';
+    await r.reconcile(PV, log);
+    expect(lu.state()).toEqual(before);
+    expect(lu.state().reservation?.type).toBe('write-exclusive-reg-only');
+  });
+
+  it('opted out and never registered here -> the device is not opened, nothing written', async () => {
+    const { lu, r, writer, opened } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => optedOut,
+    );
+    const res = await r.reconcile(PV, log);
+    expect(res.outcome).toBe('opted-out');
+    expect(opened).toEqual([]);
+    expect(lu.state().registrations).toEqual([]);
+    expect(writer.calls).toEqual([]);
+  });
+
+  it('opted out while this node holds the reservation -> it leaves like a detach: release, then unregister', async () => {
+    let policy: VolumePolicy = FENCED;
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => policy,
+    );
+    await r.reconcile(PV, log);
+    expect(lu.state().reservation?.holder).toBe('a');
+    policy = optedOut;
+    const res = await r.reconcile(PV, log);
+    expect(res.registered).toBe(false);
+    expect(lu.state().registrations).toEqual([]);
+    expect(lu.state().reservation).toBeNull();
+    expect(r.touched.has(PV)).toBe(false);
+  });
+
+  it('opted out while a peer is fenced and this node holds the reservation -> held for a takeover, not released', async () => {
+    let policy: VolumePolicy = FENCED;
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: ['a'], fenced: ['c'] }),
+      freshOf(() => ({ vas: ['a'], fenced: ['c'] })),
+      () => policy,
+    );
+    await r.reconcile(PV, log);
+    policy = optedOut;
+    await r.reconcile(PV, log);
+    expect(lu.state().reservation?.holder).toBe('a');
+    expect(r.handingOver.has(PV)).toBe(true);
+  });
+
+  it('restarted agent, volume detached and opted out meanwhile, host memory says registered -> it still leaves', async () => {
+    const first = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+    );
+    await first.r.reconcile(PV, log);
+    expect(first.lu.state().reservation?.holder).toBe('a');
+    // A new reconciler (the agent restarted) over the same LU and host memory: it has seen
+    // nothing of this volume, which is no longer attached here.
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: [] }),
+      freshOf(() => ({ vas: [] })),
+      () => optedOut,
+      { lu: first.lu, memory: first.memory },
+    );
+    await r.reconcile(PV, log);
+    expect(lu.state().registrations).toEqual([]);
+    expect(lu.state().reservation).toBeNull();
+  });
+
+  it('invalid annotation -> no device command (not even a register), Configured=False with the reason', async () => {
+    const { lu, r, writer, opened } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => ({ kind: 'invalid', reason: 'InvalidReservationType', message: 'bad "shared"' }),
+    );
+    const res = await r.reconcile(PV, log);
+    expect(res.outcome).toBe('invalid-policy');
+    expect(opened).toEqual([]);
+    expect(lu.state().registrations).toEqual([]);
+    expect(writer.statuses.at(-1)?.conditions).toMatchObject([
+      { type: 'Configured', status: 'False', reason: 'InvalidReservationType', message: 'bad "shared"' },
+    ]);
+  });
+
+  it('invalid annotation on a volume this node is registered on -> no command: the registration stays', async () => {
+    let policy: VolumePolicy = FENCED;
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas: ['a'] }),
+      freshOf(() => ({ vas: ['a'] })),
+      () => policy,
+    );
+    await r.reconcile(PV, log);
+    const before = lu.state();
+    policy = { kind: 'invalid', reason: 'InvalidFencing', message: 'bad' };
+    await r.reconcile(PV, log);
+    expect(lu.state()).toEqual(before);
   });
 });

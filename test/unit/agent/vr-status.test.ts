@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { hasSharedFields, vrStatusToWrite } from '../../../src/agent/vr-status.js';
-import type { VolumeReservationStatus } from '../../../src/crd/types.js';
+import { hasSharedFields, orphanedConditions, vrStatusToWrite } from '../../../src/agent/vr-status.js';
+import type { VolumeReservation, VolumeReservationStatus } from '../../../src/crd/types.js';
 
 const reserved = (at: string, status: 'True' | 'False' = 'True') => ({
   type: 'Reserved' as const,
@@ -48,5 +48,104 @@ describe('vrStatusToWrite', () => {
     expect(vrStatusToWrite(flipped, newer).status.conditions?.[0]?.lastTransitionTime).toBe(
       '2026-01-01T00:09:00Z',
     );
+  });
+});
+
+const ready = (status: 'True' | 'False', reason: string) => ({
+  type: 'Ready' as const,
+  status,
+  reason,
+  message: 'x',
+  lastTransitionTime: '2026-01-01T00:00:00Z',
+});
+
+describe('vrStatusToWrite: a fallback Ready (a node that cannot read the device)', () => {
+  const missing: VolumeReservationStatus = {
+    registrants: [],
+    conditions: [
+      { ...ready('False', 'DeviceNotFound'), type: 'DeviceFound' },
+      ready('False', 'DeviceNotFound'),
+    ],
+  };
+
+  it('nothing recorded, or another fallback recorded -> written', () => {
+    expect(vrStatusToWrite(missing, undefined, { fallback: true })).toEqual({
+      status: missing,
+      stale: false,
+    });
+    const w = vrStatusToWrite(
+      missing,
+      { conditions: [ready('False', 'RegistrationBlocked')] },
+      { fallback: true },
+    );
+    expect(w.yielded).toBeUndefined();
+    expect(w.status.conditions?.map((c) => `${c.type}=${c.reason}`)).toEqual([
+      'DeviceFound=DeviceNotFound',
+      'Ready=DeviceNotFound',
+    ]);
+  });
+
+  it('a node that read the device recorded Ready -> the fallback yields (its other conditions stay)', () => {
+    const w = vrStatusToWrite(missing, { conditions: [ready('True', 'Reserved')] }, { fallback: true });
+    expect(w.yielded).toBe(true);
+    expect(w.status.conditions?.map((c) => c.type)).toEqual(['DeviceFound']);
+  });
+
+  it('not a fallback (the node that records the device) -> its Ready replaces any', () => {
+    const actor: VolumeReservationStatus = { registrants: [], conditions: [ready('True', 'Reserved')] };
+    const w = vrStatusToWrite(actor, { conditions: [ready('False', 'DeviceNotFound')] });
+    expect(w.yielded).toBeUndefined();
+    expect(w.status.conditions).toEqual(actor.conditions);
+  });
+});
+
+describe('orphanedConditions', () => {
+  const fields = (types: Record<string, boolean>) => ({
+    'f:status': {
+      'f:conditions': Object.fromEntries(
+        Object.entries(types).map(([t, values]) => [
+          `k:{"type":"${t}"}`,
+          values
+            ? { '.': {}, 'f:type': {}, 'f:status': {}, 'f:reason': {}, 'f:message': {} }
+            : { '.': {}, 'f:type': {} },
+        ]),
+      ),
+    },
+  });
+  const vr = (managed: [string, Record<string, boolean>][]): VolumeReservation => ({
+    apiVersion: 'prfence.io/v1alpha1',
+    kind: 'VolumeReservation',
+    metadata: {
+      name: 'pv',
+      managedFields: managed.map(([manager, t]) => ({ manager, subresource: 'status', fieldsV1: fields(t) })),
+    },
+    status: {
+      conditions: [ready('False', 'DeviceNotFound'), { ...ready('True', 'Reserved'), type: 'Reserved' }],
+    },
+  });
+
+  it('values owned only by this manager, the key also by another, and omitted now -> orphaned', () => {
+    const v = vr([
+      ['prfence-agent/a', { Ready: true, Reserved: true }],
+      ['prfence-agent/b', { Ready: false }],
+    ]);
+    expect(orphanedConditions(v, 'prfence-agent/a', { registrants: [] })).toEqual(['Ready']);
+  });
+
+  it('still written, owned by nobody else, or values co-owned -> not orphaned', () => {
+    const v = vr([
+      ['prfence-agent/a', { Ready: true }],
+      ['prfence-agent/b', { Ready: false }],
+    ]);
+    expect(orphanedConditions(v, 'prfence-agent/a', { conditions: [ready('False', 'NotReserved')] })).toEqual(
+      [],
+    );
+    expect(orphanedConditions(vr([['prfence-agent/a', { Ready: true }]]), 'prfence-agent/a', {})).toEqual([]);
+    const shared = vr([
+      ['prfence-agent/a', { Ready: true }],
+      ['prfence-agent/b', { Ready: true }],
+    ]);
+    expect(orphanedConditions(shared, 'prfence-agent/a', {})).toEqual([]);
+    expect(orphanedConditions(v, 'prfence-agent/b', {})).toEqual([]);
   });
 });

@@ -7,6 +7,7 @@ describe('agent config', () => {
     expect(c).toMatchObject({
       nodeName: 'n1',
       reservationType: 'write-exclusive-reg-only',
+      fencingDefault: 'enabled',
       foreignKeys: 'leave',
       ioctlTimeoutMs: 10_000,
     });
@@ -25,9 +26,22 @@ describe('agent config', () => {
     expect(loadAgentConfig({ nodeName: 'n' }, {}).httpEndpoint).toBeUndefined();
   });
 
+  it('--fencing-default disabled / enabled -> parsed as given', () => {
+    expect(loadAgentConfig({ nodeName: 'n', fencingDefault: 'disabled' }, {}).fencingDefault).toBe(
+      'disabled',
+    );
+    expect(loadAgentConfig({ nodeName: 'n', fencingDefault: 'enabled' }, {}).fencingDefault).toBe('enabled');
+  });
+
   it.each([
     ['no node name', {}, /node name missing/],
     ['unknown type', { nodeName: 'n', reservationType: 'shared' }, /unknown reservation type/],
+    [
+      'bad fencing default',
+      { nodeName: 'n', fencingDefault: 'off' },
+      /--fencing-default must be enabled or disabled, got "off"/,
+    ],
+    ['fencing default in capitals', { nodeName: 'n', fencingDefault: 'Disabled' }, /--fencing-default/],
     ['bad foreign policy', { nodeName: 'n', foreignKeys: 'sometimes' }, /foreign-keys/],
     ['bad duration', { nodeName: 'n', ioctlTimeout: 'soon' }, /duration/],
     ['bad count', { nodeName: 'n', workers: '0' }, /positive integer/],

@@ -216,7 +216,12 @@ describe('fence rule', () => {
 
     it('a detached registrant that does not hold it -> unregisters even while a node is fenced', () => {
       const p = decideVolume(
-        input({ self: leaver, legitimate: [{ node: 'c', key: C }], holdForFenced: true, device: dev([B, C], C) }),
+        input({
+          self: leaver,
+          legitimate: [{ node: 'c', key: C }],
+          holdForFenced: true,
+          device: dev([B, C], C),
+        }),
       );
       expect(p.actions).toEqual([{ kind: 'unregister' }]);
     });
@@ -228,7 +233,12 @@ describe('fence rule', () => {
       );
       expect(last.role).toBe('handing-over');
       const notLast = decideVolume(
-        input({ self: leaver, legitimate: [{ node: 'c', key: C }], holdForFenced: true, device: dev([B, C], 0n, t) }),
+        input({
+          self: leaver,
+          legitimate: [{ node: 'c', key: C }],
+          holdForFenced: true,
+          device: dev([B, C], 0n, t),
+        }),
       );
       expect(notLast.actions).toEqual([{ kind: 'unregister' }]);
     });
@@ -245,7 +255,13 @@ describe('fence rule', () => {
       );
       expect(p.actions).toEqual([
         { kind: 'register' },
-        { kind: 'preempt-abort', victim: B, victimNode: 'b', type: 'write-exclusive-reg-only', takeover: true },
+        {
+          kind: 'preempt-abort',
+          victim: B,
+          victimNode: 'b',
+          type: 'write-exclusive-reg-only',
+          takeover: true,
+        },
       ]);
     });
 

@@ -83,19 +83,26 @@ describe('soak history checker', () => {
     expect(props(h)).toEqual([]);
   });
 
-  it('a gracefully detached node whose key the next node takes -> a takeover, no fence-not-recorded', () => {
+  it('a detached node whose workload stopped loses its key to the next node -> a takeover, no fence-not-recorded', () => {
     const h: HistoryEvent[] = [
       ...clean.filter((e) => !(e.kind === 'keys' && e.t === 81)),
+      { t: 79, kind: 'workload-stopped', node: 'b', lu: 'lu1' },
       { t: 82, kind: 'attach', node: 'c', lu: 'lu1' },
       { t: 83, kind: 'keys', lu: 'lu1', registrants: ['a', 'b', 'c'], cause: { node: 'c', op: 'register' } },
-      { t: 84, kind: 'keys', lu: 'lu1', registrants: ['a', 'c'], cause: { node: 'c', op: 'preemptAndAbort' } },
-    ].map((e) => (e.kind === 'detach' && e.t === 80 ? { ...e, graceful: true } : e));
+      {
+        t: 84,
+        kind: 'keys',
+        lu: 'lu1',
+        registrants: ['a', 'c'],
+        cause: { node: 'c', op: 'preemptAndAbort' },
+      },
+    ];
     const r = checkHistory(h);
     expect(r.violations).toEqual([]);
     expect(r.figures).toMatchObject({ takeovers: 1, fences: 1 });
   });
 
-  it('a node detached while partitioned whose key is removed without a record -> fence-not-recorded', () => {
+  it('a detached node whose workload still writes loses its key without a record -> fence-not-recorded', () => {
     const h: HistoryEvent[] = [
       ...clean.filter((e) => !(e.kind === 'keys' && e.t === 81)),
       { t: 84, kind: 'keys', lu: 'lu1', registrants: ['a'], cause: { node: 'a', op: 'preemptAndAbort' } },

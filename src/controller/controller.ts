@@ -1,0 +1,320 @@
+/**
+ * `prfence controller`: the cluster-level component (a Deployment, kubernetes-csi sidecar
+ * style). Replicas campaign for a Lease (leader-election.ts); only the leader acts. While
+ * it leads it watches Nodes, PersistentVolumes, NodeFences and VolumeReservations, and a
+ * small work queue of keys (`taint/<node>`, `nf/<node>`, `vr/<pv>`) drives level-based
+ * reconciles: the out-of-service taint becomes a fence request (taint-fence.ts), objects
+ * of deleted Nodes and PVs are collected (garbage-collector.ts). Every write goes through
+ * one guard (acting.ts): once the leader's renew deadline passes, nothing more is sent.
+ *
+ * Not done here yet: per-node desired state (the agents still compute everything).
+ */
+import type { V1Node, V1PersistentVolume } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { NodeFence, VolumeReservation } from '../crd/types.js';
+import type { ConnectionSource } from '../kube/connection.js';
+import { EventRecorder } from '../kube/events.js';
+import { startInformer, type ResilientInformer } from '../kube/informer.js';
+import { RestClient } from '../kube/rest-client.js';
+import { WorkQueue } from '../kube/work-queue.js';
+import type { ControllerMetrics } from '../obs/controller-metrics.js';
+import { describeError } from '../obs/logger.js';
+import { FIELD_MANAGER, NotLeaderError, type Acting, type ControllerAction } from './acting.js';
+import { isConflict, nfPath, nodePath, pvPath, vrPath } from './api.js';
+import { collectNodeFence, collectVolumeReservation, type GcCaches } from './garbage-collector.js';
+import { LeaderElector, type ElectionEnd } from './leader-election.js';
+import type { LeaderTimings } from './lease.js';
+import { outOfServiceTaint, reconcileTaint } from './taint-fence.js';
+
+export const LEASE_NAME = 'prfence-controller';
+
+export interface LeaderElectionOptions extends LeaderTimings {
+  namespace: string;
+  /** Default prfence-controller. */
+  leaseName?: string;
+}
+
+export interface ControllerOptions {
+  kubeConfig: ConnectionSource;
+  log: Logger;
+  /** Lease holder identity and event reporting instance: pod name + random suffix. */
+  identity: string;
+  /** false: act at once, alone (one replica only). */
+  leaderElection: false | LeaderElectionOptions;
+  /** Every object is looked at again this often. Default 60 s. */
+  resyncMs?: number;
+  workers?: number;
+  metrics?: ControllerMetrics;
+  /** Namespace of the events about cluster-scoped objects. Default `default` (as the agents). */
+  eventNamespace?: string;
+  watchIdleTimeoutMs?: number;
+  /** Called right before each write is sent (tests record who acted when). */
+  onAction?: (a: ControllerAction & { at: number }) => void;
+  /** Called when this replica starts (true) or stops (false) acting; `at` is performance.now(). */
+  onActing?: (acting: boolean, at: number) => void;
+  onReconciled?: (key: string, outcome: string) => void;
+}
+
+type Kind = 'taint' | 'nf' | 'vr';
+
+export class Controller {
+  readonly identity: string;
+  readonly #o: ControllerOptions;
+  readonly #rest: RestClient;
+  readonly #elector: LeaderElector | undefined;
+  readonly #events: EventRecorder;
+  readonly #acting: Acting;
+  #active = false;
+  #stopped = false;
+  #queue: WorkQueue<string> | undefined;
+  #informers: ResilientInformer<never>[] = [];
+  #nodes: ResilientInformer<V1Node> | undefined;
+  #pvs: ResilientInformer<V1PersistentVolume> | undefined;
+  #nfs: ResilientInformer<NodeFence> | undefined;
+  #vrs: ResilientInformer<VolumeReservation> | undefined;
+  #resync: NodeJS.Timeout | undefined;
+  #teardown: Promise<unknown> = Promise.resolve();
+  #endAlone: ((e: ElectionEnd) => void) | undefined;
+  #onStopActing: (() => void) | undefined;
+
+  constructor(o: ControllerOptions) {
+    this.#o = o;
+    this.identity = o.identity;
+    const m = o.metrics;
+    this.#rest = new RestClient(o.kubeConfig, {
+      userAgent: `prfence-controller/${o.identity}`,
+      ...(m ? { onResponse: m.apiRequest } : {}),
+    });
+    this.#events = new EventRecorder({
+      rest: this.#rest,
+      log: o.log,
+      controller: 'prfence.io/controller',
+      instance: o.identity,
+      namespace: o.eventNamespace ?? 'default',
+    });
+    const le = o.leaderElection;
+    this.#elector = le
+      ? new LeaderElector({
+          rest: this.#rest,
+          namespace: le.namespace,
+          name: le.leaseName ?? LEASE_NAME,
+          identity: o.identity,
+          log: o.log,
+          leaseDurationMs: le.leaseDurationMs,
+          renewDeadlineMs: le.renewDeadlineMs,
+          retryPeriodMs: le.retryPeriodMs,
+          onStartedLeading: () => this.#startActing(),
+          onStoppedLeading: () => this.#stopActing(),
+        })
+      : undefined;
+    this.#acting = {
+      rest: this.#rest,
+      log: o.log,
+      metrics: m,
+      write: async (a, fn) => {
+        if (!this.mayAct())
+          throw new NotLeaderError(`not the leader: ${a.kind} ${a.resource}/${a.name} not sent`);
+        this.#o.onAction?.({ ...a, at: performance.now() });
+        return fn();
+      },
+      event: async (e) => {
+        if (!this.mayAct()) return;
+        this.#o.onAction?.({ kind: 'event', resource: 'events', name: e.reason, at: performance.now() });
+        await this.#events.emit(e);
+      },
+    };
+  }
+
+  /** Campaigns (or, without leader election, acts at once) until stop() or the lease is lost. */
+  run(): Promise<ElectionEnd> {
+    if (!this.#elector) {
+      const end = new Promise<ElectionEnd>((r) => (this.#endAlone = r));
+      this.#startActing();
+      return end;
+    }
+    return this.#elector.run().then(async (end) => {
+      await this.#teardown;
+      return end;
+    });
+  }
+
+  /** True while this replica may send writes: acting, and (with leader election) leading before its deadline. */
+  mayAct(): boolean {
+    return this.#active && (this.#elector ? this.#elector.isLeader() : true);
+  }
+
+  /** The Lease holder this replica last saw (undefined without leader election). */
+  observedLeader(): string | undefined {
+    return this.#elector?.observedHolder();
+  }
+
+  /** Undefined when healthy, else why not (/readyz): the Lease cannot be read, or a watch is dead. */
+  notReady(): string | undefined {
+    const lease = this.#elector?.problem();
+    if (lease && lease !== 'not tried yet') return lease;
+    if (!this.#active) return undefined;
+    return this.#informers.map((i) => i.problem()).find((p) => p !== undefined);
+  }
+
+  /** Stops acting first, then releases the Lease (another replica takes over at once). */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#stopActing();
+    await this.#teardown;
+    await this.#elector?.stop({ release: true });
+    this.#endAlone?.('stopped');
+    this.#rest.close();
+  }
+
+  #caches(): GcCaches {
+    return {
+      node: (n) => this.#nodes?.get(n),
+      pv: (n) => this.#pvs?.get(n),
+      nodeFence: (n) => this.#nfs?.get(n),
+      volumeReservation: (n) => this.#vrs?.get(n),
+    };
+  }
+
+  #startActing(): void {
+    if (this.#active || this.#stopped) return;
+    this.#active = true;
+    this.#o.metrics?.isLeader(true);
+    this.#o.onActing?.(true, performance.now());
+    this.#o.log.info(
+      { identity: this.identity, fieldManager: FIELD_MANAGER },
+      'acting: watching nodes, volumes, fences',
+    );
+    const queue = new WorkQueue<string>({
+      baseDelayMs: 500,
+      maxDelayMs: 60_000,
+      ...(this.#o.metrics ? { metrics: this.#o.metrics.queue } : {}),
+    });
+    this.#queue = queue;
+    const add = (kind: Kind, name: string | undefined) => name && queue.add(`${kind}/${name}`);
+    const common = {
+      rest: this.#rest,
+      log: this.#o.log,
+      idleTimeoutMs: this.#o.watchIdleTimeoutMs ?? 90_000,
+    };
+    this.#nodes = startInformer<V1Node>({
+      ...common,
+      path: nodePath(),
+      transform: slimNode,
+      handlers: {
+        onAdd: (n) => add('taint', n.metadata?.name),
+        onUpdate: (n, old) => {
+          if (!!outOfServiceTaint(n) !== !!outOfServiceTaint(old)) add('taint', n.metadata?.name);
+        },
+        onDelete: (n) => add('nf', n.metadata?.name),
+      },
+    });
+    this.#pvs = startInformer<V1PersistentVolume>({
+      ...common,
+      path: pvPath(),
+      transform: (pv) => ({
+        metadata: { name: pv.metadata?.name ?? '', resourceVersion: pv.metadata?.resourceVersion ?? '' },
+      }),
+      handlers: { onDelete: (pv) => add('vr', pv.metadata?.name) },
+    });
+    this.#nfs = startInformer<NodeFence>({
+      ...common,
+      path: nfPath(),
+      handlers: {
+        onAdd: (nf) => (add('taint', nf.metadata.name), add('nf', nf.metadata.name)),
+        onUpdate: (nf) => (add('taint', nf.metadata.name), add('nf', nf.metadata.name)),
+      },
+    });
+    this.#vrs = startInformer<VolumeReservation>({
+      ...common,
+      path: vrPath(),
+      handlers: { onAdd: (vr) => add('vr', vr.metadata.name), onUpdate: (vr) => add('vr', vr.metadata.name) },
+    });
+    const informers = [this.#nodes, this.#pvs, this.#nfs, this.#vrs] as ResilientInformer<never>[];
+    this.#informers = informers;
+    const resyncAll = () => {
+      for (const n of this.#nodes?.list() ?? []) add('taint', n.metadata?.name);
+      for (const nf of this.#nfs?.list() ?? []) add('nf', nf.metadata.name);
+      for (const vr of this.#vrs?.list() ?? []) add('vr', vr.metadata.name);
+    };
+    const stopped = new Promise<void>((r) => (this.#onStopActing = r));
+    const workers = (async () => {
+      // Caches that never sync (API server unreachable) must not hold up a stop.
+      await Promise.race([Promise.all(informers.map((i) => i.synced)), stopped]);
+      if (!this.#active) return;
+      resyncAll();
+      this.#resync = setInterval(resyncAll, this.#o.resyncMs ?? 60_000);
+      this.#resync.unref();
+      await Promise.all(
+        Array.from({ length: this.#o.workers ?? 2 }, async () => {
+          for (;;) {
+            const key = await queue.get();
+            if (key === undefined) return;
+            await this.#process(queue, key);
+          }
+        }),
+      );
+    })();
+    this.#teardown = workers;
+  }
+
+  /** Stops acting now (synchronously: no write is sent after this), then tears down. */
+  #stopActing(): void {
+    if (!this.#active) return;
+    this.#active = false;
+    this.#o.metrics?.isLeader(false);
+    this.#o.onActing?.(false, performance.now());
+    this.#o.log.info({ identity: this.identity }, 'stopped acting');
+    clearInterval(this.#resync);
+    this.#queue?.shutDown();
+    this.#onStopActing?.();
+    const informers = this.#informers;
+    this.#informers = [];
+    const workers = this.#teardown;
+    this.#teardown = Promise.allSettled([workers, ...informers.map((i) => i.stop())]);
+  }
+
+  async #process(queue: WorkQueue<string>, key: string): Promise<void> {
+    const slash = key.indexOf('/');
+    const kind = key.slice(0, slash) as Kind;
+    const name = key.slice(slash + 1);
+    const caches = this.#caches();
+    const label = kind === 'taint' ? 'taint' : kind === 'nf' ? 'nodefence' : 'volumereservation';
+    try {
+      const outcome =
+        kind === 'taint'
+          ? await reconcileTaint(this.#acting, caches, name)
+          : kind === 'nf'
+            ? await collectNodeFence(this.#acting, caches, name)
+            : await collectVolumeReservation(this.#acting, caches, name);
+      queue.forget(key);
+      this.#o.metrics?.reconciled(label, outcome);
+      this.#o.onReconciled?.(key, outcome);
+    } catch (e) {
+      if (e instanceof NotLeaderError) return;
+      this.#o.metrics?.reconciled(label, 'error');
+      this.#o.onReconciled?.(key, 'error');
+      if (isConflict(e)) queue.addAfter(key, 1000);
+      else {
+        this.#o.log.warn({ key, err: describeError(e) }, 'reconcile failed; retrying with backoff');
+        queue.addRateLimited(key);
+      }
+    } finally {
+      queue.done(key);
+    }
+  }
+}
+
+/** Keeps what the controller reads of a Node: name, uid, taint keys and effects. */
+function slimNode(n: V1Node): V1Node {
+  return {
+    metadata: {
+      name: n.metadata?.name ?? '',
+      resourceVersion: n.metadata?.resourceVersion ?? '',
+      uid: n.metadata?.uid ?? '',
+    },
+    ...(n.spec?.taints?.length
+      ? { spec: { taints: n.spec.taints.map((t) => ({ key: t.key, effect: t.effect })) } }
+      : {}),
+  };
+}

@@ -1,0 +1,70 @@
+/**
+ * The out-of-service taint becomes a recorded fence request: a Node with the taint
+ * `node.kubernetes.io/out-of-service` (any effect) gets its NodeFence
+ * `spec.fenceState: Fenced`, `reason: OutOfService`, `requestedBy: prfence-controller`
+ * (server-side apply, field manager prfence-controller), once, and a Warning event. The
+ * agents already treat the taint as a fence request; this makes it visible in
+ * `kubectl get nf` and keeps it after the taint is removed. Never unfences.
+ *
+ * Caches only select the work: the decision rests on consistent GETs of the Node and the
+ * NodeFence, and the apply carries the NodeFence's resourceVersion (409 if it changed).
+ */
+import type { V1Node } from '@kubernetes/client-node';
+import { API_VERSION, NODE_FENCE, type NodeFence } from '../crd/types.js';
+import { FIELD_MANAGER, type Acting } from './acting.js';
+import { getFresh, nfPath, nodePath } from './api.js';
+
+export const OUT_OF_SERVICE_TAINT = 'node.kubernetes.io/out-of-service';
+export const OUT_OF_SERVICE_REASON = 'OutOfService';
+
+export function outOfServiceTaint(node: V1Node | undefined): { effect: string } | undefined {
+  const t = node?.spec?.taints?.find((x) => x.key === OUT_OF_SERVICE_TAINT);
+  return t ? { effect: t.effect } : undefined;
+}
+
+export const fenceRequested = (nf: NodeFence | undefined) => nf?.spec?.fenceState === 'Fenced';
+
+export type TaintOutcome = 'untainted' | 'already-fenced' | 'no-nodefence' | 'fence-requested';
+
+export interface TaintCaches {
+  node(name: string): V1Node | undefined;
+  nodeFence(name: string): NodeFence | undefined;
+}
+
+export async function reconcileTaint(a: Acting, caches: TaintCaches, name: string): Promise<TaintOutcome> {
+  if (!outOfServiceTaint(caches.node(name))) return 'untainted';
+  if (fenceRequested(caches.nodeFence(name))) return 'already-fenced';
+  const node = await getFresh<V1Node>(a.rest, nodePath(name));
+  const taint = outOfServiceTaint(node);
+  if (!taint) return 'untainted';
+  const nf = await getFresh<NodeFence>(a.rest, nfPath(name));
+  // No NodeFence: no agent ever ran there, so no key of it to remove; the controller does
+  // not create one (no `create` right). When an agent creates it, this runs again.
+  if (!nf) return 'no-nodefence';
+  if (fenceRequested(nf)) return 'already-fenced';
+  await a.write({ kind: 'fence-request', resource: NODE_FENCE.plural, name }, () =>
+    a.rest.apply(
+      nfPath(name),
+      {
+        apiVersion: API_VERSION,
+        kind: NODE_FENCE.kind,
+        // With the resourceVersion read: a NodeFence changed since (an unfence, another
+        // request) is a 409 and the node is looked at again.
+        metadata: { name, resourceVersion: nf.metadata.resourceVersion },
+        spec: { fenceState: 'Fenced', reason: OUT_OF_SERVICE_REASON, requestedBy: FIELD_MANAGER },
+      },
+      FIELD_MANAGER,
+    ),
+  );
+  a.metrics?.fenceRequested();
+  a.log.warn({ node: name, effect: taint.effect }, 'out-of-service taint: NodeFence set to Fenced');
+  await a.event({
+    regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name },
+    related: { apiVersion: 'v1', kind: 'Node', name },
+    reason: OUT_OF_SERVICE_REASON,
+    action: 'RequestFence',
+    type: 'Warning',
+    note: `node ${name} has the taint ${OUT_OF_SERVICE_TAINT} (${taint.effect}): NodeFence spec.fenceState set to Fenced; every legitimate peer removes its key`,
+  });
+  return 'fence-requested';
+}
