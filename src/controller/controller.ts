@@ -11,6 +11,7 @@
  */
 import type { V1Node, V1PersistentVolume } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { slim } from '../agent/cluster-view.js';
 import type { NodeFence, VolumeReservation } from '../crd/types.js';
 import type { ConnectionSource } from '../kube/connection.js';
 import { EventRecorder } from '../kube/events.js';
@@ -200,7 +201,7 @@ export class Controller {
     this.#nodes = startInformer<V1Node>({
       ...common,
       path: nodePath(),
-      transform: slimNode,
+      transform: slim.node,
       handlers: {
         onAdd: (n) => add('taint', n.metadata?.name),
         onUpdate: (n, old) => {
@@ -303,18 +304,4 @@ export class Controller {
       queue.done(key);
     }
   }
-}
-
-/** Keeps what the controller reads of a Node: name, uid, taint keys and effects. */
-function slimNode(n: V1Node): V1Node {
-  return {
-    metadata: {
-      name: n.metadata?.name ?? '',
-      resourceVersion: n.metadata?.resourceVersion ?? '',
-      uid: n.metadata?.uid ?? '',
-    },
-    ...(n.spec?.taints?.length
-      ? { spec: { taints: n.spec.taints.map((t) => ({ key: t.key, effect: t.effect })) } }
-      : {}),
-  };
 }
