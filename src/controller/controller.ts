@@ -134,6 +134,9 @@ export class Controller {
       return end;
     }
     return this.#elector.run().then(async (end) => {
+      // Lost: nothing may be written any more; requests still in flight are cut at once
+      // (their answers no longer matter), so the process exits promptly and restarts.
+      if (end === 'lost') this.#rest.close();
       await this.#teardown;
       return end;
     });
