@@ -50,7 +50,7 @@ export function registerControllerCommand(program: Command, _io: CliIo): void {
     )
     .option(
       '--node-lost-after <duration>',
-      'with --auto-fence: a node Lease seen unchanged this long (on the controller\'s clock) means the node is lost',
+      "with --auto-fence: a node Lease seen unchanged this long (on the controller's clock) means the node is lost",
       '40s',
     )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', 'info')

@@ -75,7 +75,8 @@ export function loadControllerConfig(
   if (!Number.isInteger(workers) || workers <= 0)
     throw new ConfigError(`--workers must be a positive integer, got "${flags.workers}"`);
   const nodeLostAfterMs = dur(flags.nodeLostAfter, '--node-lost-after', 40_000);
-  if (nodeLostAfterMs <= 0) throw new ConfigError(`--node-lost-after must be more than 0, got "${flags.nodeLostAfter}"`);
+  if (nodeLostAfterMs <= 0)
+    throw new ConfigError(`--node-lost-after must be more than 0, got "${flags.nodeLostAfter}"`);
   const level = flags.logLevel ?? 'info';
   if (!(LEVELS as readonly string[]).includes(level))
     throw new ConfigError(`--log-level must be one of ${LEVELS.join(', ')}`);
