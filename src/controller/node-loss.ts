@@ -113,6 +113,15 @@ export class NodeLossTracker {
     return true;
   }
 
+  /**
+   * Looks at `name` again only after another full window (its record unchanged): for a
+   * lost Lease whose Node or NodeFence does not exist, so it is not re-read every tick.
+   */
+  defer(name: string): void {
+    const obs = this.#seen.get(name);
+    if (obs) obs.changedAt = this.#o.now();
+  }
+
   /** The Lease is gone: no record, so never lost (a missing Lease never leads to a fence). */
   forget(name: string): void {
     this.#seen.delete(name);
@@ -181,10 +190,16 @@ export async function reconcileNodeLoss(
     return 'renewed';
   }
   const node = await getFresh<V1Node>(a.rest, nodePath(name));
-  if (!node) return 'no-node';
+  if (!node) {
+    tracker.defer(name);
+    return 'no-node';
+  }
   const nf = await getFresh<NodeFence>(a.rest, nfPath(name));
   // No NodeFence: no agent ever ran there, so no key of it to remove (and no create right).
-  if (!nf) return 'no-nodefence';
+  if (!nf) {
+    tracker.defer(name);
+    return 'no-nodefence';
+  }
   if (fenceRequested(nf)) return 'already-fenced';
   // The tracker may have seen a renew while we read.
   if (!tracker.isLost(name)) return 'renewed';

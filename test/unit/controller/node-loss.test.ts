@@ -196,6 +196,18 @@ describe('reconcileNodeLoss (freshness gate)', () => {
     expect(f.applies).toEqual([]);
   });
 
+  it.each([
+    ['Node 404', { [leasePath]: lease('r1', '1'), [nfPath]: nf('Unfenced') }],
+    ['NodeFence 404', { [leasePath]: lease('r1', '1'), [nodePath]: {} }],
+  ])('%s -> looked at again only after another full window', async (_, objects) => {
+    const { t, clock } = lostTracker();
+    await reconcileNodeLoss(fakeActing(objects).a, t, noCache, 'a');
+    clock.t += WINDOW - 1;
+    expect(t.isLost('a')).toBe(false);
+    clock.t += 1;
+    expect(t.isLost('a')).toBe(true);
+  });
+
   it('unreadable Lease (500) -> throws, no fence', async () => {
     const { t } = lostTracker();
     const f = fakeActing({
