@@ -13,8 +13,10 @@ export interface ControllerMetrics {
   isLeader(leading: boolean): void;
   /** One object deleted by garbage collection; kind: VolumeReservation, NodeFence, ReservationKey. */
   gcDeleted(kind: string): void;
-  /** A NodeFence set to Fenced because of the out-of-service taint. */
-  fenceRequested(): void;
+  /** A NodeFence set to Fenced by the controller; reason: OutOfService or NodeLost. */
+  fenceRequested(reason: string): void;
+  /** Nodes whose Lease this controller has seen unchanged for --node-lost-after. */
+  nodesLost(n: number): void;
   reconciled(kind: string, outcome: string): void;
   apiRequest(method: string, code: number): void;
 }
@@ -36,7 +38,13 @@ export function createControllerMetrics(opts: { processMetrics?: boolean } = {})
   });
   const fences = new Counter({
     name: 'prfence_controller_fence_requests_total',
-    help: 'NodeFences set to Fenced because their Node has the out-of-service taint.',
+    help: 'NodeFences set to Fenced by the controller, by reason (OutOfService: the out-of-service taint; NodeLost: its node Lease not renewed).',
+    labelNames: ['reason'],
+    registers,
+  });
+  const lost = new Gauge({
+    name: 'prfence_controller_nodes_lost',
+    help: 'Nodes whose kube-node-lease Lease this controller saw unchanged for --node-lost-after (0 unless --auto-fence).',
     registers,
   });
   const reconciles = new Counter({
@@ -55,12 +63,15 @@ export function createControllerMetrics(opts: { processMetrics?: boolean } = {})
   // Series exist from the start (a scrape before the first event shows 0, not nothing).
   leader.set(0);
   for (const kind of ['VolumeReservation', 'NodeFence', 'ReservationKey']) gc.inc({ kind }, 0);
+  for (const reason of ['OutOfService', 'NodeLost']) fences.inc({ reason }, 0);
+  lost.set(0);
   return {
     registry,
     queue,
     isLeader: (l) => leader.set(l ? 1 : 0),
     gcDeleted: (kind) => gc.inc({ kind }),
-    fenceRequested: () => fences.inc(),
+    fenceRequested: (reason) => fences.inc({ reason }),
+    nodesLost: (n) => lost.set(n),
     reconciled: (kind, outcome) => reconciles.inc({ kind, outcome }),
     apiRequest: (method, code) => api.inc({ method, code: String(code) }),
   };
