@@ -26,7 +26,7 @@ export function registerControllerCommand(program: Command, _io: CliIo): void {
   program
     .command('controller')
     .description(
-      'run the cluster controller (what the Deployment runs): fence requests for out-of-service nodes, garbage collection',
+      'run the cluster controller (what the Deployment runs): fence requests for out-of-service (and, with --auto-fence, lost) nodes, garbage collection',
     )
     .option('--kubeconfig <path>', 'kubeconfig (default: in-cluster, or env KUBECONFIG)')
     .option('--leader-election [bool]', 'campaign for the Lease; only the leader acts (true|false)', 'true')
@@ -43,6 +43,16 @@ export function registerControllerCommand(program: Command, _io: CliIo): void {
     .option('--leader-election-retry-period <duration>', 'time between Lease attempts', '2s')
     .option('--resync <duration>', 'every object is looked at again this often', '60s')
     .option('--workers <n>', 'objects reconciled in parallel', '2')
+    .option(
+      '--auto-fence [bool]',
+      'request the fence (NodeFence Fenced, reason NodeLost) of a node whose kube-node-lease Lease is not renewed for --node-lost-after (true|false)',
+      'false',
+    )
+    .option(
+      '--node-lost-after <duration>',
+      "with --auto-fence: a node Lease seen unchanged this long (on the controller's clock) means the node is lost",
+      '40s',
+    )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', 'info')
     .option(
       '--http-endpoint <host:port>',
@@ -71,6 +81,8 @@ export function registerControllerCommand(program: Command, _io: CliIo): void {
         metrics,
         resyncMs: cfg.resyncMs,
         workers: cfg.workers,
+        autoFence: cfg.autoFence,
+        nodeLostAfterMs: cfg.nodeLostAfterMs,
         leaderElection: cfg.leaderElection
           ? {
               namespace: cfg.leaderElectionNamespace,
@@ -92,7 +104,12 @@ export function registerControllerCommand(program: Command, _io: CliIo): void {
       process.once('SIGTERM', onSignal);
       process.once('SIGINT', onSignal);
       log.info(
-        { leaderElection: cfg.leaderElection, namespace: cfg.leaderElectionNamespace || undefined },
+        {
+          leaderElection: cfg.leaderElection,
+          namespace: cfg.leaderElectionNamespace || undefined,
+          autoFence: cfg.autoFence,
+          ...(cfg.autoFence ? { nodeLostAfterMs: cfg.nodeLostAfterMs } : {}),
+        },
         'controller starting',
       );
       const end = await controller.run();

@@ -19,6 +19,9 @@ export interface ControllerConfig {
   readonly workers: number;
   readonly logLevel: (typeof LEVELS)[number];
   readonly httpEndpoint: string | undefined;
+  /** Node loss: fence request for a node whose kube-node-lease Lease is not renewed (opt-in). */
+  readonly autoFence: boolean;
+  readonly nodeLostAfterMs: number;
 }
 
 export interface RawControllerFlags {
@@ -32,6 +35,8 @@ export interface RawControllerFlags {
   workers?: string;
   logLevel?: string;
   httpEndpoint?: string;
+  autoFence?: string | boolean;
+  nodeLostAfter?: string;
 }
 
 function bool(v: string | boolean | undefined, what: string, dflt: boolean): boolean {
@@ -69,6 +74,9 @@ export function loadControllerConfig(
   const workers = Number(flags.workers ?? '2');
   if (!Number.isInteger(workers) || workers <= 0)
     throw new ConfigError(`--workers must be a positive integer, got "${flags.workers}"`);
+  const nodeLostAfterMs = dur(flags.nodeLostAfter, '--node-lost-after', 40_000);
+  if (nodeLostAfterMs <= 0)
+    throw new ConfigError(`--node-lost-after must be more than 0, got "${flags.nodeLostAfter}"`);
   const level = flags.logLevel ?? 'info';
   if (!(LEVELS as readonly string[]).includes(level))
     throw new ConfigError(`--log-level must be one of ${LEVELS.join(', ')}`);
@@ -82,5 +90,7 @@ export function loadControllerConfig(
     workers,
     logLevel: level as ControllerConfig['logLevel'],
     httpEndpoint: hostPort(flags.httpEndpoint),
+    autoFence: bool(flags.autoFence, '--auto-fence', false),
+    nodeLostAfterMs,
   });
 }

@@ -6,11 +6,14 @@
  * reconciles: the out-of-service taint becomes a fence request (taint-fence.ts), objects
  * of deleted Nodes and PVs are collected (garbage-collector.ts). Every write goes through
  * one guard (acting.ts): once the leader's renew deadline passes, nothing more is sent.
+ * With `autoFence` it also watches the node Leases in kube-node-lease and requests the
+ * fence of a node whose Lease it saw unchanged for `nodeLostAfterMs` (node-loss.ts).
  *
  * Not done here yet: per-node desired state (the agents still compute everything).
  */
 import type { V1Node, V1PersistentVolume } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { slim } from '../agent/cluster-view.js';
 import type { NodeFence, VolumeReservation } from '../crd/types.js';
 import type { ConnectionSource } from '../kube/connection.js';
 import { EventRecorder } from '../kube/events.js';
@@ -24,6 +27,15 @@ import { isConflict, nfPath, nodePath, pvPath, vrPath } from './api.js';
 import { collectNodeFence, collectVolumeReservation, type GcCaches } from './garbage-collector.js';
 import { LeaderElector, type ElectionEnd } from './leader-election.js';
 import type { LeaderTimings } from './lease.js';
+import {
+  DEFAULT_NODE_LOST_AFTER_MS,
+  NodeLossTracker,
+  nodeLeasePath,
+  reconcileNodeLoss,
+  recordOf,
+  slimNodeLease,
+  type NodeLease,
+} from './node-loss.js';
 import { outOfServiceTaint, reconcileTaint } from './taint-fence.js';
 
 export const LEASE_NAME = 'prfence-controller';
@@ -53,9 +65,17 @@ export interface ControllerOptions {
   /** Called when this replica starts (true) or stops (false) acting; `at` is performance.now(). */
   onActing?: (acting: boolean, at: number) => void;
   onReconciled?: (key: string, outcome: string) => void;
+  /**
+   * Node loss (opt-in): a node whose kube-node-lease Lease this replica saw unchanged for
+   * `nodeLostAfterMs` (default 40 s, on its own clock) gets a NodeLost fence request.
+   */
+  autoFence?: boolean;
+  nodeLostAfterMs?: number;
+  /** Monotonic clock of the node-loss tracker (tests). Default performance.now(). */
+  now?: () => number;
 }
 
-type Kind = 'taint' | 'nf' | 'vr';
+type Kind = 'taint' | 'nf' | 'vr' | 'lost';
 
 export class Controller {
   readonly identity: string;
@@ -72,6 +92,9 @@ export class Controller {
   #pvs: ResilientInformer<V1PersistentVolume> | undefined;
   #nfs: ResilientInformer<NodeFence> | undefined;
   #vrs: ResilientInformer<VolumeReservation> | undefined;
+  #leases: ResilientInformer<NodeLease> | undefined;
+  readonly #loss: NodeLossTracker;
+  #lossTick: NodeJS.Timeout | undefined;
   #resync: NodeJS.Timeout | undefined;
   #teardown: Promise<unknown> = Promise.resolve();
   #endAlone: ((e: ElectionEnd) => void) | undefined;
@@ -81,6 +104,11 @@ export class Controller {
     this.#o = o;
     this.identity = o.identity;
     const m = o.metrics;
+    this.#loss = new NodeLossTracker({
+      enabled: o.autoFence ?? false,
+      nodeLostAfterMs: o.nodeLostAfterMs ?? DEFAULT_NODE_LOST_AFTER_MS,
+      now: o.now ?? (() => performance.now()),
+    });
     this.#rest = new RestClient(o.kubeConfig, {
       userAgent: `prfence-controller/${o.identity}`,
       ...(m ? { onResponse: m.apiRequest } : {}),
@@ -133,6 +161,9 @@ export class Controller {
       return end;
     }
     return this.#elector.run().then(async (end) => {
+      // Lost: nothing may be written any more; requests still in flight are cut at once
+      // (their answers no longer matter), so the process exits promptly and restarts.
+      if (end === 'lost') this.#rest.close();
       await this.#teardown;
       return end;
     });
@@ -200,7 +231,7 @@ export class Controller {
     this.#nodes = startInformer<V1Node>({
       ...common,
       path: nodePath(),
-      transform: slimNode,
+      transform: slim.node,
       handlers: {
         onAdd: (n) => add('taint', n.metadata?.name),
         onUpdate: (n, old) => {
@@ -231,6 +262,24 @@ export class Controller {
       handlers: { onAdd: (vr) => add('vr', vr.metadata.name), onUpdate: (vr) => add('vr', vr.metadata.name) },
     });
     const informers = [this.#nodes, this.#pvs, this.#nfs, this.#vrs] as ResilientInformer<never>[];
+    if (this.#loss.enabled) {
+      // Observation starts now, with an empty memory: nothing is lost for a full window.
+      const loss = this.#loss;
+      loss.start();
+      // The tick below looks for lost nodes (at most every second).
+      const seen = (l: NodeLease) => void loss.observe(l.metadata.name, recordOf(l));
+      this.#leases = startInformer<NodeLease>({
+        ...common,
+        path: nodeLeasePath(),
+        transform: slimNodeLease,
+        handlers: {
+          onAdd: seen,
+          onUpdate: seen,
+          onDelete: (l) => loss.forget(l.metadata.name),
+        },
+      });
+      informers.push(this.#leases as ResilientInformer<never>);
+    }
     this.#informers = informers;
     const resyncAll = () => {
       for (const n of this.#nodes?.list() ?? []) add('taint', n.metadata?.name);
@@ -245,6 +294,16 @@ export class Controller {
       resyncAll();
       this.#resync = setInterval(resyncAll, this.#o.resyncMs ?? 60_000);
       this.#resync.unref();
+      if (this.#loss.enabled) {
+        const loss = this.#loss;
+        const tick = () => {
+          const lost = loss.lostNodes();
+          this.#o.metrics?.nodesLost(lost.length);
+          for (const n of lost) if (this.#nfs?.get(n)?.spec?.fenceState !== 'Fenced') add('lost', n);
+        };
+        this.#lossTick = setInterval(tick, Math.min(1000, Math.max(100, loss.nodeLostAfterMs / 10)));
+        this.#lossTick.unref();
+      }
       await Promise.all(
         Array.from({ length: this.#o.workers ?? 2 }, async () => {
           for (;;) {
@@ -266,6 +325,9 @@ export class Controller {
     this.#o.onActing?.(false, performance.now());
     this.#o.log.info({ identity: this.identity }, 'stopped acting');
     clearInterval(this.#resync);
+    clearInterval(this.#lossTick);
+    this.#loss.stop();
+    this.#o.metrics?.nodesLost(0);
     this.#queue?.shutDown();
     this.#onStopActing?.();
     const informers = this.#informers;
@@ -279,14 +341,16 @@ export class Controller {
     const kind = key.slice(0, slash) as Kind;
     const name = key.slice(slash + 1);
     const caches = this.#caches();
-    const label = kind === 'taint' ? 'taint' : kind === 'nf' ? 'nodefence' : 'volumereservation';
+    const label = { taint: 'taint', nf: 'nodefence', vr: 'volumereservation', lost: 'nodeloss' }[kind];
     try {
       const outcome =
         kind === 'taint'
           ? await reconcileTaint(this.#acting, caches, name)
           : kind === 'nf'
             ? await collectNodeFence(this.#acting, caches, name)
-            : await collectVolumeReservation(this.#acting, caches, name);
+            : kind === 'lost'
+              ? await reconcileNodeLoss(this.#acting, this.#loss, caches, name)
+              : await collectVolumeReservation(this.#acting, caches, name);
       queue.forget(key);
       this.#o.metrics?.reconciled(label, outcome);
       this.#o.onReconciled?.(key, outcome);
@@ -303,18 +367,4 @@ export class Controller {
       queue.done(key);
     }
   }
-}
-
-/** Keeps what the controller reads of a Node: name, uid, taint keys and effects. */
-function slimNode(n: V1Node): V1Node {
-  return {
-    metadata: {
-      name: n.metadata?.name ?? '',
-      resourceVersion: n.metadata?.resourceVersion ?? '',
-      uid: n.metadata?.uid ?? '',
-    },
-    ...(n.spec?.taints?.length
-      ? { spec: { taints: n.spec.taints.map((t) => ({ key: t.key, effect: t.effect })) } }
-      : {}),
-  };
 }

@@ -56,7 +56,7 @@ export async function reconcileTaint(a: Acting, caches: TaintCaches, name: strin
       FIELD_MANAGER,
     ),
   );
-  a.metrics?.fenceRequested();
+  a.metrics?.fenceRequested(OUT_OF_SERVICE_REASON);
   a.log.warn({ node: name, effect: taint.effect }, 'out-of-service taint: NodeFence set to Fenced');
   await a.event({
     regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name },

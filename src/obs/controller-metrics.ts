@@ -3,8 +3,9 @@
  * conventions as the agent's (metrics.ts): `prfence_*`, client-go's `workqueue_*` with
  * `name="controller"`, and the API requests by method and code.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { QueueMetrics } from '../kube/work-queue.js';
+import { createQueueMetrics } from './queue-metrics.js';
 
 export interface ControllerMetrics {
   readonly registry: Registry;
@@ -12,13 +13,13 @@ export interface ControllerMetrics {
   isLeader(leading: boolean): void;
   /** One object deleted by garbage collection; kind: VolumeReservation, NodeFence, ReservationKey. */
   gcDeleted(kind: string): void;
-  /** A NodeFence set to Fenced because of the out-of-service taint. */
-  fenceRequested(): void;
+  /** A NodeFence set to Fenced by the controller; reason: OutOfService or NodeLost. */
+  fenceRequested(reason: string): void;
+  /** Nodes whose Lease this controller has seen unchanged for --node-lost-after. */
+  nodesLost(n: number): void;
   reconciled(kind: string, outcome: string): void;
   apiRequest(method: string, code: number): void;
 }
-
-const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 export function createControllerMetrics(opts: { processMetrics?: boolean } = {}): ControllerMetrics {
   const registry = new Registry();
@@ -37,7 +38,13 @@ export function createControllerMetrics(opts: { processMetrics?: boolean } = {})
   });
   const fences = new Counter({
     name: 'prfence_controller_fence_requests_total',
-    help: 'NodeFences set to Fenced because their Node has the out-of-service taint.',
+    help: 'NodeFences set to Fenced by the controller, by reason (OutOfService: the out-of-service taint; NodeLost: its node Lease not renewed).',
+    labelNames: ['reason'],
+    registers,
+  });
+  const lost = new Gauge({
+    name: 'prfence_controller_nodes_lost',
+    help: 'Nodes whose kube-node-lease Lease this controller saw unchanged for --node-lost-after (0 unless --auto-fence).',
     registers,
   });
   const reconciles = new Counter({
@@ -52,57 +59,19 @@ export function createControllerMetrics(opts: { processMetrics?: boolean } = {})
     labelNames: ['method', 'code'],
     registers,
   });
-  const q = { name: 'controller' };
-  const depth = new Gauge({
-    name: 'workqueue_depth',
-    help: 'Current depth of the work queue.',
-    labelNames: ['name'],
-    registers,
-  });
-  const adds = new Counter({
-    name: 'workqueue_adds_total',
-    help: 'Adds handled by the work queue.',
-    labelNames: ['name'],
-    registers,
-  });
-  const retries = new Counter({
-    name: 'workqueue_retries_total',
-    help: 'Retries (rate-limited adds) handled by the work queue.',
-    labelNames: ['name'],
-    registers,
-  });
-  const waited = new Histogram({
-    name: 'workqueue_queue_duration_seconds',
-    help: 'How long an item stays in the work queue before being requested.',
-    labelNames: ['name'],
-    buckets: SECONDS,
-    registers,
-  });
-  const worked = new Histogram({
-    name: 'workqueue_work_duration_seconds',
-    help: 'How long processing an item from the work queue takes.',
-    labelNames: ['name'],
-    buckets: SECONDS,
-    registers,
-  });
+  const queue = createQueueMetrics(registry, 'controller');
   // Series exist from the start (a scrape before the first event shows 0, not nothing).
   leader.set(0);
   for (const kind of ['VolumeReservation', 'NodeFence', 'ReservationKey']) gc.inc({ kind }, 0);
-  depth.set(q, 0);
-  adds.inc(q, 0);
-  retries.inc(q, 0);
+  for (const reason of ['OutOfService', 'NodeLost']) fences.inc({ reason }, 0);
+  lost.set(0);
   return {
     registry,
-    queue: {
-      added: () => adds.inc(q),
-      depth: (n) => depth.set(q, n),
-      retried: () => retries.inc(q),
-      waited: (s) => waited.observe(q, s),
-      worked: (s) => worked.observe(q, s),
-    },
+    queue,
     isLeader: (l) => leader.set(l ? 1 : 0),
     gcDeleted: (kind) => gc.inc({ kind }),
-    fenceRequested: () => fences.inc(),
+    fenceRequested: (reason) => fences.inc({ reason }),
+    nodesLost: (n) => lost.set(n),
     reconciled: (kind, outcome) => reconciles.inc({ kind, outcome }),
     apiRequest: (method, code) => api.inc({ method, code: String(code) }),
   };

@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { QueueMetrics } from '../kube/work-queue.js';
+import { createQueueMetrics, SECONDS } from './queue-metrics.js';
 import type { NativeExecutorStats } from '../pr/koffi/executor.js';
 
 export interface AgentMetrics {
@@ -23,8 +24,6 @@ export interface AgentMetrics {
   /** Exports the native executor's state, read at each scrape (src/pr/koffi/executor.ts). */
   observeNativeExecutor(read: () => NativeExecutorStats): void;
 }
-
-const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /** Metrics for one agent; `processMetrics` adds Node's process_* and nodejs_* collectors. */
 export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): AgentMetrics {
@@ -70,39 +69,7 @@ export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): Age
     labelNames: ['method', 'code'],
     registers,
   });
-  const q = { name: 'volumes' };
-  const depth = new Gauge({
-    name: 'workqueue_depth',
-    help: 'Current depth of the work queue.',
-    labelNames: ['name'],
-    registers,
-  });
-  const adds = new Counter({
-    name: 'workqueue_adds_total',
-    help: 'Adds handled by the work queue.',
-    labelNames: ['name'],
-    registers,
-  });
-  const retries = new Counter({
-    name: 'workqueue_retries_total',
-    help: 'Retries (rate-limited adds) handled by the work queue.',
-    labelNames: ['name'],
-    registers,
-  });
-  const waited = new Histogram({
-    name: 'workqueue_queue_duration_seconds',
-    help: 'How long an item stays in the work queue before being requested.',
-    labelNames: ['name'],
-    buckets: SECONDS,
-    registers,
-  });
-  const worked = new Histogram({
-    name: 'workqueue_work_duration_seconds',
-    help: 'How long processing an item from the work queue takes.',
-    labelNames: ['name'],
-    buckets: SECONDS,
-    registers,
-  });
+  const queue = createQueueMetrics(registry, 'volumes');
   let native: (() => NativeExecutorStats) | undefined;
   new Gauge({
     name: 'prfence_native_threads',
@@ -135,18 +102,9 @@ export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): Age
     },
   });
   // Series exist from the start (a scrape before the first add shows 0, not nothing).
-  depth.set(q, 0);
-  adds.inc(q, 0);
-  retries.inc(q, 0);
   return {
     registry,
-    queue: {
-      added: () => adds.inc(q),
-      depth: (n) => depth.set(q, n),
-      retried: () => retries.inc(q),
-      waited: (s) => waited.observe(q, s),
-      worked: (s) => worked.observe(q, s),
-    },
+    queue,
     fence: (result, seconds) => {
       fences.inc({ result });
       if (result === 'fenced' && seconds !== undefined) fenceSeconds.observe(seconds);

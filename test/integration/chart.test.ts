@@ -77,6 +77,10 @@ describe('Helm chart', () => {
     ['controller.replica=3', /at '\/controller': additional properties 'replica' not allowed/],
     ['controller.replicas=-1', /at '\/controller\/replicas': .*minimum/],
     ['controller.resync=soon', /at '\/controller\/resync': .*does not match pattern/],
+    ['controller.autoFence=yes', /at '\/controller\/autoFence': got string, want boolean/],
+    ['controller.nodeLostAfter=0s', /at '\/controller\/nodeLostAfter': .*does not match pattern/],
+    ['controller.nodeLostAfter=40', /at '\/controller\/nodeLostAfter': got number, want string/],
+    ['controller.nodeLostAfter=soon', /at '\/controller\/nodeLostAfter': .*does not match pattern/],
   ])('bad value %s -> helm refuses with a clear message', (set, msg) => {
     let err = '';
     try {
@@ -199,6 +203,122 @@ describe('Helm chart', () => {
         capabilities: { drop: ['ALL'] },
       },
       selectorsDisjoint: true,
+    });
+  });
+
+  it('controller.autoFence / nodeLostAfter -> --auto-fence / --node-lost-after (default false, 40s); the node-lease Role only with autoFence', () => {
+    const render = (set: string[]) =>
+      parseAllDocuments(
+        execFileSync(helm, ['template', 't', 'charts/prfence', '--kube-version', '1.36.0', ...set], {
+          encoding: 'utf8',
+        }),
+      )
+        .map(
+          (d) =>
+            d.toJS() as {
+              kind?: string;
+              metadata: { name: string; namespace?: string };
+              spec?: { template: { spec: { containers: { args: string[] }[] } } };
+            } | null,
+        )
+        .filter((o) => !!o);
+    const view = (set: string[]) => {
+      const objs = render(set);
+      const d = objs.find((o) => o.kind === 'Deployment')!;
+      return {
+        args: d.spec!.template.spec.containers[0]!.args.filter((a) =>
+          /^--(auto-fence|node-lost-after)=/.test(a),
+        ),
+        nodeLeaseRbac: objs
+          .filter((o) => o.metadata.namespace === 'kube-node-lease')
+          .map((o) => `${o.kind}/${o.metadata.name}`),
+      };
+    };
+    expect({
+      dflt: view([]),
+      on: view(['--set', 'controller.autoFence=true', '--set', 'controller.nodeLostAfter=90s']),
+    }).toEqual({
+      dflt: { args: ['--auto-fence=false', '--node-lost-after=40s'], nodeLeaseRbac: [] },
+      on: {
+        args: ['--auto-fence=true', '--node-lost-after=90s'],
+        nodeLeaseRbac: ['Role/prfence-controller-node-leases', 'RoleBinding/prfence-controller-node-leases'],
+      },
+    });
+  });
+
+  it('RBAC (autoFence) -> the controller may get/list/watch Leases in kube-node-lease and nothing more there', async () => {
+    const rest = new RestClient(adminKubeConfig());
+    // The ServiceAccount's namespace need not exist for an access review.
+    await rest
+      .send({ method: 'POST', path: '/api/v1/namespaces', body: { metadata: { name: 'kube-node-lease' } } })
+      .catch(() => undefined); // the API server creates it
+    const objs = parseAllDocuments(
+      execFileSync(
+        helm,
+        [
+          'template',
+          'prfence',
+          'charts/prfence',
+          '--namespace',
+          ns,
+          '--kube-version',
+          '1.36.0',
+          '--set',
+          'controller.autoFence=true',
+        ],
+        { encoding: 'utf8' },
+      ),
+    )
+      .map((d) => d.toJS() as Obj | null)
+      .filter((o): o is Obj => !!o && o.metadata.namespace === 'kube-node-lease');
+    expect(objs.map((o) => o.kind).sort()).toEqual(['Role', 'RoleBinding']);
+    for (const o of objs)
+      await rest.send({
+        method: 'PATCH',
+        path: PATHS[o.kind]!(o),
+        body: o,
+        contentType: 'application/apply-patch+yaml',
+        query: { fieldManager: 'chart-test', force: 'true' },
+      });
+    const authz = adminKubeConfig().makeApiClient(AuthorizationV1Api);
+    const can = async (verb: string, namespace: string, resource = 'leases', group = 'coordination.k8s.io') =>
+      (
+        await authz.createSubjectAccessReview({
+          body: {
+            spec: {
+              user: `system:serviceaccount:${ns}:prfence-controller`,
+              resourceAttributes: {
+                verb,
+                group,
+                resource,
+                namespace,
+                name: verb === 'list' || verb === 'watch' ? undefined : 'node-1',
+              },
+            },
+          },
+        })
+      ).status?.allowed ?? false;
+    const verbs = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection'];
+    const inNodeLease = Object.fromEntries(
+      await Promise.all(verbs.map(async (v) => [v, await can(v, 'kube-node-lease')])),
+    );
+    expect({
+      inNodeLease,
+      listKubeSystemLeases: await can('list', 'kube-system'),
+      getSecretsInNodeLease: await can('get', 'kube-node-lease', 'secrets', ''),
+    }).toEqual({
+      inNodeLease: {
+        get: true,
+        list: true,
+        watch: true,
+        create: false,
+        update: false,
+        patch: false,
+        delete: false,
+        deletecollection: false,
+      },
+      listKubeSystemLeases: false,
+      getSecretsInNodeLease: false,
     });
   });
 

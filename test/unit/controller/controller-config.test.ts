@@ -31,6 +31,19 @@ describe('controller config', () => {
     ).toBe('flag');
   });
 
+  it('node loss: --auto-fence off by default, --node-lost-after 40 s; flags parsed', () => {
+    expect(loadControllerConfig({ leaderElection: 'false' }, { HOSTNAME: 'h' })).toMatchObject({
+      autoFence: false,
+      nodeLostAfterMs: 40_000,
+    });
+    expect(
+      loadControllerConfig(
+        { leaderElection: 'false', autoFence: true, nodeLostAfter: '5s' },
+        { HOSTNAME: 'h' },
+      ),
+    ).toMatchObject({ autoFence: true, nodeLostAfterMs: 5000 });
+  });
+
   it('--leader-election=false needs no namespace', () => {
     expect(loadControllerConfig({ leaderElection: 'false' }, { HOSTNAME: 'h' }).leaderElection).toBe(false);
   });
@@ -46,6 +59,24 @@ describe('controller config', () => {
       /lease duration must be longer/,
     ],
     ['bad duration', { leaderElectionNamespace: 'n', resync: 'soon' }, { HOSTNAME: 'h' }, /duration/],
+    [
+      'bad --auto-fence',
+      { leaderElection: 'false', autoFence: 'maybe' },
+      { HOSTNAME: 'h' },
+      /--auto-fence must be true or false/,
+    ],
+    [
+      'bad --node-lost-after',
+      { leaderElection: 'false', nodeLostAfter: 'soon' },
+      { HOSTNAME: 'h' },
+      /--node-lost-after must be a duration/,
+    ],
+    [
+      '--node-lost-after 0',
+      { leaderElection: 'false', nodeLostAfter: '0s' },
+      { HOSTNAME: 'h' },
+      /--node-lost-after must be more than 0/,
+    ],
   ])('%s -> ConfigError', (_n, flags, env, msg) => {
     expect(() => loadControllerConfig(flags, env)).toThrow(ConfigError);
     expect(() => loadControllerConfig(flags, env)).toThrow(msg);
