@@ -352,8 +352,23 @@ export class VolumeReconciler {
         log.debug('caches and the fresh view disagree about this node; waiting for the caches');
         return { outcome: 'views-disagree', requeueAfterMs: 1000, ...none };
       }
-      const freshNf = fresh.nodeFences(o.node);
-      const mayRegister = cacheMay && (await this.#mayRegisterFresh(identity, freshNf, fresh.nodes(o.node)));
+      let mayRegister =
+        cacheMay && (await this.#mayRegisterFresh(identity, fresh.nodeFences(o.node), fresh.nodes(o.node)));
+      if (cacheMay && !mayRegister) {
+        // The caches show an unfence the shared view may predate: read once more, else this
+        // volume would stay blocked until the next resync.
+        try {
+          view = await o.fresh.get(view.startedAt);
+        } catch (e) {
+          log.warn({ err: describeError(e) }, 'no fresh API view: no device command (S9)');
+          return { outcome: 'no-fresh-view', requeueAfterMs: 2000, ...none };
+        }
+        fresh = await view.cachesFor(pv, [o.node]);
+        fLeg = legitimacy(pv, fresh, view.keyClaims);
+        if (isSelf(fLeg, o.node) !== selfLegitCache)
+          return { outcome: 'views-disagree', requeueAfterMs: 1000, ...none };
+        mayRegister = await this.#mayRegisterFresh(identity, fresh.nodeFences(o.node), fresh.nodes(o.node));
+      }
       const known = unionKeys(knownKeys(cache), knownKeys(fresh, view.keyClaims));
       const unsure = [...cLeg.keyless, ...fLeg.keyless].some((n) => n !== o.node);
       const input = baseInput(

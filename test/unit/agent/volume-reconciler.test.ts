@@ -26,6 +26,7 @@ const PV = 'pv-1';
 interface World {
   vas: string[]; // nodes attached to PV
   fenced?: string[]; // nodes with the Fenced mark
+  unfencedAt?: string; // NodeFence spec.unfencedAt of every node
 }
 
 function caches(w: World): ClusterCaches {
@@ -33,6 +34,7 @@ function caches(w: World): ClusterCaches {
     apiVersion: 'prfence.io/v1alpha1',
     kind: 'NodeFence',
     metadata: { name: n },
+    ...(w.unfencedAt ? { spec: { unfencedAt: w.unfencedAt } } : {}),
     status: { key: formatKey(K[n]), ...(w.fenced?.includes(n) ? { phase: 'Fenced' as const } : {}) },
   }));
   const vas = w.vas.map((n): V1VolumeAttachment => ({
@@ -151,6 +153,27 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
     expect(res.outcome).toBe('no-fresh-view');
     expect(lu.state()).toEqual(before);
     expect(fresh.reads()).toBe(1);
+  });
+
+  it('the caches show an unfence the shared fresh view predates -> read again, and the node registers at once (not blocked until a resync)', async () => {
+    const memory = await FenceMemory.open(undefined);
+    await memory.lost('lu', K.a, 'T1');
+    let reads = 0;
+    // The first fresh read predates the unfence (the view is shared for up to --freshness).
+    const fresh = freshOf(() => ({ vas: ['a'], unfencedAt: reads++ === 0 ? 'T1' : 'T2' }));
+    const { lu, r } = await setup('a', () => ({ vas: ['a'], unfencedAt: 'T2' }), fresh, undefined, {
+      memory,
+    });
+    const res = await r.reconcile(PV, log);
+    expect({
+      outcome: res.outcome,
+      keys: lu.state().registrations.map((x) => x.key),
+      reads: fresh.reads(),
+    }).toEqual({
+      outcome: 'done',
+      keys: [K.a],
+      reads: 2,
+    });
   });
 
   it('A1: the caches say legitimate, the fresh view says Fenced -> no REGISTER (views disagree: wait for the caches)', async () => {
