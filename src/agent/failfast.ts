@@ -48,6 +48,8 @@ export interface FailfastProbeOptions {
   /** NodeFence spec.unfencedAt as the caches say (recorded with a loss). */
   unfencedAt: () => string | undefined;
   log: Logger;
+  /** Time limit of one probe read (ms); default the interval. A read past it marks the device hung. */
+  readTimeoutMs?: number;
   /** Called after each round (the agent retries its best-effort API writes here). */
   onRound?: (r: ProbeRound) => void;
   /** Devices skipped because their previous probe read has not returned. */
@@ -67,6 +69,8 @@ export class FailfastProbe {
   readonly #inFlight = new Map<string, number>();
   /** Identities reported as hung (logged once until their read returns). */
   readonly #reportedHung = new Set<string>();
+  /** Identities whose last probe read failed (logged once). */
+  readonly #failing = new Set<string>();
   readonly #abort = new AbortController();
   #timer: NodeJS.Timeout | undefined;
   /** Reads started since the probe was created. */
@@ -136,13 +140,15 @@ export class FailfastProbe {
   async #probe(t: ProbeTarget): Promise<void> {
     const o = this.#o;
     const signal = this.#abort.signal;
+    const call = { signal, timeoutMs: o.readTimeoutMs ?? o.intervalMs };
     try {
-      const keys = await t.device.readKeys({ signal });
+      const keys = await t.device.readKeys(call);
+      this.#failing.delete(t.identity);
       if (keys.keys.includes(o.key) || !o.memory.expects(t.identity, o.key)) return;
       // Gone, and the node did not remove it itself (it would have called unregistering()).
       let holder: PrKey | null | undefined;
       try {
-        holder = (await t.device.readReservation({ signal })).key;
+        holder = (await t.device.readReservation(call)).key;
       } catch {
         holder = undefined; // named when it can be read; the loss does not wait for it
       }
@@ -159,7 +165,16 @@ export class FailfastProbe {
       await o.memory.lost(t.identity, o.key, o.unfencedAt(), new Date(), holder);
     } catch (e) {
       if (signal.aborted) return;
-      o.log.debug({ pv: t.pv, device: t.identity, err: describeError(e) }, 'failfast probe read failed');
+      // Not probed this round (a hung device fails fast in the executor): counted, and
+      // logged once until a read succeeds again.
+      o.onSkipped?.(1);
+      if (!this.#failing.has(t.identity)) {
+        this.#failing.add(t.identity);
+        o.log.warn(
+          { pv: t.pv, device: t.identity, err: describeError(e) },
+          'failfast probe read failed; the device is not probed until a read succeeds',
+        );
+      }
     }
   }
 }
