@@ -68,14 +68,15 @@ describe('failfast probe (memory devices, real timers)', () => {
     expect(memory.expects('lu1', OWN)).toBe(true);
   });
 
-  it('device the node is leaving (unregistering() before its own unregister) -> no loss', async () => {
-    const { memory, devs, losses, probe } = await setup(1);
+  it('device the node is leaving (unregistering() before its own unregister) -> no loss there, while a key removed by a peer on another device is found', async () => {
+    const { memory, devs, losses, probe } = await setup(2);
     probe.start();
     await memory.unregistering('lu0');
     await devs[0]!.target.device.release(OWN, 'write-exclusive-reg-only');
     await devs[0]!.target.device.register(OWN, 0n);
+    await devs[1]!.peer.preemptAndAbort(PEER, OWN, 'write-exclusive-reg-only');
     await sleep(INTERVAL * 3);
-    expect(losses).toEqual([]);
+    expect(losses.map((l) => l.identity)).toEqual(['lu1']);
     expect(memory.lossOf('lu0')).toBeUndefined();
   });
 
