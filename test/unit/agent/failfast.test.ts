@@ -1,5 +1,6 @@
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Agent } from '../../../src/agent/agent.js';
 import { FailfastProbe, type ProbeTarget } from '../../../src/agent/failfast.js';
 import { FenceMemory, type KeyLoss } from '../../../src/agent/fence-memory.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
@@ -118,5 +119,29 @@ describe('failfast probe (memory devices, real timers)', () => {
     const { memory, probe } = await setup(2);
     await memory.unregistering('lu1');
     expect(probe.round()).toEqual({ started: 1, skipped: [] });
+  });
+});
+
+describe('failfast action reboot is opt-in', () => {
+  it('Agent.start with failfastAction reboot and no allowReboot -> refused before any API request or device open', async () => {
+    let touched = 0;
+    const start = Agent.start({
+      kubeConfig: {
+        get server(): string {
+          touched++;
+          throw new Error('no API expected');
+        },
+      } as never,
+      nodeName: 'n',
+      log,
+      openDevice: () => {
+        touched++;
+        return Promise.reject(new Error('no device expected'));
+      },
+      failfastAction: 'reboot',
+      rebootTrigger: () => void touched++,
+    });
+    await expect(start).rejects.toThrow(/failfast action reboot needs allowReboot/);
+    expect(touched).toBe(0);
   });
 });
