@@ -2,15 +2,17 @@
  * `npm run bench`: prints figures and ratios. Sections: the agent against a real API
  * server (fence latency, RSS), then the device layer on real kernels in QEMU
  * (koffi vs C vs sg_persist, event-loop delay with stuck calls), and the native executor
- * on the host with hung (FIFO) devices. PRFENCE_BENCH=agent|executor|device runs one section.
+ * on the host with hung (FIFO) devices, and the failfast probe's cost (1,000 devices). PRFENCE_BENCH=agent|executor|failfast|device runs one section.
  */
 import { spawnSync } from 'node:child_process';
 import { agentBench } from './agent-bench.js';
 import { executorBench } from './device/executor-bench.js';
+import { failfastBench } from './device/failfast-bench.js';
 
 const which = process.env.PRFENCE_BENCH ?? 'all';
 if (which === 'all' || which === 'agent') await agentBench();
 if (which === 'all' || which === 'executor') await executorBench();
+if (which === 'all' || which === 'failfast') await failfastBench();
 if (which === 'all' || which === 'device') {
   const r = spawnSync(process.execPath, ['test/kernel/run.mjs', '--bench'], {
     stdio: ['ignore', 'pipe', 'inherit'],

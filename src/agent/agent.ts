@@ -39,7 +39,8 @@ import {
 } from './cluster-view.js';
 import { DeviceRegistry } from './device-registry.js';
 import { enqueueRules } from './enqueue.js';
-import { FenceMemory } from './fence-memory.js';
+import { FailfastProbe, setAccessLostTaint, sysrqReboot, type FailfastAction } from './failfast.js';
+import { FenceMemory, type KeyLoss } from './fence-memory.js';
 import { FreshViewSource } from './fresh-view.js';
 import { claimKey, ensureNodeFence, nfPath, type KeyClaimOptions } from './key-claim.js';
 import { cond, StatusWriter, vrPath } from './status-writer.js';
@@ -69,6 +70,14 @@ export interface AgentOptions {
   leaveGraceMs?: number;
   /** Host directory for what the node must remember across restarts (S2); default: memory only. */
   stateDir?: string;
+  /** Failfast probe: read the own key on every device the node expects it on this often; 0: off. Default 2 s. */
+  probeIntervalMs?: number;
+  /** What the node does when its own key is gone: report (default), taint its Node, or reboot. */
+  failfastAction?: FailfastAction;
+  /** Must be true for failfastAction 'reboot' (the CLI's --failfast-allow-reboot). */
+  allowReboot?: boolean;
+  /** What action 'reboot' calls (default: sysrq sync, remount read-only, reboot); tests inject one. */
+  rebootTrigger?: (reason: string) => void | Promise<void>;
   /** Dead-watch detection (no event or bookmark for this long). Default 90 s. */
   watchIdleTimeoutMs?: number;
   metrics?: AgentMetrics;
@@ -110,6 +119,20 @@ export class Agent {
   #resync: NodeJS.Timeout | undefined;
   #probe: NodeJS.Timeout | undefined;
   #apiProblem: string | undefined;
+  readonly #memory: FenceMemory;
+  readonly #failfast: FailfastProbe;
+  #unlisten: (() => void) | undefined;
+  /** Devices (identity) where the own key is gone, until an unfence forgives the loss. */
+  readonly #lost = new Map<string, { pv: string | undefined; loss: KeyLoss }>();
+  /** Forgiven devices where the key is not registered again yet (the taint stays meanwhile). */
+  readonly #reRegistering = new Set<string>();
+  /** Best-effort API writes of the failfast, retried every probe round and resync. */
+  readonly #pendingEvents: string[] = [];
+  #ownStatusDirty = false;
+  #taintWanted: boolean | undefined;
+  #taintApplied: boolean | undefined;
+  #apiRetrying = false;
+  #rebootTriggered = false;
 
   private constructor(
     o: AgentOptions,
@@ -125,6 +148,7 @@ export class Agent {
     this.key = key;
     this.tag = tag;
     this.#claim = claim;
+    this.#memory = memory;
     this.#queue = new WorkQueue<string>({
       baseDelayMs: 200,
       maxDelayMs: 30_000,
@@ -148,6 +172,18 @@ export class Agent {
       leaveGraceMs: o.leaveGraceMs ?? 10_000,
       signal: this.#abort.signal,
     });
+    this.#failfast = new FailfastProbe({
+      key,
+      intervalMs: o.probeIntervalMs ?? 2000,
+      targets: () => this.#devices.entries(),
+      memory,
+      unfencedAt: () => this.#nf.get(this.node)?.spec?.unfencedAt,
+      log: o.log.child({ component: 'failfast' }),
+      onRound: () => {
+        if (this.#apiWritesPending()) void this.#retryFailfastApi();
+      },
+      ...(o.metrics ? { onSkipped: o.metrics.failfastSkipped } : {}),
+    });
   }
 
   /**
@@ -155,6 +191,8 @@ export class Agent {
    * answer (S2): a node that cannot learn whether it was fenced must not register.
    */
   static async start(o: AgentOptions): Promise<Agent> {
+    if (o.failfastAction === 'reboot' && !o.allowReboot)
+      throw new Error('failfast action reboot needs allowReboot (--failfast-allow-reboot)');
     const metrics = o.metrics;
     const rest = new RestClient(o.kubeConfig, {
       userAgent: `prfence-agent/${o.nodeName}`,
@@ -189,6 +227,7 @@ export class Agent {
       await agent.#writeOwnStatus();
       agent.#startWorkers();
       agent.#startApiProbe();
+      agent.#startFailfast();
       return agent;
     } catch (e) {
       rest.close();
@@ -255,6 +294,7 @@ export class Agent {
         rules.nodeFence.onDelete?.({ metadata: { name: this.node } } as NodeFence);
       // An idle node (no volume to reconcile) still gets its status written (phase, Ready).
       void this.#writeOwnStatus();
+      if (this.#apiWritesPending()) void this.#retryFailfastApi();
     }, resync);
     this.#resync.unref();
   }
@@ -346,15 +386,20 @@ export class Agent {
     }
   }
 
-  async #writeOwnStatus(): Promise<void> {
+  /** Writes the own NodeFence status; resolves false if it was not written (retried later). */
+  async #writeOwnStatus(): Promise<boolean> {
     const nf = this.#nf.get(this.node);
     const problem = this.notReady();
+    const lost = this.#accessLostMessage();
+    // A peer's Fenced mark is never overwritten (writeOwn); AccessLost wins over the rest.
     const phase =
       nf?.status?.phase === 'Fenced'
         ? 'Fenced'
-        : this.#reconciler.blockedOn.size > 0
-          ? 'Blocked'
-          : 'Registered';
+        : lost
+          ? 'AccessLost'
+          : this.#reconciler.blockedOn.size > 0
+            ? 'Blocked'
+            : 'Registered';
     const volumes = this.#reconciler.registeredOn.size;
     // READY / REASON of `kubectl get nf`: the most pressing of what keeps this node off.
     const ready =
@@ -365,26 +410,28 @@ export class Agent {
             'Fenced',
             `key removed by ${nf?.status?.fencedBy ?? 'a peer'}; prfence unfence lets it back`,
           )
-        : isFenceRequested(nf, this.#nodes.get(this.node))
-          ? cond(
-              'Ready',
-              'False',
-              'FenceRequested',
-              'fence requested (spec.fenceState or out-of-service taint)',
-            )
-          : phase === 'Blocked'
+        : lost
+          ? cond('Ready', 'False', 'AccessLost', lost)
+          : isFenceRequested(nf, this.#nodes.get(this.node))
             ? cond(
                 'Ready',
                 'False',
-                'Blocked',
-                `registration refused (S2) on ${this.#reconciler.blockedOn.size} volume(s)`,
+                'FenceRequested',
+                'fence requested (spec.fenceState or out-of-service taint)',
               )
-            : problem
-              ? cond('Ready', 'False', 'NoFreshView', problem)
-              : volumes > 0
-                ? cond('Ready', 'True', 'Registered', `key registered on ${volumes} volume(s)`)
-                : cond('Ready', 'True', 'NoVolumes', 'key claimed; no shared volume attached');
-    await this.#writer
+            : phase === 'Blocked'
+              ? cond(
+                  'Ready',
+                  'False',
+                  'Blocked',
+                  `registration refused (S2) on ${this.#reconciler.blockedOn.size} volume(s)`,
+                )
+              : problem
+                ? cond('Ready', 'False', 'NoFreshView', problem)
+                : volumes > 0
+                  ? cond('Ready', 'True', 'Registered', `key registered on ${volumes} volume(s)`)
+                  : cond('Ready', 'True', 'NoVolumes', 'key claimed; no shared volume attached');
+    return this.#writer
       .writeOwn(nf, {
         phase,
         volumes,
@@ -394,11 +441,138 @@ export class Agent {
             ? cond('Degraded', 'True', 'NoFreshView', problem)
             : cond('Degraded', 'False', 'FreshView', 'the API view is fresh'),
           ready,
+          ...(lost ? [cond('AccessLost', 'True', 'KeyRemoved', lost)] : []),
         ],
       })
-      .catch((e: unknown) =>
-        this.#o.log.debug({ err: describeError(e) }, 'own status not written; next time'),
+      .then(
+        () => true,
+        (e: unknown) => {
+          this.#o.log.debug({ err: describeError(e) }, 'own status not written; next time');
+          return false;
+        },
       );
+  }
+
+  /** The AccessLost message naming the devices and the key holding each now; undefined: none lost. */
+  #accessLostMessage(): string | undefined {
+    if (this.#lost.size === 0) return undefined;
+    const parts = [...this.#lost].map(
+      ([identity, { pv, loss }]) =>
+        `${pv ?? '?'} (${identity}, reservation held by ${loss.holder ?? 'unknown'})`,
+    );
+    return `own key ${formatKey(this.key)} removed by another initiator from ${parts.sort().join(', ')}; registers there again only after prfence unfence`;
+  }
+
+  /** Failfast: the probe, and the reactions to a loss of the own key (whoever found it). */
+  #startFailfast(): void {
+    for (const [identity, loss] of Object.entries(this.#memory.losses))
+      this.#lost.set(identity, { pv: this.#pvOfIdentity(identity), loss });
+    this.#o.metrics?.accessLost(this.#lost.size);
+    // After a restart (a reboot): shown again, and the taint kept; never a second reboot.
+    if (this.#lost.size > 0) {
+      this.#ownStatusDirty = true;
+      if (this.#o.failfastAction === 'taint') this.#taintWanted = true;
+      void this.#retryFailfastApi();
+    }
+    this.#unlisten = this.#memory.listen({
+      lost: (identity, loss) => this.#onAccessLost(identity, loss),
+      forgiven: (identity) => {
+        this.#lost.delete(identity);
+        this.#reRegistering.add(identity);
+        this.#accessChanged();
+      },
+      registered: (identity) => {
+        if (this.#reRegistering.delete(identity)) this.#accessChanged();
+      },
+    });
+    this.#failfast.start();
+  }
+
+  #pvOfIdentity(identity: string): string | undefined {
+    for (const e of this.#devices.entries()) if (e.identity === identity) return e.pv;
+    return undefined;
+  }
+
+  /**
+   * The own key is gone from a device (recorded in the host memory already): metrics,
+   * best-effort API writes (never awaited: a partitioned node cannot make them), then
+   * the local action.
+   */
+  #onAccessLost(identity: string, loss: KeyLoss): void {
+    const action = this.#o.failfastAction ?? 'report';
+    const pv = this.#pvOfIdentity(identity);
+    this.#lost.set(identity, { pv, loss });
+    this.#reRegistering.delete(identity);
+    this.#o.metrics?.accessLost(this.#lost.size);
+    this.#o.metrics?.failfastDetection(action);
+    const note = `own key ${loss.key} of ${this.node} gone from ${pv ?? '?'} (${identity}); reservation held by ${loss.holder ?? 'unknown'}; failfast action ${action}`;
+    this.#o.log.error(
+      { pv, device: identity, key: loss.key, holder: loss.holder, action },
+      'access lost: ' + note,
+    );
+    this.#pendingEvents.push(note);
+    this.#ownStatusDirty = true;
+    if (action === 'taint') this.#taintWanted = true;
+    void this.#retryFailfastApi();
+    if (action === 'reboot' && !this.#rebootTriggered) {
+      this.#rebootTriggered = true;
+      const trigger = this.#o.rebootTrigger ?? (() => sysrqReboot());
+      this.#o.log.fatal({ pv, device: identity }, 'failfast: rebooting this node (sysrq)');
+      try {
+        void Promise.resolve(trigger(note)).catch((e: unknown) =>
+          this.#o.log.fatal({ err: describeError(e) }, 'failfast reboot failed'),
+        );
+      } catch (e) {
+        this.#o.log.fatal({ err: describeError(e) }, 'failfast reboot failed');
+      }
+    }
+  }
+
+  /** A loss was forgiven or the key registered again: the phase, and the taint once all are back. */
+  #accessChanged(): void {
+    this.#o.metrics?.accessLost(this.#lost.size);
+    this.#ownStatusDirty = true;
+    if (this.#lost.size === 0 && this.#reRegistering.size === 0 && this.#taintWanted)
+      this.#taintWanted = false;
+    void this.#retryFailfastApi();
+  }
+
+  #apiWritesPending(): boolean {
+    return (
+      this.#ownStatusDirty ||
+      this.#pendingEvents.length > 0 ||
+      (this.#taintWanted !== undefined && this.#taintWanted !== this.#taintApplied)
+    );
+  }
+
+  /** The failfast's API writes (status, event, taint), one pass at a time, retried until they land. */
+  async #retryFailfastApi(): Promise<void> {
+    if (this.#apiRetrying || this.#abort.signal.aborted) return;
+    this.#apiRetrying = true;
+    const log = this.#o.log;
+    try {
+      if (this.#ownStatusDirty) {
+        this.#ownStatusDirty = false;
+        if (!(await this.#writeOwnStatus())) this.#ownStatusDirty = true;
+      }
+      while (this.#pendingEvents.length > 0 && (await this.#writer.accessLostEvent(this.#pendingEvents[0]!)))
+        this.#pendingEvents.shift();
+      const want = this.#taintWanted;
+      if (want !== undefined && want !== this.#taintApplied) {
+        try {
+          await setAccessLostTaint(this.#rest, this.node, want);
+          this.#taintApplied = want;
+          log.warn(
+            { taint: 'prfence.io/access-lost:NoExecute' },
+            want ? 'node tainted' : 'node taint removed',
+          );
+        } catch (e) {
+          log.warn({ err: describeError(e) }, 'access-lost taint not changed yet; retried');
+        }
+      }
+    } finally {
+      this.#apiRetrying = false;
+    }
   }
 
   /**
@@ -480,11 +654,18 @@ export class Agent {
     this.#abort.abort();
     if (this.#resync) clearInterval(this.#resync);
     if (this.#probe) clearInterval(this.#probe);
+    this.#failfast.stop();
+    this.#unlisten?.();
     this.#queue.shutDown();
     await Promise.all(this.#informers.map((i) => i.stop()));
     await Promise.allSettled(this.#workers);
     await this.#devices.closeAll();
     this.#rest.close();
+  }
+
+  /** The failfast probe (tests and the benchmark look at its reads). */
+  get failfast(): FailfastProbe {
+    return this.#failfast;
   }
 
   /** API requests this agent sent (status, marks, events; informer lists and watch starts too). */

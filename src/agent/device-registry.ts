@@ -44,6 +44,11 @@ export class DeviceRegistry {
     return p;
   }
 
+  /** The devices open now (the failfast probe reads those this node expects to be registered on). */
+  entries(): IterableIterator<DeviceEntry> {
+    return this.#entries.values();
+  }
+
   has(pv: string): boolean {
     return this.#entries.has(pv);
   }

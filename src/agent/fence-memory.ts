@@ -20,6 +20,18 @@ export interface KeyLoss {
   at: string;
   /** NodeFence spec.unfencedAt when the loss was seen: an unfence must change it. */
   unfencedAtBefore: string | null;
+  /** The key that held the reservation when the loss was seen (16 hex; 0000000000000000 under an all-registrants type), if read. */
+  holder?: string;
+}
+
+/** Told of every change of what the node expects or lost (the failfast probe and its actions). */
+export interface FenceMemoryListener {
+  /** A new loss was recorded (not called again for a device already lost). */
+  lost?(identity: string, loss: KeyLoss): void;
+  /** A loss was forgiven (an unfence newer than the loss). */
+  forgiven?(identity: string): void;
+  /** The own key was seen registered on the device. */
+  registered?(identity: string): void;
 }
 
 interface State {
@@ -33,6 +45,7 @@ export class FenceMemory {
   readonly #file: string | undefined;
   #state: State = { version: 1, registered: {}, lost: {} };
   #writing: Promise<void> = Promise.resolve();
+  readonly #listeners = new Set<FenceMemoryListener>();
 
   private constructor(file: string | undefined) {
     this.#file = file;
@@ -63,6 +76,17 @@ export class FenceMemory {
     return this.#state.registered[identity] === formatKey(key);
   }
 
+  /** Adds a listener; returns its removal. */
+  listen(l: FenceMemoryListener): () => void {
+    this.#listeners.add(l);
+    return () => this.#listeners.delete(l);
+  }
+
+  /** The devices where this node expects its key (identity -> key, 16 hex). */
+  get expected(): Readonly<Record<string, string>> {
+    return this.#state.registered;
+  }
+
   lossOf(identity: string): KeyLoss | undefined {
     return this.#state.lost[identity];
   }
@@ -76,6 +100,7 @@ export class FenceMemory {
     if (this.expects(identity, key)) return;
     this.#state.registered[identity] = formatKey(key);
     await this.#save();
+    for (const l of this.#listeners) l.registered?.(identity);
   }
 
   /** This node is about to remove its own registration (a normal detach): not a loss. */
@@ -86,14 +111,24 @@ export class FenceMemory {
   }
 
   /** The own key was found gone without this node removing it. */
-  async lost(identity: string, key: PrKey, unfencedAt: string | undefined, at = new Date()): Promise<void> {
+  async lost(
+    identity: string,
+    key: PrKey,
+    unfencedAt: string | undefined,
+    at = new Date(),
+    holder?: PrKey | null,
+  ): Promise<void> {
     delete this.#state.registered[identity];
+    const fresh = !(identity in this.#state.lost);
     this.#state.lost[identity] ??= {
       key: formatKey(key),
       at: at.toISOString(),
       unfencedAtBefore: unfencedAt ?? null,
+      ...(holder !== undefined && holder !== null ? { holder: formatKey(holder) } : {}),
     };
+    // On the host before anyone acts on it (a reboot follows): S2 holds across the restart.
     await this.#save();
+    if (fresh) for (const l of this.#listeners) l.lost?.(identity, this.#state.lost[identity]);
   }
 
   /** An unfence newer than the loss was seen in a fresh read: the node may register there again. */
@@ -101,6 +136,7 @@ export class FenceMemory {
     if (!(identity in this.#state.lost)) return;
     delete this.#state.lost[identity];
     await this.#save();
+    for (const l of this.#listeners) l.forgiven?.(identity);
   }
 
   /** Writes are serialized: the file always holds the latest state. */

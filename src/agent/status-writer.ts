@@ -241,6 +241,17 @@ export class StatusWriter {
     });
   }
 
+  /** A Warning event on this node's own NodeFence: its key is gone from devices (failfast). True once written. */
+  async accessLostEvent(note: string): Promise<boolean> {
+    return this.#events.emit({
+      regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name: this.#o.node },
+      reason: 'AccessLost',
+      action: 'Failfast',
+      type: 'Warning',
+      note,
+    });
+  }
+
   /**
    * Removes a fenced node's registrants entry (its own agent owns it and may be cut off).
    * A JSON patch with a test op: it removes exactly that entry or nothing.
@@ -280,7 +291,7 @@ export class StatusWriter {
       volumes: number;
       /** PVs this node holds the reservation of only to hand it over (omitted when none). */
       handingOver: readonly string[];
-      conditions: Condition<'Degraded' | 'Ready'>[];
+      conditions: Condition<'Degraded' | 'Ready' | 'AccessLost'>[];
     },
   ): Promise<void> {
     const writePhase = !(current?.status?.phase === 'Fenced' && s.phase !== 'Fenced');

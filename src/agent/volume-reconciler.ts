@@ -253,7 +253,13 @@ export class VolumeReconciler {
         { key: formatKey(o.key) },
         'own key gone from the device: treating this node as fenced there (S2)',
       );
-      await o.memory.lost(identity, o.key, cache.nodeFences(o.node)?.spec?.unfencedAt);
+      await o.memory.lost(
+        identity,
+        o.key,
+        cache.nodeFences(o.node)?.spec?.unfencedAt,
+        new Date(),
+        state.reservation.key,
+      );
     }
 
     const staleSeen = this.#staleSince.get(pv) ?? new Map<PrKey, number>();

@@ -40,6 +40,17 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
       'host directory where the node remembers losing its key across restarts (S2)',
       '/var/lib/prfence',
     )
+    .option(
+      '--probe-interval <duration>',
+      'failfast probe: read the own key on every device this node is registered on this often (0: off)',
+      '2s',
+    )
+    .option(
+      '--failfast-action <action>',
+      'report | taint | reboot: what the node does when its own key is removed from a device',
+      'report',
+    )
+    .option('--failfast-allow-reboot', 'allow --failfast-action reboot (sysrq reboot of this node)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', 'info')
     .option(
       '--http-endpoint <host:port>',
@@ -112,6 +123,9 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             freshnessMs: cfg.freshnessMs,
             leaveGraceMs: cfg.leaveGraceMs,
             stateDir: cfg.stateDir,
+            probeIntervalMs: cfg.probeIntervalMs,
+            failfastAction: cfg.failfastAction,
+            allowReboot: cfg.failfastAction === 'reboot',
             ...(cfg.clusterId ? { clusterId: cfg.clusterId } : {}),
             openDevice: async (identity) =>
               KoffiPrDevice.open(await resolveDevice(identity), {

@@ -5,6 +5,7 @@
 import { parseHostPort } from '../obs/http-server.js';
 import { parseReservationType, type ReservationType } from '../pr/reservation-type.js';
 import { FENCING_MODES, isFencingMode, type FencingMode } from '../agent/volume-policy.js';
+import { FAILFAST_ACTIONS, isFailfastAction, type FailfastAction } from '../agent/failfast.js';
 
 export interface AgentConfig {
   readonly nodeName: string;
@@ -23,6 +24,9 @@ export interface AgentConfig {
   readonly freshnessMs: number;
   readonly leaveGraceMs: number;
   readonly stateDir: string;
+  /** Failfast probe period; 0: no probe. */
+  readonly probeIntervalMs: number;
+  readonly failfastAction: FailfastAction;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
   /** host:port of /metrics, /healthz, /readyz; undefined: no diagnostics server. */
   readonly httpEndpoint: string | undefined;
@@ -42,6 +46,9 @@ export interface RawAgentFlags {
   freshness?: string;
   leaveGrace?: string;
   stateDir?: string;
+  probeInterval?: string;
+  failfastAction?: string;
+  failfastAllowReboot?: boolean;
   logLevel?: string;
   httpEndpoint?: string;
 }
@@ -96,6 +103,23 @@ export function loadAgentConfig(
   const foreign = flags.foreignKeys ?? 'leave';
   if (foreign !== 'leave' && foreign !== 'preempt')
     throw new ConfigError(`--foreign-keys must be leave or preempt, got "${foreign}"`);
+  const failfastAction = flags.failfastAction ?? 'report';
+  if (!isFailfastAction(failfastAction))
+    throw new ConfigError(
+      `--failfast-action must be ${FAILFAST_ACTIONS.join(', ')}, got "${failfastAction}"`,
+    );
+  if (failfastAction === 'reboot' && flags.failfastAllowReboot !== true)
+    throw new ConfigError(
+      '--failfast-action reboot reboots this node (sysrq) when its key is removed from a device; ' +
+        'pass --failfast-allow-reboot as well to allow it',
+    );
+  const probeIntervalMs = flags.probeInterval
+    ? parseDurationMs(flags.probeInterval, '--probe-interval')
+    : 2000;
+  if (failfastAction !== 'report' && probeIntervalMs === 0)
+    throw new ConfigError(
+      `--failfast-action ${failfastAction} needs the probe: --probe-interval must not be 0`,
+    );
   const level = flags.logLevel ?? 'info';
   if (!(LEVELS as readonly string[]).includes(level))
     throw new ConfigError(`--log-level must be one of ${LEVELS.join(', ')}`);
@@ -113,6 +137,8 @@ export function loadAgentConfig(
     freshnessMs: flags.freshness ? parseDurationMs(flags.freshness, '--freshness') : 5000,
     leaveGraceMs: flags.leaveGrace ? parseDurationMs(flags.leaveGrace, '--leave-grace') : 10_000,
     stateDir: flags.stateDir ?? '/var/lib/prfence',
+    probeIntervalMs,
+    failfastAction,
     logLevel: level as AgentConfig['logLevel'],
     httpEndpoint: hostPort(flags.httpEndpoint),
   });

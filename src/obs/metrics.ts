@@ -21,6 +21,12 @@ export interface AgentMetrics {
   /** 1 while this node may register keys (S2), 0 while it is fenced or out of service. */
   registrationAllowed(allowed: boolean): void;
   apiRequest(method: string, code: number): void;
+  /** Devices where this node's own key is gone and not yet forgiven by an unfence (failfast). */
+  accessLost(devices: number): void;
+  /** One loss of the own key found (by the failfast probe or a reconcile), and the action taken. */
+  failfastDetection(action: string): void;
+  /** Probe reads skipped because the previous read of the device has not returned (hung). */
+  failfastSkipped(n: number): void;
   /** Exports the native executor's state, read at each scrape (src/pr/koffi/executor.ts). */
   observeNativeExecutor(read: () => NativeExecutorStats): void;
 }
@@ -69,6 +75,22 @@ export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): Age
     labelNames: ['method', 'code'],
     registers,
   });
+  const lostDevices = new Gauge({
+    name: 'prfence_access_lost_devices',
+    help: "Devices where this node's own key was removed by someone else (the node treats itself as fenced there until an unfence).",
+    registers,
+  });
+  const detections = new Counter({
+    name: 'prfence_failfast_detections_total',
+    help: "Losses of this node's own key found on a device, by the failfast action taken (report, taint, reboot).",
+    labelNames: ['action'],
+    registers,
+  });
+  const skipped = new Counter({
+    name: 'prfence_failfast_probe_skipped_total',
+    help: 'Failfast probe reads skipped because the previous read of the device had not returned (hung device).',
+    registers,
+  });
   const queue = createQueueMetrics(registry, 'volumes');
   let native: (() => NativeExecutorStats) | undefined;
   new Gauge({
@@ -114,6 +136,9 @@ export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): Age
     reconciled: (outcome) => reconciles.inc({ outcome }),
     registrationAllowed: (a) => allowed.set(a ? 1 : 0),
     apiRequest: (method, code) => api.inc({ method, code: String(code) }),
+    accessLost: (n) => lostDevices.set(n),
+    failfastDetection: (action) => detections.inc({ action }),
+    failfastSkipped: (n) => skipped.inc(n),
     observeNativeExecutor: (read) => {
       native = read;
     },

@@ -35,6 +35,13 @@ export interface PrCapabilities {
 /** Per-call options: an AbortSignal stops waiting (the outcome is then indeterminate for PR OUT). */
 export interface PrCallOptions {
   readonly signal?: AbortSignal;
+  /**
+   * A time limit for this call (ms), below the device's own (never above it). Used by the
+   * failfast probe's reads: a read still running at it makes the device count as hung (its
+   * further calls fail fast) and frees the executor to start another thread, so a few hung
+   * devices do not hold every thread for the whole --ioctl-timeout.
+   */
+  readonly timeoutMs?: number;
 }
 
 /**

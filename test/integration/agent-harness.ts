@@ -8,6 +8,7 @@ import { API_VERSION, GROUP, VERSION, type NodeFence, type VolumeReservation } f
 import { clusterObjectPath, RestClient } from '../../src/kube/rest-client.js';
 import type { ReservationType } from '../../src/pr/reservation-type.js';
 import type { FencingMode } from '../../src/agent/volume-policy.js';
+import type { FailfastAction } from '../../src/agent/failfast.js';
 import { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
 import type { PrDevice } from '../../src/pr/pr-device.js';
 import { adminKubeConfig, uniqueName } from '../envtest/kube.js';
@@ -39,6 +40,10 @@ export interface StartAgentOptions {
   fencingDefault?: FencingMode;
   freshnessMs?: number;
   stateDir?: string;
+  /** Failfast (AgentOptions): probe period (default here: off unless given), action, injected reboot. */
+  probeIntervalMs?: number;
+  failfastAction?: FailfastAction;
+  rebootTrigger?: (reason: string) => void | Promise<void>;
 }
 
 const PR_METHODS = new Set([
@@ -191,6 +196,11 @@ export class Cluster {
       ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
       ...(opts.metrics ? { metrics: opts.metrics } : {}),
       ...(opts.onFence ? { onFence: opts.onFence } : {}),
+      // Off unless a test asks: the other tests' device-call samplers see no probe reads.
+      probeIntervalMs: opts.probeIntervalMs ?? 0,
+      ...(opts.failfastAction ? { failfastAction: opts.failfastAction } : {}),
+      ...(opts.failfastAction === 'reboot' ? { allowReboot: true } : {}),
+      ...(opts.rebootTrigger ? { rebootTrigger: opts.rebootTrigger } : {}),
     });
     this.agents.push(agent);
     return agent;

@@ -74,6 +74,8 @@ describe('Helm chart', () => {
     ['logLevl=debug', /additional properties 'logLevl' not allowed/],
     ['httpEndpoint=localhost', /at '\/httpEndpoint': .*does not match pattern/],
     ['ioctlTimeout=soon', /at '\/ioctlTimeout': .*does not match pattern/],
+    ['failfastAction=panic', /at '\/failfastAction': value must be one of/],
+    ['failfastAction=reboot', /set failfastAllowReboot: true as well/],
     ['controller.replica=3', /at '\/controller': additional properties 'replica' not allowed/],
     ['controller.replicas=-1', /at '\/controller\/replicas': .*minimum/],
     ['controller.resync=soon', /at '\/controller\/resync': .*does not match pattern/],
@@ -121,6 +123,55 @@ describe('Helm chart', () => {
     };
     expect(args([])).toContain('--fencing-default=enabled');
     expect(args(['--set', 'fencingDefault=disabled'])).toContain('--fencing-default=disabled');
+  });
+
+  it('failfast values -> agent flags; reboot mounts the host /proc and needs failfastAllowReboot; taint adds patch on nodes', () => {
+    interface Rendered {
+      kind?: string;
+      rules?: { resources?: string[]; verbs?: string[] }[];
+      metadata?: { name?: string };
+      spec?: {
+        template: {
+          spec: {
+            containers: { args: string[]; volumeMounts: { name: string; mountPath: string }[] }[];
+            volumes: { name: string; hostPath?: { path: string } }[];
+          };
+        };
+      };
+    }
+    const render = (set: string[]) => {
+      const docs = parseAllDocuments(
+        execFileSync(helm, ['template', 't', 'charts/prfence', '--kube-version', '1.36.0', ...set], {
+          encoding: 'utf8',
+        }),
+      ).map((d) => d.toJS() as Rendered);
+      const ds = docs.find((o) => o?.kind === 'DaemonSet')!.spec!.template.spec;
+      const role = docs.find((o) => o?.kind === 'ClusterRole' && o.metadata?.name === 'prfence-agent')!;
+      return {
+        args: ds.containers[0]!.args.filter((a) => /probe|failfast/.test(a)),
+        proc: ds.volumes.find((v) => v.name === 'host-proc')?.hostPath?.path,
+        mount: ds.containers[0]!.volumeMounts.find((m) => m.name === 'host-proc')?.mountPath,
+        patchNodes: role.rules!.some((r) => r.resources?.includes('nodes') && r.verbs?.includes('patch')),
+      };
+    };
+    expect(render([])).toEqual({
+      args: ['--probe-interval=2s', '--failfast-action=report'],
+      proc: undefined,
+      mount: undefined,
+      patchNodes: false,
+    });
+    expect(render(['--set', 'failfastAction=taint', '--set', 'probeInterval=500ms'])).toEqual({
+      args: ['--probe-interval=500ms', '--failfast-action=taint'],
+      proc: undefined,
+      mount: undefined,
+      patchNodes: true,
+    });
+    expect(render(['--set', 'failfastAction=reboot', '--set', 'failfastAllowReboot=true'])).toEqual({
+      args: ['--probe-interval=2s', '--failfast-action=reboot', '--failfast-allow-reboot'],
+      proc: '/proc',
+      mount: '/host/proc',
+      patchNodes: false,
+    });
   });
 
   it('renders the CRDs, RBAC, ServiceAccounts, DaemonSet and controller Deployment', () => {

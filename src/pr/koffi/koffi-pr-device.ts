@@ -151,7 +151,8 @@ export class KoffiPrDevice implements PrDevice {
    * answer in time); otherwise resolves the raw reply for the caller to classify.
    */
   #native(op: string, req: DeviceRequest, opts?: PrCallOptions): Promise<NativeReply> {
-    return this.#handle.call(req, { op, timeoutMs: this.#timeoutMs, signal: opts?.signal });
+    const timeoutMs = Math.min(this.#timeoutMs, opts?.timeoutMs ?? Infinity);
+    return this.#handle.call(req, { op, timeoutMs, signal: opts?.signal });
   }
 
   /** One PR OUT ioctl, with the single CHECK CONDITION retry. */

@@ -40,7 +40,8 @@ export class MemoryPrDevice implements PrDevice {
   async #run<T>(op: PrOp, opts: PrCallOptions | undefined, apply: () => T): Promise<T> {
     const signals: AbortSignal[] = [];
     if (opts?.signal) signals.push(opts.signal);
-    if (this.#timeoutMs !== undefined) signals.push(AbortSignal.timeout(this.#timeoutMs));
+    const limit = Math.min(this.#timeoutMs ?? Infinity, opts?.timeoutMs ?? Infinity);
+    if (limit !== Infinity) signals.push(AbortSignal.timeout(limit));
     const signal =
       signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
     try {

@@ -33,8 +33,41 @@ describe('agent config', () => {
     expect(loadAgentConfig({ nodeName: 'n', fencingDefault: 'enabled' }, {}).fencingDefault).toBe('enabled');
   });
 
+  it('failfast defaults: probe every 2 s, action report', () => {
+    expect(loadAgentConfig({ nodeName: 'n' }, {})).toMatchObject({
+      probeIntervalMs: 2000,
+      failfastAction: 'report',
+    });
+  });
+
+  it('--probe-interval 500ms / 0 and --failfast-action taint parse; reboot with --failfast-allow-reboot is accepted', () => {
+    expect(loadAgentConfig({ nodeName: 'n', probeInterval: '500ms' }, {}).probeIntervalMs).toBe(500);
+    expect(loadAgentConfig({ nodeName: 'n', probeInterval: '0' }, {}).probeIntervalMs).toBe(0);
+    expect(loadAgentConfig({ nodeName: 'n', failfastAction: 'taint' }, {}).failfastAction).toBe('taint');
+    expect(
+      loadAgentConfig({ nodeName: 'n', failfastAction: 'reboot', failfastAllowReboot: true }, {})
+        .failfastAction,
+    ).toBe('reboot');
+  });
+
   it.each([
     ['no node name', {}, /node name missing/],
+    [
+      'reboot without --failfast-allow-reboot',
+      { nodeName: 'n', failfastAction: 'reboot' },
+      /--failfast-action reboot reboots this node .* pass --failfast-allow-reboot/,
+    ],
+    [
+      'unknown failfast action',
+      { nodeName: 'n', failfastAction: 'panic' },
+      /--failfast-action must be report, taint, reboot, got "panic"/,
+    ],
+    ['bad probe interval', { nodeName: 'n', probeInterval: 'often' }, /--probe-interval must be a duration/],
+    [
+      'taint with the probe off',
+      { nodeName: 'n', probeInterval: '0', failfastAction: 'taint' },
+      /needs the probe/,
+    ],
     ['unknown type', { nodeName: 'n', reservationType: 'shared' }, /unknown reservation type/],
     [
       'bad fencing default',
