@@ -43,7 +43,8 @@ import { FailfastProbe, setAccessLostTaint, sysrqReboot, type FailfastAction } f
 import { FenceMemory, type KeyLoss } from './fence-memory.js';
 import { FreshViewSource } from './fresh-view.js';
 import { claimKey, ensureNodeFence, nfPath, type KeyClaimOptions } from './key-claim.js';
-import { cond, StatusWriter, vrPath } from './status-writer.js';
+import { StatusWriter, vrPath } from './status-writer.js';
+import { ownNodeStatus } from './nf-status.js';
 import { VolumeReconciler } from './volume-reconciler.js';
 import { resolveVolumePolicy, type FencingMode, type VolumePolicy } from './volume-policy.js';
 
@@ -391,58 +392,21 @@ export class Agent {
     const nf = this.#nf.get(this.node);
     const problem = this.notReady();
     const lost = this.#accessLostMessage();
-    // A peer's Fenced mark is never overwritten (writeOwn); AccessLost wins over the rest.
-    const phase =
-      nf?.status?.phase === 'Fenced'
-        ? 'Fenced'
-        : lost
-          ? 'AccessLost'
-          : this.#reconciler.blockedOn.size > 0
-            ? 'Blocked'
-            : 'Registered';
-    const volumes = this.#reconciler.registeredOn.size;
-    // READY / REASON of `kubectl get nf`: the most pressing of what keeps this node off.
-    const ready =
-      phase === 'Fenced'
-        ? cond(
-            'Ready',
-            'False',
-            'Fenced',
-            `key removed by ${nf?.status?.fencedBy ?? 'a peer'}; prfence unfence lets it back`,
-          )
-        : lost
-          ? cond('Ready', 'False', 'AccessLost', lost)
-          : isFenceRequested(nf, this.#nodes.get(this.node))
-            ? cond(
-                'Ready',
-                'False',
-                'FenceRequested',
-                'fence requested (spec.fenceState or out-of-service taint)',
-              )
-            : phase === 'Blocked'
-              ? cond(
-                  'Ready',
-                  'False',
-                  'Blocked',
-                  `registration refused (S2) on ${this.#reconciler.blockedOn.size} volume(s)`,
-                )
-              : problem
-                ? cond('Ready', 'False', 'NoFreshView', problem)
-                : volumes > 0
-                  ? cond('Ready', 'True', 'Registered', `key registered on ${volumes} volume(s)`)
-                  : cond('Ready', 'True', 'NoVolumes', 'key claimed; no shared volume attached');
+    const { phase, volumes, conditions } = ownNodeStatus({
+      recordedPhase: nf?.status?.phase,
+      fencedBy: nf?.status?.fencedBy,
+      lost,
+      fenceRequested: isFenceRequested(nf, this.#nodes.get(this.node)),
+      blockedVolumes: this.#reconciler.blockedOn.size,
+      registeredVolumes: this.#reconciler.registeredOn.size,
+      problem,
+    });
     return this.#writer
       .writeOwn(nf, {
         phase,
         volumes,
         handingOver: [...this.#reconciler.handingOver],
-        conditions: [
-          problem
-            ? cond('Degraded', 'True', 'NoFreshView', problem)
-            : cond('Degraded', 'False', 'FreshView', 'the API view is fresh'),
-          ready,
-          ...(lost ? [cond('AccessLost', 'True', 'KeyRemoved', lost)] : []),
-        ],
+        conditions,
       })
       .then(
         () => true,

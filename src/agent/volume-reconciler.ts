@@ -17,7 +17,7 @@
  *    and the volume's status is written once.
  */
 import type { Logger } from 'pino';
-import type { LastFence, NodeFence, VolumeReservationStatus } from '../crd/types.js';
+import type { LastFence, NodeFence } from '../crd/types.js';
 import { readDeviceState, type DeviceState } from '../fence/executor.js';
 import {
   classifyKeys,
@@ -27,7 +27,6 @@ import {
   type NodeKey,
 } from '../fence/rule.js';
 import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
-import { isAllRegistrantsType } from '../pr/reservation-type.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import { isPrError } from '../pr/errors.js';
 import { describeError } from '../obs/logger.js';
@@ -46,6 +45,7 @@ import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
 import type { FenceMemory } from './fence-memory.js';
 import type { FreshView, FreshViewSource } from './fresh-view.js';
 import { cond, type StatusWriter } from './status-writer.js';
+import { fenceRecord, observedVrStatus } from './vr-record.js';
 import { describeSource, type VolumePolicy } from './volume-policy.js';
 
 export interface ReconcileResult {
@@ -521,14 +521,7 @@ export class VolumeReconciler {
         );
         continue;
       }
-      lastFence = {
-        victimKey: formatKey(v.key),
-        by: o.node,
-        at: now,
-        durationMs: Math.round(durationMs),
-        result: v.result === 'fenced' ? 'Fenced' : 'Failed',
-        ...(v.node ? { victimNode: v.node } : {}),
-      };
+      lastFence = fenceRecord(v, o.node, now, durationMs);
       if (v.result !== 'fenced' || v.node === undefined) continue;
       if (legit.nodes.some((n) => n.node === v.node) || legit.keyless.includes(v.node)) {
         log.warn({ victimNode: v.node }, 'fenced node is legitimate in a fresh read: not marked Fenced');
@@ -579,58 +572,14 @@ export class VolumeReconciler {
     else this.registeredOn.delete(pv);
     if (obs.outcome === 'blocked') this.blockedOn.add(pv);
     else this.blockedOn.delete(pv);
-    const r = obs.state.reservation;
-    const allRegs = r.type !== null && isAllRegistrantsType(r.type);
-    const status: VolumeReservationStatus = {
-      registrants: own ? [{ node: o.node, key: formatKey(o.key), legitimate: selfLegit }] : [],
-    };
-    // The shared fields are written by the node that holds the reservation, or acted, and
-    // then always, so that server-side apply never drops them while the device says so.
-    const lowestLegit = obs.keys
-      .filter((k) => k.class === 'own' || k.class === 'legitimate')
-      .map((k) => k.key)
-      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))[0];
-    // No node holds it (all-registrants types report key 0; a foreign key; nobody): the
-    // registered legitimate node with the lowest key records it, as it is the one to act.
-    const nodeHolds =
-      !allRegs && obs.keys.some((k) => k.key === r.key && (k.class === 'own' || k.class === 'legitimate'));
-    const actor = obs.results.length > 0 || r.key === o.key || (!nodeHolds && own && lowestLegit === o.key);
-    if (actor) {
-      status.generation = obs.state.keys.generation;
-      if (r.type) status.reservationType = r.type;
-      if (r.key !== null && !allRegs) {
-        const holderNode = obs.keys.find((k) => k.key === r.key)?.node;
-        status.holder = holderNode ? { node: holderNode, key: formatKey(r.key) } : { key: formatKey(r.key) };
-      }
-      status.foreignKeys = obs.keys.filter((k) => k.class === 'foreign').length;
-      status.device = {
-        identity: identity.slice(0, 256),
-        ...(obs.kind !== 'memory' ? { kind: obs.kind } : {}),
-      };
-      if (entry.holderPreemptKeepsVictim) status.quirks = ['HolderPreemptKeepsVictim'];
-      status.conditions = [
-        cond(
-          'Reserved',
-          r.type ? 'True' : 'False',
-          r.type ? 'Reserved' : 'NotReserved',
-          `${r.type ?? 'none'}`,
-        ),
-        cond(
-          'Ready',
-          r.type ? 'True' : 'False',
-          r.type ? 'Reserved' : 'NotReserved',
-          r.type
-            ? `${r.type}${status.holder?.node ? ` held by ${status.holder.node}` : ''}`
-            : 'no reservation on the device',
-        ),
-      ];
-    } else if (obs.outcome === 'blocked' && !own) {
-      // Nobody may record what the device says for this node: say why it is not ready here
-      // (yields to a node that records the device).
-      status.conditions = [
-        cond('Ready', 'False', 'RegistrationBlocked', `${o.node} may not register (fenced or key removed)`),
-      ];
-    }
+    const { status, actor } = observedVrStatus({
+      node: o.node,
+      key: o.key,
+      identity,
+      obs,
+      selfLegit,
+      holderPreemptKeepsVictim: entry.holderPreemptKeepsVictim,
+    });
     await o.writer.writeVolume(
       pv,
       status,

@@ -15,6 +15,7 @@ import { parseAllDocuments } from 'yaml';
 import { KubeApiError, type RestClient } from '../kube/rest-client.js';
 import { ApiUnreachableError, CrdVersionError } from './exit-codes.js';
 import { withApi } from './cluster-command.js';
+import type { PrinterColumn } from './printer-columns.js';
 import type { CliIo } from './program.js';
 
 export const CRD_FIELD_MANAGER = 'prfence-crds';
@@ -24,6 +25,7 @@ interface CrdVersion {
   name: string;
   served?: boolean;
   storage?: boolean;
+  additionalPrinterColumns?: PrinterColumn[];
 }
 export interface Crd {
   apiVersion: string;

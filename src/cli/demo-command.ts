@@ -8,13 +8,32 @@
  */
 import type { Command } from 'commander';
 import pino from 'pino';
+import { vrStatusToWrite } from '../agent/vr-status.js';
+import { fenceRecord, observedVrStatus } from '../agent/vr-record.js';
+import { ownNodeStatus } from '../agent/nf-status.js';
+import {
+  API_VERSION,
+  NODE_FENCE,
+  VOLUME_RESERVATION,
+  type NodeFence,
+  type VolumeReservation,
+} from '../crd/types.js';
 import { clusterTag, makeKey } from '../fence/keys.js';
 import type { NodeKey } from '../fence/rule.js';
 import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
 import { formatKey } from '../pr/key.js';
 import { MemoryLogicalUnit } from '../pr/memory/index.js';
 import type { PrDevice } from '../pr/pr-device.js';
+import { embeddedCrdDir, readCrds } from './crds-command.js';
+import { printerColumns, printTable } from './printer-columns.js';
 import type { CliIo } from './program.js';
+
+/** The shipped CRD of `plural` (charts/prfence/crds, located as `prfence crds apply` does). */
+export function crdOf(plural: string, dir = embeddedCrdDir()) {
+  const crd = readCrds(dir).find((c) => (c.spec as { names?: { plural?: string } }).names?.plural === plural);
+  if (!crd) throw new Error(`no CRD for ${plural} in ${dir}`);
+  return crd;
+}
 
 interface DemoNode {
   name: 'node-a' | 'node-b';
@@ -40,10 +59,12 @@ export async function runDemo(
   const known: NodeKey[] = [];
   let a: DemoNode;
   let b: DemoNode;
+  let deviceIdentity: string; // what the agent records as status.device.identity (the LU's WWID on a node)
   if (opts.deviceA && opts.deviceB) {
     const { KoffiPrDevice } = await import('../pr/koffi/koffi-pr-device.js');
     const { directWrite } = await import('../pr/koffi/direct-io.js');
     const [pa, pb] = [opts.deviceA, opts.deviceB];
+    deviceIdentity = pb;
     a = {
       name: 'node-a',
       key: makeKey(tag, 1),
@@ -64,6 +85,7 @@ export async function runDemo(
     say('    cleared every registration on the LU first (demo devices only)');
   } else {
     const lu = new MemoryLogicalUnit({ kind: 'scsi', id: 'lun-demo' });
+    deviceIdentity = 'lun-demo';
     a = {
       name: 'node-a',
       key: makeKey(tag, 1),
@@ -81,6 +103,7 @@ export async function runDemo(
     );
   }
   known.push({ node: a.name, key: a.key }, { node: b.name, key: b.key });
+  const created = new Date().toISOString();
   const step = (n: number, s: string) => say(`\n[${n}] ${s}`);
   const input = (self: DemoNode, legitimate: DemoNode[], mayRegister = true) => ({
     self: {
@@ -141,12 +164,70 @@ export async function runDemo(
   const reRegistered = keysAfter.includes(a.key);
   say(`    node-a writes: ${await a.write()}`);
 
-  const r = await b.device.readReservation();
+  // What node-b's agent records for pv-demo after step 3 (node-a's write in step 4 is a
+  // fallback Ready that yields to it): the agent's own status helpers, then the CRD's
+  // printer columns, as `kubectl get vr` shows it.
+  const observed = observedVrStatus({
+    node: b.name,
+    key: b.key,
+    identity: deviceIdentity,
+    obs: final,
+    selfLegit: true,
+    holderPreemptKeepsVictim: final.holderPreemptKeepsVictim,
+  });
+  const fenced = final.victims.filter((v) => v.result !== 'left' && !v.takeover);
+  const vr: VolumeReservation = {
+    apiVersion: API_VERSION,
+    kind: VOLUME_RESERVATION.kind,
+    metadata: { name: 'pv-demo', creationTimestamp: created },
+    status: {
+      ...vrStatusToWrite(observed.status, undefined).status,
+      ...(fenced.length
+        ? { lastFence: fenceRecord(fenced.at(-1)!, b.name, new Date().toISOString(), final.durationMs) }
+        : {}),
+    },
+  };
   say('\nkubectl get vr (what the agent records):');
-  say('NAME      KIND   TYPE                       HOLDER   HOLDER-KEY         REGISTRANTS   LAST-FENCED');
-  say(
-    `pv-demo   scsi   ${String(r.type).padEnd(26)} node-b   ${r.key === null ? '-'.padEnd(16) : formatKey(r.key)}   ${String(keysAfter.length).padEnd(13)} node-a`,
-  );
+  for (const line of printTable(printerColumns(crdOf(VOLUME_RESERVATION.plural)), [vr])) say(line);
+
+  // Each node's own NodeFence write after step 4 (the agent's ownNodeStatus), and on
+  // node-a the Fenced mark node-b wrote when it fenced it (StatusWriter.markFenced).
+  // spec.fenceState: the API server's default (nobody asked for a fence).
+  const mark = vr.status?.lastFence;
+  const nf = (
+    n: DemoNode,
+    registered: number,
+    blocked: number,
+    fencedBy?: string,
+    fencedAt?: string,
+  ): NodeFence => {
+    const own = ownNodeStatus({
+      recordedPhase: fencedBy ? 'Fenced' : undefined,
+      fencedBy,
+      fenceRequested: fencedBy !== undefined,
+      blockedVolumes: blocked,
+      registeredVolumes: registered,
+    });
+    return {
+      apiVersion: API_VERSION,
+      kind: NODE_FENCE.kind,
+      metadata: { name: n.name, creationTimestamp: created },
+      spec: { fenceState: 'Unfenced' },
+      status: {
+        key: formatKey(n.key),
+        volumes: own.volumes,
+        phase: own.phase,
+        conditions: own.conditions,
+        ...(fencedBy ? { fencedBy, fencedAt } : {}),
+      },
+    };
+  };
+  const nfs = [
+    nf(a, reRegistered ? 1 : 0, again.outcome === 'blocked' ? 1 : 0, mark?.by, mark?.at),
+    nf(b, keysAfter.includes(b.key) ? 1 : 0, 0),
+  ];
+  say('\nkubectl get nf:');
+  for (const line of printTable(printerColumns(crdOf(NODE_FENCE.plural)), nfs)) say(line);
   await a.device.close();
   await b.device.close();
   return { a, b, final, writesRefused: aw === 'refused' && bw === 'ok', reRegistered };

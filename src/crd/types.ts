@@ -58,6 +58,7 @@ export interface ObjectMeta {
   name: string;
   uid?: string;
   resourceVersion?: string;
+  creationTimestamp?: string;
   generation?: number;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
