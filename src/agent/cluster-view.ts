@@ -41,16 +41,6 @@ export function isFenceRequested(nf: NodeFence | undefined, node: V1Node | undef
   return nf?.spec?.fenceState === 'Fenced' || nf?.status?.phase === 'Fenced' || hasOutOfService(node);
 }
 
-/**
- * Whether a node other than `self` is fenced or asked to be: it may still be writing
- * wherever its key was removed, so no reservation may lapse (rule.ts `holdForFenced`).
- */
-export function fencedNodeExists(c: ClusterCaches, self: string): boolean {
-  return c.allNodeFences.some(
-    (nf) => nf.metadata.name !== self && isFenceRequested(nf, c.nodes(nf.metadata.name)),
-  );
-}
-
 /** Keys of the nodes whose NodeFence says they hold `pv`'s reservation only to hand it over. */
 export function handoverKeys(pv: string, c: ClusterCaches, self: string): PrKey[] {
   const out: PrKey[] = [];

@@ -19,6 +19,7 @@ import {
   VOLUME_RESERVATION,
   type Condition,
   type FenceIntent,
+  type FencedKey,
   type LastFence,
   type NodeFence,
   type NodePhase,
@@ -184,20 +185,64 @@ export class StatusWriter {
     const current = await this.readVr(pv);
     const open = current.status?.fenceIntent;
     if (open && open.by !== this.#o.node && Date.now() - Date.parse(open.at) < INTENT_EXPIRY_MS) return false;
-    await this.#applyFence(pv, current, { fenceIntent: intent, lastFence: current.status?.lastFence });
+    await this.#applyFence(pv, current, {
+      fenceIntent: intent,
+      lastFence: current.status?.lastFence,
+      fencedKeys: current.status?.fencedKeys,
+    });
     return true;
   }
 
-  /** Closes the intent: records `lastFence` if a fence happened, else only removes the intent. */
-  async completeFence(pv: string, lastFence: LastFence | undefined): Promise<void> {
+  /**
+   * Closes the intent: records `lastFence` if a fence happened, else only removes the
+   * intent; adds the keys this fence removed to `fencedKeys` and drops the entries whose
+   * node `stillFenced` says was unfenced since.
+   */
+  async completeFence(
+    pv: string,
+    lastFence: LastFence | undefined,
+    fenced: readonly FencedKey[] = [],
+    stillFenced: (e: FencedKey) => boolean = () => true,
+  ): Promise<void> {
     const current = await this.readVr(pv);
-    await this.#applyFence(pv, current, { lastFence: lastFence ?? current.status?.lastFence });
+    const kept = (current.status?.fencedKeys ?? []).filter(
+      (e) => stillFenced(e) && !fenced.some((f) => f.key === e.key),
+    );
+    await this.#applyFence(pv, current, {
+      lastFence: lastFence ?? current.status?.lastFence,
+      fencedKeys: [...kept, ...fenced].slice(-256),
+    });
+  }
+
+  /**
+   * The fences this volume's device carries (status.fencedKeys, and an open intent as one
+   * more), read from the API server, not a cache. A missing VolumeReservation has none.
+   */
+  async fencedOn(pv: string): Promise<FencedKey[]> {
+    let vr: VolumeReservation;
+    try {
+      vr = await this.#o.rest.get<VolumeReservation>(vrPath(pv));
+    } catch (e) {
+      if (e instanceof KubeApiError && e.code === 404) return [];
+      throw e;
+    }
+    const s = vr.status ?? {};
+    const intent = s.fenceIntent
+      ? [
+          {
+            key: s.fenceIntent.victimKey,
+            at: s.fenceIntent.at,
+            ...(s.fenceIntent.victimNode ? { node: s.fenceIntent.victimNode } : {}),
+          },
+        ]
+      : [];
+    return [...(s.fencedKeys ?? []), ...intent];
   }
 
   async #applyFence(
     pv: string,
     current: VolumeReservation,
-    s: { fenceIntent?: FenceIntent; lastFence?: LastFence | undefined },
+    s: { fenceIntent?: FenceIntent; lastFence?: LastFence | undefined; fencedKeys?: FencedKey[] | undefined },
   ): Promise<void> {
     await this.#o.rest.apply(
       vrPath(pv, 'status'),
@@ -208,6 +253,7 @@ export class StatusWriter {
         status: {
           ...(s.fenceIntent ? { fenceIntent: s.fenceIntent } : {}),
           ...(s.lastFence ? { lastFence: s.lastFence } : {}),
+          ...(s.fencedKeys?.length ? { fencedKeys: s.fencedKeys } : {}),
         },
       },
       this.#fenceFm,

@@ -17,7 +17,7 @@
  *    and the volume's status is written once.
  */
 import type { Logger } from 'pino';
-import type { LastFence, NodeFence } from '../crd/types.js';
+import type { FencedKey, LastFence, NodeFence } from '../crd/types.js';
 import { readDeviceState, type DeviceState } from '../fence/executor.js';
 import {
   classifyKeys,
@@ -28,11 +28,11 @@ import {
 } from '../fence/rule.js';
 import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
 import { formatKey, type PrKey } from '../pr/key.js';
+import { isAllRegistrantsType } from '../pr/reservation-type.js';
 import { isPrError } from '../pr/errors.js';
 import { describeError } from '../obs/logger.js';
 import type { V1Node } from '@kubernetes/client-node';
 import {
-  fencedNodeExists,
   handoverKeys,
   hasOutOfService,
   isFenceRequested,
@@ -103,6 +103,16 @@ function unionKeys(...lists: (readonly NodeKey[])[]): NodeKey[] {
   const out: NodeKey[] = [];
   for (const l of lists) for (const n of l) if (!out.some((o) => o.key === n.key)) out.push(n);
   return out;
+}
+
+/**
+ * Whether a recorded fence still stands: its node is fenced or asked to be, or unknown
+ * (no NodeFence, no node name). Only an unfence lifts it.
+ */
+function fenceStands(e: FencedKey, view: ClusterCaches): boolean {
+  if (e.node === undefined) return true;
+  const nf = view.nodeFences(e.node);
+  return !nf || isFenceRequested(nf, view.nodes(e.node));
 }
 
 export class VolumeReconciler {
@@ -262,6 +272,17 @@ export class VolumeReconciler {
       );
     }
 
+    // A leaving holder needs to know whether the reservation keeps a fenced node out (its
+    // release would let that node write again: Handover). Read only then, from the API server.
+    const r0 = state.reservation;
+    const leavingHolder =
+      !selfLegitCache &&
+      ownNow &&
+      r0.type !== null &&
+      (isAllRegistrantsType(r0.type) ? state.keys.keys.every((k) => k === o.key) : r0.key === o.key);
+    const fencedHere = leavingHolder ? await o.writer.fencedOn(pv) : [];
+    const holdFor = (view: ClusterCaches) => fencedHere.some((e) => fenceStands(e, view));
+
     const staleSeen = this.#staleSince.get(pv) ?? new Map<PrKey, number>();
     this.#staleSince.set(pv, staleSeen);
     const baseInput = (
@@ -316,7 +337,7 @@ export class VolumeReconciler {
       knownKeys(cache),
       (n) => isFenceRequested(cache.nodeFences(n), cache.nodes(n)),
       cLeg.keyless.some((n) => n !== o.node),
-      fencedNodeExists(cache, o.node),
+      holdFor(cache),
       handoverKeys(pv, cache, o.node),
     );
     const cachePlan = decideVolume(cacheInput);
@@ -387,7 +408,7 @@ export class VolumeReconciler {
           isFenceRequested(fresh.nodeFences(n), fresh.nodes(n)),
         unsure,
         // Held if either view shows a fenced node; taken over only as the fresh view says.
-        fencedNodeExists(cache, o.node) || fencedNodeExists(fresh, o.node),
+        holdFor(cache) || holdFor(fresh),
         handoverKeys(pv, fresh, o.node),
       );
       const { device: _d, ...inputNoDevice } = input;
@@ -503,6 +524,7 @@ export class VolumeReconciler {
     const o = this.#o;
     const now = new Date().toISOString();
     let lastFence: LastFence | undefined;
+    const fencedKeys: FencedKey[] = [];
     const view = await o.fresh.get();
     const fresh = await view.cachesFor(pv);
     const legit = legitimacy(pv, fresh, view.keyClaims);
@@ -530,8 +552,9 @@ export class VolumeReconciler {
       await o.writer.markFenced(v.node, now);
       await o.writer.dropRegistrant(pv, v.node);
       await o.writer.fencedEvent(pv, v.node, v.key);
+      fencedKeys.push({ node: v.node, key: formatKey(v.key), at: now });
     }
-    await o.writer.completeFence(pv, lastFence);
+    await o.writer.completeFence(pv, lastFence, fencedKeys, (e) => fenceStands(e, fresh));
   }
 
   /** Finishes an intent this node recorded before it restarted, from what the device says. */

@@ -114,6 +114,13 @@ export interface LastFence {
   result?: (typeof FENCE_RESULTS)[number];
 }
 
+/** A key a fence removed from a device, and its node (VolumeReservation status.fencedKeys). */
+export interface FencedKey {
+  node?: string;
+  key: string;
+  at: string;
+}
+
 /** A fence about to happen, recorded before the PREEMPT and removed once the fence is recorded. */
 export interface FenceIntent {
   victimNode?: string;
@@ -133,6 +140,7 @@ export interface VolumeReservationStatus {
   generation?: number;
   lastFence?: LastFence;
   fenceIntent?: FenceIntent;
+  fencedKeys?: FencedKey[];
   quirks?: DeviceQuirk[];
   conditions?: Condition<(typeof VOLUME_CONDITION_TYPES)[number]>[];
 }
@@ -169,6 +177,7 @@ export const VOLUME_RESERVATION_STATUS_FIELDS: readonly (keyof VolumeReservation
   'generation',
   'lastFence',
   'fenceIntent',
+  'fencedKeys',
   'quirks',
   'conditions',
 ];

@@ -12,7 +12,7 @@ import { FenceMemory } from '../../../src/agent/fence-memory.js';
 import type { FreshView, FreshViewSource } from '../../../src/agent/fresh-view.js';
 import type { StatusWriter } from '../../../src/agent/status-writer.js';
 import { VolumeReconciler } from '../../../src/agent/volume-reconciler.js';
-import type { NodeFence, VolumeReservationStatus } from '../../../src/crd/types.js';
+import type { FencedKey, NodeFence, VolumeReservationStatus } from '../../../src/crd/types.js';
 import type { VolumePolicy } from '../../../src/agent/volume-policy.js';
 import { clusterTag, makeKey } from '../../../src/fence/keys.js';
 import { formatKey } from '../../../src/pr/key.js';
@@ -72,7 +72,7 @@ function freshOf(get: () => World, opts: { down?: () => boolean } = {}) {
   return source;
 }
 
-function writerStub() {
+function writerStub(fencedOn: FencedKey[] = []) {
   const calls: string[] = [];
   const statuses: VolumeReservationStatus[] = [];
   const w = {
@@ -89,6 +89,7 @@ function writerStub() {
     dropRegistrant: () => Promise.resolve(),
     fencedEvent: () => Promise.resolve(),
     forget: () => undefined,
+    fencedOn: () => Promise.resolve(fencedOn),
   };
   return w;
 }
@@ -105,11 +106,11 @@ async function setup(
   cache: () => World,
   fresh: ReturnType<typeof freshOf>,
   policy: () => VolumePolicy = () => FENCED,
-  given: { lu?: MemoryLogicalUnit; memory?: FenceMemory } = {},
+  given: { lu?: MemoryLogicalUnit; memory?: FenceMemory; fencedOn?: FencedKey[] } = {},
 ) {
   const lu = given.lu ?? new MemoryLogicalUnit({ id: 'lu' });
   const memory = given.memory ?? (await FenceMemory.open(undefined));
-  const writer = writerStub();
+  const writer = writerStub(given.fencedOn);
   const opened: string[] = [];
   const r = new VolumeReconciler({
     node,
@@ -287,12 +288,54 @@ describe('VolumeReconciler: the volume policy (prfence.io/fencing, prfence.io/re
       () => ({ vas: ['a'], fenced: ['c'] }),
       freshOf(() => ({ vas: ['a'], fenced: ['c'] })),
       () => policy,
+      { fencedOn: [{ node: 'c', key: formatKey(K.c), at: '2026-11-30T10:00:00Z' }] },
     );
     await r.reconcile(PV, log);
     policy = optedOut;
     await r.reconcile(PV, log);
     expect(lu.state().reservation?.holder).toBe('a');
     expect(r.handingOver.has(PV)).toBe(true);
+  });
+
+  it('a node fenced elsewhere, never on this volume -> the detached holder releases and unregisters (no hold)', async () => {
+    let vas = ['a'];
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas, fenced: ['c'] }),
+      freshOf(() => ({ vas, fenced: ['c'] })),
+      undefined,
+      { fencedOn: [] },
+    );
+    await r.reconcile(PV, log);
+    expect(lu.state().reservation?.holder).toBe('a');
+    vas = [];
+    await r.reconcile(PV, log);
+    expect({
+      reservation: lu.state().reservation,
+      keys: lu.state().registrations,
+      handingOver: r.handingOver.has(PV),
+    }).toEqual({
+      reservation: null,
+      keys: [],
+      handingOver: false,
+    });
+  });
+
+  it('a fence recorded on this volume whose node was unfenced since -> the detached holder releases', async () => {
+    let vas = ['a'];
+    const { lu, r } = await setup(
+      'a',
+      () => ({ vas }),
+      freshOf(() => ({ vas })),
+      undefined,
+      {
+        fencedOn: [{ node: 'c', key: formatKey(K.c), at: '2026-11-30T10:00:00Z' }],
+      },
+    );
+    await r.reconcile(PV, log);
+    vas = [];
+    await r.reconcile(PV, log);
+    expect(lu.state().reservation).toBeNull();
   });
 
   it('restarted agent, volume detached and opted out meanwhile, host memory says registered -> it still leaves', async () => {
