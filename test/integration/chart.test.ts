@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { AuthorizationV1Api } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
@@ -83,6 +84,17 @@ describe('Helm chart', () => {
     ['controller.nodeLostAfter=0s', /at '\/controller\/nodeLostAfter': .*does not match pattern/],
     ['controller.nodeLostAfter=40', /at '\/controller\/nodeLostAfter': got number, want string/],
     ['controller.nodeLostAfter=soon', /at '\/controller\/nodeLostAfter': .*does not match pattern/],
+    // The pod is not on the host network: the kubelet probes (and Prometheus scrapes) the pod
+    // IP, where nothing listens for 127.0.0.1; and no port above 65535 (nor 0, a random port).
+    ['httpEndpoint=127.0.0.1:9100', /at '\/httpEndpoint': .*does not match pattern/],
+    ['httpEndpoint=:99999', /at '\/httpEndpoint': .*does not match pattern/],
+    ['httpEndpoint=:0', /at '\/httpEndpoint': .*does not match pattern/],
+    ['controller.httpEndpoint=localhost:9809', /at '\/controller\/httpEndpoint': .*does not match pattern/],
+    ['controller.httpEndpoint=:65536', /at '\/controller\/httpEndpoint': .*does not match pattern/],
+    ['image.digest=sha256:abc', /at '\/image\/digest': .*does not match pattern/],
+    ['extraArgs[0]=-v', /at '\/extraArgs\/0': .*does not match pattern/],
+    ['serviceAccount.creat=false', /at '\/serviceAccount': additional properties 'creat' not allowed/],
+    ['metrics.serviceMonitor.enable=true', /additional properties 'enable' not allowed/],
   ])('bad value %s -> helm refuses with a clear message', (set, msg) => {
     let err = '';
     try {
@@ -146,7 +158,7 @@ describe('Helm chart', () => {
         }),
       ).map((d) => d.toJS() as Rendered);
       const ds = docs.find((o) => o?.kind === 'DaemonSet')!.spec!.template.spec;
-      const role = docs.find((o) => o?.kind === 'ClusterRole' && o.metadata?.name === 'prfence-agent')!;
+      const role = docs.find((o) => o?.kind === 'ClusterRole' && o.metadata?.name === 't-prfence-agent')!;
       return {
         args: ds.containers[0]!.args.filter((a) => /probe|failfast/.test(a)),
         proc: ds.volumes.find((v) => v.name === 'host-proc')?.hostPath?.path,
@@ -292,7 +304,10 @@ describe('Helm chart', () => {
       dflt: { args: ['--auto-fence=false', '--node-lost-after=40s'], nodeLeaseRbac: [] },
       on: {
         args: ['--auto-fence=true', '--node-lost-after=90s'],
-        nodeLeaseRbac: ['Role/prfence-controller-node-leases', 'RoleBinding/prfence-controller-node-leases'],
+        nodeLeaseRbac: [
+          'Role/t-prfence-controller-node-leases',
+          'RoleBinding/t-prfence-controller-node-leases',
+        ],
       },
     });
   });
@@ -543,5 +558,410 @@ describe('manifests/prfence.yaml', () => {
       });
     }
     for (const o of docs) expect(await rest.get(PATHS[o.kind]!(o))).toMatchObject({ kind: o.kind });
+  });
+});
+
+/** Renders the chart; null documents dropped. */
+function render(release: string, set: string[] = [], ns = 'prfence'): Rendered[] {
+  return parseAllDocuments(
+    execFileSync(
+      helm,
+      ['template', release, 'charts/prfence', '--namespace', ns, '--kube-version', '1.36.0', ...set],
+      {
+        encoding: 'utf8',
+      },
+    ),
+  )
+    .map((d) => d.toJS() as Rendered | null)
+    .filter((o): o is Rendered => !!o);
+}
+
+interface Container {
+  image: string;
+  args: string[];
+  ports?: { name: string; containerPort: number }[];
+  startupProbe?: { httpGet: { path: string; port: string | number } };
+  livenessProbe?: { httpGet: { path: string; port: string | number } };
+  readinessProbe?: { httpGet: { path: string; port: string | number } };
+}
+interface Rendered {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
+  spec?: {
+    selector?: { matchLabels: Record<string, string> } | Record<string, string>;
+    template?: {
+      metadata: { labels: Record<string, string>; annotations?: Record<string, string> };
+      spec: {
+        serviceAccountName: string;
+        imagePullSecrets?: { name: string }[];
+        containers: Container[];
+      };
+    };
+    groups?: { rules: { alert: string; expr: string; annotations: Record<string, string> }[] }[];
+    ports?: { name: string; port: number; targetPort: string | number }[];
+    endpoints?: { port: string }[];
+  };
+  subjects?: { kind: string; name: string; namespace: string }[];
+  roleRef?: { name: string };
+}
+const byKind = (objs: Rendered[], kind: string) => objs.filter((o) => o.kind === kind);
+const workloads = (objs: Rendered[]) => ({
+  agent: objs.find((o) => o.kind === 'DaemonSet')!,
+  controller: objs.find((o) => o.kind === 'Deployment')!,
+});
+const CLUSTER_SCOPED = new Set([
+  'ClusterRole',
+  'ClusterRoleBinding',
+  'CustomResourceDefinition',
+  'Namespace',
+]);
+
+describe('Helm chart conventions (names, image, pod options)', () => {
+  it('release "prfence" -> the names of the chart before this change (upgrades rename nothing); other releases -> "<release>-prfence-*"', () => {
+    const names = (objs: Rendered[]) => objs.map((o) => `${o.kind}/${o.metadata.name}`).sort();
+    expect(names(render('prfence'))).toEqual(
+      [
+        'ClusterRole/prfence-agent',
+        'ClusterRole/prfence-controller',
+        'ClusterRoleBinding/prfence-agent',
+        'ClusterRoleBinding/prfence-controller',
+        'DaemonSet/prfence-agent',
+        'Deployment/prfence-controller',
+        'Role/prfence-controller-leader-election',
+        'RoleBinding/prfence-controller-leader-election',
+        'ServiceAccount/prfence-agent',
+        'ServiceAccount/prfence-controller',
+      ].sort(),
+    );
+    expect(names(render('storage'))).toEqual(
+      names(render('prfence')).map((n) => n.replace('/prfence-', '/storage-prfence-')),
+    );
+  });
+
+  it('fullnameOverride / nameOverride -> every object named from them; bindings and pods refer to the renamed ServiceAccounts', () => {
+    const full = render('a', ['--set', 'fullnameOverride=fence', '--set', 'controller.autoFence=true']);
+    expect(full.every((o) => o.metadata.name.startsWith('fence-'))).toBe(true);
+    const named = render('a', ['--set', 'nameOverride=pr']);
+    expect(named.every((o) => o.metadata.name.startsWith('a-pr-'))).toBe(true);
+    for (const objs of [full, named]) {
+      const sas = byKind(objs, 'ServiceAccount').map((o) => o.metadata.name);
+      const { agent, controller } = workloads(objs);
+      expect(sas).toContain(agent.spec!.template!.spec.serviceAccountName);
+      expect(sas).toContain(controller.spec!.template!.spec.serviceAccountName);
+      for (const b of [...byKind(objs, 'ClusterRoleBinding'), ...byKind(objs, 'RoleBinding')]) {
+        expect(sas).toContain(b.subjects![0]!.name);
+        expect(
+          objs.some((r) => r.kind === b.kind.replace('Binding', '') && r.metadata.name === b.roleRef!.name),
+        ).toBe(true);
+      }
+    }
+  });
+
+  it('two releases in one cluster -> no cluster-scoped name (nor a namespaced name in a shared namespace) in common', () => {
+    const key = (o: Rendered) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+    const a = render('prfence', ['--set', 'controller.autoFence=true'], 'prfence');
+    const b = render('prfence-b', ['--set', 'controller.autoFence=true'], 'other');
+    const c = render('c', ['--set', 'controller.autoFence=true'], 'other');
+    const all = [...a, ...b, ...c].map(key);
+    // kube-node-lease Roles are namespaced but shared by every release.
+    expect(all.filter((k, i) => all.indexOf(k) !== i)).toEqual([]);
+    expect([...a, ...b, ...c].filter((o) => CLUSTER_SCOPED.has(o.kind)).length).toBe(12);
+  });
+
+  it('every object -> helm.sh/chart and the app.kubernetes.io labels', () => {
+    for (const o of render('prfence', [
+      '--set',
+      'metrics.serviceMonitor.enabled=true',
+      '--set',
+      'metrics.prometheusRule.enabled=true',
+      '--set',
+      'controller.autoFence=true',
+    ]))
+      expect({ o: `${o.kind}/${o.metadata.name}`, l: o.metadata.labels }).toMatchObject({
+        l: {
+          'helm.sh/chart': 'prfence-0.1.0',
+          'app.kubernetes.io/name': 'prfence',
+          'app.kubernetes.io/instance': 'prfence',
+          'app.kubernetes.io/version': '0.1.0',
+          'app.kubernetes.io/managed-by': 'Helm',
+        },
+      });
+  });
+
+  it('selectors (immutable) -> the same as before names followed the release, whatever the object names', () => {
+    for (const set of [[], ['--set', 'fullnameOverride=x']]) {
+      const { agent, controller } = workloads(render('r', set));
+      expect([agent.spec!.selector, controller.spec!.selector]).toEqual([
+        { matchLabels: { 'app.kubernetes.io/name': 'prfence', 'app.kubernetes.io/instance': 'r' } },
+        {
+          matchLabels: { 'app.kubernetes.io/name': 'prfence-controller', 'app.kubernetes.io/instance': 'r' },
+        },
+      ]);
+      for (const w of [agent, controller])
+        expect(w.spec!.template!.metadata.labels).toMatchObject(
+          (w.spec!.selector as { matchLabels: Record<string, string> }).matchLabels,
+        );
+    }
+  });
+
+  it('image.digest -> repository@digest on both workloads (tag ignored); without it repository:tag', () => {
+    const digest = `sha256:${createHash('sha256').update('prfence').digest('hex')}`;
+    const images = (set: string[]) => {
+      const { agent, controller } = workloads(render('r', set));
+      return [agent, controller].map((w) => w.spec!.template!.spec.containers[0]!.image);
+    };
+    expect(images(['--set', `image.digest=${digest}`, '--set', 'image.tag=9.9.9'])).toEqual([
+      `ghcr.io/prfence/prfence@${digest}`,
+      `ghcr.io/prfence/prfence@${digest}`,
+    ]);
+    expect(images(['--set', 'image.tag=9.9.9'])).toEqual([
+      'ghcr.io/prfence/prfence:9.9.9',
+      'ghcr.io/prfence/prfence:9.9.9',
+    ]);
+  });
+
+  it('imagePullSecrets, podLabels, podAnnotations, extraArgs, serviceAccount -> rendered on the right workload', () => {
+    const objs = render('r', [
+      '--set',
+      'imagePullSecrets[0].name=regcred',
+      '--set',
+      'podLabels.team=storage',
+      '--set',
+      'controller.podLabels.team=ctl',
+      '--set',
+      'controller.podAnnotations.a=b',
+      '--set',
+      'extraArgs[0]=--workers=4',
+      '--set',
+      'controller.extraArgs[0]=--workers=3',
+      '--set',
+      'serviceAccount.annotations.x=y',
+      '--set',
+      'controller.serviceAccount.create=false',
+      '--set',
+      'controller.serviceAccount.name=byo',
+    ]);
+    const { agent, controller } = workloads(objs);
+    const a = agent.spec!.template!;
+    const c = controller.spec!.template!;
+    expect({
+      pullSecrets: [a.spec.imagePullSecrets, c.spec.imagePullSecrets],
+      labels: [a.metadata.labels.team, c.metadata.labels.team],
+      annotations: c.metadata.annotations,
+      agentArgs: a.spec.containers[0]!.args.slice(-1),
+      controllerArgs: c.spec.containers[0]!.args.slice(-1),
+      sas: byKind(objs, 'ServiceAccount').map((o) => [o.metadata.name, o.metadata.annotations]),
+      controllerSa: c.spec.serviceAccountName,
+      controllerBinding: objs.find(
+        (o) => o.kind === 'ClusterRoleBinding' && o.metadata.name === 'r-prfence-controller',
+      )!.subjects,
+    }).toEqual({
+      pullSecrets: [[{ name: 'regcred' }], [{ name: 'regcred' }]],
+      labels: ['storage', 'ctl'],
+      annotations: { a: 'b' },
+      agentArgs: ['--workers=4'],
+      controllerArgs: ['--workers=3'],
+      sas: [['r-prfence-agent', { x: 'y' }]],
+      controllerSa: 'byo',
+      controllerBinding: [{ kind: 'ServiceAccount', name: 'byo', namespace: 'prfence' }],
+    });
+  });
+
+  it.each([
+    [':9100', 9100],
+    ['0.0.0.0:9200', 9200],
+    ['[::]:65535', 65535],
+  ])(
+    'httpEndpoint %s -> the flag, containerPort %d, and startup/liveness/readiness probes on that port',
+    (ep, port) => {
+      const { agent, controller } = workloads(
+        render('r', ['--set-string', `httpEndpoint=${ep}`, '--set-string', `controller.httpEndpoint=${ep}`]),
+      );
+      for (const w of [agent, controller]) {
+        const c = w.spec!.template!.spec.containers[0]!;
+        const named = (p: string | number) =>
+          typeof p === 'number' ? p : c.ports!.find((x) => x.name === p)?.containerPort;
+        expect({
+          flag: c.args.filter((x) => x.startsWith('--http-endpoint')),
+          startup: [c.startupProbe?.httpGet.path, named(c.startupProbe!.httpGet.port)],
+          live: named(c.livenessProbe!.httpGet.port),
+          ready: named(c.readinessProbe!.httpGet.port),
+        }).toEqual({ flag: [`--http-endpoint=${ep}`], startup: ['/healthz', port], live: port, ready: port });
+      }
+    },
+  );
+
+  it('httpEndpoint empty -> no flag, no ports, no probes', () => {
+    const { agent, controller } = workloads(
+      render('r', ['--set-string', 'httpEndpoint=', '--set-string', 'controller.httpEndpoint=']),
+    );
+    for (const w of [agent, controller]) {
+      const c = w.spec!.template!.spec.containers[0]!;
+      expect([
+        c.ports,
+        c.startupProbe,
+        c.livenessProbe,
+        c.readinessProbe,
+        c.args.some((a) => a.includes('http')),
+      ]).toEqual([undefined, undefined, undefined, undefined, false]);
+    }
+  });
+});
+
+describe('Helm chart monitoring (opt-in)', () => {
+  const MON = [
+    '--set',
+    'metrics.serviceMonitor.enabled=true',
+    '--set',
+    'metrics.prometheusRule.enabled=true',
+  ];
+
+  it('default -> no Service, ServiceMonitor or PrometheusRule', () => {
+    expect(
+      render('r').filter((o) => ['Service', 'ServiceMonitor', 'PrometheusRule'].includes(o.kind)),
+    ).toEqual([]);
+  });
+
+  it('serviceMonitor.enabled -> headless metrics Services (not-ready pods published) selecting exactly the agent / controller pods, and ServiceMonitors selecting those Services', () => {
+    const objs = render('r', [
+      '--set',
+      'metrics.serviceMonitor.enabled=true',
+      '--set',
+      'metrics.serviceMonitor.labels.release=kps',
+    ]);
+    const { agent, controller } = workloads(objs);
+    const svcs = byKind(objs, 'Service');
+    const sms = byKind(objs, 'ServiceMonitor');
+    expect(byKind(objs, 'PrometheusRule')).toEqual([]);
+    const matches = (sel: Record<string, string>, labels: Record<string, string>) =>
+      Object.entries(sel).every(([k, v]) => labels[k] === v);
+    const podsOf = (svc: Rendered) =>
+      [agent, controller]
+        .filter((w) =>
+          matches(
+            (svc.spec as unknown as { selector: Record<string, string> }).selector,
+            w.spec!.template!.metadata.labels,
+          ),
+        )
+        .map((w) => w.kind);
+    expect(
+      svcs.map((s) => ({
+        name: s.metadata.name,
+        pods: podsOf(s),
+        headless: (s.spec as unknown as { clusterIP: string }).clusterIP,
+        notReady: (s.spec as unknown as { publishNotReadyAddresses: boolean }).publishNotReadyAddresses,
+        ports: s.spec!.ports,
+        monitoredBy: sms
+          .filter((m) =>
+            matches(
+              (m.spec!.selector as { matchLabels: Record<string, string> }).matchLabels,
+              s.metadata.labels!,
+            ),
+          )
+          .map((m) => [m.metadata.name, m.metadata.labels!.release, m.spec!.endpoints!.map((e) => e.port)]),
+      })),
+    ).toEqual([
+      {
+        name: 'r-prfence-agent-metrics',
+        pods: ['DaemonSet'],
+        headless: 'None',
+        notReady: true,
+        ports: [{ name: 'metrics', port: 9808, targetPort: 'http' }],
+        monitoredBy: [['r-prfence-agent', 'kps', ['metrics']]],
+      },
+      {
+        name: 'r-prfence-controller-metrics',
+        pods: ['Deployment'],
+        headless: 'None',
+        notReady: true,
+        ports: [{ name: 'metrics', port: 9809, targetPort: 'http' }],
+        monitoredBy: [['r-prfence-controller', 'kps', ['metrics']]],
+      },
+    ]);
+    for (const w of [agent, controller])
+      expect(w.spec!.template!.spec.containers[0]!.ports!.map((p) => p.name)).toContain('http');
+  });
+
+  it('monitoring without httpEndpoint -> refused', () => {
+    expect(() =>
+      execFileSync(
+        helm,
+        [
+          'template',
+          'r',
+          'charts/prfence',
+          '--kube-version',
+          '1.36.0',
+          ...MON,
+          '--set-string',
+          'httpEndpoint=',
+        ],
+        {
+          stdio: 'pipe',
+        },
+      ),
+    ).toThrow(/need httpEndpoint/);
+  });
+
+  it('prometheusRule.enabled -> the alerts on the real metric names and the scraped jobs, each with a runbook_url whose anchor is a heading of docs/runbooks.md', () => {
+    const objs = render('r', MON, 'mon');
+    const rule = byKind(objs, 'PrometheusRule');
+    expect(rule.map((r) => r.apiVersion)).toEqual(['monitoring.coreos.com/v1']);
+    const rules = rule[0]!.spec!.groups!.flatMap((g) => g.rules);
+    expect(rules.map((r) => r.alert)).toEqual([
+      'PrfenceFenceFailed',
+      'PrfenceDeviceHung',
+      'PrfenceAccessLost',
+      'PrfenceAgentDown',
+      'PrfenceRegistrationBlocked',
+      'PrfenceControllerNoLeader',
+    ]);
+    // Every prfence_* metric an alert uses exists in src/obs.
+    const src =
+      readFileSync('src/obs/metrics.ts', 'utf8') + readFileSync('src/obs/controller-metrics.ts', 'utf8');
+    const used = [...new Set(rules.flatMap((r) => r.expr.match(/prfence_[a-z_]+/g) ?? []))];
+    expect(used.length).toBeGreaterThanOrEqual(5);
+    expect(used.filter((m) => !src.includes(`name: '${m}'`))).toEqual([]);
+    // ... on the jobs the ServiceMonitors produce (job = the Service name) in this namespace.
+    const jobs = byKind(objs, 'Service').map((s) => s.metadata.name);
+    for (const r of rules) {
+      const job = /job="([^"]+)"/.exec(r.expr)?.[1];
+      expect({ a: r.alert, job: jobs.includes(job!), ns: r.expr.includes('namespace="mon"') }).toEqual({
+        a: r.alert,
+        job: true,
+        ns: true,
+      });
+    }
+    // GitHub heading anchors of docs/runbooks.md.
+    const anchors = readFileSync('docs/runbooks.md', 'utf8')
+      .split('\n')
+      .filter((l) => /^#{1,6} /.test(l))
+      .map((l) =>
+        l
+          .replace(/^#+ /, '')
+          .trim()
+          .toLowerCase()
+          .replace(/[^\w\- ]/g, '')
+          .replace(/ /g, '-'),
+      );
+    for (const r of rules) {
+      const url = r.annotations.runbook_url ?? '';
+      expect(url).toMatch(/^https:\/\/\S+\/docs\/runbooks\.md#[a-z0-9-]+$/);
+      expect(anchors).toContain(url.split('#')[1]);
+    }
+  });
+
+  it('controller.enabled=false -> no controller metrics Service, ServiceMonitor or leader alert', () => {
+    const objs = render('r', [...MON, '--set', 'controller.enabled=false']);
+    expect(objs.filter((o) => o.metadata.name.includes('controller'))).toEqual([]);
+    expect(byKind(objs, 'PrometheusRule')[0]!.spec!.groups![0]!.rules.map((r) => r.alert)).not.toContain(
+      'PrfenceControllerNoLeader',
+    );
   });
 });

@@ -1,4 +1,6 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { CustomObjectsApi } from '@kubernetes/client-node';
+import { parse } from 'yaml';
 import { RestClient } from '../../src/kube/rest-client.js';
 import { describe, expect, it } from 'vitest';
 import * as crd from '../../src/crd/types.js';
@@ -7,6 +9,7 @@ import { adminKubeConfig, uniqueName } from '../envtest/kube.js';
 
 /** JSON schema as served (raw JSON: the typed client renames `enum` and `x-kubernetes-*`). */
 interface Schema {
+  description?: string;
   properties?: Record<string, Schema>;
   items?: Schema;
   enum?: string[];
@@ -129,5 +132,91 @@ describe('CRDs as installed from charts/prfence/crds', () => {
     expect(await patch('AAAA')).toMatch(/status.key/);
     expect(await patch('0000000000000000')).toContain('a reservation key is never 0');
     expect(await patch('aaaa000000000001')).toBe('accepted');
+  });
+
+  describe('`kubectl explain`: every field has a description', () => {
+    const dir = 'charts/prfence/crds';
+    const files = readdirSync(dir).filter((f) => f.endsWith('.yaml'));
+    /** path -> schema of every property below the root (items of arrays included). */
+    const fields = (root: Schema): [string, Schema][] => {
+      const out: [string, Schema][] = [];
+      const walk = (s: Schema, path: string) => {
+        for (const [k, child] of Object.entries(s.properties ?? {})) {
+          out.push([`${path}.${k}`, child]);
+          walk(child, `${path}.${k}`);
+        }
+        if (s.items) walk(s.items, `${path}[]`);
+      };
+      walk(root, '');
+      return out;
+    };
+    // ObjectMeta: described by the API server itself.
+    const undescribed = (root: Schema) =>
+      fields(root)
+        .filter(([p, s]) => p !== '.metadata' && !(typeof s.description === 'string' && s.description.trim()))
+        .map(([p]) => p);
+    // Catches a description cut at a comma inside a YAML flow mapping ({ description: a, b }).
+    const KEYWORDS = new Set([
+      'type',
+      'description',
+      'properties',
+      'items',
+      'enum',
+      'default',
+      'format',
+      'pattern',
+      'minimum',
+      'maximum',
+      'minLength',
+      'maxLength',
+      'maxItems',
+      'required',
+      'x-kubernetes-validations',
+      'x-kubernetes-list-type',
+      'x-kubernetes-list-map-keys',
+      'x-kubernetes-map-type',
+    ]);
+
+    it('three CRDs in crds/', () => expect(files).toHaveLength(3));
+
+    it.each(files)(
+      '%s (the file) -> every property has a non-empty description and only schema keywords',
+      (f) => {
+        const c = parse(readFileSync(`${dir}/${f}`, 'utf8')) as {
+          spec: { versions: { name: string; schema: { openAPIV3Schema: Schema } }[] };
+        };
+        for (const v of c.spec.versions) {
+          const root = v.schema.openAPIV3Schema;
+          expect(fields(root).length).toBeGreaterThan(3);
+          expect({
+            version: v.name,
+            root: !!root.description?.trim(),
+            undescribed: undescribed(root),
+          }).toEqual({
+            version: v.name,
+            root: true,
+            undescribed: [],
+          });
+          const unknown = fields(root).flatMap(([p, s]) =>
+            Object.keys(s)
+              .filter((k) => !KEYWORDS.has(k))
+              .map((k) => `${p}: ${k}`),
+          );
+          expect(unknown).toEqual([]);
+        }
+      },
+    );
+
+    it.each(['nodefences', 'volumereservations', 'reservationkeys'])(
+      '%s as served by the API server (what kubectl explain reads) -> every property described, spec/status and vr.status.holder.* included',
+      async (plural) => {
+        const s = await schemaOf(`${plural}.prfence.io`);
+        const paths = fields(s).map(([p]) => p);
+        expect(paths).toEqual(expect.arrayContaining(plural === 'reservationkeys' ? ['.spec'] : ['.status']));
+        if (plural === 'volumereservations')
+          expect(paths).toEqual(expect.arrayContaining(['.status.holder.node', '.status.holder.key']));
+        expect(undescribed(s)).toEqual([]);
+      },
+    );
   });
 });
