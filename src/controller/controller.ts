@@ -309,6 +309,12 @@ export class Controller {
           for (;;) {
             const key = await queue.get();
             if (key === undefined) return;
+            // Stopped acting: what is still queued is dropped, not drained (its reads would
+            // only wait out their time limits behind a lost connection).
+            if (!this.mayAct()) {
+              queue.done(key);
+              continue;
+            }
             await this.#process(queue, key);
           }
         }),

@@ -195,7 +195,17 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
         const wait = jittered(backoff);
         if (!(err instanceof KubeApiError && err.code === 410))
           opts.log.warn({ path: opts.path, err: why, retryInMs: wait }, 'watch failed; restarting');
-        await new Promise((r) => setTimeout(r, wait).unref?.());
+        // The wait ends early when the informer is stopped.
+        await new Promise<void>((r) => {
+          const t = setTimeout(done, wait);
+          t.unref?.();
+          function done() {
+            clearTimeout(t);
+            abort.signal.removeEventListener('abort', done);
+            r();
+          }
+          abort.signal.addEventListener('abort', done, { once: true });
+        });
         backoff = Math.min(opts.maxBackoffMs ?? 10_000, backoff * 2);
       } finally {
         clearTimeout(idleTimer);
