@@ -49,6 +49,11 @@ export class FreshViewSource {
     this.#now = o.now ?? (() => performance.now());
   }
 
+  /** The clock of `startedAt` (to compare a view with the time of a device read). */
+  now(): number {
+    return this.#now();
+  }
+
   /** Whether `v` may still back a device command. */
   isFresh(v: FreshView): boolean {
     return this.#now() - v.startedAt < this.#o.freshnessMs;

@@ -20,6 +20,7 @@ import {
   type Condition,
   type FenceIntent,
   type FencedKey,
+  type IsolationProof,
   type LastFence,
   type NodeFence,
   type NodePhase,
@@ -59,6 +60,7 @@ export class StatusWriter {
   readonly #o: StatusWriterOptions;
   readonly fm: string;
   readonly #fenceFm: string;
+  readonly #proofFm: string;
   readonly #events: EventRecorder;
   /** The last status body written per PV (no write when nothing changed). */
   readonly #last = new Map<string, string>();
@@ -68,6 +70,7 @@ export class StatusWriter {
     this.#o = o;
     this.fm = `prfence-agent/${o.node}`;
     this.#fenceFm = `prfence-agent/${o.node}/fence`;
+    this.#proofFm = `prfence-agent/${o.node}/proof`;
     this.#events = new EventRecorder({
       rest: o.rest,
       log: o.log,
@@ -273,6 +276,40 @@ export class StatusWriter {
       },
       this.fm,
     );
+  }
+
+  /**
+   * The proof of isolation on the fenced node's NodeFence (status.proofs, one entry per
+   * volume): read, merged, and applied with the read's resourceVersion, so that two peers
+   * proving different devices at once do not drop each other's entry (409: read again).
+   * A NodeFence that is gone has nothing to prove to.
+   */
+  async recordProof(victimNode: string, proof: IsolationProof): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      let nf: NodeFence;
+      try {
+        nf = await this.#o.rest.get<NodeFence>(nfPath(victimNode));
+      } catch (e) {
+        if (e instanceof KubeApiError && e.code === 404) return;
+        throw e;
+      }
+      const proofs = [...(nf.status?.proofs ?? []).filter((p) => p.volume !== proof.volume), proof];
+      try {
+        await this.#o.rest.apply(
+          nfPath(victimNode, 'status'),
+          {
+            apiVersion: API_VERSION,
+            kind: NODE_FENCE.kind,
+            metadata: { name: victimNode, resourceVersion: nf.metadata.resourceVersion },
+            status: { proofs: proofs.slice(-4096) },
+          },
+          this.#proofFm,
+        );
+        return;
+      } catch (e) {
+        if (!(e instanceof KubeApiError && e.code === 409) || attempt >= 4) throw e;
+      }
+    }
   }
 
   /** A Warning event on the fenced node's NodeFence. */

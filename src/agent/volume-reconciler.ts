@@ -28,6 +28,7 @@ import {
 } from '../fence/rule.js';
 import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
 import { formatKey, type PrKey } from '../pr/key.js';
+import type { PrDevice } from '../pr/pr-device.js';
 import { isAllRegistrantsType } from '../pr/reservation-type.js';
 import { isPrError } from '../pr/errors.js';
 import { describeError } from '../obs/logger.js';
@@ -113,6 +114,21 @@ function fenceStands(e: FencedKey, view: ClusterCaches): boolean {
   if (e.node === undefined) return true;
   const nf = view.nodeFences(e.node);
   return !nf || isFenceRequested(nf, view.nodes(e.node));
+}
+
+/** The device, calling `onRead` as each key read starts. */
+function stampKeyReads(device: PrDevice, onRead: () => void): PrDevice {
+  return new Proxy(device, {
+    get(target, prop) {
+      const v: unknown = Reflect.get(target, prop, target);
+      if (prop === 'readKeys')
+        return (...args: Parameters<PrDevice['readKeys']>) => {
+          onRead();
+          return target.readKeys(...args);
+        };
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }
 
 export class VolumeReconciler {
@@ -413,10 +429,15 @@ export class VolumeReconciler {
       );
       const { device: _d, ...inputNoDevice } = input;
       let current = view;
+      // When the last key read started: a PREEMPT rests on a view read after it. A key that
+      // appeared on the device after the view started may belong to a node whose attachment
+      // the view predates (legitimate, yet absent from both the view and a lagging cache).
+      const reads = { lastAt: o.fresh.now() };
       const confirm = async (a: FenceAction): Promise<boolean> => {
-        if (!o.fresh.isFresh(current)) {
+        const viewPredatesRead = a.kind === 'preempt-abort' && current.startedAt <= reads.lastAt;
+        if (!o.fresh.isFresh(current) || viewPredatesRead) {
           try {
-            current = await o.fresh.get();
+            current = await o.fresh.get(viewPredatesRead ? reads.lastAt : undefined);
           } catch {
             return false;
           }
@@ -449,7 +470,13 @@ export class VolumeReconciler {
         }
         return true;
       };
-      obs = await fenceVolume({ device, input: inputNoDevice, log, signal: o.signal, confirm });
+      obs = await fenceVolume({
+        device: stampKeyReads(device, () => (reads.lastAt = o.fresh.now())),
+        input: inputNoDevice,
+        log,
+        signal: o.signal,
+        confirm,
+      });
       if (obs.holderPreemptKeepsVictim) entry.holderPreemptKeepsVictim = true;
       if (obs.state.keys.keys.includes(o.key) && obs.plan.role !== 'handing-over')
         await o.memory.registered(identity, o.key);
@@ -464,7 +491,7 @@ export class VolumeReconciler {
     const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
     // The volume's record first, then the fence's: once lastFence shows, so does the holder.
     if (obs.results.some((r) => r.action.kind === 'preempt-abort'))
-      await this.#completeFences(pv, obs.victims, obs.durationMs, log);
+      await this.#completeFences(pv, obs.victims, obs.durationMs, log, obs.state.keys.generation);
     return result;
   }
 
@@ -520,8 +547,10 @@ export class VolumeReconciler {
     victims: VolumeObservation['victims'],
     durationMs: number,
     log: Logger,
+    generation: number | undefined,
   ): Promise<void> {
     const o = this.#o;
+    const identity = o.identityOf(pv);
     const now = new Date().toISOString();
     let lastFence: LastFence | undefined;
     const fencedKeys: FencedKey[] = [];
@@ -551,6 +580,15 @@ export class VolumeReconciler {
       }
       await o.writer.markFenced(v.node, now);
       await o.writer.dropRegistrant(pv, v.node);
+      await o.writer.recordProof(v.node, {
+        volume: pv,
+        ...(identity ? { identity } : {}),
+        victimKey: formatKey(v.key),
+        result: 'Fenced',
+        ...(generation !== undefined ? { generation } : {}),
+        by: o.node,
+        at: now,
+      });
       await o.writer.fencedEvent(pv, v.node, v.key);
       fencedKeys.push({ node: v.node, key: formatKey(v.key), at: now });
     }
@@ -578,6 +616,7 @@ export class VolumeReconciler {
       [{ key: victimKey, ...(victimNode ? { node: victimNode } : {}), result }],
       0,
       log,
+      state.keys.generation,
     );
   }
 

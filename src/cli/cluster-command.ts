@@ -14,6 +14,7 @@ import {
   NODE_FENCE,
   VERSION,
   VOLUME_RESERVATION,
+  type IsolationStatus,
   type NodeFence,
   type VolumeReservation,
 } from '../crd/types.js';
@@ -203,6 +204,7 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
           volumes: n.status?.volumes ?? 0,
           fencedBy: n.status?.fencedBy ?? null,
           fencedAt: n.status?.fencedAt ?? null,
+          isolation: n.status?.isolation ?? null,
         }));
         const volumes = vrs.items.map((v) => ({
           volume: v.metadata.name,
@@ -232,6 +234,8 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
           ]),
         ]))
           io.stdout(l);
+        for (const n of nodes)
+          for (const l of isolationLines(n.node, n.fenceState, n.isolation)) io.stdout(l);
         io.stdout('');
         for (const l of table([
           ['VOLUME', 'DEVICE', 'TYPE', 'HOLDER', 'REGISTRANTS', 'LAST-FENCED', 'FENCED-BY', 'FENCED-AT'],
@@ -249,4 +253,27 @@ export function registerClusterCommands(program: Command, io: CliIo): void {
           io.stdout(l);
       });
     });
+}
+
+/**
+ * Why the out-of-service taint was or was not applied to a node asked to be fenced (the
+ * controller's status.isolation), for `prfence status`.
+ */
+export function isolationLines(node: string, fenceState: string, iso: IsolationStatus | null): string[] {
+  if (!iso) return [];
+  const out: string[] = [];
+  if (iso.summary !== undefined) {
+    const taint = iso.taintedAt
+      ? `out-of-service taint applied at ${iso.taintedAt} (bootID ${iso.taintedBootID || '-'}); removed after an unfence once the node booted again and holds no registration`
+      : iso.complete
+        ? 'proof complete; out-of-service taint: applied by the controller only for its own NodeLost request with autoFence'
+        : 'out-of-service taint not applied: the proof is incomplete';
+    out.push(`${node}: isolation proof ${iso.summary}${iso.lost ? ', node lost' : ''}; ${taint}`);
+    for (const p of iso.pending ?? []) out.push(`  ${p.volume}: ${p.reason}`);
+  } else if (iso.taintedAt)
+    out.push(
+      `${node}: ${fenceState.toLowerCase()}; out-of-service taint applied at ${iso.taintedAt} stays until the node booted again (bootID ${iso.taintedBootID || '-'}) and holds no registration`,
+    );
+  else if (iso.lost) out.push(`${node}: node lost (its Lease is not renewed)`);
+  return out;
 }

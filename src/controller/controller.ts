@@ -36,6 +36,8 @@ import {
   slimNodeLease,
   type NodeLease,
 } from './node-loss.js';
+import { OUT_OF_SERVICE_BY, reconcileIsolation, type IsolationCaches } from './isolation.js';
+import { fenceRequestedOrMarked } from './isolation-proof.js';
 import { outOfServiceTaint, reconcileTaint } from './taint-fence.js';
 
 export const LEASE_NAME = 'prfence-controller';
@@ -75,7 +77,7 @@ export interface ControllerOptions {
   now?: () => number;
 }
 
-type Kind = 'taint' | 'nf' | 'vr' | 'lost';
+type Kind = 'taint' | 'nf' | 'vr' | 'lost' | 'iso';
 
 export class Controller {
   readonly identity: string;
@@ -99,6 +101,9 @@ export class Controller {
   #teardown: Promise<unknown> = Promise.resolve();
   #endAlone: ((e: ElectionEnd) => void) | undefined;
   #onStopActing: (() => void) | undefined;
+  /** Isolation: the last "taint kept" reason per node; the nodes seen lost at the last tick. */
+  readonly #keptNoted = new Map<string, string>();
+  #lostBefore = new Set<string>();
 
   constructor(o: ControllerOptions) {
     this.#o = o;
@@ -198,8 +203,9 @@ export class Controller {
     this.#rest.close();
   }
 
-  #caches(): GcCaches {
+  #caches(): GcCaches & IsolationCaches {
     return {
+      volumeReservations: () => this.#vrs?.list() ?? [],
       node: (n) => this.#nodes?.get(n),
       pv: (n) => this.#pvs?.get(n),
       nodeFence: (n) => this.#nfs?.get(n),
@@ -223,6 +229,11 @@ export class Controller {
     });
     this.#queue = queue;
     const add = (kind: Kind, name: string | undefined) => name && queue.add(`${kind}/${name}`);
+    // A VolumeReservation changed: the proof of every node asked to be fenced may have.
+    const isoOfFenced = () => {
+      for (const nf of this.#nfs?.list() ?? [])
+        if (fenceRequestedOrMarked(nf) || nf.status?.isolation) add('iso', nf.metadata.name);
+    };
     const common = {
       rest: this.#rest,
       log: this.#o.log,
@@ -231,11 +242,20 @@ export class Controller {
     this.#nodes = startInformer<V1Node>({
       ...common,
       path: nodePath(),
-      transform: slim.node,
+      // The agent's slim Node, plus the annotation that marks a taint prfence applied.
+      transform: (n) => {
+        const by = n.metadata?.annotations?.[OUT_OF_SERVICE_BY];
+        const s = slim.node(n);
+        return by === undefined
+          ? s
+          : { ...s, metadata: { ...s.metadata, annotations: { [OUT_OF_SERVICE_BY]: by } } };
+      },
       handlers: {
         onAdd: (n) => add('taint', n.metadata?.name),
         onUpdate: (n, old) => {
           if (!!outOfServiceTaint(n) !== !!outOfServiceTaint(old)) add('taint', n.metadata?.name);
+          // A tainted node: its new boot (status) may end the taint prfence applied.
+          if (outOfServiceTaint(n) || outOfServiceTaint(old)) add('iso', n.metadata?.name);
         },
         onDelete: (n) => add('nf', n.metadata?.name),
       },
@@ -252,14 +272,26 @@ export class Controller {
       ...common,
       path: nfPath(),
       handlers: {
-        onAdd: (nf) => (add('taint', nf.metadata.name), add('nf', nf.metadata.name)),
-        onUpdate: (nf) => (add('taint', nf.metadata.name), add('nf', nf.metadata.name)),
+        onAdd: (nf) => (
+          add('taint', nf.metadata.name),
+          add('nf', nf.metadata.name),
+          add('iso', nf.metadata.name)
+        ),
+        onUpdate: (nf) => (
+          add('taint', nf.metadata.name),
+          add('nf', nf.metadata.name),
+          add('iso', nf.metadata.name)
+        ),
       },
     });
     this.#vrs = startInformer<VolumeReservation>({
       ...common,
       path: vrPath(),
-      handlers: { onAdd: (vr) => add('vr', vr.metadata.name), onUpdate: (vr) => add('vr', vr.metadata.name) },
+      handlers: {
+        onAdd: (vr) => (add('vr', vr.metadata.name), isoOfFenced()),
+        onUpdate: (vr) => (add('vr', vr.metadata.name), isoOfFenced()),
+        onDelete: () => isoOfFenced(),
+      },
     });
     const informers = [this.#nodes, this.#pvs, this.#nfs, this.#vrs] as ResilientInformer<never>[];
     if (this.#loss.enabled) {
@@ -283,7 +315,10 @@ export class Controller {
     this.#informers = informers;
     const resyncAll = () => {
       for (const n of this.#nodes?.list() ?? []) add('taint', n.metadata?.name);
-      for (const nf of this.#nfs?.list() ?? []) add('nf', nf.metadata.name);
+      for (const nf of this.#nfs?.list() ?? []) {
+        add('nf', nf.metadata.name);
+        add('iso', nf.metadata.name);
+      }
       for (const vr of this.#vrs?.list() ?? []) add('vr', vr.metadata.name);
     };
     const stopped = new Promise<void>((r) => (this.#onStopActing = r));
@@ -300,6 +335,11 @@ export class Controller {
           const lost = loss.lostNodes();
           this.#o.metrics?.nodesLost(lost.length);
           for (const n of lost) if (this.#nfs?.get(n)?.spec?.fenceState !== 'Fenced') add('lost', n);
+          // LOST in status.isolation follows the tracker.
+          const now = new Set(lost);
+          for (const n of now) if (!this.#lostBefore.has(n)) add('iso', n);
+          for (const n of this.#lostBefore) if (!now.has(n)) add('iso', n);
+          this.#lostBefore = now;
         };
         this.#lossTick = setInterval(tick, Math.min(1000, Math.max(100, loss.nodeLostAfterMs / 10)));
         this.#lossTick.unref();
@@ -333,6 +373,8 @@ export class Controller {
     clearInterval(this.#resync);
     clearInterval(this.#lossTick);
     this.#loss.stop();
+    this.#lostBefore = new Set();
+    this.#keptNoted.clear();
     this.#o.metrics?.nodesLost(0);
     this.#queue?.shutDown();
     this.#onStopActing?.();
@@ -347,7 +389,13 @@ export class Controller {
     const kind = key.slice(0, slash) as Kind;
     const name = key.slice(slash + 1);
     const caches = this.#caches();
-    const label = { taint: 'taint', nf: 'nodefence', vr: 'volumereservation', lost: 'nodeloss' }[kind];
+    const label = {
+      taint: 'taint',
+      nf: 'nodefence',
+      vr: 'volumereservation',
+      lost: 'nodeloss',
+      iso: 'isolation',
+    }[kind];
     try {
       const outcome =
         kind === 'taint'
@@ -356,7 +404,18 @@ export class Controller {
             ? await collectNodeFence(this.#acting, caches, name)
             : kind === 'lost'
               ? await reconcileNodeLoss(this.#acting, this.#loss, caches, name)
-              : await collectVolumeReservation(this.#acting, caches, name);
+              : kind === 'iso'
+                ? await reconcileIsolation(
+                    this.#acting,
+                    caches,
+                    {
+                      autoTaint: this.#loss.enabled,
+                      lost: (n) => (this.#loss.enabled ? this.#loss.isLost(n) : undefined),
+                      keptNoted: this.#keptNoted,
+                    },
+                    name,
+                  )
+                : await collectVolumeReservation(this.#acting, caches, name);
       queue.forget(key);
       this.#o.metrics?.reconciled(label, outcome);
       this.#o.onReconciled?.(key, outcome);

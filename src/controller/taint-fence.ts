@@ -24,7 +24,10 @@ export function outOfServiceTaint(node: V1Node | undefined): { effect: string } 
 
 export const fenceRequested = (nf: NodeFence | undefined) => nf?.spec?.fenceState === 'Fenced';
 
-export type TaintOutcome = 'untainted' | 'already-fenced' | 'no-nodefence' | 'fence-requested';
+export type TaintOutcome = 'untainted' | 'already-fenced' | 'no-nodefence' | 'fence-requested' | 'own-taint';
+
+/** Node annotation: the NodeFence whose complete proof made prfence apply the out-of-service taint. */
+export const OUT_OF_SERVICE_BY = 'prfence.io/out-of-service-by';
 
 export interface TaintCaches {
   node(name: string): V1Node | undefined;
@@ -37,6 +40,9 @@ export async function reconcileTaint(a: Acting, caches: TaintCaches, name: strin
   const node = await getFresh<V1Node>(a.rest, nodePath(name));
   const taint = outOfServiceTaint(node);
   if (!taint) return 'untainted';
+  // The taint prfence applied after a complete proof of isolation: the fence was requested
+  // before it, and an unfence while it stays is not undone (isolation.ts removes it).
+  if (node?.metadata?.annotations?.[OUT_OF_SERVICE_BY] === name) return 'own-taint';
   const nf = await getFresh<NodeFence>(a.rest, nfPath(name));
   // No NodeFence: no agent ever ran there, so no key of it to remove; the controller does
   // not create one (no `create` right). When an agent creates it, this runs again.

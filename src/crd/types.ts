@@ -87,7 +87,32 @@ export interface NodeFenceStatus {
   fencedBy?: string;
   fencedAt?: string;
   lastProbeTime?: string;
+  /** Proof of isolation, one entry per device, written by the agent that fenced. */
+  proofs?: IsolationProof[];
+  /** The controller's summary of the proof, and the out-of-service taint it applied. */
+  isolation?: IsolationStatus;
   conditions?: Condition<(typeof NODE_CONDITION_TYPES)[number]>[];
+}
+
+export interface IsolationProof {
+  volume: string;
+  identity?: string;
+  victimKey: string;
+  result: 'Fenced';
+  generation?: number;
+  by: string;
+  at: string;
+}
+
+export interface IsolationStatus {
+  lost?: boolean;
+  proven?: number;
+  total?: number;
+  summary?: string;
+  complete?: boolean;
+  pending?: { volume: string; reason: string }[];
+  taintedAt?: string;
+  taintedBootID?: string;
 }
 
 export interface NodeFence {

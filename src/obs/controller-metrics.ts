@@ -18,6 +18,10 @@ export interface ControllerMetrics {
   /** Nodes whose Lease this controller has seen unchanged for --node-lost-after. */
   nodesLost(n: number): void;
   reconciled(kind: string, outcome: string): void;
+  /** Devices of a node asked to be fenced that have no proof of isolation yet (0 removes the series). */
+  unprovenDevices(node: string, n: number): void;
+  /** The out-of-service taint applied after a complete proof, or removed after an unfence and a reboot. */
+  taint(action: 'applied' | 'removed'): void;
   apiRequest(method: string, code: number): void;
 }
 
@@ -53,6 +57,18 @@ export function createControllerMetrics(opts: { processMetrics?: boolean } = {})
     labelNames: ['kind', 'outcome'],
     registers,
   });
+  const unproven = new Gauge({
+    name: 'prfence_controller_unproven_devices',
+    help: 'Devices of a node asked to be fenced where a VolumeReservation still records its registration and no peer proved it gone, by node.',
+    labelNames: ['node'],
+    registers,
+  });
+  const taints = new Counter({
+    name: 'prfence_controller_taints_total',
+    help: 'node.kubernetes.io/out-of-service taints applied by the controller after a complete proof of isolation, and removed after an unfence and a new boot, by action.',
+    labelNames: ['action'],
+    registers,
+  });
   const api = new Counter({
     name: 'prfence_kube_api_requests_total',
     help: 'Requests this controller sent to the Kubernetes API, by method and code.',
@@ -65,6 +81,7 @@ export function createControllerMetrics(opts: { processMetrics?: boolean } = {})
   for (const kind of ['VolumeReservation', 'NodeFence', 'ReservationKey']) gc.inc({ kind }, 0);
   for (const reason of ['OutOfService', 'NodeLost']) fences.inc({ reason }, 0);
   lost.set(0);
+  for (const action of ['applied', 'removed']) taints.inc({ action }, 0);
   return {
     registry,
     queue,
@@ -73,6 +90,8 @@ export function createControllerMetrics(opts: { processMetrics?: boolean } = {})
     fenceRequested: (reason) => fences.inc({ reason }),
     nodesLost: (n) => lost.set(n),
     reconciled: (kind, outcome) => reconciles.inc({ kind, outcome }),
+    unprovenDevices: (node, n) => (n > 0 ? unproven.set({ node }, n) : unproven.remove({ node })),
+    taint: (action) => taints.inc({ action }),
     apiRequest: (method, code) => api.inc({ method, code: String(code) }),
   };
 }

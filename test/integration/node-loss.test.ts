@@ -10,44 +10,25 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nfPath } from '../../src/controller/api.js';
 import { Controller, type ControllerOptions } from '../../src/controller/controller.js';
-import { nodeLeasePath } from '../../src/controller/node-loss.js';
 import { API_VERSION } from '../../src/crd/types.js';
-import { KubeApiError } from '../../src/kube/rest-client.js';
 import { createControllerMetrics } from '../../src/obs/controller-metrics.js';
-import { eventually, uniqueName } from '../envtest/kube.js';
+import { eventually } from '../envtest/kube.js';
 import { Cluster } from './agent-harness.js';
+import { Kubelets, startController } from './node-leases.js';
 
 const LOST_AFTER = 5000;
-const LEASE = { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2000 };
-
-/** A MicroTime (RFC 3339 with microseconds), as the kubelet writes it. */
-const microTime = (d: Date) => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
 
 describe('controller: node loss (kube-node-lease)', () => {
   const c = new Cluster();
   const log = pino({ level: process.env.PRFENCE_TEST_LOG ?? 'silent' });
   const controllers: Controller[] = [];
-  const timers: NodeJS.Timeout[] = [];
-  const leases: string[] = [];
+  const kubelets = new Kubelets(c.rest);
 
   afterEach(async () => {
-    for (const t of timers.splice(0)) clearInterval(t);
     await Promise.all(controllers.splice(0).map((x) => x.stop()));
     await c.stopAll();
-    await Promise.all(
-      leases
-        .splice(0)
-        .map((n) => c.rest.send({ method: 'DELETE', path: nodeLeasePath(n) }).catch(() => undefined)),
-    );
+    await kubelets.cleanup();
   });
-
-  async function ensureNamespace(name: string) {
-    await c.rest
-      .send({ method: 'POST', path: '/api/v1/namespaces', body: { metadata: { name } } })
-      .catch((e: unknown) => {
-        if (!(e instanceof KubeApiError && e.code === 409)) throw e;
-      });
-  }
 
   /** A node with its NodeFence (as its agent would create it) and its Lease. */
   async function node(prefix: string, renewTime = new Date()): Promise<string> {
@@ -62,73 +43,17 @@ describe('controller: node loss (kube-node-lease)', () => {
         spec: { fenceState: 'Unfenced' },
       },
     });
-    await c.rest.send({
-      method: 'POST',
-      path: nodeLeasePath(),
-      body: {
-        apiVersion: 'coordination.k8s.io/v1',
-        kind: 'Lease',
-        metadata: { name },
-        spec: { holderIdentity: name, leaseDurationSeconds: 40, renewTime: microTime(renewTime) },
-      },
-    });
-    leases.push(name);
+    await kubelets.lease(name, renewTime);
     return name;
   }
 
-  /**
-   * Renews the Lease every second, as a kubelet. `lastRenewAt`: when the last successful
-   * renew was sent (the controller cannot have seen it change earlier).
-   */
-  function kubelet(name: string) {
-    const k = { lastRenewAt: performance.now(), stop: () => clearInterval(t) };
-    const t = setInterval(() => {
-      const sentAt = performance.now();
-      void c.rest
-        .send({
-          method: 'PATCH',
-          path: nodeLeasePath(name),
-          contentType: 'application/merge-patch+json',
-          body: { spec: { renewTime: microTime(new Date()) } },
-        })
-        .then(() => (k.lastRenewAt = Math.max(k.lastRenewAt, sentAt)))
-        .catch(() => undefined);
-    }, 1000);
-    timers.push(t);
-    return k;
-  }
-
-  async function start(o: Partial<ControllerOptions>) {
-    const ns = uniqueName('nl');
-    await ensureNamespace(ns);
-    const run = {
-      actions: [] as { kind: string; resource: string; name: string; at: number }[],
-      actingFrom: undefined as number | undefined,
-      controller: undefined as unknown as Controller,
-    };
-    run.controller = new Controller({
-      kubeConfig: c.kc,
-      log,
-      identity: uniqueName('nl-ctl'),
-      leaderElection: { namespace: ns, ...LEASE },
-      resyncMs: 1000,
-      onAction: (a) => run.actions.push(a),
-      onActing: (on, at) => {
-        if (on) run.actingFrom ??= at;
-      },
-      ...o,
-    });
-    void run.controller.run();
-    controllers.push(run.controller);
-    await eventually(() => run.controller.mayAct(), { timeoutMs: 30_000 });
-    return run;
-  }
+  const kubelet = (name: string) => kubelets.renew(name);
+  const start = (o: Partial<ControllerOptions>) => startController(c, log, controllers, o);
 
   it(
     'autoFence, node-lost-after 5s: Lease not renewed -> NodeFence Fenced/NodeLost/prfence-controller after >= 5 s (and >= 5 s after the controller started for a Lease stale from the start), Warning event, metrics; the renewed node untouched; the Lease coming back does not undo it',
     { timeout: 120_000 },
     async () => {
-      await ensureNamespace('kube-node-lease');
       const a = await node('nl-a');
       const b = await node('nl-b');
       // Written by a kubelet whose clock is an hour behind, and never renewed.
@@ -200,11 +125,12 @@ describe('controller: node loss (kube-node-lease)', () => {
       const later = await c.nodeFence(a);
       expect({
         spec: later.spec,
-        unchanged: later.metadata.resourceVersion === fencedA.metadata.resourceVersion,
+        // The spec is not touched again (status.isolation follows the Lease: its own writes).
+        specUnchanged: later.metadata.generation === fencedA.metadata.generation,
         requestsForA: r.actions.filter((x) => x.kind === 'fence-request' && x.name === a).length,
       }).toEqual({
         spec: { fenceState: 'Fenced', reason: 'NodeLost', requestedBy: 'prfence-controller' },
-        unchanged: true,
+        specUnchanged: true,
         requestsForA: 1,
       });
     },
@@ -214,7 +140,6 @@ describe('controller: node loss (kube-node-lease)', () => {
     'autoFence off: a Lease not renewed for well over 5 s -> no fence request, while the controller does handle an out-of-service taint',
     { timeout: 120_000 },
     async () => {
-      await ensureNamespace('kube-node-lease');
       const a = await node('nl-off');
       const tainted = await node('nl-oos');
       kubelet(tainted);

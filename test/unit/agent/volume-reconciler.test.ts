@@ -49,24 +49,34 @@ function caches(w: World): ClusterCaches {
   };
 }
 
-/** A FreshViewSource over a world that the test changes; `down` makes every read fail. */
-function freshOf(get: () => World, opts: { down?: () => boolean } = {}) {
+/**
+ * A FreshViewSource over a world that the test changes; `down` makes every read fail.
+ * `shared`: a view is reused (as within --freshness) unless the caller asks for one newer
+ * than a time.
+ */
+function freshOf(get: () => World, opts: { down?: () => boolean; shared?: boolean } = {}) {
   let reads = 0;
+  let last: FreshView | undefined;
   const source = {
     reads: () => reads,
+    now: () => performance.now(),
     isFresh: () => true,
     problem: () => undefined,
-    get: (): Promise<FreshView> => {
+    get: (newerThan?: number): Promise<FreshView> => {
+      if (opts.shared && last && (newerThan === undefined || last.startedAt > newerThan))
+        return Promise.resolve(last);
       reads += 1;
       if (opts.down?.()) return Promise.reject(new Error('API server unreachable'));
       const c = caches(get());
-      return Promise.resolve({
-        startedAt: performance.now(),
-        basis: 'test',
-        nodeFences: new Map(c.allNodeFences.map((n) => [n.metadata.name, n])),
-        keyClaims: [],
-        cachesFor: () => Promise.resolve(c),
-      });
+      return Promise.resolve(
+        (last = {
+          startedAt: performance.now(),
+          basis: 'test',
+          nodeFences: new Map(c.allNodeFences.map((n) => [n.metadata.name, n])),
+          keyClaims: [],
+          cachesFor: () => Promise.resolve(c),
+        }),
+      );
     },
   };
   return source;
@@ -86,6 +96,7 @@ function writerStub(fencedOn: FencedKey[] = []) {
     recordIntent: () => (calls.push('recordIntent'), Promise.resolve(true)),
     completeFence: () => (calls.push('completeFence'), Promise.resolve()),
     markFenced: (n: string) => (calls.push(`markFenced ${n}`), Promise.resolve()),
+    recordProof: (n: string) => (calls.push(`recordProof ${n}`), Promise.resolve()),
     dropRegistrant: () => Promise.resolve(),
     fencedEvent: () => Promise.resolve(),
     forget: () => undefined,
@@ -215,7 +226,31 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
     expect(res.victims).toEqual([{ key: K.a, node: 'a', result: 'fenced' }]);
     const i = writer.calls.indexOf('recordIntent');
     expect(i).toBeGreaterThanOrEqual(0);
-    expect(writer.calls.slice(i)).toEqual(['recordIntent', 'writeVolume', 'markFenced a', 'completeFence']);
+    expect(writer.calls.slice(i)).toEqual([
+      'recordIntent',
+      'writeVolume',
+      'markFenced a',
+      'recordProof a',
+      'completeFence',
+    ]);
+  });
+
+  it('a key registered after the shared fresh view was read (its node attached since, the caches lag) -> the view is read again before the PREEMPT, and that legitimate node is not preempted (S1)', async () => {
+    let world: World = { vas: ['a'] };
+    const fresh = freshOf(() => world, { shared: true });
+    const { lu, r, writer } = await setup('a', () => ({ vas: ['a'] }), fresh);
+    await lu.initiator('a').register(0n, K.a);
+    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
+    await fresh.get(); // read for another volume a moment ago: node-b not attached then
+    world = { vas: ['a', 'b'] }; // node-b attaches and registers; node-a's caches lag
+    await lu.initiator('b').register(0n, K.b);
+    const res = await r.reconcile(PV, log);
+    expect({
+      keys: lu.state().registrations.map((x) => x.key),
+      outcome: res.outcome,
+      reads: fresh.reads(),
+      intent: writer.calls.includes('recordIntent'),
+    }).toEqual({ keys: [K.a, K.b], outcome: 'unconfirmed', reads: 2, intent: false });
   });
 });
 

@@ -1,0 +1,250 @@
+/**
+ * Proof of isolation, then the out-of-service taint, against the real API server, with
+ * real agents on memory LUs and the controller in-process (`--auto-fence
+ * --node-lost-after 5s`). The lost node is a partition: its agent keeps running and keeps
+ * its device, only its API traffic (and its kubelet's Lease renewals) stop.
+ */
+import pino from 'pino';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { V1Node } from '@kubernetes/client-node';
+import type { Controller } from '../../src/controller/controller.js';
+import { OUT_OF_SERVICE_BY } from '../../src/controller/isolation.js';
+import { createControllerMetrics } from '../../src/obs/controller-metrics.js';
+import { formatKey } from '../../src/pr/key.js';
+import type { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
+import { eventually } from '../envtest/kube.js';
+import { Cluster } from './agent-harness.js';
+import { Kubelets, startController } from './node-leases.js';
+
+const LOST_AFTER = 5000;
+const OOS = 'node.kubernetes.io/out-of-service';
+const keysOf = (lu: MemoryLogicalUnit) => lu.state().registrations.map((r) => r.key);
+
+describe('controller: proof of isolation, then the out-of-service taint', () => {
+  const c = new Cluster();
+  const log = pino({ level: process.env.PRFENCE_TEST_LOG ?? 'silent' });
+  const controllers: Controller[] = [];
+  const kubelets = new Kubelets(c.rest);
+
+  beforeAll(() => c.unfenceAll());
+  afterEach(async () => {
+    await Promise.all(controllers.splice(0).map((x) => x.stop()));
+    await c.stopAll();
+    await kubelets.cleanup();
+  });
+
+  const getNode = (n: string) => c.rest.get<V1Node>(`/api/v1/nodes/${n}`);
+  const oos = (n: V1Node) => n.spec?.taints?.find((t) => t.key === OOS);
+  /** What the kubelet reports: a new bootID is a new incarnation of the node. */
+  async function boot(node: string, bootID: string) {
+    await c.rest.send({
+      method: 'PATCH',
+      path: `/api/v1/nodes/${node}/status`,
+      contentType: 'application/merge-patch+json',
+      body: { status: { nodeInfo: { bootID } } },
+    });
+  }
+  async function liveNode(prefix: string) {
+    const n = await c.node(prefix);
+    await boot(n, `${n}-boot-1`);
+    await kubelets.lease(n);
+    return { name: n, kubelet: kubelets.renew(n) };
+  }
+
+  it(
+    'a partitioned node sharing a volume with a live peer: fenced (NodeLost), the peer records the proof (device, key, generation), 1/1 -> the taint with the annotation and the boot ID; unfenced but not rebooted -> the taint stays and the fence is not requested again; new boot -> the taint is removed',
+    { timeout: 180_000 },
+    async () => {
+      const a = await liveNode('iso-a');
+      const b = await liveNode('iso-b');
+      const { agent: agentA, proxy: pa } = await c.startProxiedAgent(a.name);
+      await c.startAgent(b.name);
+      const pv = await c.pv();
+      await c.attach(pv.name, a.name);
+      await c.attach(pv.name, b.name);
+      const keyA = agentA.key;
+      await eventually(async () => (await c.vr(pv.name)).status?.registrants?.length === 2, {
+        timeoutMs: 30_000,
+      });
+      const metrics = createControllerMetrics();
+      const r = await startController(c, log, controllers, {
+        autoFence: true,
+        nodeLostAfterMs: LOST_AFTER,
+        metrics,
+      });
+
+      pa.blackhole('both'); // node-a keeps running and keeps its device
+      a.kubelet.stop();
+      const node = await eventually(
+        async () => {
+          const n = await getNode(a.name);
+          if (!oos(n)) throw new Error('not tainted yet');
+          return n;
+        },
+        { timeoutMs: 90_000 },
+      );
+      const nf = await c.nodeFence(a.name);
+      const proof = nf.status?.proofs?.find((p) => p.volume === pv.name);
+      const events = (await c.events(a.name)).map((e) => e.reason);
+      expect({
+        spec: nf.spec,
+        taint: oos(node),
+        annotation: node.metadata?.annotations?.[OUT_OF_SERVICE_BY],
+        keyGone: !keysOf(pv.lu).includes(keyA),
+        proof: proof && { ...proof, at: typeof proof.at, generation: typeof proof.generation },
+        // The proof existed before the taint was applied.
+        proofBeforeTaint:
+          !!proof && Date.parse(proof.at) <= Date.parse(nf.status?.isolation?.taintedAt ?? ''),
+        isolation: { ...nf.status?.isolation, taintedAt: typeof nf.status?.isolation?.taintedAt },
+        events: ['NodeLost', 'Fenced', 'OutOfServiceApplied'].map((x) => events.includes(x)),
+        taintsApplied: /^prfence_controller_taints_total\{action="applied"\} 1$/m.test(
+          await metrics.registry.metrics(),
+        ),
+      }).toEqual({
+        spec: { fenceState: 'Fenced', reason: 'NodeLost', requestedBy: 'prfence-controller' },
+        taint: { key: OOS, value: 'nodeshutdown', effect: 'NoExecute' },
+        annotation: a.name,
+        keyGone: true,
+        proof: {
+          volume: pv.name,
+          identity: pv.lu.id,
+          victimKey: formatKey(keyA),
+          result: 'Fenced',
+          generation: 'number',
+          by: b.name,
+          at: 'string',
+        },
+        proofBeforeTaint: true,
+        isolation: {
+          lost: true,
+          proven: 1,
+          total: 1,
+          summary: '1/1',
+          complete: true,
+          taintedAt: 'string',
+          taintedBootID: `${a.name}-boot-1`,
+        },
+        events: [true, true, true],
+        taintsApplied: true,
+      });
+
+      // The node is back (its kubelet renews) and a person unfences it, but it has not
+      // rebooted: the taint stays, and the taint does not become a new fence request.
+      kubelets.renew(a.name);
+      // Unfenced only once the controller sees the Lease renewed (LOST false): an unfence
+      // while the node still looks lost is followed by a new NodeLost request.
+      await eventually(async () => (await c.nodeFence(a.name)).status?.isolation?.lost === false, {
+        timeoutMs: 30_000,
+      });
+      await c.setFenceState(a.name, 'Unfenced', true);
+      await eventually(async () => (await c.events(a.name)).some((e) => e.reason === 'OutOfServiceKept'), {
+        timeoutMs: 30_000,
+      });
+      const kept = await getNode(a.name);
+      const keptNf = await c.nodeFence(a.name);
+      expect({
+        taint: !!oos(kept),
+        spec: keptNf.spec?.fenceState,
+        note: (await c.events(a.name)).find((e) => e.reason === 'OutOfServiceKept')?.note,
+      }).toEqual({
+        taint: true,
+        spec: 'Unfenced',
+        note: expect.stringMatching(/has not rebooted since the taint/) as unknown,
+      });
+
+      // A new boot: the taint and the annotation go, and status forgets the taint.
+      await boot(a.name, `${a.name}-boot-2`);
+      const untainted = await eventually(
+        async () => {
+          const n = await getNode(a.name);
+          if (oos(n)) throw new Error('still tainted');
+          return n;
+        },
+        { timeoutMs: 30_000 },
+      );
+      await eventually(async () => (await c.events(a.name)).some((e) => e.reason === 'OutOfServiceRemoved'), {
+        timeoutMs: 30_000,
+      });
+      const after = await eventually(
+        async () => {
+          const x = await c.nodeFence(a.name);
+          if (x.status?.isolation?.taintedAt) throw new Error('taint still recorded');
+          return x;
+        },
+        { timeoutMs: 30_000 },
+      );
+      expect({
+        annotation: untainted.metadata?.annotations?.[OUT_OF_SERVICE_BY],
+        spec: after.spec?.fenceState,
+        requestsForA: r.actions.filter((x) => x.kind === 'fence-request' && x.name === a.name).length,
+        taints: r.actions.filter((x) => x.kind === 'taint' && x.name === a.name).length,
+      }).toEqual({ annotation: undefined, spec: 'Unfenced', requestsForA: 1, taints: 2 });
+    },
+  );
+
+  it(
+    'a lost node with a device no live peer reconciles: proof 1/2, that volume pending with the reason, the metric names the node, and no taint',
+    { timeout: 180_000 },
+    async () => {
+      const a = await liveNode('iso-c');
+      const b = await liveNode('iso-d');
+      const { agent: agentA, proxy: pa } = await c.startProxiedAgent(a.name);
+      await c.startAgent(b.name);
+      const shared = await c.pv();
+      const alone = await c.pv();
+      await c.attach(shared.name, a.name);
+      await c.attach(shared.name, b.name);
+      await c.attach(alone.name, a.name);
+      await eventually(
+        async () =>
+          (await c.vr(shared.name)).status?.registrants?.length === 2 &&
+          (await c.vr(alone.name)).status?.registrants?.length === 1,
+        { timeoutMs: 30_000 },
+      );
+      const metrics = createControllerMetrics();
+      const r = await startController(c, log, controllers, {
+        autoFence: true,
+        nodeLostAfterMs: LOST_AFTER,
+        metrics,
+      });
+
+      pa.blackhole('both');
+      a.kubelet.stop();
+      // The controller writes the summary in the same reconcile that would apply the taint.
+      const nf = await eventually(
+        async () => {
+          const x = await c.nodeFence(a.name);
+          if (x.status?.isolation?.summary !== '1/2')
+            throw new Error(`proof ${x.status?.isolation?.summary}`);
+          return x;
+        },
+        { timeoutMs: 90_000 },
+      );
+      const text = await metrics.registry.metrics();
+      expect({
+        isolation: nf.status?.isolation,
+        sharedKeyGone: !keysOf(shared.lu).includes(agentA.key),
+        aloneKeyStays: keysOf(alone.lu).includes(agentA.key),
+        taint: oos(await getNode(a.name)),
+        taintActions: r.actions.filter((x) => x.kind === 'taint').length,
+        metric: text.includes(`prfence_controller_unproven_devices{node="${a.name}"} 1`),
+      }).toEqual({
+        isolation: {
+          lost: true,
+          proven: 1,
+          total: 2,
+          summary: '1/2',
+          complete: false,
+          pending: [
+            { volume: alone.name, reason: expect.stringMatching(/registered there on record/) as unknown },
+          ],
+        },
+        sharedKeyGone: true,
+        aloneKeyStays: true,
+        taint: undefined,
+        taintActions: 0,
+        metric: true,
+      });
+    },
+  );
+});

@@ -1,0 +1,123 @@
+/**
+ * Test helpers for the controller's node-loss and isolation tests: node Leases in
+ * kube-node-lease renewed by the test as kubelets would, and an in-process controller that
+ * records every write it sends.
+ */
+import type { Logger } from 'pino';
+import { Controller, type ControllerOptions } from '../../src/controller/controller.js';
+import { nodeLeasePath } from '../../src/controller/node-loss.js';
+import { KubeApiError, type RestClient } from '../../src/kube/rest-client.js';
+import { eventually, uniqueName } from '../envtest/kube.js';
+import type { Cluster } from './agent-harness.js';
+
+export const LEADER_TIMINGS = { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2000 };
+
+/** A MicroTime (RFC 3339 with microseconds), as the kubelet writes it. */
+export const microTime = (d: Date) => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
+
+export async function ensureNamespace(rest: RestClient, name: string): Promise<void> {
+  await rest
+    .send({ method: 'POST', path: '/api/v1/namespaces', body: { metadata: { name } } })
+    .catch((e: unknown) => {
+      if (!(e instanceof KubeApiError && e.code === 409)) throw e;
+    });
+}
+
+export interface Kubelet {
+  /** When the last successful renew was sent (the controller cannot have seen it change earlier). */
+  lastRenewAt: number;
+  stop(): void;
+}
+
+/** Node Leases the test creates and renews; `cleanup()` stops the renewals and deletes them. */
+export class Kubelets {
+  readonly #rest: RestClient;
+  readonly #timers: NodeJS.Timeout[] = [];
+  readonly #leases: string[] = [];
+
+  constructor(rest: RestClient) {
+    this.#rest = rest;
+  }
+
+  async lease(name: string, renewTime = new Date()): Promise<void> {
+    await ensureNamespace(this.#rest, 'kube-node-lease');
+    await this.#rest.send({
+      method: 'POST',
+      path: nodeLeasePath(),
+      body: {
+        apiVersion: 'coordination.k8s.io/v1',
+        kind: 'Lease',
+        metadata: { name },
+        spec: { holderIdentity: name, leaseDurationSeconds: 40, renewTime: microTime(renewTime) },
+      },
+    });
+    this.#leases.push(name);
+  }
+
+  /** Renews the Lease every second, as a kubelet. */
+  renew(name: string): Kubelet {
+    const k = { lastRenewAt: performance.now(), stop: () => clearInterval(t) };
+    const t = setInterval(() => {
+      const sentAt = performance.now();
+      void this.#rest
+        .send({
+          method: 'PATCH',
+          path: nodeLeasePath(name),
+          contentType: 'application/merge-patch+json',
+          body: { spec: { renewTime: microTime(new Date()) } },
+        })
+        .then(() => (k.lastRenewAt = Math.max(k.lastRenewAt, sentAt)))
+        .catch(() => undefined);
+    }, 1000);
+    this.#timers.push(t);
+    return k;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const t of this.#timers.splice(0)) clearInterval(t);
+    await Promise.all(
+      this.#leases
+        .splice(0)
+        .map((n) => this.#rest.send({ method: 'DELETE', path: nodeLeasePath(n) }).catch(() => undefined)),
+    );
+  }
+}
+
+export interface ControllerRun {
+  controller: Controller;
+  /** Every write the controller sent, with performance.now() when it was sent. */
+  actions: { kind: string; resource: string; name: string; at: number }[];
+  actingFrom: number | undefined;
+}
+
+/** A controller with leader election in a namespace of its own, resync 1 s; resolves once it acts. */
+export async function startController(
+  c: Cluster,
+  log: Logger,
+  controllers: Controller[],
+  o: Partial<ControllerOptions>,
+): Promise<ControllerRun> {
+  const ns = uniqueName('nl');
+  await ensureNamespace(c.rest, ns);
+  const run: ControllerRun = {
+    actions: [],
+    actingFrom: undefined,
+    controller: undefined as unknown as Controller,
+  };
+  run.controller = new Controller({
+    kubeConfig: c.kc,
+    log,
+    identity: uniqueName('nl-ctl'),
+    leaderElection: { namespace: ns, ...LEADER_TIMINGS },
+    resyncMs: 1000,
+    onAction: (a) => run.actions.push(a),
+    onActing: (on, at) => {
+      if (on) run.actingFrom ??= at;
+    },
+    ...o,
+  });
+  void run.controller.run();
+  controllers.push(run.controller);
+  await eventually(() => run.controller.mayAct(), { timeoutMs: 30_000 });
+  return run;
+}
