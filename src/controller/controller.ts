@@ -13,12 +13,12 @@
  */
 import type { V1Node, V1PersistentVolume } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { slim } from '../agent/cluster-view.js';
 import type { NodeFence, VolumeReservation } from '../crd/types.js';
 import type { ConnectionSource } from '../kube/connection.js';
 import { EventRecorder } from '../kube/events.js';
 import { startInformer, type ResilientInformer } from '../kube/informer.js';
 import { RestClient } from '../kube/rest-client.js';
+import { slimNode } from '../kube/slim.js';
 import { WorkQueue } from '../kube/work-queue.js';
 import type { ControllerMetrics } from '../obs/controller-metrics.js';
 import { describeError } from '../obs/logger.js';
@@ -231,7 +231,7 @@ export class Controller {
     this.#nodes = startInformer<V1Node>({
       ...common,
       path: nodePath(),
-      transform: slim.node,
+      transform: slimNode,
       handlers: {
         onAdd: (n) => add('taint', n.metadata?.name),
         onUpdate: (n, old) => {
