@@ -1,52 +1,52 @@
 /**
- * The prfence node agent: wiring. Informer caches feed a work queue of PV names (the
- * enqueue rules are in enqueue.ts); workers run the VolumeReconciler, which acts on the
- * devices only through a fresh API view (fresh-view.ts) and records through the
- * StatusWriter. The key is claimed in key-claim.ts; what the node must remember across
- * restarts lives on the host (fence-memory.ts).
+ * The prfence node agent: startup and wiring. At start the agent claims its key
+ * (key-claim.ts) and opens what the node must remember across restarts (fence-memory.ts);
+ * then the parts run:
+ *
+ * - cluster-informers.ts: the informer caches, whose events enqueue PV names (enqueue.ts);
+ * - reconcile-workers.ts: workers that run the VolumeReconciler on each PV, which acts on
+ *   the devices only through a fresh API view (fresh-view.ts) and records through the
+ *   StatusWriter;
+ * - resume.ts: what the node was in the middle of when it stopped;
+ * - resync.ts: the periodic resync;
+ * - own-status.ts: the own NodeFence status;
+ * - failfast.ts and failfast-reactions.ts: the probe of the own key, and the reactions to
+ *   its loss;
+ * - readiness.ts: whether the agent can act safely (/readyz).
  *
  * Safety (DESIGN.md): S2 - no registration without a fresh API view saying this node is
  * legitimate and not fenced, and never where the node lost its key until an unfence;
  * S6 - a key claim the API server keeps unique; S8 - stop() closes devices and never
  * releases or unregisters; S9 - a missing or stale object never leads to a fence.
  */
-import type {
-  V1Namespace,
-  V1Node,
-  V1PersistentVolume,
-  V1StorageClass,
-  V1VolumeAttachment,
-} from '@kubernetes/client-node';
+import type { V1Namespace, V1Node } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import type { NodeFence, VolumeReservation } from '../crd/types.js';
 import { clusterTag } from '../fence/keys.js';
 import type { ConnectionSource } from '../kube/connection.js';
-import { startInformer, type ResilientInformer } from '../kube/informer.js';
-import { KubeApiError, RestClient } from '../kube/rest-client.js';
+import { RestClient } from '../kube/rest-client.js';
 import { WorkQueue } from '../kube/work-queue.js';
 import { describeError } from '../obs/logger.js';
 import type { AgentMetrics } from '../obs/metrics.js';
-import { formatKey, parseKey, type PrKey } from '../pr/key.js';
+import { formatKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
 import type { ReservationType } from '../pr/reservation-type.js';
-import {
-  deviceOf,
-  isFenceRequested,
-  pvOf,
-  slim,
-  storageClassOf,
-  type ClusterCaches,
-} from './cluster-view.js';
+import { ClusterInformers } from './cluster-informers.js';
 import { DeviceRegistry } from './device-registry.js';
-import { enqueueRules } from './enqueue.js';
-import { FailfastProbe, setAccessLostTaint, sysrqReboot, type FailfastAction } from './failfast.js';
-import { FenceMemory, type KeyLoss } from './fence-memory.js';
+import { FailfastProbe, type FailfastAction } from './failfast.js';
+import { FailfastReactions } from './failfast-reactions.js';
+import { FenceMemory } from './fence-memory.js';
 import { FreshViewSource } from './fresh-view.js';
-import { claimKey, ensureNodeFence, nfPath, type KeyClaimOptions } from './key-claim.js';
-import { StatusWriter, vrPath } from './status-writer.js';
-import { ownNodeStatus } from './nf-status.js';
+import { claimKey, ensureNodeFence, type KeyClaimOptions } from './key-claim.js';
+import { OwnStatus } from './own-status.js';
+import { Readiness } from './readiness.js';
+import { ReconcileWorkers, type FenceEvent } from './reconcile-workers.js';
+import { resumeHandovers, resumeIntents } from './resume.js';
+import { startResync } from './resync.js';
+import { StatusWriter } from './status-writer.js';
 import { VolumeReconciler } from './volume-reconciler.js';
-import { resolveVolumePolicy, type FencingMode, type VolumePolicy } from './volume-policy.js';
+import type { FencingMode } from './volume-policy.js';
+
+export type { FenceEvent } from './reconcile-workers.js';
 
 export interface AgentOptions {
   /** How to reach the API server (a KubeConnection, or a client-node KubeConfig in tests). */
@@ -86,54 +86,23 @@ export interface AgentOptions {
   onFence?: (e: FenceEvent) => void;
 }
 
-export interface FenceEvent {
-  pv: string;
-  victimKey: PrKey;
-  victimNode: string | undefined;
-  result: 'fenced' | 'failed';
-  /** From the first trigger this agent saw for the volume until the key was gone (read back). */
-  sinceTriggerMs: number | undefined;
-}
-
 export class Agent {
   readonly node: string;
   readonly key: PrKey;
   readonly tag: number;
-  readonly #o: AgentOptions;
   readonly #rest: RestClient;
   readonly #queue: WorkQueue<string>;
   readonly #fresh: FreshViewSource;
   readonly #devices: DeviceRegistry;
-  readonly #writer: StatusWriter;
+  readonly #informers: ClusterInformers;
   readonly #reconciler: VolumeReconciler;
-  readonly #claim: KeyClaimOptions;
-  /** When this agent first saw a change that triggers a volume's reconcile (fence latency). */
-  readonly #triggeredAt = new Map<string, number>();
-  readonly #abort = new AbortController();
-  #informers: ResilientInformer<never>[] = [];
-  #va!: ResilientInformer<V1VolumeAttachment>;
-  #pv!: ResilientInformer<V1PersistentVolume>;
-  #nodes!: ResilientInformer<V1Node>;
-  #nf!: ResilientInformer<NodeFence>;
-  #sc!: ResilientInformer<V1StorageClass>;
-  #workers: Promise<void>[] = [];
-  #resync: NodeJS.Timeout | undefined;
-  #probe: NodeJS.Timeout | undefined;
-  #apiProblem: string | undefined;
-  readonly #memory: FenceMemory;
+  readonly #workers: ReconcileWorkers;
+  readonly #ownStatus: OwnStatus;
+  readonly #readiness: Readiness;
   readonly #failfast: FailfastProbe;
-  #unlisten: (() => void) | undefined;
-  /** Devices (identity) where the own key is gone, until an unfence forgives the loss. */
-  readonly #lost = new Map<string, { pv: string | undefined; loss: KeyLoss }>();
-  /** Forgiven devices where the key is not registered again yet (the taint stays meanwhile). */
-  readonly #reRegistering = new Set<string>();
-  /** Best-effort API writes of the failfast, retried every probe round and resync. */
-  readonly #pendingEvents: string[] = [];
-  #ownStatusDirty = false;
-  #taintWanted: boolean | undefined;
-  #taintApplied: boolean | undefined;
-  #apiRetrying = false;
-  #rebootTriggered = false;
+  readonly #reactions: FailfastReactions;
+  readonly #abort = new AbortController();
+  #stopResync: (() => void) | undefined;
 
   private constructor(
     o: AgentOptions,
@@ -143,46 +112,105 @@ export class Agent {
     claim: KeyClaimOptions,
     memory: FenceMemory,
   ) {
-    this.#o = o;
     this.node = o.nodeName;
     this.#rest = rest;
     this.key = key;
     this.tag = tag;
-    this.#claim = claim;
-    this.#memory = memory;
-    this.#queue = new WorkQueue<string>({
+    const log = o.log;
+    const queue = new WorkQueue<string>({
       baseDelayMs: 200,
       maxDelayMs: 30_000,
       ...(o.metrics ? { metrics: o.metrics.queue } : {}),
     });
-    this.#fresh = new FreshViewSource({ rest, freshnessMs: o.freshnessMs ?? 5000 });
-    this.#devices = new DeviceRegistry(o.openDevice);
-    this.#writer = new StatusWriter({ rest, node: o.nodeName, key, nodeUid: claim.nodeUid, log: o.log });
-    this.#reconciler = new VolumeReconciler({
+    this.#queue = queue;
+    const fresh = new FreshViewSource({ rest, freshnessMs: o.freshnessMs ?? 5000 });
+    this.#fresh = fresh;
+    const devices = new DeviceRegistry(o.openDevice);
+    this.#devices = devices;
+    const writer = new StatusWriter({ rest, node: o.nodeName, key, nodeUid: claim.nodeUid, log });
+    const informers = new ClusterInformers({
+      rest,
+      log,
+      node: o.nodeName,
+      idleTimeoutMs: o.watchIdleTimeoutMs ?? 90_000,
+      touched: () => this.#reconciler.touched,
+      trigger: (pv) => this.#workers.trigger(pv),
+      onOwnNodeFenceDeleted: () => {
+        // Recreated at once (the key claim keeps the key); peers never act on a node whose
+        // key they cannot tell (S9).
+        ensureNodeFence(claim, key).catch((e: unknown) =>
+          log.warn({ err: describeError(e) }, 'NodeFence not recreated yet; retried on resync'),
+        );
+      },
+      policyDefaults: {
+        fencing: o.fencingDefault ?? 'enabled',
+        reservationType: o.reservationType ?? 'write-exclusive-reg-only',
+      },
+    });
+    this.#informers = informers;
+    const reconciler = new VolumeReconciler({
       node: o.nodeName,
       key,
       tag,
-      caches: () => this.#caches(),
-      identityOf: (pv) => deviceOf(this.#pv.get(pv)),
-      policyOf: (pv) => this.#policyOf(pv),
-      fresh: this.#fresh,
-      devices: this.#devices,
+      caches: () => informers.caches(),
+      identityOf: (pv) => informers.identityOf(pv),
+      policyOf: (pv) => informers.policyOf(pv),
+      fresh,
+      devices,
       memory,
-      writer: this.#writer,
+      writer,
       foreignKeys: o.foreignKeys ?? 'leave',
       leaveGraceMs: o.leaveGraceMs ?? 10_000,
+      signal: this.#abort.signal,
+    });
+    this.#reconciler = reconciler;
+    this.#readiness = new Readiness({
+      rest,
+      node: o.nodeName,
+      fresh,
+      periodMs: o.freshnessMs ?? 5000,
+      watchProblem: () => informers.problem(),
+    });
+    this.#ownStatus = new OwnStatus({
+      node: o.nodeName,
+      writer,
+      log,
+      informers,
+      reconciler,
+      notReady: () => this.notReady(),
+      accessLost: () => this.#reactions.accessLostMessage(),
+    });
+    this.#workers = new ReconcileWorkers({
+      queue,
+      reconciler,
+      log,
+      workers: o.workers ?? 4,
+      metrics: o.metrics,
+      onFence: o.onFence,
+      writeOwnStatus: () => this.#ownStatus.write(),
+    });
+    this.#reactions = new FailfastReactions({
+      node: o.nodeName,
+      key,
+      memory,
+      devices,
+      writer,
+      rest,
+      log,
+      metrics: o.metrics,
+      action: o.failfastAction ?? 'report',
+      rebootTrigger: o.rebootTrigger,
+      writeOwnStatus: () => this.#ownStatus.write(),
       signal: this.#abort.signal,
     });
     this.#failfast = new FailfastProbe({
       key,
       intervalMs: o.probeIntervalMs ?? 2000,
-      targets: () => this.#devices.entries(),
+      targets: () => devices.entries(),
       memory,
-      unfencedAt: () => this.#nf.get(this.node)?.spec?.unfencedAt,
-      log: o.log.child({ component: 'failfast' }),
-      onRound: () => {
-        if (this.#apiWritesPending()) void this.#retryFailfastApi();
-      },
+      unfencedAt: () => informers.nodeFence(this.node)?.spec?.unfencedAt,
+      log: log.child({ component: 'failfast' }),
+      onRound: () => this.#reactions.retryPendingWrites(),
       ...(o.metrics ? { onSkipped: o.metrics.failfastSkipped } : {}),
     });
   }
@@ -219,376 +247,38 @@ export class Agent {
       const memory = await FenceMemory.open(o.stateDir);
       const agent = new Agent(o, rest, key, tag, claim, memory);
       o.log.info({ node: o.nodeName, key: formatKey(key) }, 'agent key');
-      await agent.#startInformers();
+      await agent.#informers.start();
+      agent.#stopResync = startResync({
+        intervalMs: o.resyncMs ?? 30_000,
+        node: agent.node,
+        queue: agent.#queue,
+        informers: agent.#informers,
+        touched: () => agent.#reconciler.touched,
+        ownStatus: agent.#ownStatus,
+        failfast: agent.#reactions,
+      });
       // Truthful from the start: 1 on a healthy idle node, not only after a first volume.
       metrics?.registrationAllowed(agent.#reconciler.mayRegisterCached());
-      await agent.#resumeIntents();
-      agent.#resumeHandovers();
+      const resume = {
+        rest,
+        node: agent.node,
+        log: o.log,
+        reconciler: agent.#reconciler,
+        queue: agent.#queue,
+      };
+      await resumeIntents(resume);
+      resumeHandovers(resume, agent.#informers.nodeFence(agent.node));
       // A node with a key and no volume yet shows a phase, not an empty cell.
-      await agent.#writeOwnStatus();
-      agent.#startWorkers();
-      agent.#startApiProbe();
-      agent.#startFailfast();
+      await agent.#ownStatus.write();
+      agent.#workers.start();
+      agent.#readiness.start();
+      agent.#reactions.start();
+      agent.#failfast.start();
       return agent;
     } catch (e) {
       rest.close();
       throw e;
     }
-  }
-
-  async #startInformers(): Promise<void> {
-    const rest = this.#rest;
-    const log = this.#o.log;
-    const idleTimeoutMs = this.#o.watchIdleTimeoutMs ?? 90_000;
-    const rules = enqueueRules({
-      node: this.node,
-      pvsOf: (n) => this.#pvsOf(n),
-      touched: () => this.#reconciler.touched,
-      trigger: (pv) => {
-        if (!this.#triggeredAt.has(pv)) this.#triggeredAt.set(pv, performance.now());
-        this.#queue.add(pv);
-      },
-      storageClassOf: (pv) => storageClassOf(this.#pv.get(pv)),
-      onOwnNodeFenceDeleted: () => {
-        // Recreated at once (the key claim keeps the key); peers never act on a node whose
-        // key they cannot tell (S9).
-        ensureNodeFence(this.#claim, this.key).catch((e: unknown) =>
-          log.warn({ err: describeError(e) }, 'NodeFence not recreated yet; retried on resync'),
-        );
-      },
-    });
-    const common = { rest, log, idleTimeoutMs };
-    this.#va = startInformer<V1VolumeAttachment>({
-      ...common,
-      path: '/apis/storage.k8s.io/v1/volumeattachments',
-      transform: slim.volumeAttachment,
-      indexes: { pv: (va) => (pvOf(va) ? [pvOf(va)!] : []), node: (va) => [va.spec.nodeName] },
-      handlers: rules.volumeAttachment,
-    });
-    this.#pv = startInformer<V1PersistentVolume>({
-      ...common,
-      path: '/api/v1/persistentvolumes',
-      transform: slim.persistentVolume,
-      handlers: rules.persistentVolume,
-    });
-    this.#nodes = startInformer<V1Node>({
-      ...common,
-      path: '/api/v1/nodes',
-      transform: slim.node,
-      handlers: rules.node,
-    });
-    this.#nf = startInformer<NodeFence>({ ...common, path: nfPath(), handlers: rules.nodeFence });
-    // Only for the policy annotations prfence.io/fencing and prfence.io/reservation-type.
-    this.#sc = startInformer<V1StorageClass>({
-      ...common,
-      path: '/apis/storage.k8s.io/v1/storageclasses',
-      transform: slim.storageClass,
-      handlers: rules.storageClass,
-    });
-    this.#informers = [this.#va, this.#pv, this.#nodes, this.#nf, this.#sc] as ResilientInformer<never>[];
-    await Promise.all(this.#informers.map((i) => i.synced));
-    const resync = this.#o.resyncMs ?? 30_000;
-    this.#resync = setInterval(() => {
-      for (const pv of this.#pvsOf(this.node)) this.#queue.add(pv);
-      for (const pv of this.#reconciler.touched) this.#queue.add(pv);
-      if (!this.#nf.get(this.node))
-        rules.nodeFence.onDelete?.({ metadata: { name: this.node } } as NodeFence);
-      // An idle node (no volume to reconcile) still gets its status written (phase, Ready).
-      void this.#writeOwnStatus();
-      if (this.#apiWritesPending()) void this.#retryFailfastApi();
-    }, resync);
-    this.#resync.unref();
-  }
-
-  /** Intents this node recorded before it stopped: completed from the device (dm-log replay). */
-  async #resumeIntents(): Promise<void> {
-    const list = await this.#rest.get<{ items: VolumeReservation[] }>(vrPath());
-    for (const vr of list.items) {
-      const i = vr.status?.fenceIntent;
-      if (i?.by !== this.node) continue;
-      const log = this.#o.log.child({ pv: vr.metadata.name });
-      log.info(
-        { victim: i.victimKey, victimNode: i.victimNode },
-        'completing a fence intent from before the restart',
-      );
-      try {
-        await this.#reconciler.completeOpenIntent(vr.metadata.name, parseKey(i.victimKey), i.victimNode, log);
-      } catch (e) {
-        log.warn({ err: describeError(e) }, 'open intent not completed yet; the volume is reconciled');
-      }
-      this.#queue.add(vr.metadata.name);
-    }
-  }
-
-  /** Reservations this node held to hand over before it stopped: held and watched again. */
-  #resumeHandovers(): void {
-    for (const pv of this.#nf.get(this.node)?.status?.handingOver ?? []) {
-      this.#reconciler.handingOver.add(pv);
-      this.#reconciler.touched.add(pv);
-      this.#queue.add(pv);
-    }
-  }
-
-  #startWorkers(): void {
-    for (let i = 0; i < (this.#o.workers ?? 4); i++) {
-      this.#workers.push(
-        (async () => {
-          for (;;) {
-            const pv = await this.#queue.get();
-            if (pv === undefined) return;
-            await this.#process(pv);
-          }
-        })(),
-      );
-    }
-  }
-
-  /** One work item: reconcile, then requeue per the result, or back off on an error. */
-  async #process(pv: string): Promise<void> {
-    const log = this.#o.log.child({ pv });
-    const m = this.#o.metrics;
-    try {
-      const r = await this.#reconciler.reconcile(pv, log);
-      log.debug(
-        { outcome: r.outcome, registered: r.registered, requeueAfterMs: r.requeueAfterMs },
-        'reconciled',
-      );
-      this.#queue.forget(pv);
-      m?.reconciled(r.outcome);
-      m?.registrationAllowed(this.#reconciler.mayRegisterCached() && this.#reconciler.blockedOn.size === 0);
-      const t = this.#triggeredAt.get(pv);
-      const since = t === undefined ? undefined : performance.now() - t;
-      m?.handingOver(this.#reconciler.handingOver.size);
-      for (const v of r.victims) {
-        if (v.takeover && v.result === 'fenced') m?.takeover();
-        if (v.result === 'left' || v.takeover) continue;
-        m?.fence(v.result, since === undefined ? undefined : since / 1000);
-        this.#o.onFence?.({
-          pv,
-          victimKey: v.key,
-          victimNode: v.node,
-          result: v.result,
-          sinceTriggerMs: since,
-        });
-      }
-      // A volume waiting on another node keeps its trigger time until it is settled.
-      if (r.requeueAfterMs === undefined || r.outcome !== 'waiting') this.#triggeredAt.delete(pv);
-      if (r.requeueAfterMs !== undefined) this.#queue.addAfter(pv, r.requeueAfterMs);
-      await this.#writeOwnStatus();
-    } catch (e) {
-      m?.reconciled('error');
-      if (e instanceof KubeApiError && e.code === 409) this.#queue.addAfter(pv, 1000);
-      else {
-        log.warn({ err: describeError(e) }, 'reconcile failed; retrying with backoff');
-        this.#queue.addRateLimited(pv);
-      }
-    } finally {
-      this.#queue.done(pv);
-    }
-  }
-
-  /** Writes the own NodeFence status; resolves false if it was not written (retried later). */
-  async #writeOwnStatus(): Promise<boolean> {
-    const nf = this.#nf.get(this.node);
-    const problem = this.notReady();
-    const lost = this.#accessLostMessage();
-    const { phase, volumes, conditions } = ownNodeStatus({
-      recordedPhase: nf?.status?.phase,
-      fencedBy: nf?.status?.fencedBy,
-      lost,
-      fenceRequested: isFenceRequested(nf, this.#nodes.get(this.node)),
-      blockedVolumes: this.#reconciler.blockedOn.size,
-      registeredVolumes: this.#reconciler.registeredOn.size,
-      problem,
-    });
-    return this.#writer
-      .writeOwn(nf, {
-        phase,
-        volumes,
-        handingOver: [...this.#reconciler.handingOver],
-        conditions,
-      })
-      .then(
-        () => true,
-        (e: unknown) => {
-          this.#o.log.debug({ err: describeError(e) }, 'own status not written; next time');
-          return false;
-        },
-      );
-  }
-
-  /** The AccessLost message naming the devices and the key holding each now; undefined: none lost. */
-  #accessLostMessage(): string | undefined {
-    if (this.#lost.size === 0) return undefined;
-    const parts = [...this.#lost].map(
-      ([identity, { pv, loss }]) =>
-        `${pv ?? '?'} (${identity}, reservation held by ${loss.holder ?? 'unknown'})`,
-    );
-    return `own key ${formatKey(this.key)} removed by another initiator from ${parts.sort().join(', ')}; registers there again only after prfence unfence`;
-  }
-
-  /** Failfast: the probe, and the reactions to a loss of the own key (whoever found it). */
-  #startFailfast(): void {
-    for (const [identity, loss] of Object.entries(this.#memory.losses))
-      this.#lost.set(identity, { pv: this.#pvOfIdentity(identity), loss });
-    this.#o.metrics?.accessLost(this.#lost.size);
-    // After a restart (a reboot): shown again, and the taint kept; never a second reboot.
-    if (this.#lost.size > 0) {
-      this.#ownStatusDirty = true;
-      if (this.#o.failfastAction === 'taint') this.#taintWanted = true;
-      void this.#retryFailfastApi();
-    }
-    this.#unlisten = this.#memory.listen({
-      lost: (identity, loss) => this.#onAccessLost(identity, loss),
-      forgiven: (identity) => {
-        this.#lost.delete(identity);
-        this.#reRegistering.add(identity);
-        this.#accessChanged();
-      },
-      registered: (identity) => {
-        if (this.#reRegistering.delete(identity)) this.#accessChanged();
-      },
-    });
-    this.#failfast.start();
-  }
-
-  #pvOfIdentity(identity: string): string | undefined {
-    for (const e of this.#devices.entries()) if (e.identity === identity) return e.pv;
-    return undefined;
-  }
-
-  /**
-   * The own key is gone from a device (recorded in the host memory already): metrics,
-   * best-effort API writes (never awaited: a partitioned node cannot make them), then
-   * the local action.
-   */
-  #onAccessLost(identity: string, loss: KeyLoss): void {
-    const action = this.#o.failfastAction ?? 'report';
-    const pv = this.#pvOfIdentity(identity);
-    this.#lost.set(identity, { pv, loss });
-    this.#reRegistering.delete(identity);
-    this.#o.metrics?.accessLost(this.#lost.size);
-    this.#o.metrics?.failfastDetection(action);
-    const note = `own key ${loss.key} of ${this.node} gone from ${pv ?? '?'} (${identity}); reservation held by ${loss.holder ?? 'unknown'}; failfast action ${action}`;
-    this.#o.log.error(
-      { pv, device: identity, key: loss.key, holder: loss.holder, action },
-      'access lost: ' + note,
-    );
-    this.#pendingEvents.push(note);
-    this.#ownStatusDirty = true;
-    if (action === 'taint') this.#taintWanted = true;
-    void this.#retryFailfastApi();
-    if (action === 'reboot' && !this.#rebootTriggered) {
-      this.#rebootTriggered = true;
-      const trigger = this.#o.rebootTrigger ?? (() => sysrqReboot());
-      this.#o.log.fatal({ pv, device: identity }, 'failfast: rebooting this node (sysrq)');
-      try {
-        void Promise.resolve(trigger(note)).catch((e: unknown) =>
-          this.#o.log.fatal({ err: describeError(e) }, 'failfast reboot failed'),
-        );
-      } catch (e) {
-        this.#o.log.fatal({ err: describeError(e) }, 'failfast reboot failed');
-      }
-    }
-  }
-
-  /** A loss was forgiven or the key registered again: the phase, and the taint once all are back. */
-  #accessChanged(): void {
-    this.#o.metrics?.accessLost(this.#lost.size);
-    this.#ownStatusDirty = true;
-    if (this.#lost.size === 0 && this.#reRegistering.size === 0 && this.#taintWanted)
-      this.#taintWanted = false;
-    void this.#retryFailfastApi();
-  }
-
-  #apiWritesPending(): boolean {
-    return (
-      this.#ownStatusDirty ||
-      this.#pendingEvents.length > 0 ||
-      (this.#taintWanted !== undefined && this.#taintWanted !== this.#taintApplied)
-    );
-  }
-
-  /** The failfast's API writes (status, event, taint), one pass at a time, retried until they land. */
-  async #retryFailfastApi(): Promise<void> {
-    if (this.#apiRetrying || this.#abort.signal.aborted) return;
-    this.#apiRetrying = true;
-    const log = this.#o.log;
-    try {
-      if (this.#ownStatusDirty) {
-        this.#ownStatusDirty = false;
-        if (!(await this.#writeOwnStatus())) this.#ownStatusDirty = true;
-      }
-      while (this.#pendingEvents.length > 0 && (await this.#writer.accessLostEvent(this.#pendingEvents[0]!)))
-        this.#pendingEvents.shift();
-      const want = this.#taintWanted;
-      if (want !== undefined && want !== this.#taintApplied) {
-        try {
-          await setAccessLostTaint(this.#rest, this.node, want);
-          this.#taintApplied = want;
-          log.warn(
-            { taint: 'prfence.io/access-lost:NoExecute' },
-            want ? 'node tainted' : 'node taint removed',
-          );
-        } catch (e) {
-          log.warn({ err: describeError(e) }, 'access-lost taint not changed yet; retried');
-        }
-      }
-    } finally {
-      this.#apiRetrying = false;
-    }
-  }
-
-  /**
-   * Readiness follows the API server without waiting for a device command: a consistent
-   * GET of the own NodeFence every freshness period (a fresh read again after a failed one).
-   */
-  #startApiProbe(): void {
-    const period = this.#o.freshnessMs ?? 5000;
-    let running = false;
-    this.#probe = setInterval(() => {
-      if (running) return;
-      running = true;
-      const check = this.#fresh.problem()
-        ? this.#fresh.get()
-        : this.#rest.send({ method: 'GET', path: nfPath(this.node), timeoutMs: period });
-      check
-        .then(
-          () => (this.#apiProblem = undefined),
-          (e: unknown) => (this.#apiProblem = `API server not answering: ${describeError(e)}`),
-        )
-        .finally(() => (running = false));
-    }, period);
-    this.#probe.unref();
-  }
-
-  /** PVs attached (or attaching) to a node: an index lookup. */
-  #pvsOf(node: string): Set<string> {
-    return new Set(this.#va.byIndex('node', node).flatMap((va) => pvOf(va) ?? []));
-  }
-
-  /** PV annotation > StorageClass annotation > agent default (volume-policy.ts), from the caches. */
-  #policyOf(name: string): VolumePolicy {
-    const pv = this.#pv.get(name);
-    const scName = storageClassOf(pv);
-    const sc = scName === undefined ? undefined : this.#sc.get(scName);
-    return resolveVolumePolicy({
-      pv: { name, annotations: pv?.metadata?.annotations },
-      storageClass: sc ? { name: sc.metadata?.name ?? '', annotations: sc.metadata?.annotations } : undefined,
-      defaults: {
-        fencing: this.#o.fencingDefault ?? 'enabled',
-        reservationType: this.#o.reservationType ?? 'write-exclusive-reg-only',
-      },
-    });
-  }
-
-  #caches(): ClusterCaches {
-    return {
-      vasOf: (pv) => this.#va.byIndex('pv', pv),
-      nodeFences: (n) => this.#nf.get(n),
-      allNodeFences: this.#nf.list(),
-      nodes: (n) => this.#nodes.get(n),
-    };
   }
 
   /** S2 as the caches say it (device commands also need a fresh view). */
@@ -601,11 +291,7 @@ export class Agent {
    * of the API failed, or a watch is dead.
    */
   notReady(): string | undefined {
-    return (
-      this.#apiProblem ??
-      this.#fresh.problem() ??
-      this.#informers.map((i) => i.problem()).find((p) => p !== undefined)
-    );
+    return this.#readiness.notReady();
   }
 
   /** Asks for a fresh read now (readiness reflects the API server without waiting for a device command). */
@@ -616,13 +302,13 @@ export class Agent {
   /** Stops watching and closes devices. Never releases or unregisters (S8). */
   async stop(): Promise<void> {
     this.#abort.abort();
-    if (this.#resync) clearInterval(this.#resync);
-    if (this.#probe) clearInterval(this.#probe);
+    this.#stopResync?.();
+    this.#readiness.stop();
     this.#failfast.stop();
-    this.#unlisten?.();
+    this.#reactions.stop();
     this.#queue.shutDown();
-    await Promise.all(this.#informers.map((i) => i.stop()));
-    await Promise.allSettled(this.#workers);
+    await this.#informers.stop();
+    await this.#workers.stopped();
     await this.#devices.closeAll();
     this.#rest.close();
   }

@@ -5,6 +5,7 @@
  */
 import type { V1Node, V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@kubernetes/client-node';
 import type { NodeFence, ReservationKey } from '../crd/types.js';
+import { pvOf, slimNode, slimVolumeAttachment } from '../kube/slim.js';
 import { policyAnnotations } from './volume-policy.js';
 import { parseKey, type PrKey } from '../pr/key.js';
 import type { NodeKey } from '../fence/rule.js';
@@ -12,11 +13,6 @@ import type { NodeKey } from '../fence/rule.js';
 export const OUT_OF_SERVICE_TAINT = 'node.kubernetes.io/out-of-service';
 /** PV annotation naming the shared device (a path or an identity the resolver maps to a local path). */
 export const DEVICE_ANNOTATION = 'prfence.io/device';
-
-/** The PV a VolumeAttachment is for (only PV-backed attachments matter). */
-export function pvOf(va: V1VolumeAttachment): string | undefined {
-  return va.spec?.source?.persistentVolumeName ?? undefined;
-}
 
 export function hasOutOfService(node: V1Node | undefined): boolean {
   return !!node?.spec?.taints?.some((t) => t.key === OUT_OF_SERVICE_TAINT);
@@ -120,36 +116,12 @@ export function knownKeys(c: ClusterCaches, claims: readonly ReservationKey[] = 
 
 /**
  * What the agent keeps of each object (informer transforms): only the fields it reads.
- * managedFields, status details and everything else are dropped before caching.
+ * VolumeAttachments and Nodes as src/kube/slim.ts keeps them; of PVs and StorageClasses,
+ * what prfence's annotations and the device identity need.
  */
 export const slim = {
-  volumeAttachment(va: V1VolumeAttachment): V1VolumeAttachment {
-    const pv = pvOf(va);
-    return {
-      metadata: {
-        name: va.metadata?.name ?? '',
-        resourceVersion: va.metadata?.resourceVersion ?? '',
-        ...(va.metadata?.deletionTimestamp ? { deletionTimestamp: va.metadata.deletionTimestamp } : {}),
-      },
-      spec: {
-        attacher: '',
-        nodeName: va.spec.nodeName,
-        source: pv ? { persistentVolumeName: pv } : {},
-      },
-    };
-  },
-  node(n: V1Node): V1Node {
-    return {
-      metadata: {
-        name: n.metadata?.name ?? '',
-        resourceVersion: n.metadata?.resourceVersion ?? '',
-        uid: n.metadata?.uid ?? '',
-      },
-      ...(n.spec?.taints?.length
-        ? { spec: { taints: n.spec.taints.map((t) => ({ key: t.key, effect: t.effect })) } }
-        : {}),
-    };
-  },
+  volumeAttachment: slimVolumeAttachment,
+  node: slimNode,
   /** The device identity (under its annotation), the policy annotations and the StorageClass name. */
   persistentVolume(pv: V1PersistentVolume): V1PersistentVolume {
     const device = deviceOf(pv);

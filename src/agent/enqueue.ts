@@ -7,7 +7,8 @@
 import type { V1Node, V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@kubernetes/client-node';
 import type { NodeFence } from '../crd/types.js';
 import type { InformerHandlers } from '../kube/informer.js';
-import { deviceOf, hasOutOfService, pvOf, storageClassOf } from './cluster-view.js';
+import { pvOf } from '../kube/slim.js';
+import { deviceOf, hasOutOfService, storageClassOf } from './cluster-view.js';
 import { POLICY_ANNOTATIONS } from './volume-policy.js';
 
 export interface EnqueueContext {

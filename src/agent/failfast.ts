@@ -3,8 +3,9 @@
  * agent reads the registered keys of every device where this node EXPECTS its key (the
  * host fence memory, fence-memory.ts). A key that is gone although the node did not
  * remove it (a leaver or a handover calls `unregistering()` first) is a loss: it is
- * recorded in the host memory (S2 across restarts), and the memory's listeners (agent.ts)
- * report it and take the configured action: report, taint, or reboot.
+ * recorded in the host memory (S2 across restarts), and the memory's listener
+ * (failfast-reactions.ts) reports it and takes the configured action: report, taint, or
+ * reboot.
  *
  * Bounded: one probe read in flight per device at most; a device whose read has not
  * returned by the next round is skipped and reported (hung), and never stalls the loop:

@@ -14,7 +14,8 @@ import type { NodeFence, ReservationKey } from '../crd/types.js';
 import { KubeApiError, type RestClient } from '../kube/rest-client.js';
 import { describeError } from '../obs/logger.js';
 import { nfPath, rkPath } from './key-claim.js';
-import { pvOf, slim, type ClusterCaches } from './cluster-view.js';
+import { pvOf } from '../kube/slim.js';
+import { slim, type ClusterCaches } from './cluster-view.js';
 
 const VA_PATH = '/apis/storage.k8s.io/v1/volumeattachments';
 

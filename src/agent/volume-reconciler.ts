@@ -92,6 +92,14 @@ export interface VolumeReconcilerOptions {
   now?: () => number;
 }
 
+/** A fresh view read for one PV (VolumeReconciler's #takeFreshView). */
+interface FreshRead {
+  view: FreshView;
+  /** The view as fence-rule inputs for the PV. */
+  caches: ClusterCaches;
+  legitimacy: Legitimacy;
+}
+
 const isSelf = (l: Legitimacy, node: string) =>
   l.nodes.some((n) => n.node === node) || l.keyless.includes(node);
 
@@ -371,47 +379,35 @@ export class VolumeReconciler {
       });
     } else {
       // 4. A fresh view, which must agree with the caches about this node.
-      let view: FreshView;
-      try {
-        view = await o.fresh.get();
-      } catch (e) {
-        log.warn({ err: describeError(e) }, 'no fresh API view: no device command (S9)');
-        return { outcome: 'no-fresh-view', requeueAfterMs: 2000, ...none };
-      }
-      let fresh = await view.cachesFor(pv, [o.node]);
-      let fLeg = legitimacy(pv, fresh, view.keyClaims);
-      if (selfIn(fLeg) !== selfLegitCache) {
+      const noFreshView: ReconcileResult = { outcome: 'no-fresh-view', requeueAfterMs: 2000, ...none };
+      let read = await this.#takeFreshView(pv, log);
+      if (!read) return noFreshView;
+      if (selfIn(read.legitimacy) !== selfLegitCache) {
         // The shared view may predate the change the caches show: read once more.
-        try {
-          view = await o.fresh.get(view.startedAt);
-        } catch (e) {
-          log.warn({ err: describeError(e) }, 'no fresh API view: no device command (S9)');
-          return { outcome: 'no-fresh-view', requeueAfterMs: 2000, ...none };
-        }
-        fresh = await view.cachesFor(pv, [o.node]);
-        fLeg = legitimacy(pv, fresh, view.keyClaims);
+        read = await this.#takeFreshView(pv, log, read.view.startedAt);
+        if (!read) return noFreshView;
       }
-      if (selfIn(fLeg) !== selfLegitCache) {
+      if (selfIn(read.legitimacy) !== selfLegitCache) {
         log.debug('caches and the fresh view disagree about this node; waiting for the caches');
         return { outcome: 'views-disagree', requeueAfterMs: 1000, ...none };
       }
       let mayRegister =
-        cacheMay && (await this.#mayRegisterFresh(identity, fresh.nodeFences(o.node), fresh.nodes(o.node)));
+        cacheMay &&
+        (await this.#mayRegisterFresh(identity, read.caches.nodeFences(o.node), read.caches.nodes(o.node)));
       if (cacheMay && !mayRegister) {
         // The caches show an unfence the shared view may predate: read once more, else this
         // volume would stay blocked until the next resync.
-        try {
-          view = await o.fresh.get(view.startedAt);
-        } catch (e) {
-          log.warn({ err: describeError(e) }, 'no fresh API view: no device command (S9)');
-          return { outcome: 'no-fresh-view', requeueAfterMs: 2000, ...none };
-        }
-        fresh = await view.cachesFor(pv, [o.node]);
-        fLeg = legitimacy(pv, fresh, view.keyClaims);
-        if (isSelf(fLeg, o.node) !== selfLegitCache)
+        read = await this.#takeFreshView(pv, log, read.view.startedAt);
+        if (!read) return noFreshView;
+        if (isSelf(read.legitimacy, o.node) !== selfLegitCache)
           return { outcome: 'views-disagree', requeueAfterMs: 1000, ...none };
-        mayRegister = await this.#mayRegisterFresh(identity, fresh.nodeFences(o.node), fresh.nodes(o.node));
+        mayRegister = await this.#mayRegisterFresh(
+          identity,
+          read.caches.nodeFences(o.node),
+          read.caches.nodes(o.node),
+        );
       }
+      const { view, caches: fresh, legitimacy: fLeg } = read;
       const known = unionKeys(knownKeys(cache), knownKeys(fresh, view.keyClaims));
       const unsure = [...cLeg.keyless, ...fLeg.keyless].some((n) => n !== o.node);
       const input = baseInput(
@@ -493,6 +489,24 @@ export class VolumeReconciler {
     if (obs.results.some((r) => r.action.kind === 'preempt-abort'))
       await this.#completeFences(pv, obs.victims, obs.durationMs, log, obs.state.keys.generation);
     return result;
+  }
+
+  /**
+   * A fresh view (fresh-view.ts) as fence-rule inputs for `pv`, this node's Node read too,
+   * and who it shows legitimate there. `newerThan`: a view whose reads started after that
+   * time (the shared view may predate a change the caches show). Undefined if none can be
+   * read in time (logged): no device command (S9).
+   */
+  async #takeFreshView(pv: string, log: Logger, newerThan?: number): Promise<FreshRead | undefined> {
+    let view: FreshView;
+    try {
+      view = await this.#o.fresh.get(newerThan);
+    } catch (e) {
+      log.warn({ err: describeError(e) }, 'no fresh API view: no device command (S9)');
+      return undefined;
+    }
+    const caches = await view.cachesFor(pv, [this.#o.node]);
+    return { view, caches, legitimacy: legitimacy(pv, caches, view.keyClaims) };
   }
 
   /** Keys not to preempt now: leavers within their grace; every key while a legitimate node's key is unknown. */

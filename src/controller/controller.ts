@@ -13,12 +13,12 @@
  */
 import type { V1Node, V1PersistentVolume } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { slim } from '../agent/cluster-view.js';
 import type { NodeFence, VolumeReservation } from '../crd/types.js';
 import type { ConnectionSource } from '../kube/connection.js';
 import { EventRecorder } from '../kube/events.js';
 import { startInformer, type ResilientInformer } from '../kube/informer.js';
 import { RestClient } from '../kube/rest-client.js';
+import { slimNode } from '../kube/slim.js';
 import { WorkQueue } from '../kube/work-queue.js';
 import type { ControllerMetrics } from '../obs/controller-metrics.js';
 import { describeError } from '../obs/logger.js';
@@ -242,10 +242,10 @@ export class Controller {
     this.#nodes = startInformer<V1Node>({
       ...common,
       path: nodePath(),
-      // The agent's slim Node, plus the annotation that marks a taint prfence applied.
+      // The slim Node, plus the annotation that marks a taint prfence applied.
       transform: (n) => {
         const by = n.metadata?.annotations?.[OUT_OF_SERVICE_BY];
-        const s = slim.node(n);
+        const s = slimNode(n);
         return by === undefined
           ? s
           : { ...s, metadata: { ...s.metadata, annotations: { [OUT_OF_SERVICE_BY]: by } } };

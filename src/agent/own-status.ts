@@ -1,0 +1,65 @@
+/**
+ * The upkeep of this node's own NodeFence status: gathers what ownNodeStatus
+ * (nf-status.ts) decides from (the recorded phase, a fence request, the volumes where
+ * this node is blocked or registered, readiness, a lost own key) and writes it, with the
+ * volumes this node holds to hand over. Written at start, after each reconcile, every
+ * resync, and when the failfast reactions change it.
+ */
+import type { Logger } from 'pino';
+import { describeError } from '../obs/logger.js';
+import type { ClusterInformers } from './cluster-informers.js';
+import { isFenceRequested } from './cluster-view.js';
+import { ownNodeStatus } from './nf-status.js';
+import type { StatusWriter } from './status-writer.js';
+import type { VolumeReconciler } from './volume-reconciler.js';
+
+export interface OwnStatusOptions {
+  node: string;
+  writer: StatusWriter;
+  log: Logger;
+  informers: Pick<ClusterInformers, 'nodeFence' | 'node'>;
+  reconciler: Pick<VolumeReconciler, 'blockedOn' | 'registeredOn' | 'handingOver'>;
+  /** Why the agent cannot act safely now, if it cannot (readiness). */
+  notReady: () => string | undefined;
+  /** The AccessLost message, while the own key is gone from a device. */
+  accessLost: () => string | undefined;
+}
+
+export class OwnStatus {
+  readonly #o: OwnStatusOptions;
+
+  constructor(o: OwnStatusOptions) {
+    this.#o = o;
+  }
+
+  /** Writes the own NodeFence status; resolves false if it was not written (retried later), never rejects. */
+  async write(): Promise<boolean> {
+    const { node, informers, reconciler } = this.#o;
+    const nf = informers.nodeFence(node);
+    const problem = this.#o.notReady();
+    const lost = this.#o.accessLost();
+    const { phase, volumes, conditions } = ownNodeStatus({
+      recordedPhase: nf?.status?.phase,
+      fencedBy: nf?.status?.fencedBy,
+      lost,
+      fenceRequested: isFenceRequested(nf, informers.node(node)),
+      blockedVolumes: reconciler.blockedOn.size,
+      registeredVolumes: reconciler.registeredOn.size,
+      problem,
+    });
+    return this.#o.writer
+      .writeOwn(nf, {
+        phase,
+        volumes,
+        handingOver: [...reconciler.handingOver],
+        conditions,
+      })
+      .then(
+        () => true,
+        (e: unknown) => {
+          this.#o.log.debug({ err: describeError(e) }, 'own status not written; next time');
+          return false;
+        },
+      );
+  }
+}

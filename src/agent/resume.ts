@@ -1,0 +1,53 @@
+/**
+ * What this node was in the middle of when it stopped, taken up again at start: the fence
+ * intents it recorded (completed from what the device says, as dm-log replays its log),
+ * and the reservations it held to hand over (held and watched again).
+ */
+import type { Logger } from 'pino';
+import type { NodeFence, VolumeReservation } from '../crd/types.js';
+import type { RestClient } from '../kube/rest-client.js';
+import type { WorkQueue } from '../kube/work-queue.js';
+import { describeError } from '../obs/logger.js';
+import { parseKey } from '../pr/key.js';
+import { vrPath } from './status-writer.js';
+import type { VolumeReconciler } from './volume-reconciler.js';
+
+export interface ResumeContext {
+  rest: RestClient;
+  node: string;
+  log: Logger;
+  reconciler: VolumeReconciler;
+  queue: WorkQueue<string>;
+}
+
+/** Intents this node recorded before it stopped: completed from the device, each volume enqueued. */
+export async function resumeIntents(c: ResumeContext): Promise<void> {
+  const list = await c.rest.get<{ items: VolumeReservation[] }>(vrPath());
+  for (const vr of list.items) {
+    const i = vr.status?.fenceIntent;
+    if (i?.by !== c.node) continue;
+    const log = c.log.child({ pv: vr.metadata.name });
+    log.info(
+      { victim: i.victimKey, victimNode: i.victimNode },
+      'completing a fence intent from before the restart',
+    );
+    try {
+      await c.reconciler.completeOpenIntent(vr.metadata.name, parseKey(i.victimKey), i.victimNode, log);
+    } catch (e) {
+      log.warn({ err: describeError(e) }, 'open intent not completed yet; the volume is reconciled');
+    }
+    c.queue.add(vr.metadata.name);
+  }
+}
+
+/** Reservations this node held to hand over before it stopped (status.handingOver of its NodeFence). */
+export function resumeHandovers(
+  c: Pick<ResumeContext, 'reconciler' | 'queue'>,
+  own: NodeFence | undefined,
+): void {
+  for (const pv of own?.status?.handingOver ?? []) {
+    c.reconciler.handingOver.add(pv);
+    c.reconciler.touched.add(pv);
+    c.queue.add(pv);
+  }
+}
