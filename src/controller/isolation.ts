@@ -26,6 +26,7 @@ import {
   type VolumeReservation,
 } from '../crd/types.js';
 import { FIELD_MANAGER, type Acting } from './acting.js';
+import { nodeFenceEvent } from './fence-request.js';
 import { getFresh, listFresh, nfPath, nodePath, REQUEST_TIMEOUT_MS, vrPath } from './api.js';
 import {
   evaluateProof,
@@ -165,9 +166,7 @@ async function applyTaint(a: Acting, o: IsolationOptions, name: string, lost: bo
     { node: name, proof: `${proof.proven}/${proof.total}`, bootID },
     'isolation proven: out-of-service taint applied',
   );
-  await a.event({
-    regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name },
-    related: { apiVersion: 'v1', kind: 'Node', name },
+  await nodeFenceEvent(a, name, {
     reason: 'OutOfServiceApplied',
     action: 'Taint',
     type: 'Warning',
@@ -203,9 +202,7 @@ async function keep(a: Acting, o: IsolationOptions, name: string, why: string): 
   if (o.keptNoted.get(name) !== why) {
     o.keptNoted.set(name, why);
     a.log.info({ node: name, why }, 'out-of-service taint kept');
-    await a.event({
-      regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name },
-      related: { apiVersion: 'v1', kind: 'Node', name },
+    await nodeFenceEvent(a, name, {
       reason: 'OutOfServiceKept',
       action: 'Untaint',
       type: 'Normal',
@@ -242,9 +239,7 @@ async function removeTaint(a: Acting, o: IsolationOptions, name: string): Promis
     { node: name, bootID: bootIdOf(node), was: recorded },
     'out-of-service taint removed: unfenced, new boot, no registration',
   );
-  await a.event({
-    regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name },
-    related: { apiVersion: 'v1', kind: 'Node', name },
+  await nodeFenceEvent(a, name, {
     reason: 'OutOfServiceRemoved',
     action: 'Untaint',
     type: 'Normal',

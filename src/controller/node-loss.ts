@@ -18,9 +18,10 @@
  * request leaves it in place (a lost node may have kept writing; a person unfences, S2).
  */
 import type { V1Node } from '@kubernetes/client-node';
-import { API_VERSION, NODE_FENCE, type NodeFence } from '../crd/types.js';
-import { FIELD_MANAGER, type Acting } from './acting.js';
+import type { NodeFence } from '../crd/types.js';
+import type { Acting } from './acting.js';
 import { getFresh, nfPath, nodePath } from './api.js';
+import { requestFence } from './fence-request.js';
 import { fenceRequested } from './taint-fence.js';
 
 export const NODE_LEASE_NAMESPACE = 'kube-node-lease';
@@ -203,30 +204,15 @@ export async function reconcileNodeLoss(
   if (fenceRequested(nf)) return 'already-fenced';
   // The tracker may have seen a renew while we read.
   if (!tracker.isLost(name)) return 'renewed';
-  await a.write({ kind: 'fence-request', resource: NODE_FENCE.plural, name }, () =>
-    a.rest.apply(
-      nfPath(name),
-      {
-        apiVersion: API_VERSION,
-        kind: NODE_FENCE.kind,
-        metadata: { name, resourceVersion: nf.metadata.resourceVersion },
-        spec: { fenceState: 'Fenced', reason: NODE_LOST_REASON, requestedBy: FIELD_MANAGER },
-      },
-      FIELD_MANAGER,
-    ),
+  await requestFence(
+    a,
+    nf,
+    NODE_LOST_REASON,
+    `node ${name}: its Lease in ${NODE_LEASE_NAMESPACE} was not renewed for ${tracker.nodeLostAfterMs} ms as seen by the controller`,
   );
-  a.metrics?.fenceRequested(NODE_LOST_REASON);
   a.log.warn(
     { node: name, renewTime: fresh.renewTime, nodeLostAfterMs: tracker.nodeLostAfterMs },
     'node lost (Lease not renewed): NodeFence set to Fenced',
   );
-  await a.event({
-    regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name },
-    related: { apiVersion: 'v1', kind: 'Node', name },
-    reason: NODE_LOST_REASON,
-    action: 'RequestFence',
-    type: 'Warning',
-    note: `node ${name}: its Lease in ${NODE_LEASE_NAMESPACE} was not renewed for ${tracker.nodeLostAfterMs} ms as seen by the controller: NodeFence spec.fenceState set to Fenced; every legitimate peer removes its key`,
-  });
   return 'fence-requested';
 }

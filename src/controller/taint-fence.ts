@@ -10,9 +10,10 @@
  * NodeFence, and the apply carries the NodeFence's resourceVersion (409 if it changed).
  */
 import type { V1Node } from '@kubernetes/client-node';
-import { API_VERSION, NODE_FENCE, type NodeFence } from '../crd/types.js';
-import { FIELD_MANAGER, type Acting } from './acting.js';
+import type { NodeFence } from '../crd/types.js';
+import type { Acting } from './acting.js';
 import { getFresh, nfPath, nodePath } from './api.js';
+import { requestFence } from './fence-request.js';
 
 export const OUT_OF_SERVICE_TAINT = 'node.kubernetes.io/out-of-service';
 export const OUT_OF_SERVICE_REASON = 'OutOfService';
@@ -48,29 +49,12 @@ export async function reconcileTaint(a: Acting, caches: TaintCaches, name: strin
   // not create one (no `create` right). When an agent creates it, this runs again.
   if (!nf) return 'no-nodefence';
   if (fenceRequested(nf)) return 'already-fenced';
-  await a.write({ kind: 'fence-request', resource: NODE_FENCE.plural, name }, () =>
-    a.rest.apply(
-      nfPath(name),
-      {
-        apiVersion: API_VERSION,
-        kind: NODE_FENCE.kind,
-        // With the resourceVersion read: a NodeFence changed since (an unfence, another
-        // request) is a 409 and the node is looked at again.
-        metadata: { name, resourceVersion: nf.metadata.resourceVersion },
-        spec: { fenceState: 'Fenced', reason: OUT_OF_SERVICE_REASON, requestedBy: FIELD_MANAGER },
-      },
-      FIELD_MANAGER,
-    ),
+  await requestFence(
+    a,
+    nf,
+    OUT_OF_SERVICE_REASON,
+    `node ${name} has the taint ${OUT_OF_SERVICE_TAINT} (${taint.effect})`,
   );
-  a.metrics?.fenceRequested(OUT_OF_SERVICE_REASON);
   a.log.warn({ node: name, effect: taint.effect }, 'out-of-service taint: NodeFence set to Fenced');
-  await a.event({
-    regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name },
-    related: { apiVersion: 'v1', kind: 'Node', name },
-    reason: OUT_OF_SERVICE_REASON,
-    action: 'RequestFence',
-    type: 'Warning',
-    note: `node ${name} has the taint ${OUT_OF_SERVICE_TAINT} (${taint.effect}): NodeFence spec.fenceState set to Fenced; every legitimate peer removes its key`,
-  });
   return 'fence-requested';
 }
