@@ -69,6 +69,8 @@ export interface AgentOptions {
   freshnessMs?: number;
   /** A node that left by a normal detach has this long to unregister before it is fenced. Default 10 s. */
   leaveGraceMs?: number;
+  /** Observer (docs/design.md "Observers"). Default false. */
+  observe?: boolean;
   /** Host directory for what the node must remember across restarts (S2); default: memory only. */
   stateDir?: string;
   /** Failfast probe: read the own key on every device the node expects it on this often; 0: off. Default 2 s. */
@@ -161,6 +163,7 @@ export class Agent {
       writer,
       foreignKeys: o.foreignKeys ?? 'leave',
       leaveGraceMs: o.leaveGraceMs ?? 10_000,
+      observe: o.observe ?? false,
       signal: this.#abort.signal,
     });
     this.#reconciler = reconciler;

@@ -88,6 +88,11 @@ export interface VolumeReconcilerOptions {
   foreignKeys: 'leave' | 'preempt';
   /** How long a node that left by a normal detach has to unregister itself before it is fenced. */
   leaveGraceMs: number;
+  /**
+   * Observer (opt-in, `--observe`): fence the key of a node asked to be fenced on a volume
+   * with no legitimate node, where the device resolves here (docs/design.md "Observers").
+   */
+  observe?: boolean;
   signal: AbortSignal;
   now?: () => number;
 }
@@ -194,7 +199,8 @@ export class VolumeReconciler {
     const cLeg = legitimacy(pv, cache);
     const attachedHere = isSelf(cLeg, o.node);
     const policy = o.policyOf(pv);
-    if (!identity || (!attachedHere && !this.touched.has(pv) && !o.devices.has(pv))) {
+    const observingCache = !attachedHere && this.#observable(pv, cache, cLeg);
+    if (!identity || (!attachedHere && !observingCache && !this.touched.has(pv) && !o.devices.has(pv))) {
       // Not attached here and never was: unless this node's key is there from before a
       // restart and the volume was opted out since (then it leaves, below).
       if (!identity || policy.kind !== 'opted-out' || !o.memory.expects(identity, o.key)) {
@@ -250,6 +256,12 @@ export class VolumeReconciler {
     try {
       entry = await o.devices.get(pv, identity);
     } catch (e) {
+      if (!attachedHere && !this.touched.has(pv)) {
+        // An observer that does not see this LU: nothing to say about it.
+        log.debug({ err: describeError(e) }, 'observer: the device does not resolve here');
+        await o.devices.drop(pv);
+        return { outcome: 'not-mine', ...none };
+      }
       // Not present yet, ambiguous, or not a block device: a condition, retried with backoff.
       const message = `${identity}: ${describeError(e)}`;
       await o.writer.writeVolume(
@@ -318,6 +330,7 @@ export class VolumeReconciler {
       unsure: boolean,
       holdForFenced: boolean,
       handover: PrKey[],
+      observe: PrKey[],
     ): Omit<FenceInput, 'device'> & { device: FenceInput['device'] } => {
       const fenceRequestedSelf = isFenceRequested(cache.nodeFences(o.node), cache.nodes(o.node));
       const input: FenceInput = {
@@ -340,6 +353,7 @@ export class VolumeReconciler {
         holderPreemptKeepsVictim: entry.holderPreemptKeepsVictim,
         holdForFenced,
         handover,
+        ...(observe.length ? { observe } : {}),
         device: { kind, keys: state.keys.keys, holder: state.reservation.key, type: state.reservation.type },
       };
       input.spare = this.#spare(input, staleSeen, fenceRequested, unsure);
@@ -354,15 +368,17 @@ export class VolumeReconciler {
     const cacheMay =
       apiAllowsRegistration(cache.nodeFences(o.node), cache.nodes(o.node)) &&
       (!loss || (cachedUnfence !== null && cachedUnfence !== loss.unfencedAtBefore));
+    const cacheFenceRequested = (n: string) => isFenceRequested(cache.nodeFences(n), cache.nodes(n));
     const cacheInput = baseInput(
       cLeg,
       selfLegitCache,
       cacheMay,
       knownKeys(cache),
-      (n) => isFenceRequested(cache.nodeFences(n), cache.nodes(n)),
+      cacheFenceRequested,
       cLeg.keyless.some((n) => n !== o.node),
       holdFor(cache),
       handoverKeys(pv, cache, o.node),
+      observingCache && acting ? this.#observeKeys(knownKeys(cache), cacheFenceRequested) : [],
     );
     const cachePlan = decideVolume(cacheInput);
     let obs: VolumeObservation;
@@ -410,18 +426,21 @@ export class VolumeReconciler {
       const { view, caches: fresh, legitimacy: fLeg } = read;
       const known = unionKeys(knownKeys(cache), knownKeys(fresh, view.keyClaims));
       const unsure = [...cLeg.keyless, ...fLeg.keyless].some((n) => n !== o.node);
+      const bothFenceRequested = (n: string) =>
+        cacheFenceRequested(n) && isFenceRequested(fresh.nodeFences(n), fresh.nodes(n));
+      // An observer acts only if both views show no legitimate node and the request.
+      const observing = observingCache && acting && this.#observable(pv, fresh, fLeg);
       const input = baseInput(
         { nodes: unionKeys(cLeg.nodes, fLeg.nodes), keyless: [] },
         selfLegitCache,
         mayRegister,
         known,
-        (n) =>
-          isFenceRequested(cache.nodeFences(n), cache.nodes(n)) &&
-          isFenceRequested(fresh.nodeFences(n), fresh.nodes(n)),
+        bothFenceRequested,
         unsure,
         // Held if either view shows a fenced node; taken over only as the fresh view says.
         holdFor(cache) || holdFor(fresh),
         handoverKeys(pv, fresh, o.node),
+        observing ? this.#observeKeys(known, bothFenceRequested) : [],
       );
       const { device: _d, ...inputNoDevice } = input;
       let current = view;
@@ -452,6 +471,18 @@ export class VolumeReconciler {
             return false;
           if (a.kind === 'preempt-abort' && a.takeover && !handoverKeys(pv, c2, o.node).includes(a.victim))
             return false;
+          // An observer: still no legitimate node (else that node acts), and the victim
+          // still asked to be fenced.
+          if (observing && !this.#observable(pv, c2, l2)) return false;
+          if (
+            observing &&
+            a.kind === 'preempt-abort' &&
+            !(
+              a.victimNode !== undefined &&
+              isFenceRequested(c2.nodeFences(a.victimNode), c2.nodes(a.victimNode))
+            )
+          )
+            return false;
         }
         if (a.kind === 'unregister') await o.memory.unregistering(identity);
         // A takeover is no fence: no intent (a restart would record it as one).
@@ -474,8 +505,10 @@ export class VolumeReconciler {
         confirm,
       });
       if (obs.holderPreemptKeepsVictim) entry.holderPreemptKeepsVictim = true;
-      if (obs.state.keys.keys.includes(o.key) && obs.plan.role !== 'handing-over')
-        await o.memory.registered(identity, o.key);
+      if (obs.state.keys.keys.includes(o.key)) {
+        this.touched.add(pv); // e.g. an observer registered here: looked at until it has left
+        if (obs.plan.role !== 'handing-over') await o.memory.registered(identity, o.key);
+      }
     }
     if (obs.plan.role === 'handing-over' && obs.state.keys.keys.includes(o.key)) {
       if (!this.handingOver.has(pv)) {
@@ -507,6 +540,23 @@ export class VolumeReconciler {
     }
     const caches = await view.cachesFor(pv, [this.#o.node]);
     return { view, caches, legitimacy: legitimacy(pv, caches, view.keyClaims) };
+  }
+
+  /**
+   * Observer: opted in, no legitimate node (none with a key, none without), and an
+   * attachment on a node asked to be fenced (Kubernetes keeps it until out-of-service).
+   */
+  #observable(pv: string, c: ClusterCaches, l: Legitimacy): boolean {
+    if (!this.#o.observe || l.nodes.length > 0 || l.keyless.length > 0) return false;
+    return c.vasOf(pv).some((va) => {
+      const n = va.spec.nodeName;
+      return n !== this.#o.node && isFenceRequested(c.nodeFences(n), c.nodes(n));
+    });
+  }
+
+  /** Observer: the keys of nodes asked to be fenced (as `fenceRequested` says). */
+  #observeKeys(known: readonly NodeKey[], fenceRequested: (node: string) => boolean): PrKey[] {
+    return known.filter((n) => n.node !== this.#o.node && fenceRequested(n.node)).map((n) => n.key);
   }
 
   /** Keys not to preempt now: leavers within their grace; every key while a legitimate node's key is unknown. */

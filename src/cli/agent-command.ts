@@ -51,6 +51,10 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
       'report',
     )
     .option('--failfast-allow-reboot', 'allow --failfast-action reboot (sysrq reboot of this node)')
+    .option(
+      '--observe',
+      'observer: remove the key of a node asked to be fenced from volumes that have no legitimate node, where the LU is visible here (SANs that show every LU to every node)',
+    )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', 'info')
     .option(
       '--http-endpoint <host:port>',
@@ -122,6 +126,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             resyncMs: cfg.resyncMs,
             freshnessMs: cfg.freshnessMs,
             leaveGraceMs: cfg.leaveGraceMs,
+            observe: cfg.observe,
             stateDir: cfg.stateDir,
             probeIntervalMs: cfg.probeIntervalMs,
             failfastAction: cfg.failfastAction,

@@ -23,6 +23,8 @@ export interface AgentConfig {
   readonly resyncMs: number;
   readonly freshnessMs: number;
   readonly leaveGraceMs: number;
+  /** Observer: fence nodes asked to be fenced on volumes with no legitimate node, where the LU is visible. */
+  readonly observe: boolean;
   readonly stateDir: string;
   /** Failfast probe period; 0: no probe. */
   readonly probeIntervalMs: number;
@@ -47,6 +49,7 @@ export interface RawAgentFlags {
   leaveGrace?: string;
   stateDir?: string;
   probeInterval?: string;
+  observe?: boolean;
   failfastAction?: string;
   failfastAllowReboot?: boolean;
   logLevel?: string;
@@ -137,6 +140,7 @@ export function loadAgentConfig(
     freshnessMs: flags.freshness ? parseDurationMs(flags.freshness, '--freshness') : 5000,
     leaveGraceMs: flags.leaveGrace ? parseDurationMs(flags.leaveGrace, '--leave-grace') : 10_000,
     stateDir: flags.stateDir ?? '/var/lib/prfence',
+    observe: flags.observe === true,
     probeIntervalMs,
     failfastAction,
     logLevel: level as AgentConfig['logLevel'],

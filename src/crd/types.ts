@@ -190,6 +190,8 @@ export const NODE_FENCE_STATUS_FIELDS: readonly (keyof NodeFenceStatus)[] = [
   'handingOver',
   'fencedBy',
   'fencedAt',
+  'proofs',
+  'isolation',
   'lastProbeTime',
   'conditions',
 ];

@@ -72,6 +72,14 @@ export interface FenceInput {
    * nvmet_pr_preempt): only then the holder releases, preempts and reserves again.
    */
   holderPreemptKeepsVictim?: boolean;
+  /**
+   * Observer (opt-in, for SANs that show every LU to every node): keys of nodes explicitly
+   * asked to be fenced (or marked Fenced). A node that is NOT legitimate for the volume
+   * removes them when the volume has no legitimate node at all (nobody else would: the
+   * fenced node was its only attachment), registering and reserving first as needed; it
+   * then holds the reservation until a legitimate node takes it over. Default none.
+   */
+  observe?: readonly PrKey[];
 }
 
 export type KeyClass = 'own' | 'legitimate' | 'stale' | 'foreign';
@@ -150,7 +158,14 @@ export function decideVolume(input: FenceInput): FencePlan {
       keys,
     };
   }
-  if (!self.legitimate) {
+  // Observer: no legitimate node, and a key of a node asked to be fenced is on the device.
+  const observeSet = new Set(input.observe ?? []);
+  const observing =
+    !self.legitimate &&
+    input.legitimate.length === 0 &&
+    keys.some((k) => k.class === 'stale' && observeSet.has(k.key)) &&
+    self.mayRegister;
+  if (!self.legitimate && !observing) {
     if (!ownRegistered)
       return { role: 'idle', actions: [], reason: 'not legitimate and not registered', keys };
     if (self.inUse)
@@ -160,7 +175,8 @@ export function decideVolume(input: FenceInput): FencePlan {
     // write, that would let it in again (SPC-4 5.13.11: no reservation, every write goes).
     const dropsReservation =
       device.type !== null && (allRegs ? device.keys.every((k) => k === self.key) : holderIsOwn);
-    if (input.holdForFenced && dropsReservation)
+    // An observer (given `observe`: a node asked to be fenced is attached here) holds too.
+    if ((input.holdForFenced || (input.observe?.length ?? 0) > 0) && dropsReservation)
       return {
         role: 'handing-over',
         actions: [],
@@ -200,7 +216,7 @@ export function decideVolume(input: FenceInput): FencePlan {
   // or it is stale, the lowest legitimate key (deterministic: every node computes the same).
   const holderClass = device.holder === null ? null : keys.find((k) => k.key === device.holder)?.class;
   let actor: PrKey | undefined;
-  if (holderIsOwn) actor = self.key;
+  if (holderIsOwn || observing) actor = self.key;
   else if (!allRegs && holderClass === 'legitimate') actor = device.holder ?? undefined;
   else {
     const legitKeys = input.legitimate.map((n) => n.key).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
@@ -218,10 +234,13 @@ export function decideVolume(input: FenceInput): FencePlan {
   // A leaver handing the reservation over waits for exactly this: no grace for it.
   const handover = new Set(input.handover ?? []);
   const spare = new Set((input.spare ?? []).filter((k) => !handover.has(k)));
+  // An observer removes only the keys of nodes asked to be fenced.
   const stale = keys.filter(
     (k) =>
       !spare.has(k.key) &&
-      (k.class === 'stale' || (k.class === 'foreign' && input.foreignKeys === 'preempt')),
+      (observing
+        ? k.class === 'stale' && observeSet.has(k.key)
+        : k.class === 'stale' || (k.class === 'foreign' && input.foreignKeys === 'preempt')),
   );
   const holderSpared = device.holder !== null && spare.has(device.holder) && holderClass === 'stale';
   // Deduplicate: one key can be registered through several nexuses; one preempt removes all.
@@ -269,7 +288,9 @@ export function decideVolume(input: FenceInput): FencePlan {
     role: actions.length ? 'actor' : 'idle',
     actions,
     reason: victims.length
-      ? `fence ${victims.length} stale key(s)`
+      ? observing
+        ? `observer: fence ${victims.length} key(s) of nodes asked to be fenced; no legitimate node`
+        : `fence ${victims.length} stale key(s)`
       : actions.length
         ? 'take the reservation'
         : 'in order',

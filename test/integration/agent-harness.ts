@@ -44,6 +44,8 @@ export interface StartAgentOptions {
   probeIntervalMs?: number;
   failfastAction?: FailfastAction;
   rebootTrigger?: (reason: string) => void | Promise<void>;
+  /** Observer (AgentOptions.observe); every memory LU is visible to every node here. */
+  observe?: boolean;
 }
 
 const PR_METHODS = new Set([
@@ -201,6 +203,7 @@ export class Cluster {
       ...(opts.failfastAction ? { failfastAction: opts.failfastAction } : {}),
       ...(opts.failfastAction === 'reboot' ? { allowReboot: true } : {}),
       ...(opts.rebootTrigger ? { rebootTrigger: opts.rebootTrigger } : {}),
+      ...(opts.observe ? { observe: true } : {}),
     });
     this.agents.push(agent);
     return agent;

@@ -269,7 +269,7 @@ describe('Helm chart', () => {
     });
   });
 
-  it('controller.autoFence / nodeLostAfter -> --auto-fence / --node-lost-after (default false, 40s); the node-lease Role only with autoFence', () => {
+  it('controller.autoFence / nodeLostAfter -> --auto-fence / --node-lost-after (default false, 40s); the node-lease Role and patch on Nodes (the out-of-service taint) only with autoFence', () => {
     const render = (set: string[]) =>
       parseAllDocuments(
         execFileSync(helm, ['template', 't', 'charts/prfence', '--kube-version', '1.36.0', ...set], {
@@ -282,6 +282,7 @@ describe('Helm chart', () => {
               kind?: string;
               metadata: { name: string; namespace?: string };
               spec?: { template: { spec: { containers: { args: string[] }[] } } };
+              rules?: { apiGroups: string[]; resources: string[]; verbs: string[] }[];
             } | null,
         )
         .filter((o) => !!o);
@@ -295,15 +296,26 @@ describe('Helm chart', () => {
         nodeLeaseRbac: objs
           .filter((o) => o.metadata.namespace === 'kube-node-lease')
           .map((o) => `${o.kind}/${o.metadata.name}`),
+        nodeVerbs: objs
+          .filter((o) => o.kind === 'ClusterRole' && o.metadata.name.endsWith('-controller'))
+          .flatMap((o) => o.rules ?? [])
+          .filter((r) => r.apiGroups.includes('') && r.resources.includes('nodes'))
+          .flatMap((r) => r.verbs)
+          .sort(),
       };
     };
     expect({
       dflt: view([]),
       on: view(['--set', 'controller.autoFence=true', '--set', 'controller.nodeLostAfter=90s']),
     }).toEqual({
-      dflt: { args: ['--auto-fence=false', '--node-lost-after=40s'], nodeLeaseRbac: [] },
+      dflt: {
+        args: ['--auto-fence=false', '--node-lost-after=40s'],
+        nodeLeaseRbac: [],
+        nodeVerbs: ['get', 'list', 'watch'],
+      },
       on: {
         args: ['--auto-fence=true', '--node-lost-after=90s'],
+        nodeVerbs: ['get', 'list', 'patch', 'watch'],
         nodeLeaseRbac: [
           'Role/t-prfence-controller-node-leases',
           'RoleBinding/t-prfence-controller-node-leases',
@@ -506,6 +518,8 @@ describe('Helm chart', () => {
       watchNodes: await can('watch', '', 'nodes'),
       watchPvs: await can('watch', '', 'persistentvolumes'),
       patchNf: await can('patch', 'prfence.io', 'nodefences'),
+      // status.isolation: the proof summary of a node asked to be fenced.
+      patchNfStatus: await can('patch', 'prfence.io', 'nodefences', { subresource: 'status' }),
       deleteNf: await can('delete', 'prfence.io', 'nodefences'),
       deleteVr: await can('delete', 'prfence.io', 'volumereservations'),
       listRk: await can('list', 'prfence.io', 'reservationkeys'),
@@ -519,7 +533,6 @@ describe('Helm chart', () => {
         name: 'prfence-controller',
       }),
       deleteLease: await can('delete', 'coordination.k8s.io', 'leases', lease),
-      patchNfStatus: await can('patch', 'prfence.io', 'nodefences', { subresource: 'status' }),
       patchVr: await can('patch', 'prfence.io', 'volumereservations'),
       createRk: await can('create', 'prfence.io', 'reservationkeys'),
       updateRk: await can('update', 'prfence.io', 'reservationkeys'),

@@ -247,4 +247,93 @@ describe('controller: proof of isolation, then the out-of-service taint', () => 
       });
     },
   );
+  it(
+    'RWO, its only attachment on the lost node: without an observer 0/1 and no taint; an observer that sees the LU fences it (proof by the observer), holds the reservation, 1/1 -> the taint; the volume then attached to a new node -> that node takes the reservation over from the observer, which leaves',
+    { timeout: 180_000 },
+    async () => {
+      const a = await liveNode('iso-e');
+      const b = await liveNode('iso-f');
+      const n = await liveNode('iso-g');
+      const { agent: agentA, proxy: pa } = await c.startProxiedAgent(a.name);
+      const pv = await c.pv();
+      const vaA = await c.attach(pv.name, a.name);
+      await eventually(() => pv.lu.state().reservation?.holder === a.name, { timeoutMs: 30_000 });
+      const metrics = createControllerMetrics();
+      await startController(c, log, controllers, { autoFence: true, nodeLostAfterMs: LOST_AFTER, metrics });
+
+      pa.blackhole('both');
+      a.kubelet.stop();
+      // No live node has the device: the proof cannot be made, so no taint.
+      const unproven = await eventually(
+        async () => {
+          const x = await c.nodeFence(a.name);
+          if (x.status?.isolation?.summary !== '0/1')
+            throw new Error(`proof ${x.status?.isolation?.summary}`);
+          return x;
+        },
+        { timeoutMs: 90_000 },
+      );
+      expect({
+        pending: unproven.status?.isolation?.pending?.map((p) => p.volume),
+        taint: oos(await getNode(a.name)),
+        keyStays: keysOf(pv.lu).includes(agentA.key),
+      }).toEqual({ pending: [pv.name], taint: undefined, keyStays: true });
+
+      // An observer starts on node-b (the LU is visible there): it fences node-a.
+      const observer = await c.startAgent(b.name, undefined, { observe: true });
+      const tainted = await eventually(
+        async () => {
+          const x = await getNode(a.name);
+          if (!oos(x)) throw new Error('not tainted yet');
+          return x;
+        },
+        { timeoutMs: 90_000 },
+      );
+      const nf = await c.nodeFence(a.name);
+      expect({
+        annotation: tainted.metadata?.annotations?.[OUT_OF_SERVICE_BY],
+        proofBy: nf.status?.proofs?.find((p) => p.volume === pv.name)?.by,
+        summary: nf.status?.isolation?.summary,
+        keys: keysOf(pv.lu),
+        holder: pv.lu.state().reservation?.holder,
+      }).toEqual({
+        annotation: a.name,
+        proofBy: b.name,
+        summary: '1/1',
+        keys: [observer.key],
+        holder: b.name,
+      });
+      // node-a is refused by the storage, though it kept its path.
+      expect(pv.lu.write(a.name)).not.toBe('ok');
+      // The observer hands the reservation over (it is not attached there).
+      await eventually(
+        async () => (await c.nodeFence(b.name)).status?.handingOver?.includes(pv.name) === true,
+        {
+          timeoutMs: 30_000,
+        },
+      );
+
+      // Kubernetes moves the volume (the attach-detach controller after the taint).
+      const agentN = await c.startAgent(n.name);
+      await c.detach(vaA);
+      await c.attach(pv.name, n.name);
+      await eventually(() => pv.lu.state().reservation?.holder === n.name, { timeoutMs: 30_000 });
+      await eventually(() => !keysOf(pv.lu).includes(observer.key), { timeoutMs: 30_000 });
+      const observerNf = await c.nodeFence(b.name);
+      expect({
+        keys: keysOf(pv.lu),
+        write: pv.lu.write(n.name),
+        aWrite: pv.lu.write(a.name) === 'ok',
+        // A takeover, not a fence: the observer is not marked Fenced.
+        observerFenced: observerNf.status?.phase === 'Fenced',
+        lastFenced: (await c.vr(pv.name)).status?.lastFence?.victimNode,
+      }).toEqual({
+        keys: [agentN.key],
+        write: 'ok',
+        aWrite: false,
+        observerFenced: false,
+        lastFenced: a.name,
+      });
+    },
+  );
 });

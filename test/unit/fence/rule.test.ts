@@ -300,6 +300,72 @@ describe('fence rule', () => {
   });
 });
 
+describe('fence rule: observer (a node not attached, for a volume with no legitimate node)', () => {
+  const observer = (over: Partial<FenceInput> & { device: FenceInput['device'] }) =>
+    input({
+      self: { node: 'b', key: B, legitimate: false, mayRegister: true, inUse: false },
+      legitimate: [],
+      observe: [A],
+      ...over,
+    });
+
+  it('the only attachment is a node asked to be fenced, holding the reservation -> register, then preempt-and-abort its key (taking the reservation)', () => {
+    const p = decideVolume(observer({ device: dev([A], A) }));
+    expect({ role: p.role, actions: p.actions }).toEqual({
+      role: 'actor',
+      actions: [
+        { kind: 'register' },
+        { kind: 'preempt-abort', victim: A, victimNode: 'a', type: 'write-exclusive-reg-only' },
+      ],
+    });
+  });
+
+  it('no reservation on the device -> the fenced key removed, then the observer reserves (else every initiator may write)', () => {
+    const p = decideVolume(observer({ device: dev([A, B], null) }));
+    expect(p.actions).toEqual([
+      { kind: 'preempt-abort', victim: A, victimNode: 'a', type: 'write-exclusive-reg-only' },
+      { kind: 'reserve', type: 'write-exclusive-reg-only' },
+    ]);
+  });
+
+  it('a legitimate node exists -> the observer does nothing (that node fences)', () => {
+    const p = decideVolume(observer({ legitimate: [{ node: 'c', key: C }], device: dev([A, C], A) }));
+    expect({ role: p.role, actions: p.actions }).toEqual({ role: 'idle', actions: [] });
+  });
+
+  it('a stale key of a node NOT asked to be fenced (a leaver) -> left alone by the observer', () => {
+    const p = decideVolume(observer({ observe: [], device: dev([C], C) }));
+    expect(p.actions).toEqual([]);
+  });
+
+  it('only the fenced keys go: another stale key on the device stays', () => {
+    const p = decideVolume(observer({ device: dev([A, B, C], A) }));
+    expect(p.actions).toEqual([
+      { kind: 'preempt-abort', victim: A, victimNode: 'a', type: 'write-exclusive-reg-only' },
+    ]);
+  });
+
+  it('S2: an observer that may not register (itself fenced or blocked) -> nothing', () => {
+    const p = decideVolume(
+      observer({
+        self: { node: 'b', key: B, legitimate: false, mayRegister: false, inUse: false },
+        device: dev([A], A),
+      }),
+    );
+    expect(p.actions).toEqual([]);
+  });
+
+  it('right after its fence (the fenced node still attached, its key gone) -> handing-over: the reservation is held, not released', () => {
+    const p = decideVolume(observer({ device: dev([B], B) }));
+    expect({ role: p.role, actions: p.actions }).toEqual({ role: 'handing-over', actions: [] });
+  });
+
+  it('after its fence, holding the reservation while the fenced node may still write -> handing-over (held, not released)', () => {
+    const p = decideVolume(observer({ observe: [], holdForFenced: true, device: dev([B], B) }));
+    expect({ role: p.role, actions: p.actions }).toEqual({ role: 'handing-over', actions: [] });
+  });
+});
+
 describe('keys (S6)', () => {
   it('cluster keys carry the tag; other tags are foreign; never 0', () => {
     expect(isClusterKey(A, TAG)).toBe(true);
