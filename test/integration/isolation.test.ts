@@ -44,6 +44,17 @@ describe('controller: proof of isolation, then the out-of-service taint', () => 
       body: { status: { nodeInfo: { bootID } } },
     });
   }
+  /** The NodeFence once the controller's summary reads `summary` (proven/total). */
+  const proofIs = (node: string, summary: string) =>
+    eventually(
+      async () => {
+        const x = await c.nodeFence(node);
+        if (x.status?.isolation?.summary !== summary)
+          throw new Error(`proof ${x.status?.isolation?.summary}`);
+        return x;
+      },
+      { timeoutMs: 90_000 },
+    );
   async function liveNode(prefix: string) {
     const n = await c.node(prefix);
     await boot(n, `${n}-boot-1`);
@@ -211,15 +222,7 @@ describe('controller: proof of isolation, then the out-of-service taint', () => 
       pa.blackhole('both');
       a.kubelet.stop();
       // The controller writes the summary in the same reconcile that would apply the taint.
-      const nf = await eventually(
-        async () => {
-          const x = await c.nodeFence(a.name);
-          if (x.status?.isolation?.summary !== '1/2')
-            throw new Error(`proof ${x.status?.isolation?.summary}`);
-          return x;
-        },
-        { timeoutMs: 90_000 },
-      );
+      const nf = await proofIs(a.name, '1/2');
       const text = await metrics.registry.metrics();
       expect({
         isolation: nf.status?.isolation,
@@ -264,15 +267,7 @@ describe('controller: proof of isolation, then the out-of-service taint', () => 
       pa.blackhole('both');
       a.kubelet.stop();
       // No live node has the device: the proof cannot be made, so no taint.
-      const unproven = await eventually(
-        async () => {
-          const x = await c.nodeFence(a.name);
-          if (x.status?.isolation?.summary !== '0/1')
-            throw new Error(`proof ${x.status?.isolation?.summary}`);
-          return x;
-        },
-        { timeoutMs: 90_000 },
-      );
+      const unproven = await proofIs(a.name, '0/1');
       expect({
         pending: unproven.status?.isolation?.pending?.map((p) => p.volume),
         taint: oos(await getNode(a.name)),
