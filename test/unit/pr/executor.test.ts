@@ -141,6 +141,35 @@ describe('NativeExecutor on a fake libc', () => {
     expect(ex.stats().devices).toBe(0);
   });
 
+  it('close behind a call already past its limit -> returns at once, not at the close time limit; the fd closed when the call returns', async () => {
+    const g = gate();
+    toRelease.push(() => g.open(OK));
+    const { libc, ex } = setup(() => g.promise);
+    const h = await ex.open('/dev/a', 2, { timeoutMs: 1000 });
+    await expect(h.call(ioctl(), opts(20))).rejects.toBeInstanceOf(IndeterminateError);
+    const c = await timed(h.close(5000));
+    expect(c.ms).toBeLessThan(200);
+    expect(libc.closed).toEqual([]);
+    g.open(OK);
+    await until(() => libc.closed.length === 1);
+    expect(libc.violations).toEqual([]);
+  });
+
+  it('close while a call runs, and the call then passes its limit -> close returns at that limit, not its own', async () => {
+    const g = gate();
+    toRelease.push(() => g.open(OK));
+    const { libc, ex } = setup(() => g.promise);
+    const h = await ex.open('/dev/a', 2, { timeoutMs: 1000 });
+    const running = h.call(ioctl(), opts(60)).catch((e: unknown) => e);
+    await until(() => libc.calls.length === 1);
+    const c = await timed(h.close(5000));
+    expect(c.ms).toBeLessThan(500);
+    expect(await running).toBeInstanceOf(IndeterminateError);
+    expect(libc.closed).toEqual([]);
+    g.open(OK);
+    await until(() => libc.closed.length === 1);
+  });
+
   it('buffers of a call past its limit -> neither freed nor reused while the fake call holds them, freed after it returns', async () => {
     const g = gate();
     toRelease.push(() => g.open(OK));
