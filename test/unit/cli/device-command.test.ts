@@ -78,29 +78,6 @@ describe('prfence device', () => {
     expect(h.err[0]).toMatch(/^prfence: reserve: reservation conflict/);
   });
 
-  it('preempt-abort -> victim gone, its writes refused, exit 0', async () => {
-    const h = harness();
-    await h.run('device', 'register', 'a', '--key', A);
-    await h.run('device', 'register', 'b', '--key', B);
-    await h.run('device', 'reserve', 'a', '--key', A, '--type', 'write-exclusive-reg-only');
-    expect(
-      await h.run(
-        'device',
-        'preempt-abort',
-        'b',
-        '--key',
-        B,
-        '--victim',
-        A,
-        '--type',
-        'write-exclusive-reg-only',
-        '--yes',
-      ),
-    ).toBe(0);
-    expect(h.lu.write('a')).toBe('refused');
-    expect(h.lu.write('b')).toBe('ok');
-  });
-
   it('clear and release -> exit 0 and state gone', async () => {
     const h = harness();
     await h.run('device', 'register', 'a', '--key', A);
@@ -195,7 +172,7 @@ describe('prfence device: --yes before destructive commands', () => {
     expect(h.lu.state().registrations).toHaveLength(2);
   });
 
-  it('preempt-abort without --yes -> exit 2, names the victim key, the type and the device; victim still registered', async () => {
+  it('preempt-abort without --yes -> exit 2, names the victim key, the type and the device, victim still registered; with --yes -> victim gone, its writes refused', async () => {
     const h = await registered();
     const argv = [
       'device',
@@ -217,6 +194,7 @@ describe('prfence device: --yes before destructive commands', () => {
     expect(h.lu.write('a')).toBe('ok');
     expect(await h.run(...argv, '--yes')).toBe(0);
     expect(h.lu.write('a')).toBe('refused');
+    expect(h.lu.write('b')).toBe('ok');
   });
 
   it('demo on devices without --yes -> exit 2, names both paths, opens nothing', async () => {
