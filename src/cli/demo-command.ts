@@ -5,6 +5,11 @@
  * node-b while node-a is still alive and writing; node-b's fence logic (the same
  * fenceVolume the agent runs) cuts node-a off at the storage; node-a's restart does not
  * get it back (S2).
+ *
+ * On real devices the demo CLEARS the LU first, so it needs --yes, and it runs only when
+ * sysfs shows the same WWID or NGUID behind both paths (src/pr/resolve.ts readIdentity);
+ * --no-identity-check skips that for LUs sysfs shows no identity of (LIO over iSCSI on
+ * Linux 6.1 and 7.x: ENXIO). Every refusal is a UsageError (exit 2) before any device I/O.
  */
 import type { Command } from 'commander';
 import pino from 'pino';
@@ -24,7 +29,9 @@ import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
 import { formatKey } from '../pr/key.js';
 import { MemoryLogicalUnit } from '../pr/memory/index.js';
 import type { PrDevice } from '../pr/pr-device.js';
+import { readIdentity, sameLogicalUnit, type DeviceIdentity, type ResolveOptions } from '../pr/resolve.js';
 import { embeddedCrdDir, readCrds } from './crds-command.js';
+import { UsageError } from './exit-codes.js';
 import { printerColumns, printTable } from './printer-columns.js';
 import type { CliIo } from './program.js';
 
@@ -42,10 +49,62 @@ interface DemoNode {
   write: () => Promise<'ok' | 'refused'>;
 }
 
+export interface DemoOptions {
+  /** Two paths to one real PR-capable LU; without them, the in-memory model. */
+  deviceA?: string;
+  deviceB?: string;
+  /** Needed with devices: the demo CLEARS the LU. */
+  yes?: boolean;
+  /** false: do not compare the two paths' sysfs identities (default true). */
+  identityCheck?: boolean;
+  logLevel?: string;
+  /** Where sysfs is (tests: a fake tree). */
+  resolve?: ResolveOptions;
+}
+
+const describeIdentity = (path: string, i: DeviceIdentity) =>
+  `${path}: ${[i.wwid && `wwid ${i.wwid}`, i.nguid && `nguid ${i.nguid}`].filter(Boolean).join(', ') || 'no WWID or NGUID in sysfs'}`;
+
+/**
+ * Refuses a demo on real devices (UsageError, nothing opened) unless both paths are given,
+ * with --yes, and sysfs shows one LU behind both. Resolves the identity the agent would
+ * record (`wwid:...`, else `nguid:...`, else the path).
+ */
+async function checkDemoDevices(opts: DemoOptions): Promise<string | undefined> {
+  const { deviceA: pa, deviceB: pb } = opts;
+  if (!pa && !pb) {
+    if (opts.yes || opts.identityCheck === false)
+      throw new UsageError('demo: --yes and --no-identity-check apply only with --device-a and --device-b');
+    return undefined;
+  }
+  if (!pa || !pb)
+    throw new UsageError('demo: --device-a and --device-b go together (two paths to one logical unit)');
+  if (!opts.yes)
+    throw new UsageError(
+      `demo: refused without --yes: it would clear every registration and the reservation of the ` +
+        `logical unit behind ${pa} and ${pb}, then register, reserve and preempt-abort on it; nothing sent`,
+    );
+  const [ia, ib] = await Promise.all([readIdentity(pa, opts.resolve), readIdentity(pb, opts.resolve)]);
+  if (opts.identityCheck !== false) {
+    const same = sameLogicalUnit(ia, ib);
+    if (same === 'different')
+      throw new UsageError(
+        `demo: ${pa} and ${pb} are not one logical unit (${describeIdentity(pa, ia)}; ` +
+          `${describeIdentity(pb, ib)}); nothing sent`,
+      );
+    if (same === 'unknown')
+      throw new UsageError(
+        `demo: cannot tell that ${pa} and ${pb} are one logical unit (${describeIdentity(pa, ia)}; ` +
+          `${describeIdentity(pb, ib)}); check it another way and add --no-identity-check; nothing sent`,
+      );
+  }
+  return ib.wwid ? `wwid:${ib.wwid}` : ib.nguid ? `nguid:${ib.nguid}` : pb;
+}
+
 /** Runs the scripted failover; returns the final observation of node-b (for tests). */
 export async function runDemo(
   io: Pick<CliIo, 'stdout'>,
-  opts: { deviceA?: string; deviceB?: string; logLevel?: string } = {},
+  opts: DemoOptions = {},
 ): Promise<{
   a: DemoNode;
   b: DemoNode;
@@ -60,11 +119,12 @@ export async function runDemo(
   let a: DemoNode;
   let b: DemoNode;
   let deviceIdentity: string; // what the agent records as status.device.identity (the LU's WWID on a node)
-  if (opts.deviceA && opts.deviceB) {
+  const realIdentity = await checkDemoDevices(opts);
+  if (realIdentity !== undefined && opts.deviceA && opts.deviceB) {
     const { KoffiPrDevice } = await import('../pr/koffi/koffi-pr-device.js');
     const { directWrite } = await import('../pr/koffi/direct-io.js');
     const [pa, pb] = [opts.deviceA, opts.deviceB];
-    deviceIdentity = pb;
+    deviceIdentity = realIdentity;
     a = {
       name: 'node-a',
       key: makeKey(tag, 1),
@@ -243,9 +303,14 @@ export function registerDemoCommand(program: Command, io: CliIo): void {
       "node-a's path to a real PR-capable LU (with --device-b); CLEARS its registrations",
     )
     .option('--device-b <path>', "node-b's path to the same LU")
+    .option('--yes', 'with --device-a/--device-b: clear the LU and run the failover on it')
+    .option(
+      '--no-identity-check',
+      'with --device-a/--device-b: run even if sysfs shows no WWID or NGUID proving one LU behind both',
+    )
     .option('--log-level <level>', 'also print the agent logs (JSON) at this level', 'silent')
-    .action(async (o: { deviceA?: string; deviceB?: string; logLevel: string }) => {
-      const r = await runDemo(io, o);
+    .action(async (o: DemoOptions & { logLevel: string }) => {
+      const r = await runDemo(io, { ...o, ...(io.resolve ? { resolve: io.resolve } : {}) });
       io.stdout(
         r.writesRefused && !r.reRegistered
           ? '\nresult: node-a is fenced at the storage; node-b owns the volume.'

@@ -1,27 +1,37 @@
 /**
  * `prfence device ...`: Persistent Reservation commands on one block device, for people
- * and scripts (DESIGN.md "The prfence command"). Every outcome maps to an exit code:
- * 0 ok, 2 usage, 3 reservation conflict, 4 unsupported, 5 I/O error or outcome unknown.
+ * and scripts (README "The prfence command"), in the manner of sg_persist and blkpr.
+ *
+ * - DEVICE is a path, or an identity (`wwid:...`, `nguid:...`, `fc:...`, `iscsi:...`)
+ *   resolved to this node's block device by src/pr/resolve.ts, as the agent does.
+ * - Each subcommand takes only the options it uses: any other is refused (exit 2).
+ * - `clear` and `preempt-abort` need `--yes`: without it they print what they would do to
+ *   which device and send nothing (exit 2).
+ * - `--json` prints JSON on stdout, errors included (runCli prints those).
+ * Every outcome maps to an exit code: 0 ok, 2 usage, 3 reservation conflict,
+ * 4 unsupported, 5 I/O error or outcome unknown.
  */
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
+import { parseDurationMs } from '../config/config.js';
+import { isPrError, UnsupportedError } from '../pr/errors.js';
 import { formatKey, parseKey, parseNonZeroKey, type PrKey } from '../pr/key.js';
+import { ERRNO } from '../pr/koffi/classify.js';
 import type { PrDevice } from '../pr/pr-device.js';
 import { parseReservationType, RESERVATION_TYPES, type ReservationType } from '../pr/reservation-type.js';
-import { InvalidArgumentError } from '../pr/errors.js';
+import { partitionOf, resolveDevice, type ResolveOptions } from '../pr/resolve.js';
+import { UsageError } from './exit-codes.js';
 
 /** Opens a device path as a PrDevice (KoffiPrDevice in production, a model in tests). */
-export type DeviceOpener = (path: string) => Promise<PrDevice>;
+export type DeviceOpener = (path: string, opts: { timeoutMs: number }) => Promise<PrDevice>;
 
 export interface DeviceCommandIo {
   open: DeviceOpener;
   stdout: (line: string) => void;
-  /** Receives the action's result code; the CLI's main sets process.exitCode from it. */
-  setExit: (code: number) => void;
+  /** Where identities and partitions are looked up; default /sys and /dev (tests: a fake tree). */
+  resolve?: ResolveOptions;
 }
 
-const keyArg = (v: string) => wrap(() => parseNonZeroKey(v));
-const keyOrZeroArg = (v: string) => wrap(() => parseKey(v));
-const typeArg = (v: string) => wrap(() => parseReservationType(v));
+const DEFAULT_TIMEOUT_MS = 10_000;
 
 function wrap<T>(f: () => T): T {
   try {
@@ -31,132 +41,201 @@ function wrap<T>(f: () => T): T {
   }
 }
 
-interface OutOpts {
-  key?: PrKey;
+const keyArg = (v: string) => wrap(() => parseNonZeroKey(v));
+const keyOrZeroArg = (v: string) => wrap(() => parseKey(v));
+const typeArg = (v: string) => wrap(() => parseReservationType(v));
+const durationArg = (v: string) =>
+  wrap(() => {
+    const ms = parseDurationMs(v, '--timeout');
+    if (ms <= 0) throw new Error('--timeout must be above 0');
+    return ms;
+  });
+
+/** An identity scheme (`wwid:`, `nguid:`, ...) rather than a path. */
+const IDENTITY = /^[a-z]+:/i;
+
+interface Common {
+  json?: boolean;
+  timeout: number;
+}
+interface OutOpts extends Common {
+  key: PrKey;
   oldKey?: PrKey;
-  victim?: PrKey;
-  type?: ReservationType;
   ignoreKey?: boolean;
+  victim: PrKey;
+  type: ReservationType;
+  yes?: boolean;
 }
 
-function need<T>(v: T | undefined, flag: string, action: string): T {
-  if (v === undefined) throw new InvalidArgumentError(`${action} needs ${flag}`);
-  return v;
+/**
+ * Rewrites a permission error on a partition: Linux refuses PR ioctls there with EPERM
+ * (block/ioctl.c blkdev_pr_allowed), which reads as a missing capability.
+ */
+async function explainPermission(e: unknown, path: string, where: ResolveOptions | undefined) {
+  if (!isPrError(e) || (e.errno !== ERRNO.EPERM && e.errno !== ERRNO.EACCES)) return e;
+  const p = await partitionOf(path, where);
+  if (!p) return e;
+  return new UnsupportedError(
+    `${e.op ?? 'open'}: permission denied: ${path} is a partition; Persistent Reservations ` +
+      `belong to the whole device${p.whole ? `: use ${p.whole}` : ''}`,
+    { op: e.op, device: e.device, errno: e.errno, cause: e },
+  );
 }
 
 /** Adds `device` and its subcommands to a commander program. */
 export function registerDeviceCommand(program: Command, io: DeviceCommandIo): void {
   const device = program.command('device').description('Persistent Reservation commands on one block device');
 
-  const withDevice = async (path: string, f: (d: PrDevice) => Promise<void>) => {
-    const d = await io.open(path);
+  const sub = (name: string, description: string) =>
+    device
+      .command(`${name} <device>`)
+      .description(`${description}; DEVICE is a path, wwid:ID or nguid:ID`)
+      .option('--json', 'print JSON on stdout, errors included')
+      .addOption(
+        new Option('--timeout <duration>', 'time limit per device call (500ms, 10s)')
+          .default(DEFAULT_TIMEOUT_MS, '10s')
+          .argParser(durationArg),
+      );
+  const keyOpt = (help: string, zeroOk = false) =>
+    new Option('--key <hex>', help).argParser(zeroOk ? keyOrZeroArg : keyArg).makeOptionMandatory();
+  const typeOpt = () =>
+    new Option('--type <type>', `reservation type: ${RESERVATION_TYPES.join(', ')}`)
+      .argParser(typeArg)
+      .makeOptionMandatory();
+  const victimOpt = () =>
+    new Option('--victim <hex>', 'the key to remove').argParser(keyOrZeroArg).makeOptionMandatory();
+  const yesOpt = (what: string) => new Option('--yes', `do it: ${what}`);
+
+  /**
+   * Resolves DEVICE, refuses without --yes when `confirm` says what would be done, opens,
+   * runs, closes. Nothing is sent before the refusal or a resolution error.
+   */
+  const withDevice = async (
+    name: string,
+    o: Common & { yes?: boolean },
+    f: (d: PrDevice, path: string) => Promise<void>,
+    confirm?: { op: string; would: string },
+  ) => {
+    const path = IDENTITY.test(name) ? await resolveDevice(name, io.resolve) : name;
+    const shown = path === name ? path : `${path} (${name})`;
+    if (confirm && !o.yes)
+      throw new UsageError(
+        `${confirm.op}: refused without --yes: it would ${confirm.would} on ${shown}; nothing sent`,
+      );
+    let d: PrDevice;
     try {
-      await f(d);
+      d = await io.open(path, { timeoutMs: o.timeout });
+    } catch (e) {
+      throw await explainPermission(e, path, io.resolve);
+    }
+    try {
+      await f(d, path);
+    } catch (e) {
+      throw await explainPermission(e, path, io.resolve);
     } finally {
       await d.close();
     }
   };
-
-  device
-    .command('keys <device>')
-    .description('list the registered keys')
-    .option('--json', 'print JSON')
-    .action(async (path: string, o: { json?: boolean }) => {
-      await withDevice(path, async (d) => {
-        const k = await d.readKeys();
-        if (o.json) io.stdout(JSON.stringify({ generation: k.generation, keys: k.keys.map(formatKey) }));
-        else {
-          io.stdout(`generation ${k.generation}, ${k.keys.length} key(s)`);
-          for (const key of k.keys) io.stdout(`  ${formatKey(key)}`);
-        }
-      });
-    });
-
-  device
-    .command('reservation <device>')
-    .description('show the reservation holder and type')
-    .option('--json', 'print JSON')
-    .action(async (path: string, o: { json?: boolean }) => {
-      await withDevice(path, async (d) => {
-        const r = await d.readReservation();
-        const key = r.key === null ? null : formatKey(r.key);
-        if (o.json) io.stdout(JSON.stringify({ generation: r.generation, key, type: r.type }));
-        else
-          io.stdout(
-            r.type === null
-              ? `generation ${r.generation}, no reservation`
-              : `generation ${r.generation}, holder ${key}, type ${r.type}`,
-          );
-      });
-    });
-
-  device
-    .command('capabilities <device>')
-    .description('device kind, read method, supported types')
-    .option('--json', 'print JSON')
-    .action(async (path: string, o: { json?: boolean }) => {
-      await withDevice(path, async (d) => {
-        const c = await d.capabilities();
-        if (o.json) io.stdout(JSON.stringify(c));
-        else io.stdout(`kind ${c.kind}, reads via ${c.readMethod}, types ${c.types.join(' ')}`);
-      });
-    });
-
-  const outCommand = (name: string, description: string, run: (d: PrDevice, o: OutOpts) => Promise<void>) =>
-    device
-      .command(`${name} <device>`)
-      .description(description)
-      .addOption(
-        new Option('--key <hex>', "this initiator's key (hex, with or without 0x)").argParser(
-          name === 'register' ? keyOrZeroArg : keyArg,
-        ),
-      )
-      .addOption(
-        new Option('--old-key <hex>', 'the currently registered key (register)').argParser(keyOrZeroArg),
-      )
-      .addOption(new Option('--victim <hex>', 'the key to preempt').argParser(keyOrZeroArg))
-      .addOption(
-        new Option('--type <type>', `reservation type: ${RESERVATION_TYPES.join(', ')}`).argParser(typeArg),
-      )
-      .option('--ignore-key', 'register: REGISTER AND IGNORE EXISTING KEY')
-      .action(async (path: string, o: OutOpts) => {
-        await withDevice(path, (d) => run(d, o));
-      });
-
-  outCommand(
-    'register',
-    'register --key (0 = unregister); --old-key or --ignore-key to change a key',
-    async (d, o) => {
-      const key = need(o.key, '--key', 'register');
-      if (o.ignoreKey) await d.registerAndIgnore(key);
-      else await d.register(o.oldKey ?? 0n, key);
-    },
-  );
-  outCommand('reserve', 'reserve with --key and --type', async (d, o) => {
-    await d.reserve(need(o.key, '--key', 'reserve'), need(o.type, '--type', 'reserve'));
-  });
-  outCommand('release', 'release the reservation held with --key and --type', async (d, o) => {
-    await d.release(need(o.key, '--key', 'release'), need(o.type, '--type', 'release'));
-  });
-  outCommand(
-    'preempt',
-    "remove --victim's registration using own --key (and take its reservation)",
-    async (d, o) => {
-      await d.preempt(
-        need(o.key, '--key', 'preempt'),
-        need(o.victim, '--victim', 'preempt'),
-        need(o.type, '--type', 'preempt'),
+  /** A PR OUT command: prints nothing on success, or its JSON with --json. */
+  const out =
+    (op: string, f: (d: PrDevice, o: OutOpts) => Promise<void>, confirm?: (o: OutOpts) => string) =>
+    (name: string, o: OutOpts) =>
+      withDevice(
+        name,
+        o,
+        async (d, path) => {
+          await f(d, o);
+          if (o.json) io.stdout(JSON.stringify({ op, device: path, exitCode: 0 }));
+        },
+        confirm && { op, would: confirm(o) },
       );
-    },
+
+  sub('keys', 'list the registered keys').action((name: string, o: Common) =>
+    withDevice(name, o, async (d) => {
+      const k = await d.readKeys();
+      if (o.json) io.stdout(JSON.stringify({ generation: k.generation, keys: k.keys.map(formatKey) }));
+      else {
+        io.stdout(`generation ${k.generation}, ${k.keys.length} key(s)`);
+        for (const key of k.keys) io.stdout(`  ${formatKey(key)}`);
+      }
+    }),
   );
-  outCommand('preempt-abort', "as preempt, and abort the victim's outstanding commands", async (d, o) => {
-    await d.preemptAndAbort(
-      need(o.key, '--key', 'preempt-abort'),
-      need(o.victim, '--victim', 'preempt-abort'),
-      need(o.type, '--type', 'preempt-abort'),
+
+  sub('reservation', 'show the reservation holder and type').action((name: string, o: Common) =>
+    withDevice(name, o, async (d) => {
+      const r = await d.readReservation();
+      const key = r.key === null ? null : formatKey(r.key);
+      if (o.json) io.stdout(JSON.stringify({ generation: r.generation, key, type: r.type }));
+      else
+        io.stdout(
+          r.type === null
+            ? `generation ${r.generation}, no reservation`
+            : `generation ${r.generation}, holder ${key}, type ${r.type}`,
+        );
+    }),
+  );
+
+  sub('capabilities', 'device kind, read method, supported types').action((name: string, o: Common) =>
+    withDevice(name, o, async (d) => {
+      const c = await d.capabilities();
+      if (o.json) io.stdout(JSON.stringify(c));
+      else io.stdout(`kind ${c.kind}, reads via ${c.readMethod}, types ${c.types.join(' ')}`);
+    }),
+  );
+
+  sub('register', 'register --key (0 = unregister); --old-key or --ignore-key to change a key')
+    .addOption(keyOpt("this initiator's new key (hex, with or without 0x; 0 unregisters)", true))
+    .addOption(new Option('--old-key <hex>', 'the currently registered key').argParser(keyOrZeroArg))
+    .addOption(
+      new Option('--ignore-key', 'REGISTER AND IGNORE EXISTING KEY: whatever is registered').conflicts(
+        'oldKey',
+      ),
+    )
+    .action(
+      out('register', (d, o) =>
+        o.ignoreKey ? d.registerAndIgnore(o.key) : d.register(o.oldKey ?? 0n, o.key),
+      ),
     );
-  });
-  outCommand('clear', 'remove every registration and the reservation (needs own --key)', async (d, o) => {
-    await d.clear(need(o.key, '--key', 'clear'));
-  });
+
+  sub('reserve', 'reserve with --key and --type')
+    .addOption(keyOpt("this initiator's registered key"))
+    .addOption(typeOpt())
+    .action(out('reserve', (d, o) => d.reserve(o.key, o.type)));
+
+  sub('release', 'release the reservation held with --key and --type')
+    .addOption(keyOpt("this initiator's registered key"))
+    .addOption(typeOpt())
+    .action(out('release', (d, o) => d.release(o.key, o.type)));
+
+  sub('preempt', "remove --victim's registrations using own --key (and take its reservation)")
+    .addOption(keyOpt("this initiator's registered key"))
+    .addOption(victimOpt())
+    .addOption(typeOpt())
+    .action(out('preempt', (d, o) => d.preempt(o.key, o.victim, o.type)));
+
+  sub('preempt-abort', "as preempt, and abort the victim's outstanding commands (needs --yes)")
+    .addOption(keyOpt("this initiator's registered key"))
+    .addOption(victimOpt())
+    .addOption(typeOpt())
+    .addOption(yesOpt("remove the victim's registrations and abort its commands"))
+    .action(
+      out(
+        'preempt-abort',
+        (d, o) => d.preemptAndAbort(o.key, o.victim, o.type),
+        (o) =>
+          `remove the registrations of key ${formatKey(o.victim)}, take its reservation as ${o.type} ` +
+          'and abort its outstanding commands',
+      ),
+    );
+
+  sub('clear', 'remove every registration and the reservation with own --key (needs --yes)')
+    .addOption(keyOpt("this initiator's registered key"))
+    .addOption(yesOpt('remove every registration and the reservation'))
+    .action(
+      out(
+        'clear',
+        (d, o) => d.clear(o.key),
+        () => "remove every host's registration and the reservation",
+      ),
+    );
 }

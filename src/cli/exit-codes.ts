@@ -1,6 +1,7 @@
 import { ConfigError } from '../config/config.js';
 import { KubeApiError } from '../kube/rest-client.js';
-import { isPrError } from '../pr/errors.js';
+import { isPrError, type PrErrorKind } from '../pr/errors.js';
+import { DeviceResolutionError } from '../pr/resolve.js';
 
 /** Exit codes of the prfence command (DESIGN.md "The prfence command"). */
 export const EXIT = Object.freeze({
@@ -30,6 +31,11 @@ export class CrdVersionError extends Error {
   override readonly name = 'CrdVersionError';
 }
 
+/** The command line asks for something the command refuses to do as given (exit 2); nothing was sent. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
 /** The controller's leader election was lost (exit 8). */
 export class LeaderElectionLostError extends Error {
   override readonly name = 'LeaderElectionLostError';
@@ -37,7 +43,8 @@ export class LeaderElectionLostError extends Error {
 
 /** Maps an error to its exit code: PrError by class, API errors to `api`, anything else as an I/O failure. */
 export function exitCodeFor(e: unknown): number {
-  if (e instanceof ConfigError) return EXIT.usage;
+  if (e instanceof ConfigError || e instanceof UsageError || e instanceof DeviceResolutionError)
+    return EXIT.usage;
   if (e instanceof CrdVersionError) return EXIT.crdVersion;
   if (e instanceof LeaderElectionLostError) return EXIT.leaderLost;
   if (e instanceof KubeApiError || e instanceof ApiUnreachableError) return EXIT.api;
@@ -53,4 +60,19 @@ export function exitCodeFor(e: unknown): number {
     case 'indeterminate':
       return EXIT.io;
   }
+}
+
+/**
+ * The class of an error as `--json` prints it (`{"error": {"kind", "message"}, "exitCode"}`):
+ * a PrError's kind (not-sent, indeterminate, conflict, unsupported, invalid-argument);
+ * `usage` for the command line; `not-found` / `ambiguous` for a device identity that names
+ * no local device or several; `api` for the API server; `error` for anything else.
+ */
+export type ErrorKind = PrErrorKind | 'usage' | 'not-found' | 'ambiguous' | 'api' | 'error';
+
+export function errorKindFor(e: unknown): ErrorKind {
+  if (isPrError(e)) return e.kind;
+  if (e instanceof DeviceResolutionError) return e.reason === 'bad-identity' ? 'usage' : e.reason;
+  if (e instanceof KubeApiError || e instanceof ApiUnreachableError) return 'api';
+  return exitCodeFor(e) === EXIT.usage ? 'usage' : 'error';
 }

@@ -18,7 +18,7 @@
  * Asynchronous reads of sysfs and /dev links only (no device I/O, nothing on the event loop).
  */
 import { access, readFile, readdir, realpath } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 
 export type ResolveFailure = 'bad-identity' | 'not-found' | 'ambiguous';
 
@@ -161,4 +161,83 @@ export async function resolveDevice(identity: string, opts: ResolveOptions = {})
       `${path} (identity ${identity}) has no device node`,
     );
   return path;
+}
+
+/** What sysfs says identifies one block device (no device I/O). */
+export interface DeviceIdentity {
+  /** The kernel name (sdb, nvme0n1, dm-3). */
+  readonly name: string;
+  /** SCSI VPD 0x83 (`device/wwid`), NVMe `wwid`, or the WWID of a dm-multipath map (`dm/uuid` mpath-...). */
+  readonly wwid?: string;
+  /** NVMe namespace NGUID (`nguid`). */
+  readonly nguid?: string;
+}
+
+/** An id sysfs shows that names something: not empty, not all zero (a device without one shows zeros). */
+function usableId(id: string | undefined): string | undefined {
+  return id && !/^0*$/.test(hexOf(id)) ? id : undefined;
+}
+
+/**
+ * Reads the WWID and NGUID of the block device at `path` from sysfs, with the same files
+ * `resolveDevice` matches. Fields are absent when sysfs has none (LIO over iSCSI on 6.1 and
+ * 7.x shows no WWID: ENXIO). Never throws for a missing file.
+ */
+export async function readIdentity(path: string, opts: ResolveOptions = {}): Promise<DeviceIdentity> {
+  const b = join(opts.sysfs ?? '/sys', 'block');
+  const name = basename(await realpath(path).catch(() => path));
+  const dm = await read(join(b, name, 'dm', 'uuid'));
+  const wwid = usableId(
+    dm?.startsWith('mpath-')
+      ? dm.slice('mpath-'.length)
+      : ((await read(join(b, name, 'device', 'wwid'))) ?? (await read(join(b, name, 'wwid')))),
+  );
+  const nguid = usableId(await read(join(b, name, 'nguid')));
+  return { name, ...(wwid ? { wwid } : {}), ...(nguid ? { nguid } : {}) };
+}
+
+/**
+ * Whether two devices are paths to one logical unit, by their sysfs identities: `same`
+ * when every identity both show matches (at least one), `different` when one does not,
+ * `unknown` when they show no identity of a common kind.
+ */
+export function sameLogicalUnit(a: DeviceIdentity, b: DeviceIdentity): 'same' | 'different' | 'unknown' {
+  const pairs = (['wwid', 'nguid'] as const).flatMap((k) => {
+    const [x, y] = [a[k], b[k]];
+    return x && y ? [[x, y] as const] : [];
+  });
+  if (pairs.length === 0) return 'unknown';
+  return pairs.every(([x, y]) => idMatches(x, y) || idMatches(y, x)) ? 'same' : 'different';
+}
+
+/**
+ * If `path` is a partition (sysfs `class/block/<name>/partition`, or without sysfs the
+ * name: sda1, nvme0n1p1, mmcblk0p2), the whole device it is part of, when it can be
+ * derived; undefined for a whole device. Persistent Reservations are per logical unit:
+ * Linux refuses PR ioctls on a partition with EPERM (block/ioctl.c blkdev_pr_allowed).
+ */
+export async function partitionOf(
+  path: string,
+  opts: ResolveOptions = {},
+): Promise<{ whole: string | undefined } | undefined> {
+  const dev = opts.dev ?? '/dev';
+  const name = basename(await realpath(path).catch(() => path));
+  const entry = join(opts.sysfs ?? '/sys', 'class', 'block', name);
+  const inSysfs = await access(entry).then(
+    () => true,
+    () => false,
+  );
+  if (inSysfs) {
+    if ((await read(join(entry, 'partition'))) === undefined) return undefined;
+    // class/block/sda1 -> .../block/sda/sda1: the parent directory is the whole device.
+    const parent = await realpath(entry).then(
+      (p) => basename(dirname(p)),
+      () => undefined,
+    );
+    return { whole: parent ? join(dev, parent) : undefined };
+  }
+  const m =
+    /^((?:nvme\d+n\d+)|(?:mmcblk\d+)|(?:nbd\d+)|(?:loop\d+))p\d+$/.exec(name) ??
+    /^((?:s|v|h|xv)d[a-z]+)\d+$/.exec(name);
+  return m ? { whole: join(dev, m[1]!) } : undefined;
 }

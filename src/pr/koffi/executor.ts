@@ -16,7 +16,9 @@
  *   NotSentError until the stuck call returns (its late answer is dropped).
  * - close() is queued behind the device's calls: queued calls are rejected NotSent, the
  *   running one finishes first, and only then is the fd closed, so no call can ever run
- *   on a closed (possibly reused) fd number.
+ *   on a closed (possibly reused) fd number. The caller of close() waits for a running
+ *   call only until that call's time limit: behind a call past it, close() resolves at
+ *   once and the fd is closed when the call returns.
  */
 import { Worker } from 'node:worker_threads';
 import { IndeterminateError, NotSentError } from '../errors.js';
@@ -118,6 +120,8 @@ class Lane {
   hung = false;
   closing: Promise<void> | null = null;
   startClose: (() => void) | null = null;
+  /** Ends the wait of a close() caller (the fd is still closed after the running call). */
+  stopWaiting: (() => void) | null = null;
   constructor(
     readonly fd: number,
     readonly device: string,
@@ -256,10 +260,22 @@ export class NativeExecutor {
         });
       };
     });
-    // The close waits for the running call (it may never return): the caller waits at most
-    // the time limit; the fd is closed when the call returns, whenever that is.
-    lane.closing = Promise.race([closed, new Promise<void>((r) => setTimeout(r, timeoutMs).unref())]);
+    // The close waits for the running call (it may never return): the caller waits until
+    // `timeoutMs` or the call's own time limit, whichever comes first; the fd is closed when
+    // the call returns, whenever that is. Waiting on a call already past its limit would
+    // only delay the caller (a CLI would print its error seconds late, or, its timer
+    // unref'd, never: the event loop ends with the wait unsettled).
+    const gaveUp = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      timer.unref();
+      lane.stopWaiting = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    lane.closing = Promise.race([closed, gaveUp]);
     if (!lane.current) lane.startClose?.();
+    if (lane.hung) lane.stopWaiting?.();
     return lane.closing;
   }
 
@@ -522,6 +538,7 @@ export class NativeExecutor {
     const lane = job.lane;
     if (lane) {
       lane.hung = true;
+      lane.stopWaiting?.(); // a close() waiting on this call returns now
       for (const j of lane.queue.splice(0)) {
         this.#settle(
           j,

@@ -2,7 +2,8 @@
  * The only module that imports koffi: libc's open/close/ioctl/read/write and native
  * memory, called SYNCHRONOUSLY. Loaded only inside the native executor's worker threads
  * (native-worker.ts), never on the main thread, so a blocking call blocks one worker and
- * nothing else (not the event loop, not libuv's shared pool).
+ * nothing else (not the event loop, not libuv's shared pool). One exception: `exitNow`,
+ * the main thread's last call when a worker is stuck in the kernel.
  *
  * Loaded with Node's type stripping in tests: runtime imports only from packages and
  * node: modules.
@@ -61,4 +62,17 @@ export function loadLibc(): CallLibc {
     write: (fd, buf, size, offset) =>
       result(offset === undefined ? write(fd, buf, size) : pwrite(fd, buf, size, offset)),
   };
+}
+
+/**
+ * Ends the process at once with `code`: libc's _exit(2), on the calling thread. No exit
+ * handlers, no flushing of Node streams, and no wait for worker threads: Node's own exit
+ * joins every worker (node::Environment::stop_sub_worker_contexts), and a worker inside a
+ * system call cannot be stopped, so a process with an executor thread stuck in a hung
+ * device would stay until the kernel answers. After _exit the kernel completes or aborts
+ * that call by itself; the fd and the buffers it uses are the kernel's until then.
+ */
+export function exitNow(code: number): never {
+  koffi.load('libc.so.6').func('void _exit(int status)')(code);
+  throw new Error('_exit returned');
 }

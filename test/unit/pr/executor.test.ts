@@ -125,20 +125,35 @@ describe('NativeExecutor on a fake libc', () => {
     expect(libc.violations).toEqual([]);
   });
 
-  it('close of a device whose call is stuck -> close returns at its limit, the fd is closed when the call returns', async () => {
+  it('close of a device whose call is stuck -> close returns at once (not at its own limit), the fd is closed when the call returns', async () => {
     const g = gate();
     toRelease.push(() => g.open(OK));
     const { libc, ex } = setup(() => g.promise);
     const h = await ex.open('/dev/a', 2, { timeoutMs: 1000 });
     const stuck = h.call(ioctl(), opts(20));
     await expect(stuck).rejects.toBeInstanceOf(IndeterminateError);
-    const c = await timed(h.close(40));
-    expect(c.ms).toBeLessThan(500);
+    const c = await timed(h.close(5000));
+    expect(c.ms).toBeLessThan(200);
     expect(libc.closed).toEqual([]);
     g.open(OK);
     await until(() => libc.closed.length === 1);
     expect(libc.violations).toEqual([]);
     expect(ex.stats().devices).toBe(0);
+  });
+
+  it('close while a call runs, and the call then passes its limit -> close returns at that limit, not its own', async () => {
+    const g = gate();
+    toRelease.push(() => g.open(OK));
+    const { libc, ex } = setup(() => g.promise);
+    const h = await ex.open('/dev/a', 2, { timeoutMs: 1000 });
+    const running = h.call(ioctl(), opts(60)).catch((e: unknown) => e);
+    await until(() => libc.calls.length === 1);
+    const c = await timed(h.close(5000));
+    expect(c.ms).toBeLessThan(500);
+    expect(await running).toBeInstanceOf(IndeterminateError);
+    expect(libc.closed).toEqual([]);
+    g.open(OK);
+    await until(() => libc.closed.length === 1);
   });
 
   it('buffers of a call past its limit -> neither freed nor reused while the fake call holds them, freed after it returns', async () => {

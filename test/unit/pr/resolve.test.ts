@@ -1,22 +1,13 @@
-import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DeviceResolutionError, resolveDevice } from '../../../src/pr/resolve.js';
-
-/** A fake /sys and /dev: `files` are paths relative to the root with their contents. */
-function fakeRoot(files: Record<string, string>, links: Record<string, string> = {}) {
-  const root = mkdtempSync(join(tmpdir(), 'prfence-sysfs-'));
-  for (const [p, text] of Object.entries(files)) {
-    mkdirSync(dirname(join(root, p)), { recursive: true });
-    writeFileSync(join(root, p), `${text}\n`);
-  }
-  for (const [p, target] of Object.entries(links)) {
-    mkdirSync(dirname(join(root, p)), { recursive: true });
-    symlinkSync(join(root, target), join(root, p));
-  }
-  return { sysfs: join(root, 'sys'), dev: join(root, 'dev') };
-}
+import {
+  DeviceResolutionError,
+  partitionOf,
+  readIdentity,
+  resolveDevice,
+  sameLogicalUnit,
+} from '../../../src/pr/resolve.js';
+import { fakeRoot } from './fake-sysfs.js';
 
 const LIO = 'naa.6001405f7b1a2c3d4e5f60718293a4b5';
 const NGUID = '6f1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8';
@@ -109,5 +100,65 @@ describe('device resolution (sysfs, by-path)', () => {
     'serial:ABC',
   ])('malformed identity %s -> bad-identity', async (id) => {
     expect(await reason(() => resolveDevice(id, tree))).toBe('bad-identity');
+  });
+});
+
+describe('identity of one device, partitions (sysfs)', () => {
+  const t = fakeRoot(
+    {
+      'sys/block/sda/device/wwid': LIO,
+      'sys/block/sdb/device/wwid': LIO,
+      'sys/block/sdc/device/wwid': 'naa.600140500000000000000000000000cc',
+      'sys/block/dm-1/dm/uuid': 'mpath-36001405f7b1a2c3d4e5f60718293a4b5',
+      'sys/block/nvme0n1/wwid': 'eui.0011223344556677',
+      'sys/block/nvme0n1/nguid': NGUID,
+      'sys/block/nvme1n1/wwid': 'eui.0011223344556677',
+      'sys/block/nvme1n1/nguid': NGUID,
+      'sys/block/nvme2n1/nguid': '00000000-0000-0000-0000-000000000000',
+      'sys/devices/virtual/block/sda/sda1/partition': '1',
+      'sys/devices/virtual/block/sda/dev': '8:0',
+      'dev/sda': '',
+    },
+    {
+      'sys/class/block/sda1': 'sys/devices/virtual/block/sda/sda1',
+      'sys/class/block/sda': 'sys/devices/virtual/block/sda',
+    },
+  );
+
+  it('SCSI paths, a multipath map, NVMe namespaces -> their WWID / NGUID; zeros and missing files -> none', async () => {
+    expect(await readIdentity('/dev/sda', t)).toEqual({ name: 'sda', wwid: LIO });
+    expect(await readIdentity('/dev/dm-1', t)).toEqual({
+      name: 'dm-1',
+      wwid: '36001405f7b1a2c3d4e5f60718293a4b5',
+    });
+    expect(await readIdentity('/dev/nvme0n1', t)).toEqual({
+      name: 'nvme0n1',
+      wwid: 'eui.0011223344556677',
+      nguid: NGUID,
+    });
+    expect(await readIdentity('/dev/nvme2n1', t)).toEqual({ name: 'nvme2n1' });
+    expect(await readIdentity('/dev/sdz', t)).toEqual({ name: 'sdz' });
+  });
+
+  it('two paths of one LU -> same (SCSI, multipath spelling, NVMe); another LU -> different; no identity -> unknown', async () => {
+    const id = (n: string) => readIdentity(`/dev/${n}`, t);
+    expect(sameLogicalUnit(await id('sda'), await id('sdb'))).toBe('same');
+    expect(sameLogicalUnit(await id('sda'), await id('dm-1'))).toBe('same');
+    expect(sameLogicalUnit(await id('nvme0n1'), await id('nvme1n1'))).toBe('same');
+    expect(sameLogicalUnit(await id('sda'), await id('sdc'))).toBe('different');
+    expect(sameLogicalUnit(await id('sda'), await id('nvme0n1'))).toBe('different');
+    expect(sameLogicalUnit(await id('sda'), await id('sdz'))).toBe('unknown');
+    expect(sameLogicalUnit(await id('nvme2n1'), await id('nvme0n1'))).toBe('unknown');
+  });
+
+  it('a partition -> its whole device (sysfs parent, else the name); a whole device -> undefined', async () => {
+    expect(await partitionOf('/dev/sda1', t)).toEqual({ whole: join(t.dev, 'sda') });
+    expect(await partitionOf('/dev/sda', t)).toBeUndefined();
+    // Not in this sysfs: by name.
+    expect(await partitionOf('/dev/nvme0n1p2', t)).toEqual({ whole: join(t.dev, 'nvme0n1') });
+    expect(await partitionOf('/dev/sdab12', t)).toEqual({ whole: join(t.dev, 'sdab') });
+    expect(await partitionOf('/dev/mmcblk0p1', t)).toEqual({ whole: join(t.dev, 'mmcblk0') });
+    expect(await partitionOf('/dev/nvme0n1', t)).toBeUndefined();
+    expect(await partitionOf('/dev/dm-1', t)).toBeUndefined();
   });
 });
