@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { loadAgentConfig, type RawAgentFlags } from '../config/config.js';
+import { endProcess } from './end-process.js';
 import type { CliIo } from './program.js';
 
 export function registerAgentCommand(program: Command, _io: CliIo): void {
@@ -156,5 +157,8 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
       }
       executor.shutdown();
       await diag?.close();
+      // A thread still inside an ioctl on a hung device would hold the exit until the
+      // kernel answers: exit at once (the reservations stay, S8).
+      await endProcess(0, executor);
     });
 }
