@@ -281,8 +281,11 @@ export class VolumeReconciler {
     const device = entry.device;
     let state: DeviceState;
     let kind: 'scsi' | 'nvme' | 'memory';
+    /** When the key read of `state` started (a PREEMPT rests on a view read after it). */
+    let readAt: number;
     try {
       kind = (await device.capabilities({ signal: o.signal })).kind;
+      readAt = o.fresh.now();
       state = await readDeviceState(device, o.signal);
     } catch (e) {
       if (isPrError(e) && e.kind === 'unsupported') return this.#unsupported(pv, e.message);
@@ -396,7 +399,10 @@ export class VolumeReconciler {
     } else {
       // 4. A fresh view, which must agree with the caches about this node.
       const noFreshView: ReconcileResult = { outcome: 'no-fresh-view', requeueAfterMs: 2000, ...none };
-      let read = await this.#takeFreshView(pv, log);
+      // A preempt in sight: the view must be newer than the device read it acts on (shared
+      // if one is; else one read, and not a second one right before the command).
+      const preemptAhead = cachePlan.actions.some((a) => a.kind === 'preempt-abort');
+      let read = await this.#takeFreshView(pv, log, preemptAhead ? readAt : undefined);
       if (!read) return noFreshView;
       if (selfIn(read.legitimacy) !== selfLegitCache) {
         // The shared view may predate the change the caches show: read once more.
@@ -447,7 +453,7 @@ export class VolumeReconciler {
       // When the last key read started: a PREEMPT rests on a view read after it. A key that
       // appeared on the device after the view started may belong to a node whose attachment
       // the view predates (legitimate, yet absent from both the view and a lagging cache).
-      const reads = { lastAt: o.fresh.now() };
+      const reads = { lastAt: readAt };
       const confirm = async (a: FenceAction): Promise<boolean> => {
         const viewPredatesRead = a.kind === 'preempt-abort' && current.startedAt <= reads.lastAt;
         if (!o.fresh.isFresh(current) || viewPredatesRead) {
@@ -503,6 +509,9 @@ export class VolumeReconciler {
         log,
         signal: o.signal,
         confirm,
+        // The plan starts from the read above (the view is newer than it when a preempt is
+        // planned); every later round reads again and is stamped.
+        initial: { kind, state },
       });
       if (obs.holderPreemptKeepsVictim) entry.holderPreemptKeepsVictim = true;
       if (obs.state.keys.keys.includes(o.key)) {

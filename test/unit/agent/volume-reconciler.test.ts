@@ -250,7 +250,39 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
       outcome: res.outcome,
       reads: fresh.reads(),
       intent: writer.calls.includes('recordIntent'),
-    }).toEqual({ keys: [K.a, K.b], outcome: 'unconfirmed', reads: 2, intent: false });
+    }).toEqual({ keys: [K.a, K.b], outcome: 'done', reads: 2, intent: false });
+  });
+
+  it('a key registered between two rounds of one reconcile (its node attached meanwhile, the caches lag) -> the preempt planned from the new read waits for a view newer than that read, and that node is not preempted (S1)', async () => {
+    let world: World = { vas: ['a'] };
+    const fresh = freshOf(() => world, { shared: true });
+    const lu = new MemoryLogicalUnit({ id: 'lu' });
+    // node-b attaches and registers while node-a reserves (after node-a's view was read).
+    const initiator = lu.initiator.bind(lu);
+    lu.initiator = (node: string, o?: Parameters<typeof initiator>[1]) => {
+      const d = initiator(node, o);
+      if (node !== 'a') return d;
+      return new Proxy(d, {
+        get(t, prop) {
+          if (prop === 'reserve')
+            return async (...args: Parameters<typeof d.reserve>) => {
+              world = { vas: ['a', 'b'] };
+              await initiator('b').register(0n, K.b);
+              return t.reserve(...args);
+            };
+          const v: unknown = Reflect.get(t, prop, t);
+          return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
+        },
+      });
+    };
+    const { r, writer } = await setup('a', () => ({ vas: ['a'] }), fresh, undefined, { lu });
+    const res = await r.reconcile(PV, log);
+    expect({
+      keys: lu.state().registrations.map((x) => x.key),
+      holder: lu.state().reservation?.holder,
+      outcome: res.outcome,
+      intent: writer.calls.includes('recordIntent'),
+    }).toEqual({ keys: [K.a, K.b], holder: 'a', outcome: 'unconfirmed', intent: false });
   });
 });
 
