@@ -46,6 +46,8 @@ export interface InformerOptions<T> {
   indexes?: Record<string, (o: T) => readonly string[]>;
   maxBackoffMs?: number;
   pageSize?: number;
+  /** Only the objects this selects, e.g. `metadata.name=node-1` (list and watch). */
+  fieldSelector?: string;
   /**
    * A watch that shows no event and no bookmark for this long is taken as dead and
    * restarted (the API server sends a bookmark about every minute). Default 90 s.
@@ -114,6 +116,7 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
         // never rest on this cache alone (src/agent/fresh-view.ts).
         query: {
           limit: String(opts.pageSize ?? 500),
+          ...(opts.fieldSelector ? { fieldSelector: opts.fieldSelector } : {}),
           ...(cont ? { continue: cont } : { resourceVersion: '0' }),
         },
         signal: abort.signal,
@@ -167,6 +170,7 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
           opts.path,
           {
             resourceVersion: rv,
+            ...(opts.fieldSelector ? { fieldSelector: opts.fieldSelector } : {}),
             allowWatchBookmarks: 'true',
             timeoutSeconds: String(240 + Math.floor(Math.random() * 120)),
           },

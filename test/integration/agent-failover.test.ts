@@ -4,14 +4,18 @@ import { Agent, type FenceEvent } from '../../src/agent/agent.js';
 import { createAgentMetrics } from '../../src/obs/metrics.js';
 import { formatKey } from '../../src/pr/key.js';
 import { eventually } from '../envtest/kube.js';
+import type { Controller } from '../../src/controller/controller.js';
 import { Cluster } from './agent-harness.js';
+import { startController } from './node-leases.js';
 
 const keysOf = (lu: { state(): { registrations: { key: bigint }[] } }) =>
   lu.state().registrations.map((r) => r.key);
 
 describe('agent against a real API server (memory LUs)', () => {
   const c = new Cluster();
+  const controllers: Controller[] = [];
   afterEach(async () => {
+    await Promise.all(controllers.splice(0).map((x) => x.stop()));
     await c.stopAll();
   });
 
@@ -188,8 +192,9 @@ describe('agent against a real API server (memory LUs)', () => {
     });
   });
 
-  it("out-of-service taint -> peers remove the tainted node's key", async () => {
+  it("out-of-service taint -> the controller's fence request -> peers remove the tainted node's key (agents watch no other Node)", async () => {
     const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
+    controllers.push((await startController(c, c.log, [], {})).controller);
     const { name: pv, lu } = await c.pv();
     const a = await c.startAgent(na);
     await c.startAgent(nb);

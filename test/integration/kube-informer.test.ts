@@ -1,4 +1,4 @@
-import { CoreV1Api, type V1PersistentVolume } from '@kubernetes/client-node';
+import { CoreV1Api, type V1Node, type V1PersistentVolume } from '@kubernetes/client-node';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { startInformer } from '../../src/kube/informer.js';
@@ -111,6 +111,39 @@ describe('resilient informer', () => {
       await inf.stop();
       rest.close();
       await proxy.close();
+    }
+  });
+
+  it("fieldSelector metadata.name=X (the agent's own Node) -> the cache holds X only; X's changes are seen, another Node's are not delivered", async () => {
+    const kc = adminKubeConfig();
+    const core = kc.makeApiClient(CoreV1Api);
+    const [x, y] = [uniqueName('sel-x'), uniqueName('sel-y')];
+    await core.createNode({ body: { metadata: { name: x } } });
+    await core.createNode({ body: { metadata: { name: y } } });
+    const events: string[] = [];
+    const inf = startInformer<V1Node>({
+      rest: new RestClient(kc),
+      log: pino({ level: 'silent' }),
+      path: '/api/v1/nodes',
+      fieldSelector: `metadata.name=${x}`,
+      handlers: {
+        onAdd: (n) => events.push(`add ${n.metadata?.name}`),
+        onUpdate: (n) => events.push(`update ${n.metadata?.name}`),
+      },
+    });
+    try {
+      await inf.synced;
+      const label = (n: string, v: string) =>
+        core.patchNode({ name: n, body: [{ op: 'add', path: '/metadata/labels', value: { t: v } }] });
+      await label(y, '1'); // not delivered
+      await label(x, '1');
+      await eventually(() => events.includes(`update ${x}`));
+      expect({ cached: inf.list().map((n) => n.metadata?.name), events }).toEqual({
+        cached: [x],
+        events: [`add ${x}`, `update ${x}`],
+      });
+    } finally {
+      await inf.stop();
     }
   });
 });
