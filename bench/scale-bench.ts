@@ -171,7 +171,8 @@ export async function scaleBench(): Promise<void> {
   const cp = await startControlPlane({ apiServerArgs: auditFlags(tmp), readyTimeoutMs: 180_000 });
   const kc = cp.adminKubeConfig();
   const api = new RestClient(kc, { userAgent: 'prfence-scale-load' });
-  const heartbeat = new Heartbeat(api);
+  const beatClients = range(0, 4).map(() => new RestClient(kc, { userAgent: 'prfence-scale-kubelets' }));
+  const heartbeat = new Heartbeat(beatClients);
   const agents: AgentRun[] = [];
   const counters: { stop(): void }[] = [];
   let controller: PrfenceProcess | undefined;
@@ -320,6 +321,7 @@ export async function scaleBench(): Promise<void> {
     interface Row {
       n: number;
       beatsPerS: number;
+      beatsFailed: number;
       recv: number[];
       sent: number[];
       reqPerS: number[];
@@ -345,6 +347,7 @@ export async function scaleBench(): Promise<void> {
         ctlCpu: cpuSeconds(controller!.pid),
         ctlRecv: ctlProxy!.stats['server-to-client'].forwarded,
         beats: heartbeat.ok,
+        beatsFailed: heartbeat.failed,
         nf: [nfEvents.events, nfEvents.bytes],
         vr: [vrEvents.events, vrEvents.bytes],
       });
@@ -358,6 +361,7 @@ export async function scaleBench(): Promise<void> {
       return {
         n,
         beatsPerS: (b.beats - a.beats) / s,
+        beatsFailed: b.beatsFailed - a.beatsFailed,
         recv: per('recv'),
         sent: per('sent'),
         reqPerS: per('req'),
@@ -402,11 +406,16 @@ export async function scaleBench(): Promise<void> {
     console.log(
       `\nsteady state (${WINDOW_S} s window after ${SETTLE_S} s settling): per agent mean [min-max] over the ${AGENTS} agents`,
     );
+    // A load generator that fell behind (the heartbeats/s column) sent fewer Node updates
+    // than N every 10 s: the per-agent figure scaled to the full rate (almost all of what
+    // an agent receives at steady state is those updates) is what the targets are held to.
+    const atFullRate = (r: Row) => mean(r.recv) * Math.max(1, r.n / 10 / r.beatsPerS);
     table(
       [
         'nodes',
-        'heartbeats/s',
+        'heartbeats/s (of N/10)',
         'agent recv KiB/s',
+        'at N/10 beats/s',
         'agent sent KiB/s',
         'agent req/s',
         'agent RSS MiB',
@@ -417,8 +426,9 @@ export async function scaleBench(): Promise<void> {
       ],
       rows.map((r) => [
         String(r.n),
-        f1(r.beatsPerS),
+        `${f1(r.beatsPerS)} (${f0((r.beatsPerS / (r.n / 10)) * 100)}%, ${r.beatsFailed} failed)`,
         `${f1(kib(mean(r.recv)))} [${f1(kib(Math.min(...r.recv)))}-${f1(kib(Math.max(...r.recv)))}]`,
+        f1(kib(atFullRate(r))),
         f1(kib(mean(r.sent))),
         f1(mean(r.reqPerS)),
         `${f0(mean(r.rss))} [${f0(Math.min(...r.rss))}-${f0(Math.max(...r.rss))}]`,
@@ -435,7 +445,7 @@ export async function scaleBench(): Promise<void> {
     const top = rows.at(-1)!;
     const nfExtra = (n: number, r: Row) => Math.max(0, n - AGENTS) * r.nfPerAgentPerS * r.nfEventBytes;
     const vrExtra = (n: number, r: Row) => Math.max(0, n - AGENTS) * r.vrPerAgentPerS * r.vrEventBytes;
-    const fleetAgent = (r: Row) => mean(r.recv) + nfExtra(r.n, r);
+    const fleetAgent = (r: Row) => atFullRate(r) + nfExtra(r.n, r);
     console.log(
       `\nextrapolated to an agent on every node (from the ${AGENTS} real agents' figures, not measured at that size):`,
     );
@@ -451,11 +461,11 @@ export async function scaleBench(): Promise<void> {
     );
 
     const first = rows[0]!;
-    const growth = mean(top.recv) / mean(first.recv);
+    const growth = atFullRate(top) / atFullRate(first);
     const targetLines: [string, string, string, boolean][] = [
       [
         `per-agent traffic with ${top.n} nodes heartbeating`,
-        `${f1(kib(mean(top.recv)))} KiB/s measured, ${f1(kib(fleetAgent(top)))} KiB/s with an agent on every node`,
+        `${f1(kib(mean(top.recv)))} KiB/s measured, ${f1(kib(fleetAgent(top)))} KiB/s at the full heartbeat rate with an agent on every node`,
         `< ${TARGET.agentKibPerS} KiB/s`,
         kib(fleetAgent(top)) < TARGET.agentKibPerS,
       ],
@@ -578,28 +588,31 @@ export async function scaleBench(): Promise<void> {
       console.log(
         `\nfence latency, ${FENCE_PVS} PVs failing over at once under this load (two in-process agents of the benchmark on shared memory LUs, as in PRFENCE_BENCH=agent):`,
       );
+      // Over all PVs: one not fenced within the benchmark's 120 s counts as slower than that.
+      const all = (l: number[]) => [...l, ...Array<number>(FENCE_PVS - l.length).fill(Infinity)];
+      const ms = (x: number) => (Number.isFinite(x) ? f1(x) : '> 120000');
       table(
-        ['measured from', 'p50 ms', 'p99 ms', 'max ms', 'fenced', 'API requests/fence'],
+        ['measured from', 'p50 ms', 'p99 ms', 'max ms', 'fenced in 120 s', 'API requests/fence'],
         [
           ['new VA visible to the agent -> stale key gone (read back)', r.fromVisible],
           ['new VA create request sent -> stale key gone', r.fromCreate],
         ].map(([what, lat]) => {
-          const l = lat as number[];
+          const l = all(lat as number[]);
           return [
             what as string,
-            f1(pct(l, 50)),
-            f1(pct(l, 99)),
-            f1(Math.max(...l)),
-            `${l.length}/${FENCE_PVS}`,
+            ms(pct(l, 50)),
+            ms(pct(l, 99)),
+            ms(Math.max(...l)),
+            `${(lat as number[]).length}/${FENCE_PVS}`,
             f1(r.requestsPerFence),
           ];
         }),
       );
       targetLines.push([
         `fence p99 at ${FENCE_PVS} PVs (from VA visible)`,
-        `${f1(pct(r.fromVisible, 99))} ms, ${r.fenced}/${FENCE_PVS} fenced`,
+        `${ms(pct(all(r.fromVisible), 99))} ms, ${r.fenced}/${FENCE_PVS} fenced in 120 s`,
         `< ${TARGET.fenceP99Ms} ms`,
-        r.fenced === FENCE_PVS && pct(r.fromVisible, 99) < TARGET.fenceP99Ms,
+        pct(all(r.fromVisible), 99) < TARGET.fenceP99Ms,
       ]);
     }
 
@@ -616,6 +629,7 @@ export async function scaleBench(): Promise<void> {
     await controller?.stop();
     await Promise.all([...agents.map((a) => a.proxy.close()), ctlProxy?.close()]);
     api.close();
+    for (const c of beatClients) c.close();
     await cp.stop();
     rmSync(tmp, { recursive: true, force: true });
   }

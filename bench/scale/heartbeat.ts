@@ -6,7 +6,9 @@ import type { RestClient } from '../../src/kube/rest-client.js';
 import { heartbeatPatch, patchNodeStatus } from './objects.js';
 
 export class Heartbeat {
-  readonly #api: RestClient;
+  /** Used in turn: one client keeps at most 16 connections, too few for 100 patches/s on a busy API server. */
+  readonly #clients: readonly RestClient[];
+  #turn = 0;
   readonly #periodMs: number;
   readonly #next = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
@@ -15,8 +17,8 @@ export class Heartbeat {
   failed = 0;
   inFlight = 0;
 
-  constructor(api: RestClient, periodMs = 10_000) {
-    this.#api = api;
+  constructor(clients: readonly RestClient[], periodMs = 10_000) {
+    this.#clients = clients;
     this.#periodMs = periodMs;
   }
 
@@ -47,7 +49,8 @@ export class Heartbeat {
       // more than that): the rate stays N per period, without catch-up bursts.
       this.#next.set(name, at + this.#periodMs > now ? at + this.#periodMs : now + this.#periodMs);
       this.inFlight += 1;
-      patchNodeStatus(this.#api, name, heartbeatPatch()).then(
+      const api = this.#clients[this.#turn++ % this.#clients.length]!;
+      patchNodeStatus(api, name, heartbeatPatch()).then(
         () => {
           this.ok += 1;
           this.inFlight -= 1;
