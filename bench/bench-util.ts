@@ -32,14 +32,24 @@ export async function pool<T>(items: readonly T[], n: number, f: (x: T) => Promi
   );
 }
 
-/** Resident set size of a process (VmRSS from /proc/PID/status), in KiB. */
+/** A /proc file of a process, or undefined once it has exited. */
+const proc = (pid: number, file: string) => {
+  try {
+    return readFileSync(`/proc/${pid}/${file}`, 'utf8');
+  } catch {
+    return undefined;
+  }
+};
+
+/** Resident set size of a process (VmRSS from /proc/PID/status), in KiB; NaN once it has exited. */
 export function rssKib(pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+  return Number(/VmRSS:\s+(\d+)/.exec(proc(pid, 'status') ?? '')?.[1] ?? NaN);
 }
 
-/** CPU time of a process (utime + stime from /proc/PID/stat), in seconds. */
+/** CPU time of a process (utime + stime from /proc/PID/stat), in seconds; NaN once it has exited. */
 export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const stat = proc(pid, 'stat');
+  if (stat === undefined) return NaN;
   // Fields after the command name (which may hold spaces) start at field 3 (state).
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(f[11]) + Number(f[12])) / 100; // utime, stime; USER_HZ is 100 on Linux

@@ -80,7 +80,11 @@ const kib = (bytes: number) => bytes / 1024;
 const mib = (k: number) => k / 1024;
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
 const f0 = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : 'n/a');
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+/** Over the processes still running (an exited one's figures are NaN). */
+const finite = (xs: number[]) => xs.filter(Number.isFinite);
+const mean = (xs: number[]) => finite(xs).reduce((a, b) => a + b, 0) / finite(xs).length;
+const max = (xs: number[]) => Math.max(...finite(xs));
+const min = (xs: number[]) => Math.min(...finite(xs));
 const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
 const range = (from: number, to: number) =>
   Array.from({ length: Math.max(0, to - from) }, (_, k) => from + k);
@@ -335,6 +339,17 @@ export async function scaleBench(): Promise<void> {
       vrPerAgentPerS: number;
       vrEventBytes: number;
     }
+    // A leader that could not renew its Lease within the renew deadline exits (code 8,
+    // docs/design.md "Leader election"), as does any replica on a fatal error; its
+    // Deployment would start it again, and so does the benchmark, saying so.
+    const keepController = async (when: string) => {
+      if (controller!.child.exitCode === null) return;
+      console.log(
+        `  the controller exited with code ${controller!.child.exitCode} ${when}${controller!.child.exitCode === 8 ? ' (leader election lost: it could not renew its Lease in time)' : ''}; started again, as its Deployment would`,
+      );
+      controller = await startController();
+      await controller.ready(300_000);
+    };
     const requests = async (p: PrfenceProcess) =>
       metricSum(await p.metrics(), 'prfence_kube_api_requests_total');
     const measure = async (n: number): Promise<Row> => {
@@ -342,7 +357,7 @@ export async function scaleBench(): Promise<void> {
         t: performance.now(),
         recv: agents.map((a) => a.proxy.stats['server-to-client'].forwarded),
         sent: agents.map((a) => a.proxy.stats['client-to-server'].forwarded),
-        req: await Promise.all(agents.map((a) => requests(a.proc))),
+        req: await Promise.all(agents.map((a) => requests(a.proc).catch(() => NaN))),
         cpu: agents.map((a) => cpuSeconds(a.proc.pid)),
         ctlCpu: cpuSeconds(controller!.pid),
         ctlRecv: ctlProxy!.stats['server-to-client'].forwarded,
@@ -355,6 +370,11 @@ export async function scaleBench(): Promise<void> {
       await sleep(WINDOW_S * 1000);
       const b = await snap();
       const s = (b.t - a.t) / 1000;
+      const gone = agents.filter((x) => x.proc.child.exitCode !== null);
+      if (gone.length)
+        console.log(
+          `  ${gone.length} agent(s) exited during the ${n}-node window: ${gone.map((x) => x.node).join(', ')}`,
+        );
       const per = (k: 'recv' | 'sent' | 'req' | 'cpu') => agents.map((_, x) => (b[k][x]! - a[k][x]!) / s);
       const nfN = b.nf[0]! - a.nf[0]!;
       const vrN = b.vr[0]! - a.vr[0]!;
@@ -387,7 +407,10 @@ export async function scaleBench(): Promise<void> {
       }
       progress(`${n} nodes heartbeating; settling ${SETTLE_S} s, then measuring ${WINDOW_S} s`);
       await sleep(SETTLE_S * 1000);
-      rows.push(await measure(n));
+      await keepController(`before the ${n}-node window`);
+      const row = await measure(n);
+      rows.push(row);
+      await keepController(`during the ${n}-node window (its figures there are up to its exit)`);
     }
 
     console.log(
@@ -427,11 +450,11 @@ export async function scaleBench(): Promise<void> {
       rows.map((r) => [
         String(r.n),
         `${f1(r.beatsPerS)} (${f0((r.beatsPerS / (r.n / 10)) * 100)}%, ${r.beatsFailed} failed)`,
-        `${f1(kib(mean(r.recv)))} [${f1(kib(Math.min(...r.recv)))}-${f1(kib(Math.max(...r.recv)))}]`,
+        `${f1(kib(mean(r.recv)))} [${f1(kib(min(r.recv)))}-${f1(kib(max(r.recv)))}]`,
         f1(kib(atFullRate(r))),
         f1(kib(mean(r.sent))),
         f1(mean(r.reqPerS)),
-        `${f0(mean(r.rss))} [${f0(Math.min(...r.rss))}-${f0(Math.max(...r.rss))}]`,
+        `${f0(mean(r.rss))} [${f0(min(r.rss))}-${f0(max(r.rss))}]`,
         f1(mean(r.cpu)),
         f0(r.ctlRss),
         f1(r.ctlCpu),
@@ -477,15 +500,15 @@ export async function scaleBench(): Promise<void> {
       ],
       [
         `agent RSS (${top.n} nodes)`,
-        `${f0(Math.max(...top.rss))} MiB max`,
+        `${f0(max(top.rss))} MiB max`,
         `< ${TARGET.agentRssMib} MiB`,
-        Math.max(...top.rss) < TARGET.agentRssMib,
+        max(top.rss) < TARGET.agentRssMib,
       ],
       [
         `controller RSS (${VAS} VAs)`,
-        `${f0(Math.max(...rows.map((r) => r.ctlRss)))} MiB`,
+        `${f0(max(rows.map((r) => r.ctlRss)))} MiB`,
         `< ${TARGET.controllerRssMib} MiB`,
-        Math.max(...rows.map((r) => r.ctlRss)) < TARGET.controllerRssMib,
+        max(rows.map((r) => r.ctlRss)) < TARGET.controllerRssMib,
       ],
     ];
 
@@ -569,15 +592,7 @@ export async function scaleBench(): Promise<void> {
     const readyAgain = performance.now();
     await Promise.all(agents.map((a) => a.proc.ready(300_000)));
     progress(`all agents ready again ${f1((performance.now() - readyAgain) / 1000)} s after the window`);
-    if (controller.child.exitCode !== null) {
-      // A leader that could not renew its Lease within the renew deadline exits (code 8,
-      // docs/design.md "Leader election"); its Deployment would start it again.
-      console.log(
-        `  the controller exited with code ${controller.child.exitCode} during the restart (leader election lost: it could not renew its Lease); started again, as its Deployment would`,
-      );
-      controller = await startController();
-      await controller.ready(300_000);
-    }
+    await keepController('during the restart');
 
     if (FENCE_PVS > 0) {
       progress(`fence latency: ${FENCE_PVS} PVs failing over at once, ${heartbeat.nodes} nodes heartbeating`);
