@@ -1,16 +1,22 @@
 /**
  * `npm run bench`: prints figures and ratios. Sections: the agent against a real API
- * server (fence latency, RSS), then the device layer on real kernels in QEMU
- * (koffi vs C vs sg_persist, event-loop delay with stuck calls), and the native executor
- * on the host with hung (FIFO) devices, and the failfast probe's cost (1,000 devices). PRFENCE_BENCH=agent|executor|failfast|device runs one section.
+ * server (fence latency, RSS), the cost of today's design at cluster scale (20 agent
+ * processes and the controller against 100 and 1,000 heartbeating Nodes and 10,000 PVs
+ * and VolumeAttachments: traffic, RSS, CPU, an API server restart, fence latency; see
+ * scale-bench.ts), then the device layer on real kernels in QEMU (koffi vs C vs
+ * sg_persist, event-loop delay with stuck calls), and the native executor on the host with
+ * hung (FIFO) devices, and the failfast probe's cost (1,000 devices).
+ * PRFENCE_BENCH=agent|scale|executor|failfast|device runs one section.
  */
 import { spawnSync } from 'node:child_process';
 import { agentBench } from './agent-bench.js';
+import { scaleBench } from './scale-bench.js';
 import { executorBench } from './device/executor-bench.js';
 import { failfastBench } from './device/failfast-bench.js';
 
 const which = process.env.PRFENCE_BENCH ?? 'all';
 if (which === 'all' || which === 'agent') await agentBench();
+if (which === 'all' || which === 'scale') await scaleBench();
 if (which === 'all' || which === 'executor') await executorBench();
 if (which === 'all' || which === 'failfast') await failfastBench();
 if (which === 'all' || which === 'device') {

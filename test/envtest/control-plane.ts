@@ -35,6 +35,11 @@ export interface ControlPlaneOptions {
   binDir?: string;
   /** Time to wait for /readyz; default 90 s (a loaded 2-core machine is slow). */
   readyTimeoutMs?: number;
+  /**
+   * More kube-apiserver flags; `{dir}` in them is replaced by the working directory
+   * (e.g. an audit log and policy there: the benchmark reads who listed what, when).
+   */
+  apiServerArgs?: readonly string[];
 }
 
 function readVersions(): Record<string, string> {
@@ -230,6 +235,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     '--disable-admission-plugins=ServiceAccount',
     '--enable-priority-and-fairness=false',
     '--profiling=false',
+    ...(opts.apiServerArgs ?? []).map((a) => a.replaceAll('{dir}', dir)),
   ];
   const startApi = () => {
     const proc = spawn(bins.apiserver, apiArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
