@@ -23,6 +23,7 @@ import {
   type IsolationProof,
   type LastFence,
   type NodeFence,
+  type NodeFenceStatus,
   type NodePhase,
   type VolumeReservation,
   type VolumeReservationStatus,
@@ -264,17 +265,19 @@ export class StatusWriter {
     this.#last.delete(pv);
   }
 
-  /** The Fenced mark on a peer's NodeFence: what keeps it from registering again (S2). */
+  /**
+   * The Fenced mark on a peer's NodeFence: what keeps it from registering again (S2). The
+   * first fencer since the last unfence keeps `fencedBy` / `fencedAt`: a mark is written
+   * once and only `prfence unfence` clears it (the chart's admission policy refuses an
+   * agent that changes it). Read, then applied with the read's resourceVersion; every
+   * field is sent, even an unchanged one, so this manager never drops one it owns (409:
+   * read again). A NodeFence that is gone throws (404).
+   */
   async markFenced(victimNode: string, at: string): Promise<void> {
-    await this.#o.rest.apply(
-      nfPath(victimNode, 'status'),
-      {
-        apiVersion: API_VERSION,
-        kind: NODE_FENCE.kind,
-        metadata: { name: victimNode },
-        status: { phase: 'Fenced', fencedBy: this.#o.node, fencedAt: at },
-      },
-      this.fm,
+    await this.#applyPeerStatus(victimNode, this.fm, 'throw', ({ status: s = {} }) =>
+      s.phase === 'Fenced' && s.fencedBy !== undefined && s.fencedAt !== undefined
+        ? undefined
+        : { phase: 'Fenced', fencedBy: s.fencedBy ?? this.#o.node, fencedAt: s.fencedAt ?? at },
     );
   }
 
@@ -282,18 +285,43 @@ export class StatusWriter {
    * The proof of isolation on the fenced node's NodeFence (status.proofs, one entry per
    * volume): read, merged, and applied with the read's resourceVersion, so that two peers
    * proving different devices at once do not drop each other's entry (409: read again).
-   * A NodeFence that is gone has nothing to prove to.
+   * This node replaces only its own entry for the volume, or one older than the last
+   * unfence (an earlier fence's, which does not count); a current proof by another node
+   * stands (the volume is proven) and is left as it is. A NodeFence that is gone has
+   * nothing to prove to.
    */
   async recordProof(victimNode: string, proof: IsolationProof): Promise<void> {
+    await this.#applyPeerStatus(victimNode, this.#proofFm, 'skip', (nf) => {
+      const unfencedAt = nf.spec?.unfencedAt ? Date.parse(nf.spec.unfencedAt) : Number.NEGATIVE_INFINITY;
+      const current = nf.status?.proofs ?? [];
+      const replaceable = (p: IsolationProof) => p.by === this.#o.node || Date.parse(p.at) <= unfencedAt;
+      if (current.some((p) => p.volume === proof.volume && !replaceable(p))) return undefined;
+      return { proofs: [...current.filter((p) => p.volume !== proof.volume), proof].slice(-4096) };
+    });
+  }
+
+  /**
+   * Read, decide, apply on a peer's NodeFence status: `decide` gives the status to apply from
+   * the read (undefined: nothing to write), applied under `fm` with the read's
+   * resourceVersion; a 409 (a write in between) reads again, up to 5 times. A NodeFence that
+   * is gone (404) throws, or with `skip` is left alone.
+   */
+  async #applyPeerStatus(
+    victimNode: string,
+    fm: string,
+    ifGone: 'throw' | 'skip',
+    decide: (nf: NodeFence) => NodeFenceStatus | undefined,
+  ): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       let nf: NodeFence;
       try {
         nf = await this.#o.rest.get<NodeFence>(nfPath(victimNode));
       } catch (e) {
-        if (e instanceof KubeApiError && e.code === 404) return;
+        if (ifGone === 'skip' && e instanceof KubeApiError && e.code === 404) return;
         throw e;
       }
-      const proofs = [...(nf.status?.proofs ?? []).filter((p) => p.volume !== proof.volume), proof];
+      const status = decide(nf);
+      if (!status) return;
       try {
         await this.#o.rest.apply(
           nfPath(victimNode, 'status'),
@@ -301,9 +329,9 @@ export class StatusWriter {
             apiVersion: API_VERSION,
             kind: NODE_FENCE.kind,
             metadata: { name: victimNode, resourceVersion: nf.metadata.resourceVersion },
-            status: { proofs: proofs.slice(-4096) },
+            status,
           },
-          this.#proofFm,
+          fm,
         );
         return;
       } catch (e) {

@@ -4,8 +4,6 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { AuthorizationV1Api } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -13,29 +11,7 @@ import { parseAllDocuments } from 'yaml';
 import { RestClient } from '../../src/kube/rest-client.js';
 import { RESERVATION_TYPES } from '../../src/pr/reservation-type.js';
 import { adminKubeConfig, uniqueName } from '../envtest/kube.js';
-
-const helm = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'prfence', 'bin', 'helm');
-
-interface Obj {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string };
-}
-
-const PATHS: Record<string, (o: Obj) => string> = {
-  Namespace: (o) => `/api/v1/namespaces/${o.metadata.name}`,
-  ServiceAccount: (o) => `/api/v1/namespaces/${o.metadata.namespace}/serviceaccounts/${o.metadata.name}`,
-  ClusterRole: (o) => `/apis/rbac.authorization.k8s.io/v1/clusterroles/${o.metadata.name}`,
-  ClusterRoleBinding: (o) => `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${o.metadata.name}`,
-  DaemonSet: (o) => `/apis/apps/v1/namespaces/${o.metadata.namespace}/daemonsets/${o.metadata.name}`,
-  Deployment: (o) => `/apis/apps/v1/namespaces/${o.metadata.namespace}/deployments/${o.metadata.name}`,
-  Role: (o) =>
-    `/apis/rbac.authorization.k8s.io/v1/namespaces/${o.metadata.namespace}/roles/${o.metadata.name}`,
-  RoleBinding: (o) =>
-    `/apis/rbac.authorization.k8s.io/v1/namespaces/${o.metadata.namespace}/rolebindings/${o.metadata.name}`,
-  CustomResourceDefinition: (o) =>
-    `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${o.metadata.name}`,
-};
+import { applyAll, helm, PATHS, render as renderChart, type Obj } from './chart-render.js';
 
 describe('Helm chart', () => {
   let objects: Obj[];
@@ -186,7 +162,7 @@ describe('Helm chart', () => {
     });
   });
 
-  it('renders the CRDs, RBAC, ServiceAccounts, DaemonSet and controller Deployment', () => {
+  it('renders the CRDs, RBAC, admission policy, ServiceAccounts, DaemonSet and controller Deployment', () => {
     expect(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual(
       [
         'ClusterRole/prfence-agent',
@@ -202,6 +178,8 @@ describe('Helm chart', () => {
         'RoleBinding/prfence-controller-leader-election',
         'ServiceAccount/prfence-agent',
         'ServiceAccount/prfence-controller',
+        'ValidatingAdmissionPolicy/prfence-agent',
+        'ValidatingAdmissionPolicyBinding/prfence-agent',
       ].sort(),
     );
   });
@@ -350,14 +328,7 @@ describe('Helm chart', () => {
       .map((d) => d.toJS() as Obj | null)
       .filter((o): o is Obj => !!o && o.metadata.namespace === 'kube-node-lease');
     expect(objs.map((o) => o.kind).sort()).toEqual(['Role', 'RoleBinding']);
-    for (const o of objs)
-      await rest.send({
-        method: 'PATCH',
-        path: PATHS[o.kind]!(o),
-        body: o,
-        contentType: 'application/apply-patch+yaml',
-        query: { fieldManager: 'chart-test', force: 'true' },
-      });
+    await applyAll(rest, objs);
     const authz = adminKubeConfig().makeApiClient(AuthorizationV1Api);
     const can = async (verb: string, namespace: string, resource = 'leases', group = 'coordination.k8s.io') =>
       (
@@ -400,6 +371,33 @@ describe('Helm chart', () => {
     });
   });
 
+  it('admissionPolicy -> a policy (Fail) and its binding (Deny) for the agent ServiceAccount of the release; none when disabled or before Kubernetes 1.30', () => {
+    interface Policy extends Obj {
+      spec: {
+        failurePolicy?: string;
+        policyName?: string;
+        validationActions?: string[];
+        matchConditions?: { expression: string }[];
+      };
+    }
+    const policy = (set: string[]) =>
+      renderChart<Policy>('r', set, 'ops').filter((o) => o.kind.startsWith('ValidatingAdmissionPolicy'));
+    const [vap, binding] = policy(['--set', 'serviceAccount.name=fencer']);
+    expect({
+      names: [vap?.metadata.name, binding?.spec.policyName],
+      failurePolicy: vap?.spec.failurePolicy,
+      actions: binding?.spec.validationActions,
+      agent: vap?.spec.matchConditions?.map((c) => c.expression),
+    }).toEqual({
+      names: ['r-prfence-agent', 'r-prfence-agent'],
+      failurePolicy: 'Fail',
+      actions: ['Deny'],
+      agent: ["request.userInfo.username == 'system:serviceaccount:ops:fencer'"],
+    });
+    expect(policy(['--set', 'admissionPolicy.enabled=false'])).toEqual([]);
+    expect(policy(['--kube-version', '1.29.0'])).toEqual([]);
+  });
+
   it('controller.enabled=false -> no controller objects', () => {
     const out = execFileSync(
       helm,
@@ -423,31 +421,15 @@ describe('Helm chart', () => {
   it('every rendered object -> accepted by the API server (server-side dry run)', async () => {
     const rest = new RestClient(adminKubeConfig());
     await rest.send({ method: 'POST', path: '/api/v1/namespaces', body: { metadata: { name: ns } } });
-    for (const o of objects) {
-      const path = PATHS[o.kind]!(o);
-      await rest.send({
-        method: 'PATCH',
-        path,
-        body: o,
-        contentType: 'application/apply-patch+yaml',
-        query: { fieldManager: 'chart-test', dryRun: 'All', force: 'true' },
-      });
-    }
+    await applyAll(rest, objects, { dryRun: 'All' });
   });
 
   it('RBAC -> the agent may do its job and nothing destructive', async () => {
     const rest = new RestClient(adminKubeConfig());
-    for (const o of objects.filter((x) =>
-      ['ClusterRole', 'ClusterRoleBinding', 'ServiceAccount'].includes(x.kind),
-    )) {
-      await rest.send({
-        method: 'PATCH',
-        path: PATHS[o.kind]!(o),
-        body: o,
-        contentType: 'application/apply-patch+yaml',
-        query: { fieldManager: 'chart-test', force: 'true' },
-      });
-    }
+    await applyAll(
+      rest,
+      objects.filter((x) => ['ClusterRole', 'ClusterRoleBinding', 'ServiceAccount'].includes(x.kind)),
+    );
     const authz = adminKubeConfig().makeApiClient(AuthorizationV1Api);
     const can = async (verb: string, group: string, resource: string, subresource?: string) =>
       (
@@ -482,17 +464,12 @@ describe('Helm chart', () => {
     await rest
       .send({ method: 'POST', path: '/api/v1/namespaces', body: { metadata: { name: ns } } })
       .catch(() => undefined); // created by an earlier test
-    for (const o of objects.filter((x) =>
-      ['ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'ServiceAccount'].includes(x.kind),
-    )) {
-      await rest.send({
-        method: 'PATCH',
-        path: PATHS[o.kind]!(o),
-        body: o,
-        contentType: 'application/apply-patch+yaml',
-        query: { fieldManager: 'chart-test', force: 'true' },
-      });
-    }
+    await applyAll(
+      rest,
+      objects.filter((x) =>
+        ['ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'ServiceAccount'].includes(x.kind),
+      ),
+    );
     const authz = adminKubeConfig().makeApiClient(AuthorizationV1Api);
     const can = async (
       verb: string,
@@ -561,33 +538,10 @@ describe('manifests/prfence.yaml', () => {
       .map((d) => d.toJS() as Obj | null)
       .filter((o): o is Obj => o !== null);
     expect(docs[0]).toMatchObject({ kind: 'Namespace', metadata: { name: 'prfence' } });
-    for (const o of docs) {
-      await rest.send({
-        method: 'PATCH',
-        path: PATHS[o.kind]!(o),
-        body: o,
-        contentType: 'application/apply-patch+yaml',
-        query: { fieldManager: 'kubectl', force: 'true' },
-      });
-    }
+    await applyAll(rest, docs, {}, 'kubectl');
     for (const o of docs) expect(await rest.get(PATHS[o.kind]!(o))).toMatchObject({ kind: o.kind });
   });
 });
-
-/** Renders the chart; null documents dropped. */
-function render(release: string, set: string[] = [], ns = 'prfence'): Rendered[] {
-  return parseAllDocuments(
-    execFileSync(
-      helm,
-      ['template', release, 'charts/prfence', '--namespace', ns, '--kube-version', '1.36.0', ...set],
-      {
-        encoding: 'utf8',
-      },
-    ),
-  )
-    .map((d) => d.toJS() as Rendered | null)
-    .filter((o): o is Rendered => !!o);
-}
 
 interface Container {
   image: string;
@@ -597,9 +551,7 @@ interface Container {
   livenessProbe?: { httpGet: { path: string; port: string | number } };
   readinessProbe?: { httpGet: { path: string; port: string | number } };
 }
-interface Rendered {
-  apiVersion: string;
-  kind: string;
+interface Rendered extends Obj {
   metadata: {
     name: string;
     namespace?: string;
@@ -623,6 +575,8 @@ interface Rendered {
   subjects?: { kind: string; name: string; namespace: string }[];
   roleRef?: { name: string };
 }
+const render = (release: string, set: string[] = [], ns = 'prfence') =>
+  renderChart<Rendered>(release, set, ns);
 const byKind = (objs: Rendered[], kind: string) => objs.filter((o) => o.kind === kind);
 const workloads = (objs: Rendered[]) => ({
   agent: objs.find((o) => o.kind === 'DaemonSet')!,
@@ -633,6 +587,8 @@ const CLUSTER_SCOPED = new Set([
   'ClusterRoleBinding',
   'CustomResourceDefinition',
   'Namespace',
+  'ValidatingAdmissionPolicy',
+  'ValidatingAdmissionPolicyBinding',
 ]);
 
 describe('Helm chart conventions (names, image, pod options)', () => {
@@ -650,6 +606,8 @@ describe('Helm chart conventions (names, image, pod options)', () => {
         'RoleBinding/prfence-controller-leader-election',
         'ServiceAccount/prfence-agent',
         'ServiceAccount/prfence-controller',
+        'ValidatingAdmissionPolicy/prfence-agent',
+        'ValidatingAdmissionPolicyBinding/prfence-agent',
       ].sort(),
     );
     expect(names(render('storage'))).toEqual(
@@ -684,7 +642,7 @@ describe('Helm chart conventions (names, image, pod options)', () => {
     const all = [...a, ...b, ...c].map(key);
     // kube-node-lease Roles are namespaced but shared by every release.
     expect(all.filter((k, i) => all.indexOf(k) !== i)).toEqual([]);
-    expect([...a, ...b, ...c].filter((o) => CLUSTER_SCOPED.has(o.kind)).length).toBe(12);
+    expect([...a, ...b, ...c].filter((o) => CLUSTER_SCOPED.has(o.kind)).length).toBe(18);
   });
 
   it('every object -> helm.sh/chart and the app.kubernetes.io labels', () => {
