@@ -7,7 +7,10 @@
  *   observed), until it is unfenced;
  * - legit-key-lost: a node legitimate in the API (attached by the driver, not detached,
  *   no fence requested, no fence recorded: DESIGN.md "Words") never loses its key on that
- *   logical unit;
+ *   logical unit. A node fenced on one logical unit is not legitimate on any: a loss that
+ *   follows a removal of its key elsewhere by another party, with its Fenced mark observed
+ *   within the phase sampling slack after the loss, is that node-wide fence (the harness
+ *   samples phases every 500 ms; the peers read the mark from the API at once);
  * - reregistered-after-fence: a node never registers again on any logical unit after its
  *   fence was recorded, until it is unfenced (S2);
  * - fence-not-recorded: every key removed by another party (a fence) is recorded in the
@@ -104,6 +107,11 @@ class Spans {
   }
 }
 
+/** How late the harness may observe a Fenced mark the agents already read (sampled every 500 ms). */
+const PHASE_SAMPLE_SLACK_MS = 1500;
+/** How long before a loss a removal elsewhere counts as the fence that caused it. */
+const NODE_WIDE_FENCE_MS = 10_000;
+
 export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimits = {}): CheckResult {
   const events = [...history].sort((a, b) => a.t - b.t);
   const loopLimit = limits.loopDelayP99Ms ?? Infinity;
@@ -125,6 +133,10 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
   const lastKeys = new Map<string, Set<string>>();
   const removals: { t: number; node: string; lu: string; by: string }[] = [];
   const phases: EventOf<'phase'>[] = [];
+  /** Keys removed by another party (fence or takeover), per node: where and when. */
+  const removedByOther = new Map<string, { t: number; lu: string }[]>();
+  /** Losses of a key by a node legitimate there, decided after the pass (see the header). */
+  const losses: { t: number; node: string; lu: string; detail: string }[] = [];
   const f: Figures = {
     durationMs: events.at(-1)?.t ?? 0,
     deviceCalls: 0,
@@ -225,12 +237,14 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
           if (now.has(n) || n.startsWith('key:')) continue;
           const legit = attached.at(`${n}@${e.lu}`, e.t) && !requested.at(n, e.t) && !fenced.at(n, e.t);
           if (legit)
-            v(
-              'legit-key-lost',
-              e.t,
-              `${n} lost its key on ${e.lu} at ${e.t} ms${cause} while attached since ${attached.since(`${n}@${e.lu}`, e.t)} ms`,
-            );
+            losses.push({
+              t: e.t,
+              node: n,
+              lu: e.lu,
+              detail: `${n} lost its key on ${e.lu} at ${e.t} ms${cause} while attached since ${attached.since(`${n}@${e.lu}`, e.t)} ms`,
+            });
           const by = e.cause?.node ?? 'unknown';
+          if (by !== n) removedByOther.set(n, [...(removedByOther.get(n) ?? []), { t: e.t, lu: e.lu }]);
           if (by === n) f.selfRemovals += 1;
           else if (stopped.has(`${n}@${e.lu}`) && !attached.at(`${n}@${e.lu}`, e.t)) f.takeovers += 1;
           else {
@@ -243,6 +257,16 @@ export function checkHistory(history: readonly HistoryEvent[], limits: CheckLimi
         break;
       }
     }
+  }
+
+  for (const l of losses) {
+    const fencedElsewhere = (removedByOther.get(l.node) ?? []).some(
+      (r) => r.lu !== l.lu && r.t <= l.t && r.t >= l.t - NODE_WIDE_FENCE_MS,
+    );
+    const markSoonAfter = phases.some(
+      (p) => p.node === l.node && p.phase === 'Fenced' && p.t >= l.t && p.t <= l.t + PHASE_SAMPLE_SLACK_MS,
+    );
+    if (!(fencedElsewhere && markSoonAfter)) v('legit-key-lost', l.t, l.detail);
   }
 
   // Every fence recorded: Fenced at the removal or later (the record may come after the act).

@@ -119,6 +119,51 @@ describe('soak history checker', () => {
     expect(props(h)).toEqual<Property[]>(['legit-key-lost']);
   });
 
+  /** c attached to lu2 and lu3; detached from lu2 (partitioned: it does not leave), d fences it there, then on lu3. */
+  const nodeWide = (markAt: number, elsewhere = true): HistoryEvent[] =>
+    [
+      { t: 100, kind: 'attach', node: 'c', lu: 'lu2' },
+      { t: 100, kind: 'attach', node: 'c', lu: 'lu3' },
+      { t: 100, kind: 'attach', node: 'd', lu: 'lu3' },
+      { t: 101, kind: 'keys', lu: 'lu2', registrants: ['c'], cause: { node: 'c', op: 'register' } },
+      { t: 101, kind: 'keys', lu: 'lu3', registrants: ['c', 'd'], cause: { node: 'c', op: 'register' } },
+      { t: 110, kind: 'detach', node: 'c', lu: 'lu2' },
+      { t: 111, kind: 'attach', node: 'd', lu: 'lu2' },
+      ...(elsewhere
+        ? [
+            {
+              t: 112,
+              kind: 'keys',
+              lu: 'lu2',
+              registrants: ['c', 'd'],
+              cause: { node: 'd', op: 'register' },
+            },
+            {
+              t: 200,
+              kind: 'keys',
+              lu: 'lu2',
+              registrants: ['d'],
+              cause: { node: 'd', op: 'preemptAndAbort' },
+            },
+          ]
+        : []),
+      // d reads c's Fenced mark from the API and removes c from lu3 too (node-wide fence)
+      { t: 280, kind: 'keys', lu: 'lu3', registrants: ['d'], cause: { node: 'd', op: 'preemptAndAbort' } },
+      { t: markAt, kind: 'phase', node: 'c', phase: 'Fenced' },
+    ] as HistoryEvent[];
+
+  it('fenced on one LU, then its key removed where it is still attached, its Fenced mark sampled 420 ms later -> the node-wide fence, no violation', () => {
+    expect(props([...clean, ...nodeWide(700)])).toEqual([]);
+  });
+
+  it('the same loss with no removal elsewhere before it -> legit-key-lost (the mark alone excuses nothing)', () => {
+    expect(props([...clean, ...nodeWide(700, false)])).toEqual<Property[]>(['legit-key-lost']);
+  });
+
+  it('the same loss with the mark observed only after the sampling slack -> legit-key-lost', () => {
+    expect(props([...clean, ...nodeWide(280 + 5000)])).toEqual<Property[]>(['legit-key-lost']);
+  });
+
   it('a write to another LU where nobody removed the fenced node -> no write-after-fence', () => {
     const h: HistoryEvent[] = [
       ...clean,
