@@ -480,7 +480,7 @@ export async function scaleBench(): Promise<void> {
           ` controller +${f1(kib(nfExtra(r.n, r) + vrExtra(r.n, r)))} KiB/s (VolumeReservation writes ${f1(r.vrPerAgentPerS * 60)}/agent/min of ${f0(r.vrEventBytes)} B)`,
       );
     console.log(
-      '  RSS needs no extrapolation: every agent already caches every Node, PV and VolumeAttachment of the cluster.',
+      '  RSS needs no extrapolation: every agent already caches every PV and VolumeAttachment of the cluster (and its own Node).',
     );
 
     const first = rows[0]!;
