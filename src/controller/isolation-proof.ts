@@ -13,6 +13,10 @@ export const MAX_PENDING_LISTED = 64;
 export const fenceRequestedOrMarked = (nf: NodeFence | undefined) =>
   nf?.spec?.fenceState === 'Fenced' || nf?.status?.phase === 'Fenced';
 
+/** Matches an entry (node name, key) that names `node` or its key `key`. */
+const names = (node: string, key: string | undefined) => (n: string | undefined, k: string | undefined) =>
+  n === node || (key !== undefined && k === key);
+
 /** Why the VolumeReservation says `node` (key `key`) may still be on its device; undefined: it does not. */
 export function registrationOnRecord(
   vr: VolumeReservation,
@@ -20,8 +24,7 @@ export function registrationOnRecord(
   key: string | undefined,
 ): string | undefined {
   const s = vr.status ?? {};
-  const mine = (n: string | undefined, k: string | undefined) =>
-    n === node || (key !== undefined && k === key);
+  const mine = names(node, key);
   if (s.registrants?.some((r) => mine(r.node, r.key)))
     return 'registered there on record (status.registrants); no proof yet';
   if (s.holder && mine(s.holder.node, s.holder.key))
@@ -75,10 +78,9 @@ export function hasRegistrationOnRecord(
   node: string,
   key: string | undefined,
 ): boolean {
+  const mine = names(node, key);
   return vrs.some((vr) => {
     const s = vr.status ?? {};
-    const mine = (n: string | undefined, k: string | undefined) =>
-      n === node || (key !== undefined && k === key);
     return (
       !!s.registrants?.some((r) => mine(r.node, r.key)) || (!!s.holder && mine(s.holder.node, s.holder.key))
     );
