@@ -14,7 +14,7 @@ import { formatKey } from '../../src/pr/key.js';
 import type { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
 import { eventually } from '../envtest/kube.js';
 import { Cluster } from './agent-harness.js';
-import { Kubelets, startController } from './node-leases.js';
+import { bootNode, Kubelets, liveNode as liveNodeOf, startController } from './node-leases.js';
 
 const LOST_AFTER = 5000;
 const OOS = 'node.kubernetes.io/out-of-service';
@@ -35,15 +35,7 @@ describe('controller: proof of isolation, then the out-of-service taint', () => 
 
   const getNode = (n: string) => c.rest.get<V1Node>(`/api/v1/nodes/${n}`);
   const oos = (n: V1Node) => n.spec?.taints?.find((t) => t.key === OOS);
-  /** What the kubelet reports: a new bootID is a new incarnation of the node. */
-  async function boot(node: string, bootID: string) {
-    await c.rest.send({
-      method: 'PATCH',
-      path: `/api/v1/nodes/${node}/status`,
-      contentType: 'application/merge-patch+json',
-      body: { status: { nodeInfo: { bootID } } },
-    });
-  }
+  const boot = (node: string, bootID: string) => bootNode(c.rest, node, bootID);
   /** The NodeFence once the controller's summary reads `summary` (proven/total). */
   const proofIs = (node: string, summary: string) =>
     eventually(
@@ -55,12 +47,7 @@ describe('controller: proof of isolation, then the out-of-service taint', () => 
       },
       { timeoutMs: 90_000 },
     );
-  async function liveNode(prefix: string) {
-    const n = await c.node(prefix);
-    await boot(n, `${n}-boot-1`);
-    await kubelets.lease(n);
-    return { name: n, kubelet: kubelets.renew(n) };
-  }
+  const liveNode = (prefix: string) => liveNodeOf(c, kubelets, prefix);
 
   it(
     'a partitioned node sharing a volume with a live peer: fenced (NodeLost), the peer records the proof (device, key, generation), 1/1 -> the taint with the annotation and the boot ID; unfenced but not rebooted -> the taint stays and the fence is not requested again; new boot -> the taint is removed',

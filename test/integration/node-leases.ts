@@ -5,8 +5,10 @@
  */
 import type { Logger } from 'pino';
 import { Controller, type ControllerOptions } from '../../src/controller/controller.js';
+import type { ElectionEnd } from '../../src/controller/leader-election.js';
 import { nodeLeasePath } from '../../src/controller/node-loss.js';
 import { KubeApiError, type RestClient } from '../../src/kube/rest-client.js';
+import { FaultProxy, kubeConfigVia } from '../envtest/fault-proxy.js';
 import { eventually, uniqueName } from '../envtest/kube.js';
 import type { Cluster } from './agent-harness.js';
 
@@ -83,6 +85,28 @@ export class Kubelets {
   }
 }
 
+/** What the kubelet reports: a new bootID is a new incarnation of the node. */
+export async function bootNode(rest: RestClient, node: string, bootID: string): Promise<void> {
+  await rest.send({
+    method: 'PATCH',
+    path: `/api/v1/nodes/${node}/status`,
+    contentType: 'application/merge-patch+json',
+    body: { status: { nodeInfo: { bootID } } },
+  });
+}
+
+/** A new Node, booted (`<name>-boot-1`), whose Lease the returned kubelet renews every second. */
+export async function liveNode(
+  c: Cluster,
+  kubelets: Kubelets,
+  prefix: string,
+): Promise<{ name: string; kubelet: Kubelet }> {
+  const name = await c.node(prefix);
+  await bootNode(c.rest, name, `${name}-boot-1`);
+  await kubelets.lease(name);
+  return { name, kubelet: kubelets.renew(name) };
+}
+
 export interface ControllerRun {
   controller: Controller;
   /** Every write the controller sent, with performance.now() when it was sent. */
@@ -120,4 +144,66 @@ export async function startController(
   controllers.push(run.controller);
   await eventually(() => run.controller.mayAct(), { timeoutMs: 30_000 });
   return run;
+}
+
+/** One controller replica whose API traffic goes through its own FaultProxy. */
+export interface Replica {
+  controller: Controller;
+  proxy: FaultProxy;
+  ended: Promise<ElectionEnd>;
+  /** [from, to) of each period this replica acted (performance.now()). */
+  acting: { from: number; to: number | undefined }[];
+  /** Every write the replica sent, with performance.now() when it was sent. */
+  actions: { kind: string; resource: string; name: string; at: number }[];
+  /** Every reconcile the replica finished: key, outcome, performance.now(). */
+  reconciled: { key: string; outcome: string; at: number }[];
+}
+
+/**
+ * A controller replica campaigning for the Lease in `namespace` (same process clock as the
+ * test), through a FaultProxy: `proxy.blackhole()` kills it as far as the cluster can
+ * tell (no more requests, the Lease not released) while the process keeps running.
+ * Stopped and closed by `stopReplicas`.
+ */
+export async function startReplica(
+  c: Cluster,
+  log: Logger,
+  replicas: Replica[],
+  namespace: string,
+  name: string,
+  o: Partial<ControllerOptions> = {},
+): Promise<Replica> {
+  const proxy = await FaultProxy.start({ target: c.kc.getCurrentCluster()!.server });
+  const r: Replica = {
+    controller: undefined!,
+    proxy,
+    ended: undefined!,
+    acting: [],
+    actions: [],
+    reconciled: [],
+  };
+  r.controller = new Controller({
+    kubeConfig: kubeConfigVia(c.kc, proxy),
+    log: log.child({ replica: name }),
+    identity: `${name}_${uniqueName('id')}`,
+    leaderElection: { namespace, ...LEADER_TIMINGS },
+    resyncMs: 1000,
+    onActing: (on, at) => {
+      if (on) r.acting.push({ from: at, to: undefined });
+      else r.acting.at(-1)!.to = at;
+    },
+    onAction: (a) => r.actions.push(a),
+    onReconciled: (key, outcome) => r.reconciled.push({ key, outcome, at: performance.now() }),
+    ...o,
+  });
+  r.ended = r.controller.run();
+  replicas.push(r);
+  return r;
+}
+
+/** Stops every replica (their connections reset first, so a blackholed one returns at once). */
+export async function stopReplicas(replicas: Replica[]): Promise<void> {
+  for (const r of replicas) r.proxy.reset('both');
+  await Promise.all(replicas.map((r) => r.controller.stop()));
+  await Promise.all(replicas.splice(0).map((r) => r.proxy.close()));
 }
