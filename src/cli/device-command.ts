@@ -5,8 +5,9 @@
  * - DEVICE is a path, or an identity (`wwid:...`, `nguid:...`, `fc:...`, `iscsi:...`)
  *   resolved to this node's block device by src/pr/resolve.ts, as the agent does.
  * - Each subcommand takes only the options it uses: any other is refused (exit 2).
- * - `clear` and `preempt-abort` need `--yes`: without it they print what they would do to
- *   which device and send nothing (exit 2).
+ * - `clear`, `preempt-abort` and `release-all` need `--yes`: without it they print what
+ *   they would do to which device and send nothing (exit 2).
+ * - `release-all` takes one node's key off every device (uninstall; release-all.ts).
  * - `--json` prints JSON on stdout, errors included (runCli prints those).
  * Every outcome maps to an exit code: 0 ok, 2 usage, 3 reservation conflict,
  * 4 unsupported, 5 I/O error or outcome unknown.
@@ -19,7 +20,15 @@ import { ERRNO } from '../pr/koffi/classify.js';
 import type { PrDevice } from '../pr/pr-device.js';
 import { parseReservationType, RESERVATION_TYPES, type ReservationType } from '../pr/reservation-type.js';
 import { partitionOf, resolveDevice, type ResolveOptions } from '../pr/resolve.js';
+import { ConflictError } from '../pr/errors.js';
 import { UsageError } from './exit-codes.js';
+import {
+  describeOutcome,
+  releaseKeyOn,
+  scanBlockDevices,
+  stillRegistered,
+  type ReleaseOutcome,
+} from './release-all.js';
 
 /** Opens a device path as a PrDevice (KoffiPrDevice in production, a model in tests). */
 export type DeviceOpener = (path: string, opts: { timeoutMs: number }) => Promise<PrDevice>;
@@ -238,4 +247,66 @@ export function registerDeviceCommand(program: Command, io: DeviceCommandIo): vo
         () => "remove every host's registration and the reservation",
       ),
     );
+
+  device
+    .command('release-all [devices...]')
+    .description(
+      'uninstall: release and unregister --key on every device it is registered on ' +
+        '(DEVICEs, else the SCSI, NVMe and multipath devices of this node); needs --yes',
+    )
+    .option('--json', 'print JSON on stdout, errors included')
+    .addOption(
+      new Option('--timeout <duration>', 'time limit per device call (500ms, 10s)')
+        .default(DEFAULT_TIMEOUT_MS, '10s')
+        .argParser(durationArg),
+    )
+    .addOption(keyOpt("this node's key (kubectl get nf NODE -o jsonpath='{.status.key}')"))
+    .addOption(yesOpt('release and unregister the key on every device'))
+    .action(async (names: string[], o: Common & { key: PrKey; yes?: boolean }) => {
+      const scan = names.length === 0;
+      const paths = scan
+        ? await scanBlockDevices(io.resolve)
+        : await Promise.all(names.map((n) => (IDENTITY.test(n) ? resolveDevice(n, io.resolve) : n)));
+      if (!o.yes)
+        throw new UsageError(
+          `release-all: refused without --yes: it would release and unregister key ${formatKey(o.key)} on ` +
+            `${paths.length ? paths.join(', ') : 'no device'}${scan ? ' (every device found)' : ''}; nothing sent`,
+        );
+      const outcomes: ReleaseOutcome[] = [];
+      const found = new Map<string, PrDevice>();
+      const opened: PrDevice[] = [];
+      try {
+        for (const path of paths) {
+          let d: PrDevice;
+          try {
+            d = await io.open(path, { timeoutMs: o.timeout });
+          } catch (e) {
+            if (scan && isPrError(e) && e.kind === 'unsupported') {
+              outcomes.push({ device: path, result: 'skipped', reason: e.message });
+              continue;
+            }
+            throw await explainPermission(e, path, io.resolve);
+          }
+          opened.push(d);
+          const r = await releaseKeyOn(d, path, o.key, scan);
+          outcomes.push(r);
+          if (r.result === 'unregistered' || r.result === 'other-path') found.set(path, d);
+        }
+        const left = await stillRegistered(found, o.key);
+        // With --json one document: the outcomes, or (runCli) the error naming what is left.
+        if (o.json && !left.length)
+          io.stdout(
+            JSON.stringify({ op: 'release-all', key: formatKey(o.key), devices: outcomes, exitCode: 0 }),
+          );
+        if (!o.json) for (const x of outcomes) io.stdout(describeOutcome(x, o.key));
+        if (left.length)
+          throw new ConflictError(
+            `release-all: key ${formatKey(o.key)} is still registered on ${left.join(', ')}: ` +
+              'unregister it through the path that registered it (give that device)',
+            { op: 'release-all', device: left.join(',') },
+          );
+      } finally {
+        await Promise.all(opened.map((d) => d.close()));
+      }
+    });
 }

@@ -52,6 +52,35 @@ for (const spec of kernelTopologySpecs()) {
       expect(JSON.parse(cli('device', 'keys', da, '--json').out).keys).toEqual([]);
     });
 
+    it('release-all (uninstall): the reservation released and the key unregistered through the path that holds them, the other key stays; the scan of the guest finds the key registered through another path and removes it there', () => {
+      expect(cli('device', 'register', da, '--key', RESET, '--ignore-key').code).toBe(0);
+      expect(cli('device', 'clear', da, '--key', RESET, '--yes').code).toBe(0);
+      expect(cli('device', 'register', da, '--key', A).code).toBe(0);
+      expect(cli('device', 'reserve', da, '--key', A, '--type', 'write-exclusive-reg-only').code).toBe(0);
+      expect(cli('device', 'register', db, '--key', B).code).toBe(0);
+      const refused = cli('device', 'release-all', '--key', A, da);
+      expect([refused.code, JSON.parse(cli('device', 'keys', db, '--json').out).keys]).toEqual([2, [A, B]]);
+
+      const given = cli('device', 'release-all', '--key', A, da, db, '--yes', '--json');
+      expect(given.code, given.err).toBe(0);
+      expect(JSON.parse(given.out).devices).toEqual([
+        { device: da, result: 'unregistered', released: 'write-exclusive-reg-only' },
+        { device: db, result: 'not-registered' },
+      ]);
+      expect(JSON.parse(cli('device', 'keys', db, '--json').out).keys).toEqual([B]);
+      expect(JSON.parse(cli('device', 'reservation', db, '--json').out).key).toBeNull();
+
+      // Registered again through db only; no device named: every SCSI disk, NVMe namespace
+      // and multipath map of the guest is read.
+      expect(cli('device', 'register', db, '--key', A).code).toBe(0);
+      const scanned = cli('device', 'release-all', '--key', A, '--yes', '--json');
+      expect(scanned.code, scanned.err).toBe(0);
+      const devices = (JSON.parse(scanned.out) as { devices: { device: string; result: string }[] }).devices;
+      expect(devices.filter((d) => d.device === db)).toEqual([{ device: db, result: 'unregistered' }]);
+      expect(JSON.parse(cli('device', 'keys', da, '--json').out).keys).toEqual([B]);
+      expect(cli('device', 'clear', db, '--key', B, '--yes').code).toBe(0);
+    });
+
     // The demo fences with PREEMPT AND ABORT, which hangs the guest kernel through tcm_loop
     // (not in the suite guest any more; kept for any target with that limitation).
     it.skipIf(spec.limitations.includes('preempt-abort-hangs'))(
