@@ -82,10 +82,15 @@ build_base() {
     x+=(--dpkgopt="path-exclude=$p")
   done
   x+=(--dpkgopt='path-include=/usr/share/doc/*/copyright')
-  # Record the exact versions before mmdebstrap empties the apt cache.
+  # While the .debs are still in apt's cache: record their exact versions, and write the
+  # dpkg status database that extract leaves empty (image scanners read it).
+  local hook='for d in "$1"/var/cache/apt/archives/*.deb; do
+      dpkg-deb -W --showformat="\${Package} \${Version} \${Architecture}\n" "$d" >>"$1/../base-packages.txt"
+      dpkg-deb -f "$d" | awk "NR == 1 { print; print \"Status: install ok installed\"; next } 1"; echo
+    done >"$1/var/lib/dpkg/status"'
   mmdebstrap --quiet --mode=root --variant=extract --arch=amd64 --include="$BASE_PACKAGES" "${x[@]}" \
-    --extract-hook='for d in "$1"/var/cache/apt/archives/*.deb; do dpkg-deb -f "$d" Package Version Architecture | paste -sd" "; done | sort >"$1"/../base-packages.txt' \
-    "$SUITE" "$ROOTFS" "$MIRROR"
+    --extract-hook="$hook" "$SUITE" "$ROOTFS" "$MIRROR"
+  sort -o "$WORK/base-packages.txt" "$WORK/base-packages.txt"
   [ -s "$WORK/base-packages.txt" ] || die "mmdebstrap recorded no packages"
   # No maintainer scripts ran: users/groups (root; node 1000 as in the node images, for
   # running the cluster-level commands unprivileged), the loader cache.
@@ -94,7 +99,9 @@ build_base() {
   printf '%s\n' 'root:x:0:' 'node:x:1000:' 'nogroup:x:65534:' >"$ROOTFS/etc/group"
   mkdir -p "$ROOTFS/home/node" && chown 1000:1000 "$ROOTFS/home/node"
   ldconfig -r "$ROOTFS"
-  rm -rf "$ROOTFS"/var/cache/apt/* "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/log/* "$ROOTFS"/etc/apt
+  rm -f "$ROOTFS/var/cache/ldconfig/aux-cache" # inode numbers and times: not reproducible
+  # The container runtime provides /dev; apt is not in the image.
+  rm -rf "$ROOTFS"/dev/* "$ROOTFS"/var/cache/apt "$ROOTFS"/var/lib/apt "$ROOTFS"/var/log/* "$ROOTFS"/etc/apt
   # A dpkg status database built from the packages' control data, for image scanners.
   mkdir -p "$ROOTFS/usr/share/prfence"
   {
