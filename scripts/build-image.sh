@@ -34,8 +34,8 @@ command -v strip >/dev/null || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  { apt-get update -qq && apt-get install -y -qq "${need[@]}"; } >"${TMPDIR:-/tmp}/prfence-image-apt.log" 2>&1 ||
+    die "apt-get install ${need[*]}: $(tail -5 "${TMPDIR:-/tmp}/prfence-image-apt.log")"
 fi
 
 NODE=$REPO/node_modules/node/bin/node
