@@ -32,7 +32,12 @@ cleanup() {
   local i
   for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" || true; done
   [ -z "$LOOP" ] || losetup -d "$LOOP" || true
-  rm -rf "$SCRATCH"
+  # Never delete through a mount that is still there (the host's /dev is bind-mounted).
+  if grep -q " $SCRATCH/" /proc/self/mounts; then
+    echo "image-smoke: mounts left under $SCRATCH; not removing it" >&2
+  else
+    rm -rf "$SCRATCH"
+  fi
 }
 trap cleanup EXIT
 
