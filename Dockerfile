@@ -1,7 +1,10 @@
 # prfence node agent. Same install steps as CI (.ci/run): npm ci, build, then only
 # production dependencies. Node 24 LTS, matching package.json "engines" and the `node`
-# dev dependency the tests run on.
-FROM node:24-bookworm-slim AS build
+# dev dependency the tests run on. The base is pinned to the exact version of that `node`
+# dev dependency (package-lock.json); pin it by digest too (node:24.21.0-bookworm-slim@sha256:
+# ...) where a registry is reachable: none was when this was written, so no digest here.
+# Without Docker: scripts/build-image.sh (mmdebstrap + umoci), same content.
+FROM node:24.21.0-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -9,7 +12,7 @@ COPY tsconfig.json ./
 COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
-FROM node:24-bookworm-slim
+FROM node:24.21.0-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=build /app/node_modules ./node_modules
@@ -18,7 +21,8 @@ COPY package.json ./
 COPY charts/prfence/crds ./crds
 # koffi's native part ships in the per-platform package (@koromix/koffi-linux-x64 or
 # -arm64); fail the build if it is missing or does not load.
-RUN node -e "require('koffi'); console.log('koffi', require('koffi/package.json').version, 'loaded')"
+# (koffi's package.json is not in its "exports": take the version from the module.)
+RUN node -e "const k = require('koffi'); console.log('koffi', k.version, 'loaded')"
 # The PR ioctls need CAP_SYS_ADMIN on the host's block devices, so the DaemonSet runs
 # this container privileged as root (see charts/prfence/values.yaml). Run as the
 # unprivileged `node` user for everything that does not touch devices (e.g. `prfence

@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'coverage/', '**/*.cjs'] },
+  { ignores: ['dist/', 'node_modules/', 'coverage/', 'out/', '**/*.cjs'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
