@@ -108,7 +108,8 @@ for (const spec of kernelTopologySpecs()) {
   });
 }
 
-describe('prfence device on a device without PR support', () => {
+// One CLI process: 10-15 s in the emulated guest, over 30 s on a busy host.
+describe('prfence device on a device without PR support', { timeout: 600_000 }, () => {
   const dev = process.env.PRFENCE_NO_PR_DEVICE;
   it.skipIf(!dev)('capabilities -> exit 4, one line', () => {
     const r = cli('device', 'capabilities', dev!);
