@@ -248,7 +248,7 @@ export class NativeExecutor implements BatchSink {
       if (l.hung) hung++;
     }
     for (const run of this.#joining.values()) queued += run.jobs.length;
-    for (const c of this.#chunks) queued += c.jobs.length;
+    for (const c of this.#chunks) for (const j of c.jobs) if (j.state !== 'done') queued++;
     for (const c of this.#running) {
       for (let k = c.cursor; k < c.jobs.length; k++) if (Atomics.load(c.claims, k) === CALL_PENDING) queued++;
     }
@@ -577,6 +577,22 @@ export class NativeExecutor implements BatchSink {
     this.#dispatch();
   }
 
+  /** Slots of a running chunk no thread has started, last first (the thread claims in slot order). */
+  #unstarted(c: Chunk): number[] {
+    const out: number[] = [];
+    for (let k = c.jobs.length - 1; k >= c.cursor; k--) {
+      const s = Atomics.load(c.claims, k);
+      if (s === CALL_PENDING) out.push(k);
+      else if (s !== CALL_TAKEN) break; // claimed: so are the slots before it
+    }
+    return out;
+  }
+
+  #stealable(): boolean {
+    for (const c of this.#running) if (this.#unstarted(c).length > 0) return true;
+    return false;
+  }
+
   /**
    * For an idle thread: takes back the later half of the unstarted calls of the running
    * chunk with the most of them (behind a hung call, or just a slower thread) as a new
@@ -586,14 +602,7 @@ export class NativeExecutor implements BatchSink {
     let best: Chunk | undefined;
     let bestPending: number[] = [];
     for (const c of this.#running) {
-      // The thread claims in slot order: from the end back to its first claim, every call
-      // is pending or taken.
-      const pending: number[] = [];
-      for (let k = c.jobs.length - 1; k >= c.cursor; k--) {
-        const s = Atomics.load(c.claims, k);
-        if (s === CALL_PENDING) pending.push(k);
-        else if (s !== CALL_TAKEN) break;
-      }
+      const pending = this.#unstarted(c);
       if (pending.length > bestPending.length) {
         best = c;
         bestPending = pending;
@@ -733,21 +742,24 @@ export class NativeExecutor implements BatchSink {
 
   #dispatch(): void {
     for (;;) {
-      if (this.#waiting.length === 0 && this.#chunks.length === 0) {
-        // Idle threads take over unstarted calls of chunks running elsewhere.
-        if (this.#idle.length === 0 || !this.#steal()) return;
-      }
+      const queued = this.#waiting.length + this.#chunks.length;
+      // Besides queued work: batch calls not yet started on a busy (maybe stuck) thread.
+      if (queued === 0 && !this.#stealable()) return;
       const t = this.#idle.pop();
       if (!t) {
-        // Start threads for the calls waiting (each joins the pool once it is up).
+        // Start threads for the work waiting (each joins the pool once it is up).
         let starting = 0;
         for (const x of this.#all) if (x.starting) starting++;
-        if (starting < this.#waiting.length + this.#chunks.length && this.#spawn()) continue;
+        if (starting < Math.max(queued, 1) && this.#spawn()) continue;
         return;
       }
       // Single calls first: a PR OUT of a reconcile does not wait behind a probe round.
       if (this.#waiting.length > 0) this.#run(t, this.#waiting.shift()!);
-      else this.#runChunk(t, this.#chunks.shift()!);
+      else if (this.#chunks.length > 0 || this.#steal()) this.#runChunk(t, this.#chunks.shift()!);
+      else {
+        this.#idle.push(t);
+        return;
+      }
     }
   }
 

@@ -4,6 +4,7 @@
  * kernel suite cannot produce on demand (hangs, growing key lists, short transfers).
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { CallBatch } from '../../../src/pr/call-batch.js';
 import { IndeterminateError, NotSentError, UnsupportedError } from '../../../src/pr/errors.js';
 import * as abi from '../../../src/pr/koffi/abi.js';
 import { inProcessBackend, NativeExecutor } from '../../../src/pr/koffi/executor.js';
@@ -146,5 +147,50 @@ describe('KoffiPrDevice on a fake libc', () => {
     await closing;
     expect(libc.closed).toHaveLength(1);
     expect(libc.violations).toEqual([]);
+  });
+
+  it('readKeys of four devices made with one CallBatch -> one hand-over to the threads, each device its own keys; a list that outgrew the first read is read again on its own (SG_IO and ioctl)', async () => {
+    const handovers: string[] = [];
+    const libc = new FakeLibc((c) => {
+      const n = Number(c.path.slice(-1)) * 20; // /dev/fake0..3: 0, 20, 40, 60 keys
+      return c.request === abi.SG_IO ? readKeysSgIo(c, n) : readKeysIoctl(c, n);
+    });
+    const inner = inProcessBackend(libc);
+    const executor = new NativeExecutor({
+      backend: {
+        spawn: () => {
+          const t = inner.spawn();
+          return {
+            ...t,
+            run: (req) => (handovers.push('one call'), t.run(req)),
+            runMany: (chunk, events) => (
+              handovers.push(`${chunk.indices.length} calls`),
+              t.runMany(chunk, events)
+            ),
+          };
+        },
+      },
+      poolSize: 1,
+    });
+    const devices = await Promise.all(
+      [0, 1, 2, 3].map((i) =>
+        KoffiPrDevice.openUnchecked(`/dev/fake${i}`, 'scsi', {
+          executor,
+          readMethod: i % 2 ? 'sg-io' : 'ioctl',
+        }),
+      ),
+    );
+    handovers.length = 0;
+    const batch = new CallBatch();
+    const reads = devices.map((d) => d.readKeys({ batch }));
+    batch.flush();
+    const lists = await Promise.all(reads);
+    expect(lists.map((l) => l.keys)).toEqual(
+      [0, 20, 40, 60].map((n) => Array.from({ length: n }, (_, i) => keyN(i))),
+    );
+    // 40 and 60 keys do not fit the first read (room for 32): each read again alone.
+    expect(handovers).toEqual(['4 calls', 'one call', 'one call']);
+    expect(libc.violations).toEqual([]);
+    expect(libc.liveBlocks).toBe(0);
   });
 });
