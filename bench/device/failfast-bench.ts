@@ -30,6 +30,8 @@ const SECONDS = Number(process.env.PRFENCE_BENCH_SECONDS ?? 10);
 const IOCTL_TIMEOUT_MS = 10_000;
 /** The first window, while the hung devices' first reads reach their limit and threads are replaced. */
 const STARTUP_MS = 5000;
+/** Then at most this long until every hung device is marked and no thread is starting (a loaded machine is slow to start threads). */
+const SETTLE_MS = 30_000;
 
 /** Room for keys in a first read, as KoffiPrDevice asks (INITIAL_KEYS there). */
 const INITIAL_KEYS = 32;
@@ -167,6 +169,17 @@ export async function failfastBench(): Promise<void> {
   const r0 = probe.reads;
   const startup = await window(STARTUP_MS);
   const startupReads = probe.reads - r0;
+  // The steady window starts once the hung calls hold their threads and the replacements are
+  // up: a thread starting (Node and koffi loading) is not the probe's steady cost.
+  const settle0 = performance.now();
+  while (
+    performance.now() - settle0 < SETTLE_MS &&
+    // 4: the executor's default pool of working threads, besides the stuck ones.
+    (ex.stats().stuck < HUNG || ex.stats().starting > 0 || ex.stats().threads < HUNG + 4)
+  ) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const settledMs = performance.now() - settle0;
   const r1 = probe.reads;
   const s1 = skipped;
   const probing = await window(SECONDS * 1000);
@@ -186,7 +199,7 @@ export async function failfastBench(): Promise<void> {
   );
   console.log(`  no probe:   ${f(idle)}`);
   console.log(
-    `  first ${STARTUP_MS / 1000} s (hung reads reach the probe's limit, 1 s; threads replaced): ${f(startup)}, ${startupReads} reads started`,
+    `  first ${STARTUP_MS / 1000} s (hung reads reach the probe's limit, 1 s; threads replaced): ${f(startup)}, ${startupReads} reads started; settled ${(settledMs / 1000).toFixed(1)} s later`,
   );
   console.log(`  probing, steady (hung calls stuck): ${f(probing)}`);
   console.log(

@@ -182,6 +182,8 @@ interface BatchRun {
   /** Per index. */
   readonly jobs: Job[];
   shared: SharedBatch | null;
+  /** Calls whose limit is still to watch (neither over nor past it): the timer and listener go at 0. */
+  watching: number;
   signal: AbortSignal | undefined;
   timer: NodeJS.Timeout | undefined;
   onAbort: (() => void) | undefined;
@@ -362,7 +364,14 @@ export class NativeExecutor implements BatchSink {
   #join(batch: CallBatch, lane: Lane, req: NativeRequest, opts: CallOptions): Promise<NativeReply> {
     let run = this.#joining.get(batch);
     if (!run) {
-      run = { jobs: [], shared: null, signal: batch.signal, timer: undefined, onAbort: undefined };
+      run = {
+        jobs: [],
+        shared: null,
+        watching: 0,
+        signal: batch.signal,
+        timer: undefined,
+        onAbort: undefined,
+      };
       this.#joining.set(batch, run);
       batch.enlist(this);
     }
@@ -392,6 +401,7 @@ export class NativeExecutor implements BatchSink {
     if (!run) return;
     const { jobs } = run;
     run.shared = encodeBatch(jobs.map((j) => j.req));
+    run.watching = jobs.length;
     const per = Math.ceil(jobs.length / Math.min(this.#poolSize, jobs.length));
     for (let i = 0; i < jobs.length; i += per) this.#chunks.push(this.#chunk(run, jobs.slice(i, i + per)));
     if (run.signal) {
@@ -415,19 +425,23 @@ export class NativeExecutor implements BatchSink {
     return chunk;
   }
 
-  /** Arms the batch's one timer at its earliest deadline still to watch; none when all are over. */
+  /** Arms the batch's one timer at its earliest deadline still to watch. */
   #armSweep(run: BatchRun): void {
+    if (run.watching === 0) return;
     let next = Infinity;
     for (const j of run.jobs) {
       const e = j.entry!;
       if (j.state !== 'done' && !e.expired && e.deadline < next) next = e.deadline;
     }
-    if (next === Infinity) {
-      run.timer = undefined;
-      if (run.onAbort) run.signal?.removeEventListener('abort', run.onAbort);
-      return;
-    }
     run.timer = setTimeout(() => this.#sweep(run), Math.max(0, next - performance.now()));
+  }
+
+  /** A batch call is over or past its limit: once none is left to watch, the timer and listener go. */
+  #unwatch(run: BatchRun): void {
+    if (--run.watching > 0) return;
+    clearTimeout(run.timer);
+    run.timer = undefined;
+    if (run.onAbort) run.signal?.removeEventListener('abort', run.onAbort);
   }
 
   #sweep(run: BatchRun): void {
@@ -457,6 +471,7 @@ export class NativeExecutor implements BatchSink {
   #expireEntry(job: Job): void {
     const e = job.entry!;
     e.expired = true;
+    this.#unwatch(e.run);
     const device = job.lane?.device ?? '';
     const notSent = () =>
       new NotSentError(`${job.op}: not sent within ${e.timeoutMs} ms (queued behind other calls)`, {
@@ -491,6 +506,7 @@ export class NativeExecutor implements BatchSink {
   /** A batch call is over (answered, failed, or taken back unsent): its caller told, its device free. */
   #entryDone(job: Job, result: NativeReply | Error): void {
     job.state = 'done';
+    if (!job.entry!.expired) this.#unwatch(job.entry!.run);
     if (!job.settled) {
       job.settled = true;
       if (result instanceof Error) job.reject(result);

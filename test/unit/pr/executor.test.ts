@@ -4,6 +4,7 @@
  * then batches: a hung call holds back no other answer, each call keeps its own limit.
  * The fake records every call and every ownership violation (fake-libc.ts).
  */
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CallBatch } from '../../../src/pr/call-batch.js';
 import { IndeterminateError, NotSentError } from '../../../src/pr/errors.js';
@@ -476,6 +477,16 @@ describe('NativeExecutor batches (callMany, CallBatch) on a fake libc', () => {
     g.open(OK);
     await until(() => ex.stats().busy === 0);
     expect(libc.calls).toHaveLength(1);
+  });
+
+  it('a batch whose calls are all answered -> its abort listener (and its deadline timer with it) gone at once, not at the limit', async () => {
+    const { ex } = setup(() => OK);
+    const hs = await openAll(ex, names(5));
+    const ac = new AbortController();
+    const ps = many(ex, hs, 60_000, ac.signal);
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(1);
+    await Promise.all(ps);
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0);
   });
 
   it('a device with a call in flight -> its batch call is sent on its own after that call (one call per device at a time); the other devices answer at once', async () => {
