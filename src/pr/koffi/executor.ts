@@ -403,7 +403,10 @@ export class NativeExecutor implements BatchSink {
     run.shared = encodeBatch(jobs.map((j) => j.req));
     run.watching = jobs.length;
     const per = Math.ceil(jobs.length / Math.min(this.#poolSize, jobs.length));
-    for (let i = 0; i < jobs.length; i += per) this.#chunks.push(this.#chunk(run, jobs.slice(i, i + per)));
+    for (let i = 0; i < jobs.length; i += per) {
+      const claims = run.shared.claims.subarray(i, i + per);
+      this.#chunks.push(this.#chunk(run, jobs.slice(i, i + per), claims));
+    }
     if (run.signal) {
       run.onAbort = () => this.#abortBatch(run);
       run.signal.addEventListener('abort', run.onAbort, { once: true });
@@ -413,9 +416,12 @@ export class NativeExecutor implements BatchSink {
     this.#dispatch();
   }
 
-  /** A chunk of batch calls, each pointing at its slot in it. */
-  #chunk(run: BatchRun, jobs: Job[]): Chunk {
-    const claims = new Int32Array(new SharedArrayBuffer(4 * jobs.length));
+  /** A chunk of batch calls, each pointing at its slot in it; its claims shared with the thread. */
+  #chunk(
+    run: BatchRun,
+    jobs: Job[],
+    claims: Int32Array = new Int32Array(new SharedArrayBuffer(4 * jobs.length)),
+  ): Chunk {
     const chunk: Chunk = { run, jobs, claims, thread: null, cursor: 0 };
     for (let k = 0; k < jobs.length; k++) {
       const e = jobs[k]!.entry!;

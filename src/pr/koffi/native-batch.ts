@@ -59,10 +59,12 @@ const KINDS = ['ioctl', 'read', 'write'] as const;
 /** Fields of one pointer in `SharedBatch.pointers`: offset, size, initial content length (-1: none). */
 const P = 3;
 
-/** One batch in shared memory (see the module doc). */
+/** One batch in shared memory (see the module doc): views of one SharedArrayBuffer. */
 export interface SharedBatch {
   /** One slot: 1 while a wake-up is on its way to the executor. */
   readonly bell: Int32Array;
+  /** One claim slot per call, for the chunks the batch is first split into (a chunk made later has its own). */
+  readonly claims: Int32Array;
   /** F.size slots per call. */
   readonly fields: Int32Array;
   readonly pointers: Int32Array;
@@ -90,8 +92,6 @@ export interface ChunkEvents {
   failed(k: number, e: Error): void;
 }
 
-const shared = (bytes: number) => new SharedArrayBuffer(bytes);
-
 /** The batch of `reqs` (calls on an fd: ioctl, read, write) in shared memory (executor side). */
 export function encodeBatch(reqs: readonly NativeRequest[]): SharedBatch {
   let nPointers = 0;
@@ -114,13 +114,28 @@ export function encodeBatch(reqs: readonly NativeRequest[]): SharedBatch {
       throw new Error(`${r.kind} cannot be batched`);
     }
   }
+  // One buffer (a message carrying it costs far less than one carrying six); the 8-byte
+  // offsets first, then the 4-byte fields, then bytes.
+  const n = reqs.length;
+  const at8 = 0;
+  const at4 = at8 + 8 * n;
+  const sizes4 = [1, n, F.size * n, P * nPointers];
+  const bytesAt = at4 + 4 * sizes4.reduce((a, x) => a + x, 0);
+  const sab = new SharedArrayBuffer(bytesAt + nBytes + nOut);
+  let o4 = at4;
+  const int32 = (count: number) => {
+    const v = new Int32Array(sab, o4, count);
+    o4 += 4 * count;
+    return v;
+  };
   const b: SharedBatch = {
-    bell: new Int32Array(shared(4)),
-    fields: new Int32Array(shared(4 * F.size * reqs.length)),
-    pointers: new Int32Array(shared(4 * P * nPointers)),
-    offsets: new Float64Array(shared(8 * reqs.length)),
-    bytes: new Uint8Array(shared(nBytes)),
-    out: new Uint8Array(shared(nOut)),
+    offsets: new Float64Array(sab, at8, n),
+    bell: int32(1),
+    claims: int32(n),
+    fields: int32(F.size * n),
+    pointers: int32(P * nPointers),
+    bytes: new Uint8Array(sab, bytesAt, nBytes),
+    out: new Uint8Array(sab, bytesAt + nBytes, nOut),
   };
   let ptr = 0;
   let at = 0;

@@ -5,11 +5,11 @@ import { FailfastProbe, type ProbeTarget } from '../../../src/agent/failfast.js'
 import { FenceMemory, type KeyLoss } from '../../../src/agent/fence-memory.js';
 import { formatKey } from '../../../src/pr/key.js';
 import * as abi from '../../../src/pr/koffi/abi.js';
-import { inProcessBackend, NativeExecutor } from '../../../src/pr/koffi/executor.js';
 import { FakeLibc, gate, type FakeCall } from '../../../src/pr/koffi/fake-libc.js';
 import { KoffiPrDevice } from '../../../src/pr/koffi/koffi-pr-device.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
 import { PR_TYPE_CODE } from '../../../src/pr/reservation-type.js';
+import { recordingExecutor } from '../pr/hand-overs.js';
 
 const OWN = 0x1111111100000001n;
 const PEER = 0x1111111100000002n;
@@ -161,20 +161,7 @@ describe('failfast probe on the native executor (KoffiPrDevice on a fake libc)',
       return { ret: 0, errno: 0 };
     };
     const libc = new FakeLibc((c) => (c.path === '/dev/hung' ? g.promise : answer(c)));
-    const handovers = { one: 0, batches: 0 };
-    const inner = inProcessBackend(libc);
-    const executor = new NativeExecutor({
-      backend: {
-        spawn: () => {
-          const t = inner.spawn();
-          return {
-            ...t,
-            run: (req) => (handovers.one++, t.run(req)),
-            runMany: (chunk, events) => (handovers.batches++, t.runMany(chunk, events)),
-          };
-        },
-      },
-    });
+    const { executor, handOvers } = recordingExecutor(libc);
     const memory = await FenceMemory.open(undefined);
     const paths = ['/dev/hung', ...Array.from({ length: 7 }, (_, i) => `/dev/ok${i}`)];
     const targets: ProbeTarget[] = [];
@@ -194,7 +181,7 @@ describe('failfast probe on the native executor (KoffiPrDevice on a fake libc)',
       unfencedAt: () => undefined,
       log,
     });
-    handovers.one = 0;
+    handOvers.length = 0;
     // Gone before the first round: that round's batch holds the hung device's read first and
     // ok0's behind it, on the same thread (4 threads, 8 reads: 2 a chunk).
     registered.set('/dev/ok0', [PEER]);
@@ -216,8 +203,8 @@ describe('failfast probe on the native executor (KoffiPrDevice on a fake libc)',
       expect(losses[1]!.identity).toBe('/dev/ok5');
       expect(losses[1]!.at - removedAt).toBeLessThanOrEqual(INTERVAL + 100);
       // Reads went in batches; only the holder's reads after the losses went alone.
-      expect(handovers.batches).toBeGreaterThanOrEqual(3);
-      expect(handovers.one).toBe(2);
+      expect(handOvers.filter((h) => h !== 'one').length).toBeGreaterThanOrEqual(3);
+      expect(handOvers.filter((h) => h === 'one')).toHaveLength(2);
       expect(libc.calls.filter((c) => c.path === '/dev/hung')).toHaveLength(1);
     } finally {
       probe.stop();

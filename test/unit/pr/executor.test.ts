@@ -17,6 +17,7 @@ import {
 } from '../../../src/pr/koffi/executor.js';
 import { FakeLibc, gate, type FakeDevice } from '../../../src/pr/koffi/fake-libc.js';
 import type { SyscallResult } from '../../../src/pr/koffi/native-call.js';
+import { recordingExecutor } from './hand-overs.js';
 
 const OK: SyscallResult = { ret: 0, errno: 0 };
 const ioctl = (arg = new Uint8Array(16)) => ({ kind: 'ioctl' as const, request: 0x1234, arg });
@@ -506,25 +507,7 @@ describe('NativeExecutor batches (callMany, CallBatch) on a fake libc', () => {
   });
 
   it('CallBatch: calls made while it is open go together, one made after flush() goes on its own, and a batch never flushed is sent at the end of the synchronous run', async () => {
-    const runs: string[] = [];
-    const libc = new FakeLibc(() => OK);
-    const inner = inProcessBackend(libc);
-    const ex = new NativeExecutor({
-      backend: {
-        spawn: () => {
-          const t = inner.spawn();
-          return {
-            ...t,
-            run: (req) => (runs.push('one'), t.run(req)),
-            runMany: (chunk, events) => (
-              runs.push(`batch of ${chunk.indices.length}`),
-              t.runMany(chunk, events)
-            ),
-          };
-        },
-      },
-      poolSize: 1,
-    });
+    const { executor: ex, handOvers: runs } = recordingExecutor(new FakeLibc(() => OK), { poolSize: 1 });
     const hs = await Promise.all(names(3).map((p) => ex.open(p, 2, { timeoutMs: 1000 })));
     runs.length = 0;
     const b = new CallBatch();
@@ -532,7 +515,7 @@ describe('NativeExecutor batches (callMany, CallBatch) on a fake libc', () => {
     b.flush();
     ps.push(hs[2]!.call(ioctl(), { ...opts(1000), batch: b }));
     await Promise.all(ps);
-    expect(runs).toEqual(['batch of 2', 'one']);
+    expect(runs).toEqual([2, 'one']);
 
     runs.length = 0;
     const unflushed = new CallBatch();
@@ -540,7 +523,7 @@ describe('NativeExecutor batches (callMany, CallBatch) on a fake libc', () => {
     expect(unflushed.open).toBe(true);
     await Promise.all(qs);
     expect(unflushed.open).toBe(false);
-    expect(runs).toEqual(['batch of 3']);
+    expect(runs).toEqual([3]);
   });
 
   it('buffers of a batch call past its limit -> neither freed nor reused while it holds them; the other calls use other blocks; all freed once it returns', async () => {

@@ -11,6 +11,7 @@ import { inProcessBackend, NativeExecutor } from '../../../src/pr/koffi/executor
 import { FakeLibc, gate, type FakeCall, type FakeDevice } from '../../../src/pr/koffi/fake-libc.js';
 import { KoffiPrDevice } from '../../../src/pr/koffi/koffi-pr-device.js';
 import type { SyscallResult } from '../../../src/pr/koffi/native-call.js';
+import { recordingExecutor } from './hand-overs.js';
 
 const OK: SyscallResult = { ret: 0, errno: 0 };
 const KA = 0xaaaa000000000001n;
@@ -150,28 +151,11 @@ describe('KoffiPrDevice on a fake libc', () => {
   });
 
   it('readKeys of four devices made with one CallBatch -> one hand-over to the threads, each device its own keys; a list that outgrew the first read is read again on its own (SG_IO and ioctl)', async () => {
-    const handovers: string[] = [];
     const libc = new FakeLibc((c) => {
       const n = Number(c.path.slice(-1)) * 20; // /dev/fake0..3: 0, 20, 40, 60 keys
       return c.request === abi.SG_IO ? readKeysSgIo(c, n) : readKeysIoctl(c, n);
     });
-    const inner = inProcessBackend(libc);
-    const executor = new NativeExecutor({
-      backend: {
-        spawn: () => {
-          const t = inner.spawn();
-          return {
-            ...t,
-            run: (req) => (handovers.push('one call'), t.run(req)),
-            runMany: (chunk, events) => (
-              handovers.push(`${chunk.indices.length} calls`),
-              t.runMany(chunk, events)
-            ),
-          };
-        },
-      },
-      poolSize: 1,
-    });
+    const { executor, handOvers: handovers } = recordingExecutor(libc, { poolSize: 1 });
     const devices = await Promise.all(
       [0, 1, 2, 3].map((i) =>
         KoffiPrDevice.openUnchecked(`/dev/fake${i}`, 'scsi', {
@@ -189,7 +173,7 @@ describe('KoffiPrDevice on a fake libc', () => {
       [0, 20, 40, 60].map((n) => Array.from({ length: n }, (_, i) => keyN(i))),
     );
     // 40 and 60 keys do not fit the first read (room for 32): each read again alone.
-    expect(handovers).toEqual(['4 calls', 'one call', 'one call']);
+    expect(handovers).toEqual([4, 'one', 'one']);
     expect(libc.violations).toEqual([]);
     expect(libc.liveBlocks).toBe(0);
   });
