@@ -10,15 +10,17 @@
  * Bounded: one probe read in flight per device at most; a device whose read has not
  * returned by the next round is skipped and reported (hung), and never stalls the loop:
  * a round only starts reads and never waits for them. The reads run on the native
- * executor's threads (the device layer), never on the event loop. No API request is
+ * executor's threads (the device layer), never on the event loop, handed over together as
+ * one batch per round (call-batch.ts), each with its own time limit. No API request is
  * needed to detect or to act locally.
  */
 import { writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { KubeApiError, type RestClient } from '../kube/rest-client.js';
 import { describeError } from '../obs/logger.js';
+import { CallBatch } from '../pr/call-batch.js';
 import { formatKey, type PrKey } from '../pr/key.js';
-import type { PrDevice } from '../pr/pr-device.js';
+import type { PrCallOptions, PrDevice } from '../pr/pr-device.js';
 import type { FenceMemory } from './fence-memory.js';
 
 export const FAILFAST_ACTIONS = ['report', 'taint', 'reboot'] as const;
@@ -111,6 +113,12 @@ export class FailfastProbe {
     const o = this.#o;
     const r: ProbeRound = { started: 0, skipped: [] };
     const seen = new Set<string>();
+    // The round's reads go to the executor threads together (flushed below); a second call
+    // of a read (the holder's key after a loss) goes on its own.
+    const signal = this.#abort.signal;
+    const batch = new CallBatch({ signal });
+    const call: PrCallOptions =
+      o.readTimeoutMs === undefined ? { signal, batch } : { signal, batch, timeoutMs: o.readTimeoutMs };
     for (const t of o.targets()) {
       if (seen.has(t.identity) || !o.memory.expects(t.identity, o.key)) continue;
       seen.add(t.identity);
@@ -132,20 +140,17 @@ export class FailfastProbe {
       this.#inFlight.set(t.identity, performance.now());
       r.started++;
       this.reads++;
-      void this.#probe(t).finally(() => {
-        this.#inFlight.delete(t.identity);
-        this.#reportedHung.delete(t.identity);
-      });
+      void this.#probe(t, call);
     }
+    batch.flush();
     if (r.skipped.length) o.onSkipped?.(r.skipped.length);
     o.onRound?.(r);
     return r;
   }
 
-  async #probe(t: ProbeTarget): Promise<void> {
+  /** One device's probe read; never throws. Its device counts as in flight until this returns. */
+  async #probe(t: ProbeTarget, call: PrCallOptions): Promise<void> {
     const o = this.#o;
-    const signal = this.#abort.signal;
-    const call = o.readTimeoutMs === undefined ? { signal } : { signal, timeoutMs: o.readTimeoutMs };
     try {
       const keys = await t.device.readKeys(call);
       this.#failing.delete(t.identity);
@@ -169,7 +174,7 @@ export class FailfastProbe {
       );
       await o.memory.lost(t.identity, o.key, o.unfencedAt(), new Date(), holder);
     } catch (e) {
-      if (signal.aborted) return;
+      if (call.signal?.aborted) return;
       // Not probed this round (a hung device fails fast in the executor): counted, and
       // logged once until a read succeeds again.
       o.onSkipped?.(1);
@@ -180,6 +185,9 @@ export class FailfastProbe {
           'failfast probe read failed; the device is not probed until a read succeeds',
         );
       }
+    } finally {
+      this.#inFlight.delete(t.identity);
+      this.#reportedHung.delete(t.identity);
     }
   }
 }

@@ -1,3 +1,4 @@
+import type { CallBatch } from './call-batch.js';
 import type { PrKey } from './key.js';
 import type { ReservationType } from './reservation-type.js';
 
@@ -42,6 +43,11 @@ export interface PrCallOptions {
    * devices do not hold every thread for the whole --ioctl-timeout.
    */
   readonly timeoutMs?: number;
+  /**
+   * Hand this call to the native threads together with the other calls of the batch (the
+   * failfast probe's round, call-batch.ts). Ignored by devices without native calls.
+   */
+  readonly batch?: CallBatch;
 }
 
 /**

@@ -19,10 +19,31 @@
  *   on a closed (possibly reused) fd number. The caller of close() waits for a running
  *   call only until that call's time limit: behind a call past it, close() resolves at
  *   once and the fd is closed when the call returns.
+ * - Batches (`callMany`, or calls made with a `CallBatch`): the calls of many devices are
+ *   handed to the threads as a few chunks (one message per thread, not one round trip per
+ *   call). Every rule above holds per call: its own time limit from submission, one call
+ *   in flight per device, hung marking and thread replacement. A thread answers each call
+ *   of its chunk as soon as it returned; calls of a chunk not yet started are taken back
+ *   (an atomic claim per call, native-call.ts) by any thread that runs out of work, so a
+ *   hung call holds back only itself; at their limit they fail unsent. One timer per batch
+ *   sweeps the deadlines.
  */
 import { Worker } from 'node:worker_threads';
+import { CallBatch, type BatchSink } from '../call-batch.js';
 import { IndeterminateError, NotSentError } from '../errors.js';
 import { classifyErrno } from './classify.js';
+import {
+  answerOf,
+  CALL_DONE,
+  CALL_PENDING,
+  CALL_RUNNING,
+  CALL_TAKEN,
+  encodeBatch,
+  runNativeCalls,
+  type ChunkEvents,
+  type NativeChunk,
+  type SharedBatch,
+} from './native-batch.js';
 import { runNativeCall, type CallLibc, type NativeReply, type NativeRequest } from './native-call.js';
 
 /** One thread that runs native calls, one at a time. */
@@ -31,6 +52,13 @@ export interface NativeThread {
   readonly ready: Promise<void>;
   /** Runs one call; settles whenever the call returns (there is no time limit here). */
   run(req: NativeRequest): Promise<NativeReply>;
+  /**
+   * Runs a chunk of a batch in order (native-call.ts `runNativeCalls`): claims each call
+   * first, skips those taken back, writes each answer to the chunk's shared memory as soon
+   * as its call returned and rings. Settles when the chunk is through (no time limit
+   * here); rejects if the thread is gone.
+   */
+  runMany(chunk: NativeChunk, events: ChunkEvents): Promise<void>;
   /** Whether this thread alone keeps the process alive (true only while a caller waits on it). */
   ref(on: boolean): void;
   /** Ends the thread; called only when it is idle. */
@@ -81,6 +109,21 @@ export interface CallOptions {
   readonly timeoutMs: number;
   /** Stops waiting: NotSent while queued, Indeterminate once running (the call itself goes on). */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * Joins this batch while it is open (sent with the batch's other calls on its flush), if
+   * the device has no call in flight or queued and `signal` is the batch's or none;
+   * otherwise the call is sent on its own.
+   */
+  readonly batch?: CallBatch | undefined;
+}
+
+/** One call of a batch (`callMany`). */
+export interface BatchCall {
+  readonly handle: NativeHandle;
+  readonly req: DeviceRequest;
+  readonly op: string;
+  /** Time limit from submission, queueing included (ms). */
+  readonly timeoutMs: number;
 }
 
 /** A call on one fd: every request kind except open and close, without the fd. */
@@ -101,6 +144,49 @@ interface Job {
   late?: (r: NativeReply) => void;
   thread?: PoolThread;
   cleanup(): void;
+  /** A batch call: where it is and when its time is up. */
+  entry?: BatchEntry;
+}
+
+interface BatchEntry {
+  readonly run: BatchRun;
+  /** The call's index in its batch (where its answer goes). */
+  readonly index: number;
+  /** performance.now() at which the call's time limit is up (counted from submission). */
+  readonly deadline: number;
+  readonly timeoutMs: number;
+  /**
+   * The chunk holding the call now, and its slot there: null until the batch is sent; it
+   * moves when the call is taken back for another thread.
+   */
+  chunk: Chunk | null;
+  slot: number;
+  /** Past its limit while running: settled, the device hung; only its return is awaited. */
+  expired: boolean;
+}
+
+/** Calls of a batch handed to one thread in one message. */
+interface Chunk {
+  readonly run: BatchRun;
+  /** Per slot. */
+  readonly jobs: Job[];
+  /** CALL_* per slot, shared with the thread (native-call.ts). */
+  readonly claims: Int32Array;
+  thread: PoolThread | null;
+  /** Slots before this one are answered, failed or taken back. */
+  cursor: number;
+}
+
+/** The calls of one batch: its shared memory, one deadline timer and one abort listener for all. */
+interface BatchRun {
+  /** Per index. */
+  readonly jobs: Job[];
+  shared: SharedBatch | null;
+  /** Calls whose limit is still to watch (neither over nor past it): the timer and listener go at 0. */
+  watching: number;
+  signal: AbortSignal | undefined;
+  timer: NodeJS.Timeout | undefined;
+  onAbort: (() => void) | undefined;
 }
 
 interface PoolThread {
@@ -109,6 +195,8 @@ interface PoolThread {
   starting: boolean;
   stuck: boolean;
 }
+
+const noop = () => {};
 
 /** How long a new thread may take to start before calls waiting for it fail (NotSent). */
 const START_LIMIT_MS = 120_000;
@@ -128,7 +216,7 @@ class Lane {
   ) {}
 }
 
-export class NativeExecutor {
+export class NativeExecutor implements BatchSink {
   readonly #backend: NativeBackend;
   readonly #poolSize: number;
   readonly #maxThreads: number;
@@ -136,6 +224,11 @@ export class NativeExecutor {
   readonly #all = new Set<PoolThread>();
   readonly #waiting: Job[] = [];
   readonly #lanes = new Set<Lane>();
+  /** Batch calls added and not yet flushed, per batch. */
+  readonly #joining = new Map<CallBatch, BatchRun>();
+  /** Chunks waiting for a thread, and chunks on a thread. */
+  readonly #chunks: Chunk[] = [];
+  readonly #running = new Set<Chunk>();
 
   constructor(opts: NativeExecutorOptions = {}) {
     this.#backend = opts.backend ?? workerThreadBackend();
@@ -155,6 +248,11 @@ export class NativeExecutor {
     for (const l of this.#lanes) {
       queued += l.queue.length;
       if (l.hung) hung++;
+    }
+    for (const run of this.#joining.values()) queued += run.jobs.length;
+    for (const c of this.#chunks) for (const j of c.jobs) if (j.state !== 'done') queued++;
+    for (const c of this.#running) {
+      for (let k = c.cursor; k < c.jobs.length; k++) if (Atomics.load(c.claims, k) === CALL_PENDING) queued++;
     }
     return {
       threads: this.#all.size,
@@ -236,7 +334,312 @@ export class NativeExecutor {
         }),
       );
     }
+    const b = opts.batch;
+    if (
+      b?.open &&
+      !lane.current &&
+      lane.queue.length === 0 &&
+      (opts.signal === undefined || opts.signal === b.signal)
+    ) {
+      return this.#join(b, lane, req, opts);
+    }
     return this.#submit(lane, req, opts);
+  }
+
+  /**
+   * Runs calls on many devices as one batch (see the class doc). Returns one promise per
+   * call, in order, each settling as `NativeHandle.call` would, on its own: a hung call
+   * delays no other call's answer.
+   */
+  callMany(calls: readonly BatchCall[], opts: { signal?: AbortSignal } = {}): Promise<NativeReply>[] {
+    const batch = new CallBatch(opts);
+    const out = calls.map((c) =>
+      c.handle.call(c.req, { op: c.op, timeoutMs: c.timeoutMs, signal: opts.signal, batch }),
+    );
+    batch.flush();
+    return out;
+  }
+
+  /** A batch call: holds its device's lane (later calls queue behind it) until the batch is sent. */
+  #join(batch: CallBatch, lane: Lane, req: NativeRequest, opts: CallOptions): Promise<NativeReply> {
+    let run = this.#joining.get(batch);
+    if (!run) {
+      run = {
+        jobs: [],
+        shared: null,
+        watching: 0,
+        signal: batch.signal,
+        timer: undefined,
+        onAbort: undefined,
+      };
+      this.#joining.set(batch, run);
+      batch.enlist(this);
+    }
+    const { jobs } = run;
+    const entry: BatchEntry = {
+      run,
+      index: jobs.length,
+      deadline: performance.now() + opts.timeoutMs,
+      timeoutMs: opts.timeoutMs,
+      chunk: null,
+      slot: 0,
+      expired: false,
+    };
+    return new Promise<NativeReply>((resolve, reject) => {
+      const job = this.#newJob(lane, req, opts.op, resolve, reject);
+      job.state = 'waiting';
+      job.entry = entry;
+      lane.current = job;
+      jobs.push(job);
+    });
+  }
+
+  /** @internal CallBatch.flush: the batch's calls go out as one chunk per pool thread. */
+  sendBatch(batch: CallBatch): void {
+    const run = this.#joining.get(batch);
+    this.#joining.delete(batch);
+    if (!run) return;
+    const { jobs } = run;
+    run.shared = encodeBatch(jobs.map((j) => j.req));
+    run.watching = jobs.length;
+    const per = Math.ceil(jobs.length / Math.min(this.#poolSize, jobs.length));
+    for (let i = 0; i < jobs.length; i += per) {
+      const claims = run.shared.claims.subarray(i, i + per);
+      this.#chunks.push(this.#chunk(run, jobs.slice(i, i + per), claims));
+    }
+    if (run.signal) {
+      run.onAbort = () => this.#abortBatch(run);
+      run.signal.addEventListener('abort', run.onAbort, { once: true });
+      if (run.signal.aborted) run.onAbort();
+    }
+    this.#armSweep(run);
+    this.#dispatch();
+  }
+
+  /** A chunk of batch calls, each pointing at its slot in it; its claims shared with the thread. */
+  #chunk(
+    run: BatchRun,
+    jobs: Job[],
+    claims: Int32Array = new Int32Array(new SharedArrayBuffer(4 * jobs.length)),
+  ): Chunk {
+    const chunk: Chunk = { run, jobs, claims, thread: null, cursor: 0 };
+    for (let k = 0; k < jobs.length; k++) {
+      const e = jobs[k]!.entry!;
+      e.chunk = chunk;
+      e.slot = k;
+    }
+    return chunk;
+  }
+
+  /** Arms the batch's one timer at its earliest deadline still to watch. */
+  #armSweep(run: BatchRun): void {
+    if (run.watching === 0) return;
+    let next = Infinity;
+    for (const j of run.jobs) {
+      const e = j.entry!;
+      if (j.state !== 'done' && !e.expired && e.deadline < next) next = e.deadline;
+    }
+    run.timer = setTimeout(() => this.#sweep(run), Math.max(0, next - performance.now()));
+  }
+
+  /** A batch call is over or past its limit: once none is left to watch, the timer and listener go. */
+  #unwatch(run: BatchRun): void {
+    if (--run.watching > 0) return;
+    clearTimeout(run.timer);
+    run.timer = undefined;
+    if (run.onAbort) run.signal?.removeEventListener('abort', run.onAbort);
+  }
+
+  #sweep(run: BatchRun): void {
+    // setTimeout counts whole milliseconds: a deadline within 1 ms is due.
+    const now = performance.now() + 1;
+    for (const j of run.jobs) {
+      const e = j.entry!;
+      if (j.state !== 'done' && !e.expired && e.deadline <= now) this.#expireEntry(j);
+    }
+    this.#armSweep(run);
+  }
+
+  /**
+   * Takes a sent batch call back if no thread started it, or takes its answer if one is
+   * written: true if either (the call is over: never sent, or answered).
+   */
+  #takeBack(job: Job, err: () => Error): boolean {
+    const { chunk, slot } = job.entry!;
+    const s = Atomics.compareExchange(chunk!.claims, slot, CALL_PENDING, CALL_TAKEN);
+    if (s === CALL_PENDING) this.#entryDone(job, err());
+    else if (s === CALL_DONE) this.#entryDone(job, answerOf(chunk!.run.shared!, job.entry!.index, job.req));
+    else return false;
+    return true;
+  }
+
+  /** A batch call at its limit: unsent if no thread started it, else as a single call running past its limit. */
+  #expireEntry(job: Job): void {
+    const e = job.entry!;
+    e.expired = true;
+    this.#unwatch(e.run);
+    const device = job.lane?.device ?? '';
+    const notSent = () =>
+      new NotSentError(`${job.op}: not sent within ${e.timeoutMs} ms (queued behind other calls)`, {
+        op: job.op,
+        device,
+      });
+    // A call that threw (FAILED) is settled by its thread's message.
+    if (this.#takeBack(job, notSent) || Atomics.load(e.chunk!.claims, e.slot) !== CALL_RUNNING) return;
+    job.state = 'running';
+    // Claimed: by the thread its chunk was given to.
+    this.#pastLimit(job, e.chunk!.thread!);
+    this.#settle(
+      job,
+      new IndeterminateError(`${job.op}: no answer within ${e.timeoutMs} ms; outcome unknown`, {
+        op: job.op,
+        device,
+      }),
+    );
+    this.#dispatch(); // a replacement thread may start now
+  }
+
+  /** The batch's signal: unstarted calls NotSent (never sent); running ones Indeterminate (their limit still marks the device hung). */
+  #abortBatch(run: BatchRun): void {
+    for (const j of run.jobs) {
+      if (j.state === 'done' || j.settled) continue;
+      const d = { op: j.op, device: j.lane?.device ?? '' };
+      if (!this.#takeBack(j, () => new NotSentError(`${j.op}: aborted before it was sent`, d)))
+        this.#settle(j, new IndeterminateError(`${j.op}: aborted while running; outcome unknown`, d));
+    }
+  }
+
+  /** A batch call is over (answered, failed, or taken back unsent): its caller told, its device free. */
+  #entryDone(job: Job, result: NativeReply | Error): void {
+    job.state = 'done';
+    if (!job.entry!.expired) this.#unwatch(job.entry!.run);
+    if (!job.settled) {
+      job.settled = true;
+      if (result instanceof Error) job.reject(result);
+      else job.resolve(result);
+    }
+    const lane = job.lane;
+    if (lane && lane.current === job) {
+      lane.current = null;
+      lane.hung = false;
+      this.#pump(lane);
+    }
+  }
+
+  #runChunk(t: PoolThread, chunk: Chunk): void {
+    chunk.thread = t;
+    this.#running.add(chunk);
+    t.t.ref(true);
+    const run = chunk.run;
+    t.t
+      .runMany(
+        {
+          batch: run.shared!,
+          indices: Int32Array.from(chunk.jobs, (j) => j.entry!.index),
+          claims: chunk.claims,
+        },
+        {
+          ring: () => this.#collect(run),
+          failed: (k, e) => {
+            const j = chunk.jobs[k]!;
+            if (j.state !== 'done')
+              this.#entryDone(
+                j,
+                new IndeterminateError(`${j.op}: native thread failed: ${String(e)}`, {
+                  op: j.op,
+                  device: j.lane?.device ?? '',
+                  cause: e,
+                }),
+              );
+          },
+        },
+      )
+      .then(
+        () => this.#chunkDone(t, chunk, undefined),
+        (e: unknown) => this.#chunkDone(t, chunk, e instanceof Error ? e : new Error(String(e))),
+      );
+  }
+
+  /** The doorbell rang: hands the answers written so far to their callers. */
+  #collect(run: BatchRun): void {
+    // Cleared before looking: an answer written after this rings again (native-call.ts).
+    Atomics.store(run.shared!.bell, 0, 0);
+    for (const c of this.#running) if (c.run === run) this.#collectChunk(c);
+  }
+
+  /** Answers of a chunk in slot order, up to its first call not yet over. */
+  #collectChunk(c: Chunk): void {
+    const shared = c.run.shared!;
+    for (; c.cursor < c.jobs.length; c.cursor++) {
+      const s = Atomics.load(c.claims, c.cursor);
+      if (s === CALL_PENDING || s === CALL_RUNNING) return;
+      const j = c.jobs[c.cursor]!;
+      if (s === CALL_DONE && j.state !== 'done') this.#entryDone(j, answerOf(shared, j.entry!.index, j.req));
+    }
+  }
+
+  #chunkDone(t: PoolThread, chunk: Chunk, err: Error | undefined): void {
+    this.#collectChunk(chunk);
+    this.#running.delete(chunk);
+    if (err) {
+      // The thread is gone: a call it started has an unknown outcome; the others were never sent.
+      for (const j of chunk.jobs) {
+        if (j.state === 'done' || j.entry!.chunk !== chunk) continue;
+        const d = { op: j.op, device: j.lane?.device ?? '', cause: err };
+        if (
+          !this.#takeBack(
+            j,
+            () => new NotSentError(`${j.op}: native thread gone before the call: ${String(err)}`, d),
+          )
+        )
+          this.#entryDone(j, new IndeterminateError(`${j.op}: native thread failed: ${String(err)}`, d));
+      }
+    }
+    this.#threadBack(t, err);
+    this.#dispatch();
+  }
+
+  /** Slots of a running chunk no thread has started, last first (the thread claims in slot order). */
+  #unstarted(c: Chunk): number[] {
+    const out: number[] = [];
+    for (let k = c.jobs.length - 1; k >= c.cursor; k--) {
+      const s = Atomics.load(c.claims, k);
+      if (s === CALL_PENDING) out.push(k);
+      else if (s !== CALL_TAKEN) break; // claimed: so are the slots before it
+    }
+    return out;
+  }
+
+  #stealable(): boolean {
+    for (const c of this.#running) if (this.#unstarted(c).length > 0) return true;
+    return false;
+  }
+
+  /**
+   * For an idle thread: takes back the later half of the unstarted calls of the running
+   * chunk with the most of them (behind a hung call, or just a slower thread) as a new
+   * chunk. False if there is none.
+   */
+  #steal(): boolean {
+    let best: Chunk | undefined;
+    let bestPending: number[] = [];
+    for (const c of this.#running) {
+      const pending = this.#unstarted(c);
+      if (pending.length > bestPending.length) {
+        best = c;
+        bestPending = pending;
+      }
+    }
+    if (!best) return false;
+    const taken: Job[] = [];
+    for (const k of bestPending.slice(0, Math.ceil(bestPending.length / 2))) {
+      // The thread got there first: it has claimed the earlier ones too.
+      if (Atomics.compareExchange(best.claims, k, CALL_PENDING, CALL_TAKEN) !== CALL_PENDING) break;
+      taken.push(best.jobs[k]!);
+    }
+    if (taken.length === 0) return false;
+    this.#chunks.push(this.#chunk(best.run, taken.reverse()));
+    return true;
   }
 
   /** @internal NativeHandle.close */
@@ -307,7 +710,7 @@ export class NativeExecutor {
       resolve,
       reject,
       ...(late ? { late } : {}),
-      cleanup: () => {},
+      cleanup: noop,
     };
   }
 
@@ -360,16 +763,25 @@ export class NativeExecutor {
   }
 
   #dispatch(): void {
-    while (this.#waiting.length > 0) {
+    for (;;) {
+      const queued = this.#waiting.length + this.#chunks.length;
+      // Besides queued work: batch calls not yet started on a busy (maybe stuck) thread.
+      if (queued === 0 && !this.#stealable()) return;
       const t = this.#idle.pop();
       if (!t) {
-        // Start threads for the calls waiting (each joins the pool once it is up).
+        // Start threads for the work waiting (each joins the pool once it is up).
         let starting = 0;
         for (const x of this.#all) if (x.starting) starting++;
-        if (starting < this.#waiting.length && this.#spawn()) continue;
+        if (starting < Math.max(queued, 1) && this.#spawn()) continue;
         return;
       }
-      this.#run(t, this.#waiting.shift()!);
+      // Single calls first: a PR OUT of a reconcile does not wait behind a probe round.
+      if (this.#waiting.length > 0) this.#run(t, this.#waiting.shift()!);
+      else if (this.#chunks.length > 0 || this.#steal()) this.#runChunk(t, this.#chunks.shift()!);
+      else {
+        this.#idle.push(t);
+        return;
+      }
     }
   }
 
@@ -392,6 +804,13 @@ export class NativeExecutor {
       this.#all.delete(t);
       t.t.terminate();
       // Calls waiting for a thread were never sent: fail them rather than retry forever.
+      for (const c of this.#chunks.splice(0)) {
+        for (const j of c.jobs) {
+          const d = { op: j.op, device: j.lane?.device ?? '' };
+          if (j.state !== 'done')
+            this.#takeBack(j, () => new NotSentError(`${j.op}: no native thread: ${String(e)}`, d));
+        }
+      }
       for (const j of this.#waiting.splice(0)) {
         this.#unqueueWaiting(j);
         this.#settle(
@@ -437,25 +856,7 @@ export class NativeExecutor {
   #finished(t: PoolThread, job: Job, reply: NativeReply | undefined, err: Error | undefined): void {
     job.state = 'done';
     job.cleanup();
-    // The thread: back to the pool, or ended if it was stuck and the pool is full again,
-    // or dropped if it failed.
-    if (err) {
-      this.#all.delete(t);
-    } else if (t.stuck) {
-      t.stuck = false;
-      let working = 0;
-      for (const x of this.#all) if (!x.stuck) working++;
-      if (working > this.#poolSize) {
-        this.#all.delete(t);
-        t.t.terminate();
-      } else {
-        t.t.ref(false);
-        this.#idle.push(t);
-      }
-    } else {
-      t.t.ref(false);
-      this.#idle.push(t);
-    }
+    this.#threadBack(t, err);
     // The caller.
     if (!job.settled) {
       job.settled = true;
@@ -479,6 +880,30 @@ export class NativeExecutor {
       this.#pump(lane);
     }
     this.#dispatch();
+  }
+
+  /**
+   * A thread's call or chunk returned: the thread goes back to the pool, or ends if it was
+   * stuck and the pool is full again, or is dropped if it failed.
+   */
+  #threadBack(t: PoolThread, err: Error | undefined): void {
+    if (err) {
+      this.#all.delete(t);
+    } else if (t.stuck) {
+      t.stuck = false;
+      let working = 0;
+      for (const x of this.#all) if (!x.stuck) working++;
+      if (working > this.#poolSize) {
+        this.#all.delete(t);
+        t.t.terminate();
+      } else {
+        t.t.ref(false);
+        this.#idle.push(t);
+      }
+    } else {
+      t.t.ref(false);
+      this.#idle.push(t);
+    }
   }
 
   #settle(job: Job, e: Error): void {
@@ -519,6 +944,25 @@ export class NativeExecutor {
     this.#settle(job, new NotSentError(`${job.op}: aborted before it was sent`, { op: job.op, device }));
   }
 
+  /** A call running past its limit: its thread is stuck, its device hung (queued calls fail unsent). */
+  #pastLimit(job: Job, t: PoolThread): void {
+    t.stuck = true;
+    t.t.ref(false);
+    const lane = job.lane;
+    if (!lane) return;
+    lane.hung = true;
+    lane.stopWaiting?.(); // a close() waiting on this call returns now
+    for (const j of lane.queue.splice(0)) {
+      this.#settle(
+        j,
+        new NotSentError(`${j.op}: device hung (a call is past its time limit); not sent`, {
+          op: j.op,
+          device: lane.device,
+        }),
+      );
+    }
+  }
+
   #expire(job: Job, device: string, timeoutMs: number): void {
     if (job.state !== 'running') {
       this.#unqueue(job);
@@ -531,24 +975,7 @@ export class NativeExecutor {
       );
       return;
     }
-    // Running past its limit: the thread is stuck, the device hung.
-    const t = job.thread!;
-    t.stuck = true;
-    t.t.ref(false);
-    const lane = job.lane;
-    if (lane) {
-      lane.hung = true;
-      lane.stopWaiting?.(); // a close() waiting on this call returns now
-      for (const j of lane.queue.splice(0)) {
-        this.#settle(
-          j,
-          new NotSentError(`${j.op}: device hung (a call is past its time limit); not sent`, {
-            op: j.op,
-            device,
-          }),
-        );
-      }
-    }
+    this.#pastLimit(job, job.thread!);
     const e =
       job.req.kind === 'open'
         ? new NotSentError(`open: no answer within ${timeoutMs} ms`, { op: 'open', device })
@@ -615,7 +1042,12 @@ export function workerThreadBackend(): NativeBackend {
       w.unref();
       let next = 0;
       let gone: Error | undefined;
-      const pending = new Map<number, { resolve(r: NativeReply): void; reject(e: Error): void }>();
+      interface Pending {
+        resolve(r: NativeReply | undefined): void;
+        reject(e: Error): void;
+        events?: ChunkEvents;
+      }
+      const pending = new Map<number, Pending>();
       let started!: { resolve(): void; reject(e: Error): void };
       const ready = new Promise<void>((resolve, reject) => (started = { resolve, reject }));
       const failAll = (e: Error) => {
@@ -624,32 +1056,51 @@ export function workerThreadBackend(): NativeBackend {
         for (const p of pending.values()) p.reject(e);
         pending.clear();
       };
-      w.on('message', (m: { id: number; reply?: NativeReply; error?: string; ready?: boolean }) => {
+      type Message = {
+        id: number;
+        ready?: boolean;
+        reply?: NativeReply;
+        error?: string;
+        bell?: boolean;
+        index?: number;
+        done?: boolean;
+      };
+      w.on('message', (m: Message) => {
         if (m.ready) {
           started.resolve();
           return;
         }
         const p = pending.get(m.id);
         if (!p) return;
+        if (m.bell) {
+          p.events?.ring();
+          return;
+        }
+        if (m.index !== undefined) {
+          p.events?.failed(m.index, new Error(m.error ?? 'native worker error'));
+          return;
+        }
         pending.delete(m.id);
-        if (m.reply) p.resolve(m.reply);
+        if (m.reply || m.done) p.resolve(m.reply);
         else p.reject(new Error(m.error ?? 'native worker error'));
       });
       w.on('error', (e) => failAll(e));
       w.on('exit', (code) => failAll(new Error(`native worker exited (${code})`)));
+      /** Posts `msg` with a fresh id; settles on the worker's final answer to it. */
+      const send = (msg: object, events?: ChunkEvents) =>
+        new Promise<NativeReply | undefined>((resolve, reject) => {
+          if (gone) {
+            reject(new NativeThreadGoneError(gone.message, { cause: gone }));
+            return;
+          }
+          const id = next++;
+          pending.set(id, { resolve, reject, ...(events ? { events } : {}) });
+          w.postMessage({ id, ...msg });
+        });
       return {
         ready,
-        run(req) {
-          return new Promise((resolve, reject) => {
-            if (gone) {
-              reject(new NativeThreadGoneError(gone.message, { cause: gone }));
-              return;
-            }
-            const id = next++;
-            pending.set(id, { resolve, reject });
-            w.postMessage({ id, req });
-          });
-        },
+        run: async (req) => (await send({ req }))!,
+        runMany: async (chunk, events) => void (await send({ chunk }, events)),
         ref(on) {
           if (on) w.ref();
           else w.unref();
@@ -668,6 +1119,7 @@ export function inProcessBackend(libc: CallLibc): NativeBackend {
     spawn: () => ({
       ready: Promise.resolve(),
       run: (req) => runNativeCall(req, libc),
+      runMany: (chunk, events) => runNativeCalls(chunk, libc, events),
       ref() {},
       terminate() {},
     }),

@@ -92,6 +92,9 @@ export class FakeLibc implements CallLibc {
   peek(ptr: bigint, size: number): Uint8Array {
     return this.#block(ptr, 'read').slice(0, size);
   }
+  view(ptr: bigint, size: number): Uint8Array {
+    return this.#block(ptr, 'view').subarray(0, size);
+  }
 
   async open(path: string, _flags: number): Promise<SyscallResult> {
     const hooked = await this.openHook?.(path);

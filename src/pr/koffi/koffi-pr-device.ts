@@ -152,7 +152,7 @@ export class KoffiPrDevice implements PrDevice {
    */
   #native(op: string, req: DeviceRequest, opts?: PrCallOptions): Promise<NativeReply> {
     const timeoutMs = Math.min(this.#timeoutMs, opts?.timeoutMs ?? Infinity);
-    return this.#handle.call(req, { op, timeoutMs, signal: opts?.signal });
+    return this.#handle.call(req, { op, timeoutMs, signal: opts?.signal, batch: opts?.batch });
   }
 
   /** One PR OUT ioctl, with the single CHECK CONDITION retry. */
@@ -303,7 +303,9 @@ export class KoffiPrDevice implements PrDevice {
   // ------------------------------------------------------------------ reads
 
   async readKeys(opts?: PrCallOptions): Promise<KeyList> {
-    const method = await this.#method(opts);
+    // Once the method is known, the read is handed to the executor before this returns, so
+    // a call made with a batch joins it (call-batch.ts).
+    const method = this.#readMethod ?? (await this.#method(opts));
     if (method === 'ioctl') return this.#ioctlReadKeys(opts);
     if (method === 'sg-io') return this.#sgReadKeys(opts);
     const r = await this.#nvmeReport(opts);
@@ -545,7 +547,7 @@ export class KoffiPrDevice implements PrDevice {
     data: { size: number; in?: Uint8Array },
     opts?: PrCallOptions,
   ): Promise<DataView> {
-    const nsid = await this.#nsidOf(opts);
+    const nsid = this.#nsid ?? (await this.#nsidOf(opts));
     const cmd = new Uint8Array(abi.NVME_PASSTHRU_CMD.size);
     const c = new DataView(cmd.buffer);
     c.setUint8(abi.NVME_PASSTHRU_CMD.opcode, opcode);

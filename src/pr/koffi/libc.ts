@@ -54,6 +54,7 @@ export function loadLibc(): CallLibc {
     peek(ptr, size) {
       return bytesAt(ptr, size).slice();
     },
+    view: bytesAt,
     open: (path, flags) => result(open(path, flags)),
     close: (fd) => result(close(fd)),
     ioctl: (fd, request, arg) => result(ioctl(fd, request, arg === 0n ? null : arg)),

@@ -3,13 +3,27 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../../src/agent/agent.js';
 import { FailfastProbe, type ProbeTarget } from '../../../src/agent/failfast.js';
 import { FenceMemory, type KeyLoss } from '../../../src/agent/fence-memory.js';
+import { formatKey } from '../../../src/pr/key.js';
+import * as abi from '../../../src/pr/koffi/abi.js';
+import { FakeLibc, gate, type FakeCall } from '../../../src/pr/koffi/fake-libc.js';
+import { KoffiPrDevice } from '../../../src/pr/koffi/koffi-pr-device.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
+import { PR_TYPE_CODE } from '../../../src/pr/reservation-type.js';
+import { recordingExecutor } from '../pr/hand-overs.js';
 
 const OWN = 0x1111111100000001n;
 const PEER = 0x1111111100000002n;
 const INTERVAL = 200;
 const log = pino({ level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Polls `cond` until true, failing after `ms`. */
+async function until(cond: () => boolean, ms: number): Promise<void> {
+  const end = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error('condition not reached in time');
+    await sleep(2);
+  }
+}
 
 /** A LU where this node (node-a) is registered and reserved, and a peer (node-b) registered. */
 async function lu(
@@ -119,6 +133,82 @@ describe('failfast probe (memory devices, real timers)', () => {
     const { memory, probe } = await setup(2);
     await memory.unregistering('lu1');
     expect(probe.round()).toEqual({ started: 1, skipped: [] });
+  });
+});
+
+describe('failfast probe on the native executor (KoffiPrDevice on a fake libc)', () => {
+  const release: (() => void)[] = [];
+  afterEach(() => {
+    for (const r of release.splice(0)) r();
+  });
+
+  it("one device hung, first in the round's batch -> the own key removed from the device behind it in that batch, and later from another, is found within one interval + 100 ms; the reads go to the threads in batches", async () => {
+    const g = gate();
+    release.push(() => g.open({ ret: 0, errno: 0 }));
+    /** path -> registered keys, as the fake devices report them. */
+    const registered = new Map<string, bigint[]>();
+    const dv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+    const answer = (c: FakeCall) => {
+      const v = dv(c.arg);
+      if (c.request === abi.IOC_PR_READ_RESERVATION) {
+        v.setBigUint64(abi.PR_READ_RESERVATION.key, PEER, true);
+        v.setUint32(abi.PR_READ_RESERVATION.type, PR_TYPE_CODE['write-exclusive-reg-only'], true);
+        return { ret: 0, errno: 0 };
+      }
+      const keys = registered.get(c.path)!;
+      v.setUint32(abi.PR_READ_KEYS.numKeys, keys.length, true);
+      keys.forEach((k, i) => dv(c.deref(abi.PR_READ_KEYS.keysPtr)).setBigUint64(i * 8, k, true));
+      return { ret: 0, errno: 0 };
+    };
+    const libc = new FakeLibc((c) => (c.path === '/dev/hung' ? g.promise : answer(c)));
+    const { executor, handOvers } = recordingExecutor(libc);
+    const memory = await FenceMemory.open(undefined);
+    const paths = ['/dev/hung', ...Array.from({ length: 7 }, (_, i) => `/dev/ok${i}`)];
+    const targets: ProbeTarget[] = [];
+    for (const path of paths) {
+      registered.set(path, [PEER, OWN]);
+      const device = await KoffiPrDevice.openUnchecked(path, 'scsi', { executor, readMethod: 'ioctl' });
+      targets.push({ pv: `pv-${path.slice(5)}`, identity: path, device });
+      await memory.registered(path, OWN);
+    }
+    const losses: { identity: string; at: number }[] = [];
+    memory.listen({ lost: (identity) => losses.push({ identity, at: performance.now() }) });
+    const probe = new FailfastProbe({
+      key: OWN,
+      intervalMs: INTERVAL,
+      targets: () => targets,
+      memory,
+      unfencedAt: () => undefined,
+      log,
+    });
+    handOvers.length = 0;
+    // Gone before the first round: that round's batch holds the hung device's read first and
+    // ok0's behind it, on the same thread (4 threads, 8 reads: 2 a chunk).
+    registered.set('/dev/ok0', [PEER]);
+    let removedAt = performance.now();
+    probe.start();
+    try {
+      await until(() => losses.length === 1, INTERVAL + 1000);
+      expect(losses[0]!.identity).toBe('/dev/ok0');
+      expect(losses[0]!.at - removedAt).toBeLessThanOrEqual(INTERVAL + 100);
+      expect(memory.lossOf('/dev/ok0')).toMatchObject({ holder: formatKey(PEER) });
+
+      // Later rounds: the hung read is still in flight (the device's own limit, 10 s),
+      // skipped, and still holds its thread.
+      await sleep(INTERVAL * 1.5);
+      expect(probe.inFlight).toBe(1);
+      registered.set('/dev/ok5', [PEER]);
+      removedAt = performance.now();
+      await until(() => losses.length === 2, INTERVAL + 1000);
+      expect(losses[1]!.identity).toBe('/dev/ok5');
+      expect(losses[1]!.at - removedAt).toBeLessThanOrEqual(INTERVAL + 100);
+      // Reads went in batches; only the holder's reads after the losses went alone.
+      expect(handOvers.filter((h) => h !== 'one').length).toBeGreaterThanOrEqual(3);
+      expect(handOvers.filter((h) => h === 'one')).toHaveLength(2);
+      expect(libc.calls.filter((c) => c.path === '/dev/hung')).toHaveLength(1);
+    } finally {
+      probe.stop();
+    }
   });
 });
 

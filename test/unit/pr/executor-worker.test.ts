@@ -67,4 +67,53 @@ describe('NativeExecutor on worker threads (koffi)', () => {
       ex.shutdown();
     }
   });
+
+  it('a batch on worker threads: 2 devices blocked in read() on FIFOs among 60 ioctls on /dev/null -> the 60 answers long before the limit of the blocked calls; those IndeterminateError at it, their devices hung; all usable once the FIFOs are written', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'prfence-exec-'));
+    const fifos = [0, 1].map((i) => join(dir, `fifo${i}`));
+    for (const f of fifos) execFileSync('mkfifo', [f]);
+    const ex = new NativeExecutor({ poolSize: 4, maxThreads: 16 });
+    const blocked = await Promise.all(fifos.map((f) => ex.open(f, abi.O_RDWR, { timeoutMs: 5000 })));
+    const healthy = await Promise.all(
+      Array.from({ length: 60 }, () => ex.open('/dev/null', abi.O_RDWR, { timeoutMs: 5000 })),
+    );
+    await ex.warm(4);
+    const limit = 1500;
+    const readKeys = {
+      kind: 'ioctl' as const,
+      request: abi.IOC_PR_READ_KEYS,
+      arg: new Uint8Array(16),
+      pointers: [{ offset: 8, size: 256 }],
+    };
+    try {
+      const t0 = performance.now();
+      // The blocked devices first: the rest of their chunk is behind them.
+      const ps = ex.callMany([
+        ...blocked.map((handle) => ({
+          handle,
+          req: { kind: 'read' as const, size: 1 },
+          op: 'read',
+          timeoutMs: limit,
+        })),
+        ...healthy.map((handle) => ({ handle, req: readKeys, op: 'read-keys', timeoutMs: limit })),
+      ]);
+      const answers = await Promise.all(ps.slice(2));
+      expect(performance.now() - t0).toBeLessThan(limit / 2);
+      for (const r of answers) expect([r.ret, r.errno]).toEqual([-1, ERRNO.ENOTTY]);
+      for (const p of ps.slice(0, 2)) await expect(p).rejects.toBeInstanceOf(IndeterminateError);
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(limit - 5);
+      expect(blocked.every((h) => h.hung)).toBe(true);
+      expect(ex.stats()).toMatchObject({ stuck: 2, hungDevices: 2 });
+    } finally {
+      for (const f of fifos) writeFileSync(f, 'x');
+      await until(() => ex.stats().stuck === 0);
+      const again = ex.callMany(
+        blocked.map((handle) => ({ handle, req: readKeys, op: 'read-keys', timeoutMs: 5000 })),
+      );
+      for (const r of await Promise.all(again)) expect(r.errno).toBe(ERRNO.ENOTTY); // a FIFO has no PR ioctl
+      for (const h of [...blocked, ...healthy]) await h.close(5000);
+      expect(ex.stats()).toMatchObject({ devices: 0, hungDevices: 0 });
+      ex.shutdown();
+    }
+  });
 });

@@ -1,18 +1,23 @@
 /**
  * The native executor's scheduling against a fake libc (in-process backend): hangs, late
- * returns, close with queued calls, buffer ownership, queue time, isolation of devices.
+ * returns, close with queued calls, buffer ownership, queue time, isolation of devices;
+ * then batches: a hung call holds back no other answer, each call keeps its own limit.
  * The fake records every call and every ownership violation (fake-libc.ts).
  */
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
+import { CallBatch } from '../../../src/pr/call-batch.js';
 import { IndeterminateError, NotSentError } from '../../../src/pr/errors.js';
 import {
   inProcessBackend,
   NativeExecutor,
   NativeThreadGoneError,
   type CallOptions,
+  type NativeHandle,
 } from '../../../src/pr/koffi/executor.js';
 import { FakeLibc, gate, type FakeDevice } from '../../../src/pr/koffi/fake-libc.js';
 import type { SyscallResult } from '../../../src/pr/koffi/native-call.js';
+import { recordingExecutor } from './hand-overs.js';
 
 const OK: SyscallResult = { ret: 0, errno: 0 };
 const ioctl = (arg = new Uint8Array(16)) => ({ kind: 'ioctl' as const, request: 0x1234, arg });
@@ -351,5 +356,196 @@ describe('NativeExecutor on a fake libc', () => {
     await expect(h.call(ioctl(), opts(1000))).rejects.toBeInstanceOf(NotSentError);
     expect(libc.calls).toHaveLength(0);
     expect(ex.stats().threads).toBe(0);
+  });
+});
+
+describe('NativeExecutor batches (callMany, CallBatch) on a fake libc', () => {
+  const many = (ex: NativeExecutor, hs: NativeHandle[], timeoutMs: number | number[], signal?: AbortSignal) =>
+    ex.callMany(
+      hs.map((handle, i) => ({
+        handle,
+        req: ioctl(),
+        op: 'read-keys',
+        timeoutMs: Array.isArray(timeoutMs) ? timeoutMs[i]! : timeoutMs,
+      })),
+      signal ? { signal } : {},
+    );
+  const openAll = (ex: NativeExecutor, paths: string[]) =>
+    Promise.all(paths.map((p) => ex.open(p, 2, { timeoutMs: 1000 })));
+  const names = (n: number, prefix = '/dev/ok') => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+  it('a batch of 21 calls with one device hung, first in line (pool 4) -> the 20 healthy answers well before the hung call is past its limit; it IndeterminateError at its limit, its device hung; in the next batch it fails fast, never sent', async () => {
+    const g = gate();
+    toRelease.push(() => g.open(OK));
+    const { libc, ex } = setup((c) => (c.path === '/dev/hung' ? g.promise : OK), { poolSize: 4 });
+    const hs = await openAll(ex, ['/dev/hung', ...names(20)]);
+
+    const t0 = performance.now();
+    const [hung, ...healthy] = many(ex, hs, 500);
+    const answers = await Promise.all(healthy);
+    const healthyMs = performance.now() - t0;
+    expect(answers.map((a) => a.ret)).toEqual(Array(20).fill(0));
+    expect(healthyMs).toBeLessThan(250);
+    const h = await timed(hung!);
+    expect(h.error).toBeInstanceOf(IndeterminateError);
+    expect(healthyMs + h.ms).toBeGreaterThanOrEqual(490);
+    expect(hs[0]!.hung).toBe(true);
+    expect(ex.stats()).toMatchObject({ hungDevices: 1, stuck: 1 });
+
+    const [again, ...rest] = many(ex, hs, 500);
+    await expect(again).rejects.toBeInstanceOf(NotSentError);
+    expect((await Promise.all(rest)).every((a) => a.ret === 0)).toBe(true);
+    expect(libc.calls.filter((c) => c.path === '/dev/hung')).toHaveLength(1);
+
+    g.open(OK); // the kernel answers at last: the device takes calls again
+    await until(() => !hs[0]!.hung && ex.stats().stuck === 0);
+    expect((await many(ex, hs.slice(0, 1), 500)[0]!).ret).toBe(0);
+    expect(libc.violations).toEqual([]);
+  });
+
+  it('one thread (pool 1), [ok, hung, later]: the answer before the hung call is delivered at once; the call behind it runs on the replacement thread once the hung call is past its limit, long before its own', async () => {
+    const g = gate();
+    toRelease.push(() => g.open(OK));
+    const { libc, ex } = setup((c) => (c.path === '/dev/hung' ? g.promise : OK), { poolSize: 1 });
+    const hs = await openAll(ex, ['/dev/ok', '/dev/hung', '/dev/later']);
+    const [ok, hung, later] = many(ex, hs, [5000, 100, 5000]).map((p) => timed(p));
+    const first = await ok!;
+    expect(first.value?.ret).toBe(0);
+    expect(first.ms).toBeLessThan(60); // not held until the hung call's limit
+    expect((await hung!).error).toBeInstanceOf(IndeterminateError);
+    const third = await later!;
+    expect(third.value?.ret).toBe(0);
+    expect(third.ms).toBeLessThan(1000);
+    expect(libc.calls.map((c) => c.path)).toEqual(['/dev/ok', '/dev/hung', '/dev/later']);
+    expect(ex.stats()).toMatchObject({ stuck: 1, threads: 2 });
+    expect(libc.violations).toEqual([]);
+  });
+
+  it('calls still unstarted behind a hung call when their own limit is up, no thread free -> NotSentError, never sent', async () => {
+    const g = gate();
+    toRelease.push(() => g.open(OK));
+    const { libc, ex } = setup((c) => (c.path === '/dev/hung' ? g.promise : OK), {
+      poolSize: 1,
+      maxThreads: 1,
+    });
+    const hs = await openAll(ex, ['/dev/hung', '/dev/a', '/dev/b']);
+    const [hung, a, b] = many(ex, hs, [1000, 40, 40]).map((p) => timed(p));
+    for (const r of [await a!, await b!]) {
+      expect(r.error).toBeInstanceOf(NotSentError);
+      expect(r.ms).toBeLessThan(500);
+    }
+    expect(libc.calls.map((c) => c.path)).toEqual(['/dev/hung']);
+    g.open(OK);
+    expect((await hung!).value?.ret).toBe(0);
+    expect(hs.map((h) => h.hung)).toEqual([false, false, false]);
+  });
+
+  it('300 calls with uneven call times on 4 threads, five batches -> every call sent exactly once, every answer to its own caller', async () => {
+    const { libc, ex } = setup(async (c) => {
+      await new Promise((r) => setTimeout(r, c.fd % 7 === 0 ? 3 : 0));
+      // The answer names the device: the caller checks it got its own.
+      new DataView(c.arg.buffer, c.arg.byteOffset).setUint32(0, c.fd, true);
+      return OK;
+    });
+    const hs = await openAll(ex, names(300));
+    for (let round = 0; round < 5; round++) {
+      const answers = await Promise.all(many(ex, hs, 5000));
+      expect(answers.map((a) => new DataView(a.arg!.buffer, a.arg!.byteOffset).getUint32(0, true))).toEqual(
+        hs.map((h) => h.fd),
+      );
+    }
+    const perFd = new Map<number, number>();
+    for (const c of libc.calls) perFd.set(c.fd, (perFd.get(c.fd) ?? 0) + 1);
+    expect([...perFd.values()].every((n) => n === 5)).toBe(true);
+    expect(perFd.size).toBe(300);
+    expect(libc.violations).toEqual([]);
+    expect(libc.liveBlocks).toBe(0);
+  });
+
+  it('the batch signal aborted -> calls not started NotSentError (never sent), the running one IndeterminateError, no device hung', async () => {
+    const g = gate();
+    toRelease.push(() => g.open(OK));
+    const { libc, ex } = setup(() => g.promise, { poolSize: 1 });
+    const hs = await openAll(ex, names(3));
+    const ac = new AbortController();
+    const ps = many(ex, hs, 5000, ac.signal).map((p) => timed(p));
+    await until(() => libc.calls.length === 1);
+    ac.abort();
+    const [running, ...queued] = await Promise.all(ps);
+    expect(running!.error).toBeInstanceOf(IndeterminateError);
+    for (const q of queued) expect(q.error).toBeInstanceOf(NotSentError);
+    expect(hs.some((h) => h.hung)).toBe(false);
+    g.open(OK);
+    await until(() => ex.stats().busy === 0);
+    expect(libc.calls).toHaveLength(1);
+  });
+
+  it('a batch whose calls are all answered -> its abort listener (and its deadline timer with it) gone at once, not at the limit', async () => {
+    const { ex } = setup(() => OK);
+    const hs = await openAll(ex, names(5));
+    const ac = new AbortController();
+    const ps = many(ex, hs, 60_000, ac.signal);
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(1);
+    await Promise.all(ps);
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0);
+  });
+
+  it('a device with a call in flight -> its batch call is sent on its own after that call (one call per device at a time); the other devices answer at once', async () => {
+    const g = gate();
+    toRelease.push(() => g.open(OK));
+    const { libc, ex } = setup((c) => (c.path === '/dev/busy' && c.seq === 0 ? g.promise : OK));
+    const [busy, other] = await openAll(ex, ['/dev/busy', '/dev/other']);
+    const first = busy!.call(ioctl(), opts(5000));
+    await until(() => libc.calls.length === 1);
+    const [queued, free] = many(ex, [busy!, other!], 5000);
+    expect((await free!).ret).toBe(0);
+    g.open(OK);
+    expect((await first).ret).toBe(0);
+    expect((await queued!).ret).toBe(0);
+    expect(libc.calls.map((c) => c.path)).toEqual(['/dev/busy', '/dev/other', '/dev/busy']);
+    expect(libc.violations).toEqual([]);
+  });
+
+  it('CallBatch: calls made while it is open go together, one made after flush() goes on its own, and a batch never flushed is sent at the end of the synchronous run', async () => {
+    const { executor: ex, handOvers: runs } = recordingExecutor(new FakeLibc(() => OK), { poolSize: 1 });
+    const hs = await Promise.all(names(3).map((p) => ex.open(p, 2, { timeoutMs: 1000 })));
+    runs.length = 0;
+    const b = new CallBatch();
+    const ps = hs.slice(0, 2).map((h) => h.call(ioctl(), { ...opts(1000), batch: b }));
+    b.flush();
+    ps.push(hs[2]!.call(ioctl(), { ...opts(1000), batch: b }));
+    await Promise.all(ps);
+    expect(runs).toEqual([2, 'one']);
+
+    runs.length = 0;
+    const unflushed = new CallBatch();
+    const qs = hs.map((h) => h.call(ioctl(), { ...opts(1000), batch: unflushed }));
+    expect(unflushed.open).toBe(true);
+    await Promise.all(qs);
+    expect(unflushed.open).toBe(false);
+    expect(runs).toEqual([3]);
+  });
+
+  it('buffers of a batch call past its limit -> neither freed nor reused while it holds them; the other calls use other blocks; all freed once it returns', async () => {
+    const g = gate();
+    toRelease.push(() => g.open(OK));
+    const { libc, ex } = setup((c) => (c.path === '/dev/hung' ? g.promise : OK), { poolSize: 2 });
+    const hs = await openAll(ex, ['/dev/hung', ...names(10)]);
+    const payload = Uint8Array.from({ length: 16 }, (_, i) => i + 1);
+    const req = {
+      kind: 'ioctl' as const,
+      request: 0x4e43,
+      arg: new Uint8Array(72),
+      pointers: [{ offset: 24, size: 16, in: payload }],
+    };
+    const ps = ex.callMany(hs.map((handle) => ({ handle, req, op: 'nvme', timeoutMs: 50 })));
+    await expect(ps[0]).rejects.toBeInstanceOf(IndeterminateError);
+    await Promise.all(ps.slice(1));
+    const held = libc.calls.find((c) => c.path === '/dev/hung')!;
+    expect(held.deref(24)).toEqual(payload);
+    expect(libc.calls.filter((c) => c !== held).flatMap((c) => c.held)).not.toContain(held.held[1]);
+    g.open(OK);
+    await until(() => libc.liveBlocks === 0);
+    expect(libc.violations).toEqual([]);
   });
 });

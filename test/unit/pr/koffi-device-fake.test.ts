@@ -4,12 +4,14 @@
  * kernel suite cannot produce on demand (hangs, growing key lists, short transfers).
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { CallBatch } from '../../../src/pr/call-batch.js';
 import { IndeterminateError, NotSentError, UnsupportedError } from '../../../src/pr/errors.js';
 import * as abi from '../../../src/pr/koffi/abi.js';
 import { inProcessBackend, NativeExecutor } from '../../../src/pr/koffi/executor.js';
 import { FakeLibc, gate, type FakeCall, type FakeDevice } from '../../../src/pr/koffi/fake-libc.js';
 import { KoffiPrDevice } from '../../../src/pr/koffi/koffi-pr-device.js';
 import type { SyscallResult } from '../../../src/pr/koffi/native-call.js';
+import { recordingExecutor } from './hand-overs.js';
 
 const OK: SyscallResult = { ret: 0, errno: 0 };
 const KA = 0xaaaa000000000001n;
@@ -146,5 +148,33 @@ describe('KoffiPrDevice on a fake libc', () => {
     await closing;
     expect(libc.closed).toHaveLength(1);
     expect(libc.violations).toEqual([]);
+  });
+
+  it('readKeys of four devices made with one CallBatch -> one hand-over to the threads, each device its own keys; a list that outgrew the first read is read again on its own (SG_IO and ioctl)', async () => {
+    const libc = new FakeLibc((c) => {
+      const n = Number(c.path.slice(-1)) * 20; // /dev/fake0..3: 0, 20, 40, 60 keys
+      return c.request === abi.SG_IO ? readKeysSgIo(c, n) : readKeysIoctl(c, n);
+    });
+    const { executor, handOvers: handovers } = recordingExecutor(libc, { poolSize: 1 });
+    const devices = await Promise.all(
+      [0, 1, 2, 3].map((i) =>
+        KoffiPrDevice.openUnchecked(`/dev/fake${i}`, 'scsi', {
+          executor,
+          readMethod: i % 2 ? 'sg-io' : 'ioctl',
+        }),
+      ),
+    );
+    handovers.length = 0;
+    const batch = new CallBatch();
+    const reads = devices.map((d) => d.readKeys({ batch }));
+    batch.flush();
+    const lists = await Promise.all(reads);
+    expect(lists.map((l) => l.keys)).toEqual(
+      [0, 20, 40, 60].map((n) => Array.from({ length: n }, (_, i) => keyN(i))),
+    );
+    // 40 and 60 keys do not fit the first read (room for 32): each read again alone.
+    expect(handovers).toEqual([4, 'one', 'one']);
+    expect(libc.violations).toEqual([]);
+    expect(libc.liveBlocks).toBe(0);
   });
 });
