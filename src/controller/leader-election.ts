@@ -115,9 +115,13 @@ export class LeaderElector {
     clearTimeout(this.#deadlineTimer);
     this.#deadlineTimer = setTimeout(
       () => {
-        if (this.#leading && this.#now() >= this.#validUntil) this.#lose();
+        if (!this.#leading) return;
+        if (this.#now() >= this.#validUntil) this.#lose();
+        // A timer can fire before its time on this clock (Node's timers run on the loop's
+        // cached time): wait for the rest, never for the next renew round.
+        else this.#armDeadline();
       },
-      Math.max(0, this.#validUntil - this.#now()),
+      Math.max(1, Math.ceil(this.#validUntil - this.#now())),
     );
   }
 

@@ -133,3 +133,43 @@ describe('leader elector', () => {
     expect(a.e.isLeader()).toBe(false);
   });
 });
+
+describe('leader elector: its deadline on its own clock', () => {
+  it('a deadline timer that fires before the deadline on the elector clock (a clock slower than the timers) -> waits for the rest: the partitioned leader stops at its deadline, not at its next renew round', async () => {
+    const store = new LeaseStore();
+    const ca = client(store);
+    // The elector's clock runs at half the timers' rate, so every timer it sets fires early on it.
+    const t0 = performance.now();
+    const now = () => t0 + (performance.now() - t0) / 2;
+    const o = { leaseDurationMs: 3000, renewDeadlineMs: 1000, retryPeriodMs: 900 };
+    let stoppedAt: number | undefined;
+    let lastOk = 0;
+    const rest = {
+      send: async (req: RestRequest) => {
+        const started = now();
+        const r = await ca.send(req);
+        if (req.method === 'PUT') lastOk = Math.max(lastOk, started);
+        return r;
+      },
+    };
+    const e = new LeaderElector({
+      rest: rest as unknown as RestClient,
+      namespace: 'ns',
+      name: 'prfence-controller',
+      identity: 'a',
+      log: pino({ level: 'silent' }),
+      ...o,
+      now,
+      onStartedLeading: () => undefined,
+      onStoppedLeading: () => (stoppedAt = now()),
+    });
+    const ended = e.run();
+    await eventually(() => e.isLeader() && lastOk > 0, { timeoutMs: 5000 });
+    ca.partitioned = true;
+    await expect(ended).resolves.toBe('lost');
+    // The deadline is the renew deadline after the start of a successful renew round (its
+    // GET; lastOk is its PUT, a little later): stopped no later than a few ms after it (without
+    // the wait for the rest: at the next round, 150-200 ms late here).
+    expect(stoppedAt! - lastOk).toBeLessThanOrEqual(o.renewDeadlineMs + 60);
+  });
+});
