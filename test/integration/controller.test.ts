@@ -17,19 +17,12 @@ import { createControllerMetrics } from '../../src/obs/controller-metrics.js';
 import { FaultProxy, kubeConfigVia } from '../envtest/fault-proxy.js';
 import { eventually, uniqueName } from '../envtest/kube.js';
 import { Cluster } from './agent-harness.js';
+import { startReplica, stopReplicas, type Replica } from './node-leases.js';
 
 const LEASE = { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2000 };
 const KEY_A = 'abcd000000000001';
 
-interface Run {
-  controller: Controller;
-  proxy: FaultProxy;
-  ended: Promise<string>;
-  /** [start, end) of each period this replica acted (performance.now()). */
-  acting: { from: number; to: number | undefined }[];
-  actions: { kind: string; resource: string; name: string; at: number }[];
-  reconciled: { key: string; outcome: string; at: number }[];
-}
+type Run = Replica;
 
 const gone = async (p: Promise<unknown>) => {
   try {
@@ -46,11 +39,7 @@ describe('prfence controller', () => {
   const runs: Run[] = [];
   const log = pino({ level: process.env.PRFENCE_TEST_LOG ?? 'silent' });
 
-  afterEach(async () => {
-    for (const r of runs) r.proxy.reset('both');
-    await Promise.all(runs.map((r) => r.controller.stop()));
-    await Promise.all(runs.splice(0).map((r) => r.proxy.close()));
-  });
+  afterEach(() => stopReplicas(runs));
 
   async function namespace(): Promise<string> {
     const ns = uniqueName('ctl');
@@ -59,34 +48,8 @@ describe('prfence controller', () => {
   }
 
   /** A controller replica whose API traffic goes through its own FaultProxy. */
-  async function start(ns: string, name: string, o: Partial<ControllerOptions> = {}): Promise<Run> {
-    const proxy = await FaultProxy.start({ target: c.kc.getCurrentCluster()!.server });
-    const run: Run = {
-      controller: undefined!,
-      proxy,
-      ended: undefined!,
-      acting: [],
-      actions: [],
-      reconciled: [],
-    };
-    run.controller = new Controller({
-      kubeConfig: kubeConfigVia(c.kc, proxy),
-      log: log.child({ replica: name }),
-      identity: `${name}_${uniqueName('id')}`,
-      leaderElection: { namespace: ns, ...LEASE },
-      resyncMs: 1000,
-      onActing: (on, at) => {
-        if (on) run.acting.push({ from: at, to: undefined });
-        else run.acting.at(-1)!.to = at;
-      },
-      onAction: (a) => run.actions.push(a),
-      onReconciled: (key, outcome) => run.reconciled.push({ key, outcome, at: performance.now() }),
-      ...o,
-    });
-    run.ended = run.controller.run();
-    runs.push(run);
-    return run;
-  }
+  const start = (ns: string, name: string, o: Partial<ControllerOptions> = {}): Promise<Run> =>
+    startReplica(c, log, runs, ns, name, { leaderElection: { namespace: ns, ...LEASE }, ...o });
 
   const holder = async (ns: string) =>
     (await c.rest.get<Lease>(`/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/prfence-controller`)).spec
