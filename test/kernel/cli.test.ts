@@ -20,7 +20,7 @@ const B = 'bbbb0000000000b2';
 const RESET = '7e5e700000000002';
 
 for (const spec of kernelTopologySpecs()) {
-  const [da, db] = spec.devices as [string, string];
+  const [da, db, dc] = spec.devices as [string, string, string];
   // Each CLI call is a new Node.js process (and a native executor thread): 10-15 s in the
   // emulated guest on a busy host.
   describe(`prfence device on ${spec.name}`, { timeout: 600_000 }, () => {
@@ -52,7 +52,7 @@ for (const spec of kernelTopologySpecs()) {
       expect(JSON.parse(cli('device', 'keys', da, '--json').out).keys).toEqual([]);
     });
 
-    it('release-all (uninstall): the reservation released and the key unregistered through the path that holds them, the other key stays; the scan of the guest finds the key registered through another path and removes it there', () => {
+    it('release-all (uninstall): the reservation released and the key unregistered through the path that holds them, the other key stays; the scan of the guest finds the key registered through a third path and removes it there', () => {
       expect(cli('device', 'register', da, '--key', RESET, '--ignore-key').code).toBe(0);
       expect(cli('device', 'clear', da, '--key', RESET, '--yes').code).toBe(0);
       expect(cli('device', 'register', da, '--key', A).code).toBe(0);
@@ -70,13 +70,13 @@ for (const spec of kernelTopologySpecs()) {
       expect(JSON.parse(cli('device', 'keys', db, '--json').out).keys).toEqual([B]);
       expect(JSON.parse(cli('device', 'reservation', db, '--json').out).key).toBeNull();
 
-      // Registered again through db only; no device named: every SCSI disk, NVMe namespace
-      // and multipath map of the guest is read.
-      expect(cli('device', 'register', db, '--key', A).code).toBe(0);
+      // Registered again through a third path only (db holds B); no device named: every SCSI
+      // disk, NVMe namespace and multipath map of the guest is read.
+      expect(cli('device', 'register', dc, '--key', A).code).toBe(0);
       const scanned = cli('device', 'release-all', '--key', A, '--yes', '--json');
       expect(scanned.code, scanned.err).toBe(0);
       const devices = (JSON.parse(scanned.out) as { devices: { device: string; result: string }[] }).devices;
-      expect(devices.filter((d) => d.device === db)).toEqual([{ device: db, result: 'unregistered' }]);
+      expect(devices.filter((d) => d.device === dc)).toEqual([{ device: dc, result: 'unregistered' }]);
       expect(JSON.parse(cli('device', 'keys', da, '--json').out).keys).toEqual([B]);
       expect(cli('device', 'clear', db, '--key', B, '--yes').code).toBe(0);
     });
