@@ -48,6 +48,7 @@ describe('controller availability: the leader killed mid-failover, the controlle
     await stopReplicas(replicas);
     await c.stopAll();
     await kubelets.cleanup();
+    await c.unfenceAll(); // no taint or Fenced node left for the next test files
   });
 
   const getNode = (n: string) => c.rest.get<V1Node>(`/api/v1/nodes/${n}`);
