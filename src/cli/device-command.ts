@@ -273,6 +273,12 @@ export function registerDeviceCommand(program: Command, io: DeviceCommandIo): vo
             `${paths.length ? paths.join(', ') : 'no device'}${scan ? ' (every device found)' : ''}; nothing sent`,
         );
       const outcomes: ReleaseOutcome[] = [];
+      // People see each device's outcome as it comes (what was done stays said if a later
+      // device fails); --json gets one document at the end.
+      const done = (x: ReleaseOutcome) => {
+        outcomes.push(x);
+        if (!o.json) io.stdout(describeOutcome(x, o.key));
+      };
       const found = new Map<string, PrDevice>();
       const opened: PrDevice[] = [];
       try {
@@ -282,14 +288,21 @@ export function registerDeviceCommand(program: Command, io: DeviceCommandIo): vo
             d = await io.open(path, { timeoutMs: o.timeout });
           } catch (e) {
             if (scan && isPrError(e) && e.kind === 'unsupported') {
-              outcomes.push({ device: path, result: 'skipped', reason: e.message });
+              done({ device: path, result: 'skipped', reason: e.message });
               continue;
             }
+            if (!o.json) io.stdout(`${path}: failed (below); the devices after it were not touched`);
             throw await explainPermission(e, path, io.resolve);
           }
           opened.push(d);
-          const r = await releaseKeyOn(d, path, o.key, scan);
-          outcomes.push(r);
+          let r: ReleaseOutcome;
+          try {
+            r = await releaseKeyOn(d, path, o.key, scan);
+          } catch (e) {
+            if (!o.json) io.stdout(`${path}: failed (below); the devices after it were not touched`);
+            throw e;
+          }
+          done(r);
           if (r.result === 'unregistered' || r.result === 'other-path') found.set(path, d);
         }
         const left = await stillRegistered(found, o.key);
@@ -298,7 +311,6 @@ export function registerDeviceCommand(program: Command, io: DeviceCommandIo): vo
           io.stdout(
             JSON.stringify({ op: 'release-all', key: formatKey(o.key), devices: outcomes, exitCode: 0 }),
           );
-        if (!o.json) for (const x of outcomes) io.stdout(describeOutcome(x, o.key));
         if (left.length)
           throw new ConflictError(
             `release-all: key ${formatKey(o.key)} is still registered on ${left.join(', ')}: ` +

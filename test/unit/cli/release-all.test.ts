@@ -161,4 +161,27 @@ describe('prfence device release-all (uninstall)', () => {
       dm: [],
     });
   });
+
+  it('a device that fails midway (outcome unknown) -> exit 5; what was done before is printed, the failing device named, the devices after it untouched', async () => {
+    const [one, two, three] = [1, 2, 3].map(() => new MemoryLogicalUnit());
+    for (const lu of [one, two, three]) await lu!.initiator('n').register(0n, keyA);
+    two!.inject({ kind: 'lost-after', op: 'register' });
+    const h = harness({ one: one!, two: two!, three: three! });
+    expect(
+      await h.run('device', 'release-all', '--key', A, '/dev/one-n', '/dev/two-n', '/dev/three-n', '--yes'),
+    ).toBe(5);
+    expect({
+      out: h.out,
+      three: keys(three!),
+      threeSent: h.ops.filter((x) => x.startsWith('/dev/three')),
+    }).toEqual({
+      out: [
+        `/dev/one-n: unregistered key ${A}`,
+        '/dev/two-n: failed (below); the devices after it were not touched',
+      ],
+      three: [keyA],
+      threeSent: [],
+    });
+    expect(h.err).toHaveLength(1);
+  });
 });
