@@ -42,7 +42,7 @@ export interface ControlPlaneOptions {
   apiServerArgs?: readonly string[];
 }
 
-function readVersions(): Record<string, string> {
+export function readVersions(): Record<string, string> {
   const out: Record<string, string> = {};
   for (const line of readFileSync(join(repoRoot(), 'test', 'envtest', 'versions.env'), 'utf8').split('\n')) {
     const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
@@ -51,12 +51,16 @@ function readVersions(): Record<string, string> {
   return out;
 }
 
+/** Where setup.sh caches the binaries: $PRFENCE_BIN_DIR or ~/.cache/prfence/bin. */
+export function binDir(): string {
+  return (
+    process.env.PRFENCE_BIN_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'prfence', 'bin')
+  );
+}
+
 /** Paths of the cached binaries; throws a clear error naming setup.sh when missing. */
-export function findBinaries(binDir?: string): { apiserver: string; etcd: string } {
-  const dir =
-    binDir ??
-    process.env.PRFENCE_BIN_DIR ??
-    join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'prfence', 'bin');
+export function findBinaries(dirGiven?: string): { apiserver: string; etcd: string } {
+  const dir = dirGiven ?? binDir();
   const v = readVersions();
   const apiserver = join(dir, `kube-apiserver-v${v.KUBE_VERSION}`);
   const etcd = join(dir, 'etcd');

@@ -7,13 +7,6 @@ import type { TestProject } from 'vitest/node';
 import { startControlPlane, type ControlPlane } from './control-plane.js';
 import { installCrds, waitCrdStorage } from './crds.js';
 
-declare module 'vitest' {
-  export interface ProvidedContext {
-    kubeconfigPath: string;
-    apiServerUrl: string;
-  }
-}
-
 let cp: ControlPlane | undefined;
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {

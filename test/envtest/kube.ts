@@ -3,6 +3,14 @@ import { randomBytes } from 'node:crypto';
 import { KubeConfig } from '@kubernetes/client-node';
 import { inject } from 'vitest';
 
+// What global-setup.ts provides to the integration tests.
+declare module 'vitest' {
+  export interface ProvidedContext {
+    kubeconfigPath: string;
+    apiServerUrl: string;
+  }
+}
+
 /** The admin KubeConfig of the run's control plane. */
 export function adminKubeConfig(): KubeConfig {
   const kc = new KubeConfig();

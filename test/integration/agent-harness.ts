@@ -86,10 +86,10 @@ function observed(dev: PrDevice, report: (c: Omit<DeviceCall, 'node' | 'lu'>) =>
 }
 
 export class Cluster {
-  readonly kc: KubeConfig = adminKubeConfig();
-  readonly core = this.kc.makeApiClient(CoreV1Api);
-  readonly storage = this.kc.makeApiClient(StorageV1Api);
-  readonly rest = new RestClient(this.kc);
+  readonly kc: KubeConfig;
+  readonly core: CoreV1Api;
+  readonly storage: StorageV1Api;
+  readonly rest: RestClient;
   readonly lus = new Map<string, MemoryLogicalUnit>();
   readonly agents: Agent[] = [];
   /** Fault proxies of agents started with {@link startProxiedAgent}; closed by stopAll. */
@@ -100,6 +100,14 @@ export class Cluster {
 
   /** Nodes this cluster created: their NodeFences are deleted by stopAll. */
   readonly #nodes: string[] = [];
+
+  /** `kc`: the run's shared API server by default; a test with its own control plane passes its own. */
+  constructor(kc: KubeConfig = adminKubeConfig()) {
+    this.kc = kc;
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.storage = kc.makeApiClient(StorageV1Api);
+    this.rest = new RestClient(kc);
+  }
 
   async node(prefix: string): Promise<string> {
     const name = uniqueName(prefix);
