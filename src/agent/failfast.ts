@@ -195,7 +195,8 @@ export class FailfastProbe {
 /**
  * The mhd panic: emergency sync ('s'), remount read-only ('u'), then reboot ('b') through
  * the host's sysrq trigger. Writes to /proc/sysrq-trigger are always allowed to root,
- * whatever kernel.sysrq says. Never called in tests (the agent takes an injected trigger).
+ * whatever kernel.sysrq says. Tests inject a trigger, or (the guest end-to-end test) run
+ * this with the trigger path leading to a plain file in the agent's mount namespace.
  */
 export async function sysrqReboot(path = DEFAULT_SYSRQ_TRIGGER, settleMs = 1000): Promise<void> {
   await writeFile(path, 's');

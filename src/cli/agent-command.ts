@@ -4,6 +4,7 @@
  * server with src/kube (no client-node at run time: see src/kube/connection.ts).
  */
 import type { Command } from 'commander';
+import { sysrqReboot } from '../agent/failfast.js';
 import { loadAgentConfig, type RawAgentFlags } from '../config/config.js';
 import { endProcess } from './end-process.js';
 import type { CliIo } from './program.js';
@@ -52,6 +53,11 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
       'report',
     )
     .option('--failfast-allow-reboot', 'allow --failfast-action reboot (sysrq reboot of this node)')
+    .option(
+      '--sysrq-trigger <path>',
+      "the host's sysrq trigger that --failfast-action reboot writes (/proc/sysrq-trigger for an agent run on the host)",
+      '/host/proc/sysrq-trigger',
+    )
     .option(
       '--observe',
       'observer: remove the key of a node asked to be fenced from volumes that have no legitimate node, where the LU is visible here (SANs that show every LU to every node)',
@@ -132,6 +138,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             probeIntervalMs: cfg.probeIntervalMs,
             failfastAction: cfg.failfastAction,
             allowReboot: cfg.failfastAction === 'reboot',
+            rebootTrigger: () => sysrqReboot(cfg.sysrqTrigger),
             ...(cfg.clusterId ? { clusterId: cfg.clusterId } : {}),
             openDevice: async (identity) =>
               KoffiPrDevice.open(await resolveDevice(identity), {

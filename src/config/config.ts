@@ -5,7 +5,12 @@
 import { parseHostPort } from '../obs/http-server.js';
 import { parseReservationType, type ReservationType } from '../pr/reservation-type.js';
 import { FENCING_MODES, isFencingMode, type FencingMode } from '../agent/volume-policy.js';
-import { FAILFAST_ACTIONS, isFailfastAction, type FailfastAction } from '../agent/failfast.js';
+import {
+  DEFAULT_SYSRQ_TRIGGER,
+  FAILFAST_ACTIONS,
+  isFailfastAction,
+  type FailfastAction,
+} from '../agent/failfast.js';
 
 export interface AgentConfig {
   readonly nodeName: string;
@@ -29,6 +34,8 @@ export interface AgentConfig {
   /** Failfast probe period; 0: no probe. */
   readonly probeIntervalMs: number;
   readonly failfastAction: FailfastAction;
+  /** The host's sysrq trigger that failfast `reboot` writes (the chart mounts the host's /proc at /host/proc). */
+  readonly sysrqTrigger: string;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
   /** host:port of /metrics, /healthz, /readyz; undefined: no diagnostics server. */
   readonly httpEndpoint: string | undefined;
@@ -52,6 +59,7 @@ export interface RawAgentFlags {
   observe?: boolean;
   failfastAction?: string;
   failfastAllowReboot?: boolean;
+  sysrqTrigger?: string;
   logLevel?: string;
   httpEndpoint?: string;
 }
@@ -143,6 +151,7 @@ export function loadAgentConfig(
     observe: flags.observe === true,
     probeIntervalMs,
     failfastAction,
+    sysrqTrigger: flags.sysrqTrigger ?? DEFAULT_SYSRQ_TRIGGER,
     logLevel: level as AgentConfig['logLevel'],
     httpEndpoint: hostPort(flags.httpEndpoint),
   });

@@ -186,6 +186,20 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
         template: {
           metadata: { labels: { app } },
           spec: {
+            // These two nodes only: other runs' nodes may still be Ready on the same API server.
+            affinity: {
+              nodeAffinity: {
+                requiredDuringSchedulingIgnoredDuringExecution: {
+                  nodeSelectorTerms: [
+                    {
+                      matchExpressions: [
+                        { key: 'kubernetes.io/hostname', operator: 'In', values: [a.name, b.name] },
+                      ],
+                    },
+                  ],
+                },
+              },
+            },
             containers: [{ name: 'db', image: 'registry.invalid/db:1' }],
             volumes: [{ name: 'data', persistentVolumeClaim: { claimName: claim } }],
           },
@@ -270,6 +284,10 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
     }
     if (!done) await new Promise((r) => setTimeout(r, 100));
   }
+  // No more pods for this run (its nodes stay, as a lost node does until someone deletes it).
+  await rest
+    .send({ method: 'DELETE', path: `/apis/apps/v1/namespaces/default/statefulsets/${app}` })
+    .catch((e: unknown) => o.log.warn({ err: e }, 'StatefulSet not deleted'));
   return {
     seen,
     done,

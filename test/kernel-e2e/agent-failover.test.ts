@@ -11,8 +11,8 @@
  * ABORT works (LIO over iSCSI, nvmet over loop), against one API server, with node, PV and
  * VolumeAttachment names of that topology's own (<topology>-a, <topology>-b).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { FaultProxy, kubeConfigVia } from '../envtest/fault-proxy.js';
 import { join } from 'node:path';
@@ -35,24 +35,16 @@ import type { PrDevice } from '../../src/pr/pr-device.js';
 import { kernelTopologySpecs, type KernelTopologySpec } from '../contract/kernel-topology.js';
 import { startControlPlane, type ControlPlane } from '../envtest/control-plane.js';
 import { installCrds, waitCrdStorage } from '../envtest/crds.js';
+import {
+  DEVICE_PATH,
+  startAgentProcess,
+  stopProcess,
+  tails,
+  until,
+  type GuestProcess,
+} from './guest-processes.js';
 
-const DEVICE_PATH = '/run/prfence-dev/vol';
 const RESET_KEY = 0x7e5e700000000003n;
-
-async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`${what}: not after ${timeoutMs} ms (${String(last ?? '')})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /**
  * PREEMPT AND ABORT through tcm_loop hangs the guest (known kernel limitation, see the
@@ -61,48 +53,18 @@ async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | u
 const specs = kernelTopologySpecs().filter((s) => !s.readMethod);
 const runnable = specs.filter((s) => !s.limitations.includes('preempt-abort-hangs'));
 
-type Agent = { node: string; proc: ChildProcess; log: string };
-
-/** SIGTERM, then waits for the exit (the next topology's agents start clean). */
-async function stopAgent(a: Agent): Promise<void> {
-  if (a.proc.exitCode !== null || a.proc.signalCode !== null) return;
-  const exited = new Promise((r) => a.proc.once('exit', r));
-  a.proc.kill('SIGTERM');
-  const t = setTimeout(() => a.proc.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(t);
-}
-
 describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel', () => {
   for (const s of specs.filter((x) => !runnable.includes(x))) {
     it.skip(`${s.name}: skipped, PREEMPT AND ABORT hangs this target`, () => {});
   }
   let cp: ControlPlane;
-  const agents: Agent[] = [];
+  const agents: GuestProcess[] = [];
 
   const startAgent = (node: string, device: string, kubeconfig = cp.kubeconfigPath) => {
-    const log = join(tmpdir(), `prfence-agent-${node}.log`);
-    const out = createWriteStream(log);
-    // Own mount namespace: /run/prfence-dev/vol is this node's path to the shared LU.
-    const script = [
-      'mount -t tmpfs prfence-dev /run/prfence-dev',
-      `ln -s ${device} ${DEVICE_PATH}`,
-      `exec ${process.execPath} dist/src/cli/main.js agent --node-name ${node} --kubeconfig ${kubeconfig} --log-level debug --resync 2s --ioctl-timeout 20s --leave-grace 2s --state-dir ${join(tmpdir(), `prfence-state-${node}`)}`,
-    ].join(' && ');
-    const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    proc.stdout?.pipe(out);
-    proc.stderr?.pipe(out);
-    const agent = { node, proc, log };
+    const agent = startAgentProcess(node, device, kubeconfig);
     agents.push(agent);
     return agent;
   };
-  const tails = (of: Agent[]) =>
-    of
-      .filter((a) => existsSync(a.log))
-      .map((a) => `--- ${a.node} ---\n${readFileSync(a.log, 'utf8').split('\n').slice(-25).join('\n')}`)
-      .join('\n');
 
   beforeAll(async () => {
     mkdirSync('/run/prfence-dev', { recursive: true });
@@ -114,7 +76,7 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
   }, 1_400_000);
 
   afterAll(async () => {
-    for (const a of agents) await stopAgent(a);
+    for (const a of agents) await stopProcess(a);
     await cp?.stop();
   }, 120_000);
 
@@ -131,14 +93,14 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
         // node A reaches the API server only through a TCP fault proxy: a partition is its
         // API traffic blackholed while the agent runs on and keeps its path to the LU.
         const proxy = await FaultProxy.start({ target: cp.server });
-        const mine: Agent[] = [];
+        const mine: GuestProcess[] = [];
         try {
           await failover(spec, observer, proxy, mine, nodeA, nodeB, pv);
         } catch (e) {
           console.log(tails(mine));
           throw e;
         } finally {
-          for (const a of mine) await stopAgent(a);
+          for (const a of mine) await stopProcess(a);
           await proxy.close();
           await observer.close();
         }
@@ -150,7 +112,7 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
     spec: KernelTopologySpec,
     observer: PrDevice,
     proxy: FaultProxy,
-    mine: Agent[],
+    mine: GuestProcess[],
     nodeA: string,
     nodeB: string,
     pv: string,

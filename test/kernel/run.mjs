@@ -294,7 +294,8 @@ function record(ver, r, what) {
   }
   return p;
 }
-for (const k of kernels.sort()) {
+// PRFENCE_SKIP_SUITE=1: only the end-to-end guest (to iterate on test/kernel-e2e).
+for (const k of process.env.PRFENCE_SKIP_SUITE ? [] : kernels.sort()) {
   const kdir = join(kernelsDir, k);
   const ver = readFileSync(join(kdir, 'version'), 'utf8').trim();
   console.log(`test:kernel: booting ${ver} (suite)`);
@@ -355,6 +356,7 @@ if (!process.env.PRFENCE_SKIP_E2E) {
     MODE: 'suite',
     PROJECT: 'kernel-e2e',
     PROBE: '',
+    VITEST_ARGS: process.env.PRFENCE_E2E_VITEST_ARGS ?? '',
     WATCHDOG_S: watchdog(E2E_LIMIT_MS),
     BIN_DIR: process.env.PRFENCE_BIN_DIR ?? join(cache, 'bin'),
   });

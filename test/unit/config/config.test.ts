@@ -50,6 +50,13 @@ describe('agent config', () => {
     ).toBe('reboot');
   });
 
+  it("--sysrq-trigger: the chart's /host/proc/sysrq-trigger unless given (an agent on the host: /proc/sysrq-trigger)", () => {
+    expect(loadAgentConfig({ nodeName: 'n' }, {}).sysrqTrigger).toBe('/host/proc/sysrq-trigger');
+    expect(loadAgentConfig({ nodeName: 'n', sysrqTrigger: '/proc/sysrq-trigger' }, {}).sysrqTrigger).toBe(
+      '/proc/sysrq-trigger',
+    );
+  });
+
   it.each([
     ['no node name', {}, /node name missing/],
     [
