@@ -54,7 +54,8 @@ export function readVersions(): Record<string, string> {
 /** Where setup.sh caches the binaries: $PRFENCE_BIN_DIR or ~/.cache/prfence/bin. */
 export function binDir(): string {
   return (
-    process.env.PRFENCE_BIN_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'prfence', 'bin')
+    process.env.PRFENCE_BIN_DIR ??
+    join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'prfence', 'bin')
   );
 }
 
