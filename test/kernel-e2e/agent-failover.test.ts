@@ -12,13 +12,12 @@
  * VolumeAttachment names of that topology's own (<topology>-a, <topology>-b).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { FaultProxy, kubeConfigVia } from '../envtest/fault-proxy.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CoreV1Api, StorageV1Api } from '@kubernetes/client-node';
-import { DEVICE_ANNOTATION } from '../../src/agent/cluster-view.js';
 import {
   GROUP,
   NODE_FENCE,
@@ -33,11 +32,12 @@ import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
 import { directWrite } from '../../src/pr/koffi/direct-io.js';
 import type { PrDevice } from '../../src/pr/pr-device.js';
 import { kernelTopologySpecs, type KernelTopologySpec } from '../contract/kernel-topology.js';
-import { startControlPlane, type ControlPlane } from '../envtest/control-plane.js';
-import { installCrds, waitCrdStorage } from '../envtest/crds.js';
+import type { ControlPlane } from '../envtest/control-plane.js';
 import {
-  DEVICE_PATH,
+  guestAttachment,
+  guestPv,
   startAgentProcess,
+  startGuestControlPlane,
   stopProcess,
   tails,
   until,
@@ -67,12 +67,7 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
   };
 
   beforeAll(async () => {
-    mkdirSync('/run/prfence-dev', { recursive: true });
-    const t0 = Date.now();
-    cp = await startControlPlane({ readyTimeoutMs: 420_000 });
-    const kc = cp.adminKubeConfig();
-    await waitCrdStorage(kc, await installCrds(kc, undefined, 240_000), 240_000);
-    console.log(`control plane up in the guest after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    cp = await startGuestControlPlane();
   }, 1_400_000);
 
   afterAll(async () => {
@@ -126,20 +121,8 @@ describe.skipIf(runnable.length === 0)('prfence agent failover on a real kernel'
       rest.get<VolumeReservation>(clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, pv));
     const [devA, devB] = spec.devices as [string, string];
     for (const name of [nodeA, nodeB]) await core.createNode({ body: { metadata: { name } } });
-    await core.createPersistentVolume({
-      body: {
-        metadata: { name: pv, annotations: { [DEVICE_ANNOTATION]: DEVICE_PATH } },
-        spec: {
-          capacity: { storage: '32Mi' },
-          accessModes: ['ReadWriteOnce'],
-          csi: { driver: 'e2e.csi.prfence.io', volumeHandle: pv },
-        },
-      },
-    });
-    const va = (node: string) => ({
-      metadata: { name: `va-${node}` },
-      spec: { attacher: 'e2e.csi.prfence.io', nodeName: node, source: { persistentVolumeName: pv } },
-    });
+    await core.createPersistentVolume({ body: guestPv(pv) });
+    const va = (node: string) => guestAttachment(pv, node);
     await storage.createVolumeAttachment({ body: va(nodeA) });
     const kcA = join(tmpdir(), `prfence-e2e-${nodeA}.kubeconfig`);
     writeFileSync(kcA, kubeConfigVia(kc, proxy).exportConfig());

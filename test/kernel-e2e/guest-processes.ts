@@ -4,14 +4,48 @@
  * shared LU, as two machines would see one LUN), the controller, and a wait helper.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DEVICE_ANNOTATION } from '../../src/agent/cluster-view.js';
+import { startControlPlane, type ControlPlane } from '../envtest/control-plane.js';
+import { installCrds, waitCrdStorage } from '../envtest/crds.js';
 
 /** The PV's device path in every agent's mount namespace. */
 export const DEVICE_PATH = '/run/prfence-dev/vol';
 
+/** The test's PV: a CSI volume whose device identity is DEVICE_PATH (each node's own path to the LU). */
+export function guestPv(name: string) {
+  return {
+    metadata: { name, annotations: { [DEVICE_ANNOTATION]: DEVICE_PATH } },
+    spec: {
+      capacity: { storage: '32Mi' },
+      accessModes: ['ReadWriteOnce'],
+      csi: { driver: 'e2e.csi.prfence.io', volumeHandle: name },
+    },
+  };
+}
+
+/** The VolumeAttachment of `pv` to `node`, named va-<node>. */
+export function guestAttachment(pv: string, node: string) {
+  return {
+    metadata: { name: `va-${node}` },
+    spec: { attacher: 'e2e.csi.prfence.io', nodeName: node, source: { persistentVolumeName: pv } },
+  };
+}
+
 export type GuestProcess = { node: string; proc: ChildProcess; log: string };
+
+/** kube-apiserver + etcd in the guest with the chart's CRDs (slow in an emulated guest: minutes). */
+export async function startGuestControlPlane(): Promise<ControlPlane> {
+  mkdirSync('/run/prfence-dev', { recursive: true });
+  const t0 = Date.now();
+  const cp = await startControlPlane({ readyTimeoutMs: 420_000 });
+  const kc = cp.adminKubeConfig();
+  await waitCrdStorage(kc, await installCrds(kc, undefined, 240_000), 240_000);
+  console.log(`control plane up in the guest after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  return cp;
+}
 
 /** Polls `fn` every 100 ms until it returns a value (not undefined); throws with the last error at the deadline. */
 export async function until<T>(

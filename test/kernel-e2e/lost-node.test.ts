@@ -13,26 +13,26 @@
  * finds its key gone and takes the reboot action: the real sysrq path, with
  * `--sysrq-trigger` naming a plain file the test reads (the guest must not reboot).
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { V1Node } from '@kubernetes/client-node';
-import { DEVICE_ANNOTATION } from '../../src/agent/cluster-view.js';
 import { GROUP, NODE_FENCE, VERSION, type NodeFence } from '../../src/crd/types.js';
 import { clusterObjectPath, RestClient } from '../../src/kube/rest-client.js';
 import { formatKey, parseKey } from '../../src/pr/key.js';
 import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
 import { directWrite } from '../../src/pr/koffi/direct-io.js';
 import { kernelTopologySpecs } from '../contract/kernel-topology.js';
-import { startControlPlane, type ControlPlane } from '../envtest/control-plane.js';
-import { installCrds, waitCrdStorage } from '../envtest/crds.js';
+import type { ControlPlane } from '../envtest/control-plane.js';
 import { FaultProxy, kubeConfigVia } from '../envtest/fault-proxy.js';
 import { bootNode, Kubelets } from '../integration/node-leases.js';
 import {
-  DEVICE_PATH,
+  guestAttachment,
+  guestPv,
   logLines,
   startAgentProcess,
+  startGuestControlPlane,
   startControllerProcess,
   stopProcess,
   tails,
@@ -52,12 +52,7 @@ describe.skipIf(specs.length === 0)('a lost node on a real kernel: fence, failfa
   const procs: GuestProcess[] = [];
 
   beforeAll(async () => {
-    mkdirSync('/run/prfence-dev', { recursive: true });
-    const t0 = Date.now();
-    cp = await startControlPlane({ readyTimeoutMs: 420_000 });
-    const kc = cp.adminKubeConfig();
-    await waitCrdStorage(kc, await installCrds(kc, undefined, 240_000), 240_000);
-    console.log(`control plane up in the guest after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    cp = await startGuestControlPlane();
   }, 1_400_000);
 
   afterAll(async () => {
@@ -91,22 +86,8 @@ describe.skipIf(specs.length === 0)('a lost node on a real kernel: fence, failfa
         }
         const kubeletA = kubelets.renew(nodeA);
         kubelets.renew(nodeB);
-        await rest.send({
-          method: 'POST',
-          path: '/api/v1/persistentvolumes',
-          body: {
-            metadata: { name: pv, annotations: { [DEVICE_ANNOTATION]: DEVICE_PATH } },
-            spec: {
-              capacity: { storage: '32Mi' },
-              accessModes: ['ReadWriteOnce'],
-              csi: { driver: 'e2e.csi.prfence.io', volumeHandle: pv },
-            },
-          },
-        });
-        const va = (node: string) => ({
-          metadata: { name: `va-${node}` },
-          spec: { attacher: 'e2e.csi.prfence.io', nodeName: node, source: { persistentVolumeName: pv } },
-        });
+        await rest.send({ method: 'POST', path: '/api/v1/persistentvolumes', body: guestPv(pv) });
+        const va = (node: string) => guestAttachment(pv, node);
         await rest.send({
           method: 'POST',
           path: '/apis/storage.k8s.io/v1/volumeattachments',
