@@ -51,17 +51,22 @@ describe('prfence fence / unfence / status', () => {
       requestedBy: expect.stringMatching(/^prfence-cli\//) as string,
     });
 
-    const status = await eventually(async () => {
-      const s = await cli('status', '--json', '--kubeconfig', kc);
-      const j = JSON.parse(s.out) as {
-        nodes: { node: string; phase: string | null; fenceState: string }[];
-        volumes: { volume: string; lastFenced: string | null; holder: string | null }[];
-      };
-      const n = j.nodes.find((x) => x.node === na);
-      const v = j.volumes.find((x) => x.volume === pv);
-      if (n?.phase !== 'Fenced' || v?.lastFenced !== na) throw new Error(`not yet: ${s.out}`);
-      return { n, v };
-    });
+    // Each try spawns a CLI process (seconds on a busy machine); the marks follow the fence.
+    const status = await eventually(
+      async () => {
+        const s = await cli('status', '--json', '--kubeconfig', kc);
+        const j = JSON.parse(s.out) as {
+          nodes: { node: string; phase: string | null; fenceState: string }[];
+          volumes: { volume: string; lastFenced: string | null; holder: string | null }[];
+        };
+        const n = j.nodes.find((x) => x.node === na);
+        const v = j.volumes.find((x) => x.volume === pv);
+        if (n?.phase !== 'Fenced' || v?.lastFenced !== na)
+          throw new Error(`not yet: ${JSON.stringify({ node: n, volume: v })}`);
+        return { n, v };
+      },
+      { timeoutMs: 60_000 },
+    );
     expect(status.n.fenceState).toBe('Fenced');
     expect(status.v.holder).toBe(nb);
     const text = await cli('status', '--kubeconfig', kc);
