@@ -115,6 +115,8 @@ export async function reconcileIsolation(
     // unfenced, the taint is handled above and the record goes with it.
     ...(requested ? taintRecord(current) : {}),
   };
+  // The metric first: whoever reads the written summary finds the metric already set.
+  a.metrics?.unprovenDevices(name, proof?.pending.length ?? 0);
   let outcome: IsolationOutcome = 'unchanged';
   if (!same(desired, current)) {
     await writeIsolation(a, name, desired);
@@ -122,7 +124,6 @@ export async function reconcileIsolation(
     if (proof && current?.summary !== desired.summary)
       a.log.info({ node: name, proof: desired.summary, pending: proof.pending.length }, 'proof of isolation');
   }
-  a.metrics?.unprovenDevices(name, proof?.pending.length ?? 0);
   if (
     proof?.complete &&
     o.autoTaint &&
