@@ -4,7 +4,7 @@
  * server with src/kube (no client-node at run time: see src/kube/connection.ts).
  */
 import type { Command } from 'commander';
-import { sysrqReboot } from '../agent/failfast.js';
+import { DEFAULT_SYSRQ_TRIGGER, sysrqReboot } from '../agent/failfast.js';
 import { loadAgentConfig, type RawAgentFlags } from '../config/config.js';
 import { endProcess } from './end-process.js';
 import type { CliIo } from './program.js';
@@ -56,7 +56,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
     .option(
       '--sysrq-trigger <path>',
       "the host's sysrq trigger that --failfast-action reboot writes (/proc/sysrq-trigger for an agent run on the host)",
-      '/host/proc/sysrq-trigger',
+      DEFAULT_SYSRQ_TRIGGER,
     )
     .option(
       '--observe',
