@@ -5,7 +5,7 @@
  * in an ioctl to a dead LU.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -31,9 +31,16 @@ async function measure(
   return { p99: d.percentile(99) / 1e6, max: d.max / 1e6, perSecond: (calls * 1000) / ms };
 }
 
+/** RSS of this process, MiB (/proc: what the kernel charges, worker threads included). */
+const rssMib = () =>
+  Number(/VmRSS:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? NaN) / 1024;
+
+/** Idle threads ending to `keepThreads` (1), shortened here to IDLE_MS: RSS before and after. */
+const IDLE_MS = 2000;
+
 export async function executorBench(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'prfence-exbench-'));
-  const ex = new NativeExecutor();
+  const ex = new NativeExecutor({ idleThreadMs: IDLE_MS });
   const healthy = await ex.open('/dev/null', abi.O_RDWR, { timeoutMs: 5000 });
   const idle = await measure(healthy, 1000);
   const fifos = Array.from({ length: 10 }, (_, i) => join(dir, `hung${i}`));
@@ -50,6 +57,10 @@ export async function executorBench(): Promise<void> {
   for (const f of fifos) writeFileSync(f, 'x');
   while (ex.stats().stuck > 0) await new Promise((r) => setTimeout(r, 10));
   const after = await measure(healthy, 1000);
+  const big = { threads: ex.stats().threads, rss: rssMib() };
+  await new Promise((r) => setTimeout(r, IDLE_MS * 1.5));
+  globalThis.gc?.();
+  const small = { threads: ex.stats().threads, rss: rssMib() };
   for (const h of [...hung, healthy]) await h.close();
   ex.shutdown();
   rmSync(dir, { recursive: true, force: true });
@@ -61,5 +72,9 @@ export async function executorBench(): Promise<void> {
   console.log(`  after they returned:                 ${f(after)}`);
   console.log(
     `  p99 ratio ${(busy.p99 / Math.max(idle.p99, 0.001)).toFixed(2)}, rate ratio ${(busy.perSecond / Math.max(idle.perSecond, 1)).toFixed(2)}`,
+  );
+  const per = (big.rss - small.rss) / Math.max(big.threads - small.threads, 1);
+  console.log(
+    `  process RSS with ${big.threads} threads ${big.rss.toFixed(0)} MiB; idle ${IDLE_MS / 1000} s later ${small.threads} thread(s), ${small.rss.toFixed(0)} MiB (${per.toFixed(1)} MiB per thread ended; agent default: idle 60 s, keep 1)`,
   );
 }
