@@ -17,8 +17,8 @@
  *   as NVMe passthrough Reservation Register commands (actions Unregister / Replace
  *   with IEKEY), so the port means the same on SCSI and NVMe.
  */
-import { readlink, realpath, stat } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { realpath, stat } from 'node:fs/promises';
+import { deviceKind } from '../device-kind.js';
 import {
   IndeterminateError,
   InvalidArgumentError,
@@ -74,18 +74,6 @@ const MAX_READ_ATTEMPTS = 4;
 /** SPC-4 PERSISTENT RESERVE IN: the 16-bit ALLOCATION LENGTH, rounded down to whole keys. */
 const MAX_PRIN_ALLOC = 65528;
 
-/** Detects scsi / nvme from sysfs (dm-multipath and other stacked devices count as scsi). */
-async function detectKind(dev: string): Promise<'scsi' | 'nvme'> {
-  const name = basename(dev);
-  try {
-    const target = await readlink(`/sys/class/block/${name}`);
-    if (target.includes('/nvme')) return 'nvme';
-  } catch {
-    // not in sysfs (containers without /sys): fall back to the name
-  }
-  return name.startsWith('nvme') ? 'nvme' : 'scsi';
-}
-
 export class KoffiPrDevice implements PrDevice {
   readonly id: string;
   readonly kind: 'scsi' | 'nvme';
@@ -120,7 +108,7 @@ export class KoffiPrDevice implements PrDevice {
     if (!(await stat(real)).isBlockDevice()) {
       throw new InvalidArgumentError(`${path}: not a block device`, { op: 'open', device: path });
     }
-    return KoffiPrDevice.openUnchecked(path, await detectKind(real), { ...opts, executor, realPath: real });
+    return KoffiPrDevice.openUnchecked(path, await deviceKind(real), { ...opts, executor, realPath: real });
   }
 
   /**
