@@ -538,8 +538,13 @@ export async function scaleBench(): Promise<void> {
     const nodeOf = (ua: string) => ua.slice('prfence-agent/'.length).split(' ')[0]!;
     const byVerb = new Map<string, number>();
     for (const r of reqs) byVerb.set(r.verb, (byVerb.get(r.verb) ?? 0) + 1);
-    // An informer's (re-)list: the first page, served from the watch cache (resourceVersion=0).
-    const relists = reqs.filter((r) => r.verb === 'list' && /[?&]resourceVersion=0(&|$)/.test(r.uri));
+    // An informer's (re-)list: a streaming list (a watch with sendInitialEvents=true) or, where
+    // the API server does not serve those, a LIST's first page (resourceVersion=0).
+    const relists = reqs.filter(
+      (r) =>
+        (r.verb === 'watch' && /[?&]sendInitialEvents=true(&|$)/.test(r.uri)) ||
+        (r.verb === 'list' && /[?&]resourceVersion=0(&|$)/.test(r.uri)),
+    );
     const resources = ['volumeattachments', 'persistentvolumes', 'nodes', 'nodefences', 'storageclasses'];
     const firstRelist = (res: string) => {
       const m = new Map<string, number>();
@@ -566,7 +571,7 @@ export async function scaleBench(): Promise<void> {
       `  bytes received ${f1(mib(kib(bytes1[0]! - bytes0[0]!)))} MiB (steady state over the same time: ${f1(mib(kib(steadyFleet)))} MiB), sent ${f1(mib(kib(bytes1[1]! - bytes0[1]!)))} MiB`,
     );
     console.log(
-      '  re-lists (informer LIST, first page), seconds after the new API server served its first request:',
+      '  re-lists (streaming list, or LIST first page), seconds after the new API server served its first request:',
     );
     let synchronized = false;
     for (const res of resources) {

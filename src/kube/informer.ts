@@ -1,8 +1,13 @@
 /**
  * A list+watch cache that survives any watch error (client-go's reflector, in small):
- * list (paged), then watch from the list's resourceVersion with bookmarks; a watch that
- * ends or fails is resumed from the last resourceVersion with exponential backoff; 410
- * Gone (or any list failure) re-lists and reports the differences as add/update/delete.
+ * list, then watch from the list's resourceVersion with bookmarks; a watch that ends or
+ * fails is resumed from the last resourceVersion with exponential backoff; 410 Gone (or
+ * any API error) re-lists and reports the differences as add/update/delete.
+ *
+ * Listing is a streaming list where the API server serves it (src/kube/streaming-list.ts:
+ * one watch request whose initial events are the list, continuing as the watch), else a
+ * paged LIST (src/kube/paged-list.ts); a server found not to serve streaming lists is
+ * listed with LIST for the informer's life.
  *
  * Objects pass through `transform` before they are cached (client-go's SetTransform):
  * the agent keeps only the fields it reads, so 10,000 VolumeAttachments cost a few MiB.
@@ -10,7 +15,15 @@
  * scanning. Handlers only see objects; the caller enqueues keys (level-based).
  */
 import type { Logger } from 'pino';
+import { pagedList } from './paged-list.js';
 import { KubeApiError, type RestClient, type WatchEvent } from './rest-client.js';
+import {
+  InitialEvents,
+  rejectsStreamingList,
+  StreamingListUnsupported,
+  streamingListQuery,
+  unusableResourceVersion,
+} from './streaming-list.js';
 
 export interface InformerHandlers<T> {
   onAdd?: (o: T) => void;
@@ -18,8 +31,17 @@ export interface InformerHandlers<T> {
   onDelete?: (o: T) => void;
 }
 
-interface Meta {
+export interface CachedObject {
   metadata?: { name?: string; resourceVersion?: string };
+}
+
+/** What a list strategy (paged-list.ts, streaming-list.ts) does to the informer's cache. */
+export interface ListSink<T> {
+  /** Caches a listed object (transform, index, onAdd/onUpdate) unless the cached one has its resourceVersion. */
+  upsert(o: T): void;
+  remove(o: T): void;
+  /** The list is complete: removes (onDelete) every cached object not named in `seen`. */
+  prune(seen: ReadonlySet<string>): void;
 }
 
 export interface ResilientInformer<T> {
@@ -27,7 +49,7 @@ export interface ResilientInformer<T> {
   get(name: string): T | undefined;
   /** Cached objects whose index `index` yields `value`. */
   byIndex(index: string, value: string): readonly T[];
-  /** Resolves after the first successful list. */
+  /** Resolves after the first complete list (a LIST, or a streaming list's end bookmark). */
   synced: Promise<void>;
   hasSynced(): boolean;
   /** Undefined while a watch is open and has shown life recently, else why not (for /readyz). */
@@ -53,9 +75,11 @@ export interface InformerOptions<T> {
    * restarted (the API server sends a bookmark about every minute). Default 90 s.
    */
   idleTimeoutMs?: number;
+  /** Try streaming lists (KEP-3157) before LIST; default true (false: paged LIST only). */
+  streamingList?: boolean;
 }
 
-export function startInformer<T extends Meta>(opts: InformerOptions<T>): ResilientInformer<T> {
+export function startInformer<T extends CachedObject>(opts: InformerOptions<T>): ResilientInformer<T> {
   const cache = new Map<string, T>();
   const indexes = new Map<string, Map<string, Set<string>>>();
   const transform = opts.transform ?? ((o: T) => o);
@@ -99,38 +123,26 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
     onDelete?.(old);
   };
 
-  const list = async (): Promise<string> => {
-    const seen = new Set<string>();
-    let cont: string | undefined;
-    let rv = '';
-    do {
-      const page = await opts.rest.send<{
-        metadata?: { resourceVersion?: string; continue?: string };
-        items: T[];
-      }>({
-        method: 'GET',
-        path: opts.path,
-        // resourceVersion=0: served from the API server's watch cache, not read from etcd
-        // (a fleet re-listing after an API server restart costs no etcd reads); the cache
-        // may lag a little, which the watch that follows catches up on. Device commands
-        // never rest on this cache alone (src/agent/fresh-view.ts).
-        query: {
-          limit: String(opts.pageSize ?? 500),
-          ...(opts.fieldSelector ? { fieldSelector: opts.fieldSelector } : {}),
-          ...(cont ? { continue: cont } : { resourceVersion: '0' }),
-        },
-        signal: abort.signal,
-      });
-      for (const item of page.items) {
-        seen.add(nameOf(item));
-        const old = cache.get(nameOf(item));
-        if (old?.metadata?.resourceVersion !== item.metadata?.resourceVersion) put(item);
-      }
-      rv = page.metadata?.resourceVersion ?? rv;
-      cont = page.metadata?.continue || undefined;
-    } while (cont);
-    for (const [name, o] of [...cache]) if (!seen.has(name)) remove(o);
-    return rv;
+  const sink: ListSink<T> = {
+    upsert: (o) => {
+      if (cache.get(nameOf(o))?.metadata?.resourceVersion !== o.metadata?.resourceVersion) put(o);
+    },
+    remove,
+    prune: (seen) => {
+      for (const [name, o] of [...cache]) if (!seen.has(name)) remove(o);
+    },
+  };
+  const markListed = (mode: string, rv: string) => {
+    opts.log.debug({ path: opts.path, mode, resourceVersion: rv, objects: cache.size }, 'listed');
+    if (!synced) {
+      synced = true;
+      markSynced();
+    }
+  };
+  let streaming = opts.streamingList ?? true;
+  const fallBack = (why: string) => {
+    streaming = false;
+    opts.log.info({ path: opts.path, why }, 'streaming lists not served; listing with LIST from now on');
   };
 
   const idleMs = opts.idleTimeoutMs ?? 90_000;
@@ -141,7 +153,11 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
   const jittered = (ms: number) => Math.round(ms / 2 + Math.random() * (ms / 2));
   const run = async () => {
     let backoff = 100;
+    // Where the watch resumes; undefined: list first.
     let rv: string | undefined;
+    // Where a streaming list starts: "" (the most recent state) at first and when the
+    // server refuses the last one's, else the last resourceVersion seen (client-go).
+    let listFrom = '';
     while (!abort.signal.aborted) {
       const watchAbort = new AbortController();
       const onStop = () => watchAbort.abort();
@@ -156,46 +172,77 @@ export function startInformer<T extends Meta>(opts: InformerOptions<T>): Resilie
         );
         idleTimer.unref?.();
       };
+      // Set while this watch is a streaming list that has not seen its end bookmark.
+      let initial: InitialEvents<T> | undefined;
+      // What the event handler threw (the watch may reject with a transport error instead).
+      let thrown: unknown;
       try {
-        if (rv === undefined) {
-          rv = await list();
-          if (!synced) {
-            synced = true;
-            markSynced();
-          }
+        if (rv === undefined && !streaming) {
+          const { rest, path, fieldSelector } = opts;
+          const pageSize = opts.pageSize ?? 500;
+          rv = await pagedList({ rest, path, pageSize, fieldSelector, signal: abort.signal }, sink);
+          markListed('list', rv);
         }
+        if (rv === undefined) initial = new InitialEvents(sink);
+        else lastError = undefined;
         alive();
-        lastError = undefined;
         await opts.rest.watch<T>(
           opts.path,
           {
-            resourceVersion: rv,
+            ...(initial ? streamingListQuery(listFrom) : { resourceVersion: rv ?? '' }),
             ...(opts.fieldSelector ? { fieldSelector: opts.fieldSelector } : {}),
             allowWatchBookmarks: 'true',
             timeoutSeconds: String(240 + Math.floor(Math.random() * 120)),
           },
           (e: WatchEvent<T>) => {
-            backoff = 100;
-            alive();
-            if (e.type === 'ERROR') {
-              const code = (e.object as { code?: number }).code;
-              throw new KubeApiError(code ?? 500, e.object);
+            try {
+              backoff = 100;
+              alive();
+              if (e.type === 'ERROR') {
+                const code = (e.object as { code?: number }).code;
+                throw new KubeApiError(code ?? 500, e.object);
+              }
+              if (initial) {
+                const listed = initial.take(e);
+                if (listed === undefined) return;
+                // The list is complete; the same connection goes on as the watch.
+                initial = undefined;
+                rv = listed;
+                lastError = undefined;
+                markListed('streaming', listed);
+                return;
+              }
+              rv = e.object.metadata?.resourceVersion ?? rv;
+              if (e.type === 'ADDED' || e.type === 'MODIFIED') put(e.object);
+              else if (e.type === 'DELETED') remove(e.object);
+            } catch (err) {
+              thrown = err;
+              throw err;
             }
-            rv = e.object.metadata?.resourceVersion ?? rv;
-            if (e.type === 'ADDED' || e.type === 'MODIFIED') put(e.object);
-            else if (e.type === 'DELETED') remove(e.object);
           },
           watchAbort.signal,
         );
+        // A server that streams lists ends the initial events with the bookmark even when
+        // there are none; one that closes the watch before it ignored sendInitialEvents.
+        if (initial) fallBack('the watch ended without the initial-events-end bookmark');
         continue; // the server closed the watch (timeoutSeconds): resume from rv
-      } catch (err) {
+      } catch (caught) {
         if (abort.signal.aborted) return;
+        const err = thrown ?? caught;
+        if (initial && (err instanceof StreamingListUnsupported || rejectsStreamingList(err))) {
+          fallBack(String(err));
+          continue;
+        }
         const why = watchAbort.signal.aborted ? String(watchAbort.signal.reason) : String(err);
         lastError = `watch ${opts.path}: ${why}`;
         // An API error (410 Gone: too old; anything else: unknown state) re-lists; a
         // transport error resumes the watch from the last resourceVersion. Every path
         // waits a jittered, growing delay (410 included: no re-list storm).
-        if (err instanceof KubeApiError) rv = undefined;
+        if (err instanceof KubeApiError) {
+          if (rv !== undefined) listFrom = rv;
+          else if (unusableResourceVersion(err)) listFrom = '';
+          rv = undefined;
+        }
         const wait = jittered(backoff);
         if (!(err instanceof KubeApiError && err.code === 410))
           opts.log.warn({ path: opts.path, err: why, retryInMs: wait }, 'watch failed; restarting');

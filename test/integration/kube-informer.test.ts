@@ -2,10 +2,34 @@ import { CoreV1Api, type V1Node, type V1PersistentVolume } from '@kubernetes/cli
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { startInformer } from '../../src/kube/informer.js';
-import { RestClient } from '../../src/kube/rest-client.js';
+import { RestClient, type RestRequest, type WatchEvent } from '../../src/kube/rest-client.js';
 import { startControlPlane } from '../envtest/control-plane.js';
 import { FaultProxy, kubeConfigVia } from '../envtest/fault-proxy.js';
 import { adminKubeConfig, eventually, uniqueName } from '../envtest/kube.js';
+
+/** A RestClient that records every request the informer makes. */
+class CountingRest extends RestClient {
+  readonly sent: RestRequest[] = [];
+  readonly watched: Record<string, string>[] = [];
+  override send<T = unknown>(req: RestRequest): Promise<T> {
+    this.sent.push(req);
+    return super.send<T>(req);
+  }
+  override watch<T>(
+    path: string,
+    query: Record<string, string>,
+    onEvent: (e: WatchEvent<T>) => void,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    this.watched.push(query);
+    return super.watch(path, query, onEvent, signal);
+  }
+}
+
+const pvBody = (name: string) => ({
+  metadata: { name },
+  spec: { capacity: { storage: '1Gi' }, accessModes: ['ReadWriteOnce'], hostPath: { path: '/tmp' } },
+});
 
 describe('resilient informer', () => {
   it('kube-apiserver restarts under a watch -> the informer re-lists and sees later changes', async () => {
@@ -15,12 +39,12 @@ describe('resilient informer', () => {
       const core = kc.makeApiClient(CoreV1Api);
       const seen: string[] = [];
       const deleted: string[] = [];
-      const rest = new RestClient(kc);
+      const rest = new CountingRest(kc);
       const inf = startInformer<V1PersistentVolume>({
         rest,
         log: pino({ level: 'silent' }),
         path: '/api/v1/persistentvolumes',
-        pageSize: 1, // every list is paged
+        pageSize: 1, // a LIST, if one were made, would be paged
         transform: (o) => ({
           metadata: { name: o.metadata?.name, resourceVersion: o.metadata?.resourceVersion },
           spec: { hostPath: { path: o.spec?.hostPath?.path ?? '' } },
@@ -69,6 +93,9 @@ describe('resilient informer', () => {
       await eventually(() => deleted.includes('before'), { timeoutMs: 30_000 });
       expect(inf.get('before')).toBeUndefined();
       expect(inf.byIndex('byPath', '/tmp').map((p) => p.metadata?.name)).toEqual(['after']);
+      // All of it in streaming mode (the default): listed by a streaming list, never a LIST.
+      expect(rest.watched[0]?.sendInitialEvents).toBe('true');
+      expect(rest.sent.filter((r) => r.method === 'GET')).toEqual([]);
       await inf.stop();
       rest.close();
     } finally {
@@ -144,6 +171,76 @@ describe('resilient informer', () => {
       });
     } finally {
       await inf.stop();
+    }
+  });
+
+  it('streaming list (kube-apiserver 1.36 serves WatchList by default) -> synced from ONE watch request with sendInitialEvents=true and no LIST; the cache equals the PVs created; a later change arrives on that watch; streamingList: false lists the same with one LIST', async () => {
+    const cp = await startControlPlane(); // its own: the cache must equal exactly the PVs made here
+    try {
+      const kc = cp.adminKubeConfig();
+      const core = kc.makeApiClient(CoreV1Api);
+      const names = ['wl-a', 'wl-b', 'wl-c'];
+      for (const n of names) await core.createPersistentVolume({ body: pvBody(n) });
+      const rest = new CountingRest(kc);
+      const updated: string[] = [];
+      const inf = startInformer<V1PersistentVolume>({
+        rest,
+        log: pino({ level: 'silent' }),
+        path: '/api/v1/persistentvolumes',
+        handlers: { onUpdate: (o) => updated.push(o.metadata?.name ?? '') },
+      });
+      const listed = (i: { list(): readonly V1PersistentVolume[] }) =>
+        i
+          .list()
+          .map((p) => p.metadata?.name)
+          .sort();
+      try {
+        await inf.synced;
+        expect(listed(inf)).toEqual(names);
+        expect(rest.watched).toEqual([
+          {
+            sendInitialEvents: 'true',
+            resourceVersionMatch: 'NotOlderThan',
+            allowWatchBookmarks: 'true',
+            timeoutSeconds: expect.any(String) as string,
+          },
+        ]);
+        expect(rest.sent).toEqual([]); // no LIST
+        await core.patchPersistentVolume({
+          name: 'wl-b',
+          body: [{ op: 'add', path: '/metadata/labels', value: { changed: 'yes' } }],
+        });
+        await eventually(() => updated.includes('wl-b'));
+        expect(inf.get('wl-b')?.metadata?.labels).toEqual({ changed: 'yes' });
+        expect({ watches: rest.watched.length, sends: rest.sent.length }).toEqual({ watches: 1, sends: 0 });
+      } finally {
+        await inf.stop();
+        rest.close();
+      }
+
+      // The same with streaming lists turned off: one LIST (resourceVersion=0), then a plain watch.
+      const rest2 = new CountingRest(kc);
+      const inf2 = startInformer<V1PersistentVolume>({
+        rest: rest2,
+        log: pino({ level: 'silent' }),
+        path: '/api/v1/persistentvolumes',
+        handlers: {},
+        streamingList: false,
+      });
+      try {
+        await inf2.synced;
+        expect(listed(inf2)).toEqual(names);
+        expect(rest2.sent.map((r) => [r.method, r.path, r.query?.resourceVersion])).toEqual([
+          ['GET', '/api/v1/persistentvolumes', '0'],
+        ]);
+        await eventually(() => rest2.watched.length === 1);
+        expect(rest2.watched[0]?.sendInitialEvents).toBeUndefined();
+      } finally {
+        await inf2.stop();
+        rest2.close();
+      }
+    } finally {
+      await cp.stop();
     }
   });
 });
