@@ -196,12 +196,14 @@ export function startInformer<T extends CachedObject>(opts: InformerOptions<T>):
           },
           (e: WatchEvent<T>) => {
             try {
-              backoff = 100;
               alive();
               if (e.type === 'ERROR') {
                 const code = (e.object as { code?: number }).code;
                 throw new KubeApiError(code ?? 500, e.object);
               }
+              // Only a delivered object or bookmark ends the backoff: an ERROR event (410
+              // after 410) keeps it growing.
+              backoff = 100;
               if (initial) {
                 const listed = initial.take(e);
                 if (listed === undefined) return;

@@ -116,7 +116,10 @@ afterEach(async () => {
   await Promise.all(running.splice(0).map((i) => i.stop()));
 });
 
-function start(rest: FakeRest, extra: { fieldSelector?: string; streamingList?: boolean } = {}) {
+function start(
+  rest: FakeRest,
+  extra: { fieldSelector?: string; streamingList?: boolean; maxBackoffMs?: number } = {},
+) {
   const events: string[] = [];
   const logs: { level: number; msg: string }[] = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => logs.push(JSON.parse(line)) });
@@ -316,5 +319,21 @@ describe('informer: streaming lists (WatchList)', () => {
       timeoutSeconds: expect.any(String),
     });
     expect(infoLines()).toEqual([]);
+  });
+
+  it('every streaming list answered by an ERROR 410 event -> the waits between attempts grow (jittered, doubling), not reset by the error event', async () => {
+    const rest = new FakeRest();
+    start(rest, { maxBackoffMs: 10_000 });
+    const at: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      (await rest.watchCall(i)).emit(expired());
+      at.push(Date.now());
+    }
+    await rest.watchCall(5);
+    at.push(Date.now());
+    const gaps = at.slice(1).map((t, i) => t - at[i]!);
+    // 100, 200, 400, 800, 1600 ms halved to doubled by the jitter: 50-100 ... 800-1600.
+    expect(gaps[0]).toBeLessThan(400);
+    expect(gaps[4]).toBeGreaterThanOrEqual(750);
   });
 });
