@@ -62,7 +62,10 @@ export interface ControllerOptions {
   /** Namespace of the events about cluster-scoped objects. Default `default` (as the agents). */
   eventNamespace?: string;
   watchIdleTimeoutMs?: number;
-  /** Called right before each write is sent (tests record who acted when). */
+  /**
+   * Each write sent, once it settled, with the time it was sent (tests record who acted
+   * when); a write refused with 409 Conflict took no effect and is not reported.
+   */
   onAction?: (a: ControllerAction & { at: number }) => void;
   /** Called when this replica starts (true) or stops (false) acting; `at` is performance.now(). */
   onActing?: (acting: boolean, at: number) => void;
@@ -147,8 +150,18 @@ export class Controller {
       write: async (a, fn) => {
         if (!this.mayAct())
           throw new NotLeaderError(`not the leader: ${a.kind} ${a.resource}/${a.name} not sent`);
-        this.#o.onAction?.({ ...a, at: performance.now() });
-        return fn();
+        // Reported once settled, stamped with the time it was sent: every write that may
+        // have taken effect, not one the API server refused on its resourceVersion (409:
+        // e.g. a status write changed the NodeFence first; the request is decided again).
+        const at = performance.now();
+        try {
+          const out = await fn();
+          this.#o.onAction?.({ ...a, at });
+          return out;
+        } catch (e) {
+          if (!isConflict(e)) this.#o.onAction?.({ ...a, at });
+          throw e;
+        }
       },
       event: async (e) => {
         if (!this.mayAct()) return;
