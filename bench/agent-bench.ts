@@ -29,17 +29,26 @@ export async function agentBench(): Promise<void> {
       '\nagent fence latency (real API server, memory devices): until the stale key is gone (read back)',
     );
     console.log(
-      'PVs at once   measured from                    p50 ms    p99 ms    max ms   API requests/fence   target p99 < 50 ms',
+      'PVs at once   measured from                          p50 ms    p99 ms    max ms   API requests/fence   target p99 < 50 ms',
     );
-    for (const n of process.env.PRFENCE_BENCH_SKIP_LATENCY ? [] : [1, 200]) {
-      const r = await measureFenceLatency(kc, n, { prefix: `bench-${n}` });
+    const runs = process.env.PRFENCE_BENCH_SKIP_LATENCY
+      ? []
+      : [1, 200].flatMap((n) => [
+          { n, lostNode: false, how: 'detached' },
+          { n, lostNode: true, how: 'lost' },
+        ]);
+    console.log(
+      '(detached: the old node left by a plain detach, the fence rests on the full view; lost: its fence was requested, the fence rests on a view of each volume)',
+    );
+    for (const { n, lostNode, how } of runs) {
+      const r = await measureFenceLatency(kc, n, { prefix: `bench-${how}-${n}`, lostNode });
       const rows: [string, number[]][] = [
-        ['VA visible to the agent', r.fromVisible],
-        ['VA create request sent', r.fromCreate],
+        [`${how}: VA visible to the agent`, r.fromVisible],
+        [`${how}: VA create request sent`, r.fromCreate],
       ];
       for (const [what, lat] of rows) {
         console.log(
-          `${String(n).padStart(11)}   ${what.padEnd(30)}${pct(lat, 50).toFixed(1).padStart(10)}${pct(lat, 99)
+          `${String(n).padStart(11)}   ${what.padEnd(36)}${pct(lat, 50).toFixed(1).padStart(10)}${pct(lat, 99)
             .toFixed(1)
             .padStart(10)}${Math.max(...lat)
             .toFixed(1)

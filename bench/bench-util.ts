@@ -141,7 +141,16 @@ export interface FenceLatency {
 export async function measureFenceLatency(
   kc: KubeConfig,
   n: number,
-  o: { prefix: string; nodeBody?: (name: string) => object },
+  o: {
+    prefix: string;
+    nodeBody?: (name: string) => object;
+    /**
+     * The old node is lost, not detached: its NodeFence asks for its fence (as the
+     * controller's NodeLost request does) before the attachments move. The fence then rests
+     * on a view of each volume; after a plain detach, on the full view (docs/design.md).
+     */
+    lostNode?: boolean;
+  },
 ): Promise<FenceLatency> {
   const core = kc.makeApiClient(CoreV1Api);
   const log = pino({ level: 'silent' });
@@ -198,6 +207,13 @@ export async function measureFenceLatency(
   });
   while (![...pvs].every((pv) => lus.get(pv)!.state().reservation?.holder === na)) await sleep(20);
   await a.stop(); // partitioned
+  if (o.lostNode)
+    await api.send({
+      method: 'PATCH',
+      path: `/apis/prfence.io/v1alpha1/nodefences/${na}`,
+      contentType: 'application/merge-patch+json',
+      body: { spec: { fenceState: 'Fenced', reason: 'NodeLost', requestedBy: 'prfence-bench' } },
+    });
   const reqBefore = b.apiRequests;
   const t0 = new Map<string, number>();
   const done = new Map<string, number>();

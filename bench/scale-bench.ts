@@ -599,14 +599,22 @@ export async function scaleBench(): Promise<void> {
     progress(`all agents ready again ${f1((performance.now() - readyAgain) / 1000)} s after the window`);
     await keepController('during the restart');
 
-    if (FENCE_PVS > 0) {
-      progress(`fence latency: ${FENCE_PVS} PVs failing over at once, ${heartbeat.nodes} nodes heartbeating`);
+    for (const { lostNode, how } of FENCE_PVS > 0
+      ? [
+          { lostNode: false, how: 'detached (full view)' },
+          { lostNode: true, how: 'lost node (volume view)' },
+        ]
+      : []) {
+      progress(
+        `fence latency, ${how}: ${FENCE_PVS} PVs failing over at once, ${heartbeat.nodes} nodes heartbeating`,
+      );
       const r = await measureFenceLatency(kc, FENCE_PVS, {
-        prefix: 'scale-fence',
+        prefix: `scale-fence-${lostNode ? 'lost' : 'detached'}`,
         nodeBody: (name) => nodeObject(name, 0),
+        lostNode,
       });
       console.log(
-        `\nfence latency, ${FENCE_PVS} PVs failing over at once under this load (two in-process agents of the benchmark on shared memory LUs, as in PRFENCE_BENCH=agent):`,
+        `\nfence latency, ${how}, ${FENCE_PVS} PVs failing over at once under this load (two in-process agents of the benchmark on shared memory LUs, as in PRFENCE_BENCH=agent):`,
       );
       // Over all PVs: one not fenced within the benchmark's 120 s counts as slower than that.
       const all = (l: number[]) => [...l, ...Array<number>(FENCE_PVS - l.length).fill(Infinity)];
@@ -629,7 +637,7 @@ export async function scaleBench(): Promise<void> {
         }),
       );
       targetLines.push([
-        `fence p99 at ${FENCE_PVS} PVs (from VA visible)`,
+        `fence p99 at ${FENCE_PVS} PVs, ${how} (from VA visible)`,
         `${ms(pct(all(r.fromVisible), 99))} ms, ${r.fenced}/${FENCE_PVS} fenced in 120 s`,
         `< ${TARGET.fenceP99Ms} ms`,
         pct(all(r.fromVisible), 99) < TARGET.fenceP99Ms,

@@ -36,6 +36,7 @@ import { FailfastProbe, type FailfastAction } from './failfast.js';
 import { FailfastReactions } from './failfast-reactions.js';
 import { FenceMemory } from './fence-memory.js';
 import { FreshViewSource } from './fresh-view.js';
+import { VolumeViewSource } from './volume-view.js';
 import { claimKey, ensureNodeFence, type KeyClaimOptions } from './key-claim.js';
 import { OwnStatus } from './own-status.js';
 import { Readiness } from './readiness.js';
@@ -158,6 +159,7 @@ export class Agent {
       identityOf: (pv) => informers.identityOf(pv),
       policyOf: (pv) => informers.policyOf(pv),
       fresh,
+      volumeViews: new VolumeViewSource({ rest, freshnessMs: o.freshnessMs ?? 5000 }),
       devices,
       memory,
       writer,

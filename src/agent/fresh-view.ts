@@ -22,6 +22,11 @@ const VA_PATH = '/apis/storage.k8s.io/v1/volumeattachments';
 export interface FreshView {
   /** performance.now() when the reads started: the view is as old as that. */
   readonly startedAt: number;
+  /**
+   * `volume`: the objects of one volume only (volume-view.ts), which backs fewer commands;
+   * absent: the whole cluster (this module).
+   */
+  readonly scope?: 'volume';
   /** The resourceVersions the view was read at (recorded with a fence intent). */
   readonly basis: string;
   readonly nodeFences: ReadonlyMap<string, NodeFence>;

@@ -31,6 +31,7 @@ import {
 import { EventRecorder } from '../kube/events.js';
 import { clusterObjectPath, KubeApiError, type RestClient } from '../kube/rest-client.js';
 import { formatKey, type PrKey } from '../pr/key.js';
+import { Coalescer } from './coalescer.js';
 import { nfPath } from './key-claim.js';
 import { orphanedConditions, vrStatusToWrite } from './vr-status.js';
 
@@ -62,6 +63,9 @@ export class StatusWriter {
   readonly fm: string;
   readonly #fenceFm: string;
   readonly #proofFm: string;
+  /** Fenced marks and proofs per victim node, coalesced while a write to it is in flight. */
+  readonly #marks: Coalescer<string>;
+  readonly #proofs: Coalescer<IsolationProof>;
   readonly #events: EventRecorder;
   /** The last status body written per PV (no write when nothing changed). */
   readonly #last = new Map<string, string>();
@@ -72,6 +76,8 @@ export class StatusWriter {
     this.fm = `prfence-agent/${o.node}`;
     this.#fenceFm = `prfence-agent/${o.node}/fence`;
     this.#proofFm = `prfence-agent/${o.node}/proof`;
+    this.#marks = new Coalescer((n, times) => this.#writeMark(n, times));
+    this.#proofs = new Coalescer((n, proofs) => this.#writeProofs(n, proofs));
     this.#events = new EventRecorder({
       rest: o.rest,
       log: o.log,
@@ -273,7 +279,13 @@ export class StatusWriter {
    * field is sent, even an unchanged one, so this manager never drops one it owns (409:
    * read again). A NodeFence that is gone throws (404).
    */
-  async markFenced(victimNode: string, at: string): Promise<void> {
+  markFenced(victimNode: string, at: string): Promise<void> {
+    return this.#marks.add(victimNode, at);
+  }
+
+  /** One write of the Fenced mark (coalesced: the earliest time of the batch). */
+  async #writeMark(victimNode: string, times: readonly string[]): Promise<void> {
+    const at = [...times].sort()[0]!;
     await this.#applyPeerStatus(victimNode, this.fm, 'throw', ({ status: s = {} }) =>
       s.phase === 'Fenced' && s.fencedBy !== undefined && s.fencedAt !== undefined
         ? undefined
@@ -288,15 +300,24 @@ export class StatusWriter {
    * This node replaces only its own entry for the volume, or one older than the last
    * unfence (an earlier fence's, which does not count); a current proof by another node
    * stands (the volume is proven) and is left as it is. A NodeFence that is gone has
-   * nothing to prove to.
+   * nothing to prove to. Proofs for one node made while a write to it is in flight go
+   * together in the next write (Coalescer).
    */
-  async recordProof(victimNode: string, proof: IsolationProof): Promise<void> {
+  recordProof(victimNode: string, proof: IsolationProof): Promise<void> {
+    return this.#proofs.add(victimNode, proof);
+  }
+
+  async #writeProofs(victimNode: string, proofs: readonly IsolationProof[]): Promise<void> {
     await this.#applyPeerStatus(victimNode, this.#proofFm, 'skip', (nf) => {
       const unfencedAt = nf.spec?.unfencedAt ? Date.parse(nf.spec.unfencedAt) : Number.NEGATIVE_INFINITY;
-      const current = nf.status?.proofs ?? [];
       const replaceable = (p: IsolationProof) => p.by === this.#o.node || Date.parse(p.at) <= unfencedAt;
-      if (current.some((p) => p.volume === proof.volume && !replaceable(p))) return undefined;
-      return { proofs: [...current.filter((p) => p.volume !== proof.volume), proof].slice(-4096) };
+      const before = nf.status?.proofs ?? [];
+      let current = before;
+      for (const proof of proofs) {
+        if (current.some((p) => p.volume === proof.volume && !replaceable(p))) continue;
+        current = [...current.filter((p) => p.volume !== proof.volume), proof];
+      }
+      return current === before ? undefined : { proofs: current.slice(-4096) };
     });
   }
 

@@ -45,6 +45,7 @@ import {
 import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
 import type { FenceMemory } from './fence-memory.js';
 import type { FreshView, FreshViewSource } from './fresh-view.js';
+import type { VolumeViewSource } from './volume-view.js';
 import { cond, type StatusWriter } from './status-writer.js';
 import { fenceRecord, observedVrStatus } from './vr-record.js';
 import { describeSource, type VolumePolicy } from './volume-policy.js';
@@ -77,6 +78,11 @@ export interface VolumeReconcilerOptions {
   /** The PV's device identity from the PV cache, if prfence can fence it. */
   identityOf: (pv: string) => string | undefined;
   fresh: FreshViewSource;
+  /**
+   * Views of one volume (volume-view.ts), for the plans they can back; without it every
+   * command rests on the full view.
+   */
+  volumeViews?: VolumeViewSource;
   devices: DeviceRegistry;
   memory: FenceMemory;
   writer: StatusWriter;
@@ -129,6 +135,19 @@ function fenceStands(e: FencedKey, view: ClusterCaches): boolean {
   return !nf || isFenceRequested(nf, view.nodes(e.node));
 }
 
+/**
+ * The commands a view of one volume can back (volume-view.ts): this node's register and
+ * reserve (its own attachment is read there), and the preempt of a key whose node is asked
+ * to be fenced (legitimate nowhere, whatever attachments the view misses). Not a takeover,
+ * a release or an unregister.
+ */
+function volumeViewBacks(a: FenceAction, fenceRequested: (node: string) => boolean): boolean {
+  if (a.kind === 'register' || a.kind === 'reserve') return true;
+  return (
+    a.kind === 'preempt-abort' && !a.takeover && a.victimNode !== undefined && fenceRequested(a.victimNode)
+  );
+}
+
 /** The device, calling `onRead` as each key read starts. */
 function stampKeyReads(device: PrDevice, onRead: () => void): PrDevice {
   return new Proxy(device, {
@@ -161,6 +180,8 @@ export class VolumeReconciler {
    * status.handingOver). A takeover is no loss of the own key.
    */
   readonly handingOver = new Set<string>();
+  /** PVs where a view of the volume did not back a command: the next reconcile takes the full view. */
+  readonly #needFullView = new Set<string>();
   /** The last policy problem or opt-out logged per PV (logged once per change, not per resync). */
   readonly #policyLogged = new Map<string, string>();
 
@@ -177,6 +198,7 @@ export class VolumeReconciler {
 
   #forget(pv: string): void {
     this.#staleSince.delete(pv);
+    this.#needFullView.delete(pv);
     this.registeredOn.delete(pv);
     this.blockedOn.delete(pv);
     this.handingOver.delete(pv);
@@ -385,6 +407,8 @@ export class VolumeReconciler {
     );
     const cachePlan = decideVolume(cacheInput);
     let obs: VolumeObservation;
+    /** A view of this volume did not back a command: reconciled again soon, on the full view. */
+    let refusedByVolumeView = false;
     if (cachePlan.actions.length === 0) {
       const { device: _view, ...rest } = cacheInput;
       // No command: fenceVolume only classifies what was read (one code path for the record).
@@ -402,11 +426,28 @@ export class VolumeReconciler {
       // A preempt in sight: the view must be newer than the device read it acts on (shared
       // if one is; else one read, and not a second one right before the command).
       const preemptAhead = cachePlan.actions.some((a) => a.kind === 'preempt-abort');
-      let read = await this.#takeFreshView(pv, log, preemptAhead ? readAt : undefined);
+      // A plan a view of this volume can back takes one (its cost does not grow with the
+      // cluster); every command is checked against it again before it is sent.
+      const volumeView =
+        o.volumeViews !== undefined &&
+        selfLegitCache &&
+        !observingCache &&
+        !this.#needFullView.has(pv) &&
+        cachePlan.actions.every((a) => volumeViewBacks(a, cacheFenceRequested));
+      if (!volumeView) this.#needFullView.delete(pv);
+      const attachments = cache.vasOf(pv).flatMap((va) => va.metadata?.name ?? []);
+      // Its reads start after the device read they back (shared ones included).
+      const readVolume = (keys: readonly PrKey[], newerThan: number) =>
+        o.volumeViews!.read({ pv, self: o.node, attachments, deviceKeys: keys }, newerThan);
+      const takeView = (newerThan?: number) =>
+        volumeView
+          ? this.#takeVolumeView(pv, log, () => readVolume(state.keys.keys, Math.max(readAt, newerThan ?? 0)))
+          : this.#takeFreshView(pv, log, newerThan);
+      let read = await takeView(preemptAhead ? readAt : undefined);
       if (!read) return noFreshView;
       if (selfIn(read.legitimacy) !== selfLegitCache) {
         // The shared view may predate the change the caches show: read once more.
-        read = await this.#takeFreshView(pv, log, read.view.startedAt);
+        read = await takeView(read.view.startedAt);
         if (!read) return noFreshView;
       }
       if (selfIn(read.legitimacy) !== selfLegitCache) {
@@ -419,7 +460,7 @@ export class VolumeReconciler {
       if (cacheMay && !mayRegister) {
         // The caches show an unfence the shared view may predate: read once more, else this
         // volume would stay blocked until the next resync.
-        read = await this.#takeFreshView(pv, log, read.view.startedAt);
+        read = await takeView(read.view.startedAt);
         if (!read) return noFreshView;
         if (isSelf(read.legitimacy, o.node) !== selfLegitCache)
           return { outcome: 'views-disagree', requeueAfterMs: 1000, ...none };
@@ -456,13 +497,30 @@ export class VolumeReconciler {
       const reads = { lastAt: readAt };
       const confirm = async (a: FenceAction): Promise<boolean> => {
         const viewPredatesRead = a.kind === 'preempt-abort' && current.startedAt <= reads.lastAt;
-        if (!o.fresh.isFresh(current) || viewPredatesRead) {
+        const reread = !o.fresh.isFresh(current) || viewPredatesRead;
+        if (reread) {
           try {
-            current = await o.fresh.get(viewPredatesRead ? reads.lastAt : undefined);
+            current = volumeView
+              ? await readVolume(
+                  [...state.keys.keys, ...(a.kind === 'preempt-abort' ? [a.victim] : [])],
+                  Math.max(reads.lastAt, current.startedAt),
+                )
+              : await o.fresh.get(viewPredatesRead ? reads.lastAt : undefined);
           } catch {
             return false;
           }
+        }
+        if (reread || volumeView) {
           const c2 = await current.cachesFor(pv, [o.node]);
+          if (volumeView && !this.#volumeViewConfirms(a, current, c2)) {
+            log.info(
+              { action: a.kind },
+              'a view of this volume does not back this command: the full view decides next',
+            );
+            this.#needFullView.add(pv);
+            refusedByVolumeView = true;
+            return false;
+          }
           const l2 = legitimacy(pv, c2, current.keyClaims);
           if (selfIn(l2) !== selfLegitCache) return false;
           if (
@@ -530,7 +588,35 @@ export class VolumeReconciler {
     // The volume's record first, then the fence's: once lastFence shows, so does the holder.
     if (obs.results.some((r) => r.action.kind === 'preempt-abort'))
       await this.#completeFences(pv, obs.victims, obs.durationMs, log, obs.state.keys.generation);
-    return result;
+    return refusedByVolumeView ? { ...result, requeueAfterMs: 100 } : result;
+  }
+
+  /** A view of this volume (volume-view.ts) as fence-rule inputs; undefined if none can be read in time (logged). */
+  async #takeVolumeView(
+    pv: string,
+    log: Logger,
+    read: () => Promise<FreshView>,
+  ): Promise<FreshRead | undefined> {
+    let view: FreshView;
+    try {
+      view = await read();
+    } catch (e) {
+      log.warn({ err: describeError(e) }, 'no fresh read of this volume: no device command (S9)');
+      return undefined;
+    }
+    const caches = await view.cachesFor(pv, [this.#o.node]);
+    return { view, caches, legitimacy: legitimacy(pv, caches, view.keyClaims) };
+  }
+
+  /**
+   * A command on a view of one volume: one such a view backs (volumeViewBacks, as this
+   * view says), and a preempted key claimed (ReservationKey) by the node the plan names.
+   */
+  #volumeViewConfirms(a: FenceAction, view: FreshView, c: ClusterCaches): boolean {
+    if (!volumeViewBacks(a, (n) => isFenceRequested(c.nodeFences(n), c.nodes(n)))) return false;
+    if (a.kind !== 'preempt-abort') return true;
+    const hex = formatKey(a.victim);
+    return view.keyClaims.some((k) => k.metadata.name === hex && k.spec.node === a.victimNode);
   }
 
   /**

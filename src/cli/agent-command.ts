@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { DEFAULT_SYSRQ_TRIGGER, sysrqReboot } from '../agent/failfast.js';
-import { loadAgentConfig, type RawAgentFlags } from '../config/config.js';
+import { DEFAULT_AGENT_WORKERS, loadAgentConfig, type RawAgentFlags } from '../config/config.js';
 import { endProcess } from './end-process.js';
 import type { CliIo } from './program.js';
 
@@ -29,7 +29,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
     .option('--foreign-keys <policy>', 'leave | preempt keys of other clusters (S7)', 'leave')
     .option('--ioctl-timeout <duration>', 'time limit per PR ioctl', '10s')
     .option('--max-in-flight <n>', 'ignored: one PR ioctl is in flight per device', '2')
-    .option('--workers <n>', 'volumes reconciled in parallel', '2')
+    .option('--workers <n>', 'volumes reconciled in parallel', String(DEFAULT_AGENT_WORKERS))
     .option('--resync <duration>', 'periodic re-check of every volume', '30s')
     .option('--freshness <duration>', 'a device command needs API reads no older than this', '5s')
     .option(

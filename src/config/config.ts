@@ -12,6 +12,13 @@ import {
   type FailfastAction,
 } from '../agent/failfast.js';
 
+/**
+ * Volumes reconciled at once. A reconcile mostly waits on the API server and the device
+ * threads; with 2, a node taking over 200 volumes fenced them 2 at a time. 10 is the
+ * kubernetes-csi sidecars' --worker-threads default.
+ */
+export const DEFAULT_AGENT_WORKERS = 10;
+
 export interface AgentConfig {
   readonly nodeName: string;
   readonly kubeconfig: string | undefined;
@@ -143,7 +150,7 @@ export function loadAgentConfig(
     foreignKeys: foreign,
     ioctlTimeoutMs: flags.ioctlTimeout ? parseDurationMs(flags.ioctlTimeout, '--ioctl-timeout') : 10_000,
     maxInFlight: positiveInt(flags.maxInFlight, '--max-in-flight', 2),
-    workers: positiveInt(flags.workers, '--workers', 2),
+    workers: positiveInt(flags.workers, '--workers', DEFAULT_AGENT_WORKERS),
     resyncMs: flags.resync ? parseDurationMs(flags.resync, '--resync') : 30_000,
     freshnessMs: flags.freshness ? parseDurationMs(flags.freshness, '--freshness') : 5000,
     leaveGraceMs: flags.leaveGrace ? parseDurationMs(flags.leaveGrace, '--leave-grace') : 10_000,

@@ -12,7 +12,13 @@ import { FenceMemory } from '../../../src/agent/fence-memory.js';
 import type { FreshView, FreshViewSource } from '../../../src/agent/fresh-view.js';
 import type { StatusWriter } from '../../../src/agent/status-writer.js';
 import { VolumeReconciler } from '../../../src/agent/volume-reconciler.js';
-import type { FencedKey, NodeFence, VolumeReservationStatus } from '../../../src/crd/types.js';
+import type { VolumeViewRequest, VolumeViewSource } from '../../../src/agent/volume-view.js';
+import type {
+  FencedKey,
+  NodeFence,
+  ReservationKey,
+  VolumeReservationStatus,
+} from '../../../src/crd/types.js';
 import type { VolumePolicy } from '../../../src/agent/volume-policy.js';
 import { clusterTag, makeKey } from '../../../src/fence/keys.js';
 import { formatKey } from '../../../src/pr/key.js';
@@ -26,6 +32,7 @@ const PV = 'pv-1';
 interface World {
   vas: string[]; // nodes attached to PV
   fenced?: string[]; // nodes with the Fenced mark
+  fenceRequested?: string[]; // nodes with NodeFence spec.fenceState Fenced
   unfencedAt?: string; // NodeFence spec.unfencedAt of every node
 }
 
@@ -34,7 +41,14 @@ function caches(w: World): ClusterCaches {
     apiVersion: 'prfence.io/v1alpha1',
     kind: 'NodeFence',
     metadata: { name: n },
-    ...(w.unfencedAt ? { spec: { unfencedAt: w.unfencedAt } } : {}),
+    ...(w.unfencedAt || w.fenceRequested?.includes(n)
+      ? {
+          spec: {
+            ...(w.unfencedAt ? { unfencedAt: w.unfencedAt } : {}),
+            ...(w.fenceRequested?.includes(n) ? { fenceState: 'Fenced' as const } : {}),
+          },
+        }
+      : {}),
     status: { key: formatKey(K[n]), ...(w.fenced?.includes(n) ? { phase: 'Fenced' as const } : {}) },
   }));
   const vas = w.vas.map((n): V1VolumeAttachment => ({
@@ -82,6 +96,39 @@ function freshOf(get: () => World, opts: { down?: () => boolean; shared?: boolea
   return source;
 }
 
+/**
+ * A VolumeViewSource over the API's world: it sees the attachments the caller names
+ * (those in its caches) as the world has them, and the key claims of the keys named
+ * (`claims`: who claimed each key; default the owner by name).
+ */
+function volumeViewOf(get: () => World, claims: Partial<Record<'a' | 'b' | 'c', string>> = {}) {
+  let reads = 0;
+  return {
+    reads: () => reads,
+    read: (req: VolumeViewRequest): Promise<FreshView> => {
+      reads += 1;
+      const c = caches(get());
+      const vas = c.vasOf(req.pv).filter((va) => req.attachments.includes(va.metadata?.name ?? ''));
+      const keyClaims = (['a', 'b', 'c'] as const)
+        .filter((n) => req.deviceKeys.includes(K[n]))
+        .map((n): ReservationKey => ({
+          apiVersion: 'prfence.io/v1alpha1',
+          kind: 'ReservationKey',
+          metadata: { name: formatKey(K[n]) },
+          spec: { node: claims[n] ?? n, nodeUID: `uid-${claims[n] ?? n}` },
+        }));
+      return Promise.resolve({
+        startedAt: performance.now(),
+        scope: 'volume',
+        basis: 'volume test',
+        nodeFences: new Map(c.allNodeFences.map((n) => [n.metadata.name, n])),
+        keyClaims,
+        cachesFor: () => Promise.resolve({ ...c, vasOf: (pv: string) => (pv === req.pv ? vas : []) }),
+      });
+    },
+  };
+}
+
 function writerStub(fencedOn: FencedKey[] = []) {
   const calls: string[] = [];
   const statuses: VolumeReservationStatus[] = [];
@@ -117,7 +164,12 @@ async function setup(
   cache: () => World,
   fresh: ReturnType<typeof freshOf>,
   policy: () => VolumePolicy = () => FENCED,
-  given: { lu?: MemoryLogicalUnit; memory?: FenceMemory; fencedOn?: FencedKey[] } = {},
+  given: {
+    lu?: MemoryLogicalUnit;
+    memory?: FenceMemory;
+    fencedOn?: FencedKey[];
+    volumeViews?: ReturnType<typeof volumeViewOf>;
+  } = {},
 ) {
   const lu = given.lu ?? new MemoryLogicalUnit({ id: 'lu' });
   const memory = given.memory ?? (await FenceMemory.open(undefined));
@@ -130,6 +182,7 @@ async function setup(
     caches: () => caches(cache()),
     identityOf: () => 'lu',
     fresh: fresh as unknown as FreshViewSource,
+    ...(given.volumeViews ? { volumeViews: given.volumeViews as unknown as VolumeViewSource } : {}),
     devices: new DeviceRegistry((id) => (opened.push(id), Promise.resolve(lu.initiator(node)))),
     memory,
     writer: writer as unknown as StatusWriter,
@@ -456,5 +509,81 @@ describe('VolumeReconciler: the volume policy (prfence.io/fencing, prfence.io/re
     policy = { kind: 'invalid', reason: 'InvalidFencing', message: 'bad' };
     await r.reconcile(PV, log);
     expect(lu.state()).toEqual(before);
+  });
+});
+
+describe('VolumeReconciler: a view of one volume backs only what it can see', () => {
+  /** node-b attached and holding; node-a's key on the device too. */
+  async function withStaleA(cache: World, api: World, claims: Partial<Record<'a' | 'b' | 'c', string>> = {}) {
+    let fullReadWithA: boolean | undefined;
+    const lu = new MemoryLogicalUnit({ id: 'lu' });
+    const fresh = freshOf(() => {
+      fullReadWithA ??= lu.state().registrations.some((x) => x.key === K.a);
+      return api;
+    });
+    const views = volumeViewOf(() => api, claims);
+    const t = await setup('b', () => cache, fresh, undefined, { lu, volumeViews: views });
+    await lu.initiator('a').register(0n, K.a);
+    await lu.initiator('b').register(0n, K.b);
+    await lu.initiator('b').reserve(K.b, 'write-exclusive-reg-only');
+    return { ...t, fresh, views, fullReadWithA: () => fullReadWithA };
+  }
+
+  it('node-a asked to be fenced (NodeFence spec Fenced) -> its key preempted on the view of this volume, before any full view is read; the intent recorded first', async () => {
+    const w: World = { vas: ['b'], fenceRequested: ['a'] };
+    const { lu, r, writer, views, fullReadWithA } = await withStaleA(w, w);
+    const res = await r.reconcile(PV, log);
+    expect({
+      keys: lu.state().registrations.map((x) => x.key),
+      victims: res.victims,
+      volumeReads: views.reads() > 0,
+      fullReadWhileAThere: fullReadWithA(),
+      intentFirst: writer.calls.indexOf('recordIntent') >= 0,
+    }).toEqual({
+      keys: [K.b],
+      victims: [{ key: K.a, node: 'a', result: 'fenced' }],
+      volumeReads: true,
+      fullReadWhileAThere: false, // the full view is read only for the fence record, after
+      intentFirst: true,
+    });
+  });
+
+  it('the caches lag: they still show node-a asked to be fenced, the API shows it unfenced and attached -> the volume view does not back the preempt; the full view decides next, and node-a keeps its key (S1)', async () => {
+    const { lu, r, writer, fresh } = await withStaleA(
+      { vas: ['b'], fenceRequested: ['a'] },
+      { vas: ['a', 'b'] },
+    );
+    const first = await r.reconcile(PV, log);
+    expect({
+      keys: lu.state().registrations.map((x) => x.key),
+      requeueAfterMs: first.requeueAfterMs,
+      intent: writer.calls.includes('recordIntent'),
+      fullReads: fresh.reads(),
+    }).toEqual({ keys: [K.a, K.b], requeueAfterMs: 100, intent: false, fullReads: 0 });
+    await r.reconcile(PV, log);
+    expect(lu.state().registrations.map((x) => x.key)).toEqual([K.a, K.b]);
+    expect(fresh.reads()).toBeGreaterThan(0);
+  });
+
+  it('node-a asked to be fenced, but the key on the device is claimed by node-c (ReservationKey) -> not preempted on the volume view', async () => {
+    const w: World = { vas: ['b'], fenceRequested: ['a'] };
+    const { lu, r, writer } = await withStaleA(w, { vas: ['b', 'c'], fenceRequested: ['a'] }, { a: 'c' });
+    const res = await r.reconcile(PV, log);
+    expect({
+      keys: lu.state().registrations.map((x) => x.key),
+      requeueAfterMs: res.requeueAfterMs,
+      intent: writer.calls.includes('recordIntent'),
+    }).toEqual({ keys: [K.a, K.b], requeueAfterMs: 100, intent: false });
+  });
+
+  it('a stale key of a node NOT asked to be fenced (a plain detach) -> the volume view is not used at all: the full view backs the fence', async () => {
+    const w: World = { vas: ['b'] };
+    const { lu, r, views, fresh } = await withStaleA(w, w);
+    await r.reconcile(PV, log);
+    expect({
+      keys: lu.state().registrations.map((x) => x.key),
+      volumeReads: views.reads(),
+      fullReads: fresh.reads() > 0,
+    }).toEqual({ keys: [K.b], volumeReads: 0, fullReads: true });
   });
 });
