@@ -591,23 +591,6 @@ export class VolumeReconciler {
     return refusedByVolumeView ? { ...result, requeueAfterMs: 100 } : result;
   }
 
-  /** A view of this volume (volume-view.ts) as fence-rule inputs; undefined if none can be read in time (logged). */
-  async #takeVolumeView(
-    pv: string,
-    log: Logger,
-    read: () => Promise<FreshView>,
-  ): Promise<FreshRead | undefined> {
-    let view: FreshView;
-    try {
-      view = await read();
-    } catch (e) {
-      log.warn({ err: describeError(e) }, 'no fresh read of this volume: no device command (S9)');
-      return undefined;
-    }
-    const caches = await view.cachesFor(pv, [this.#o.node]);
-    return { view, caches, legitimacy: legitimacy(pv, caches, view.keyClaims) };
-  }
-
   /**
    * A command on a view of one volume: one such a view backs (volumeViewBacks, as this
    * view says), and a preempted key claimed (ReservationKey) by the node the plan names.
@@ -626,11 +609,25 @@ export class VolumeReconciler {
    * read in time (logged): no device command (S9).
    */
   async #takeFreshView(pv: string, log: Logger, newerThan?: number): Promise<FreshRead | undefined> {
+    return this.#takeView(pv, log, 'no fresh API view', () => this.#o.fresh.get(newerThan));
+  }
+
+  /** A view of this volume alone (volume-view.ts), as #takeFreshView. */
+  #takeVolumeView(pv: string, log: Logger, read: () => Promise<FreshView>): Promise<FreshRead | undefined> {
+    return this.#takeView(pv, log, 'no fresh read of this volume', read);
+  }
+
+  async #takeView(
+    pv: string,
+    log: Logger,
+    what: string,
+    read: () => Promise<FreshView>,
+  ): Promise<FreshRead | undefined> {
     let view: FreshView;
     try {
-      view = await this.#o.fresh.get(newerThan);
+      view = await read();
     } catch (e) {
-      log.warn({ err: describeError(e) }, 'no fresh API view: no device command (S9)');
+      log.warn({ err: describeError(e) }, `${what}: no device command (S9)`);
       return undefined;
     }
     const caches = await view.cachesFor(pv, [this.#o.node]);
