@@ -30,7 +30,7 @@ import type { AgentMetrics } from '../obs/metrics.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
 import type { ReservationType } from '../pr/reservation-type.js';
-import { ClusterInformers } from './cluster-informers.js';
+import { ClusterInformers, type AgentScope } from './cluster-informers.js';
 import { DeviceRegistry } from './device-registry.js';
 import { FailfastProbe, type FailfastAction } from './failfast.js';
 import { FailfastReactions } from './failfast-reactions.js';
@@ -45,7 +45,7 @@ import { resumeHandovers, resumeIntents } from './resume.js';
 import { startResync } from './resync.js';
 import { StatusWriter } from './status-writer.js';
 import { VolumeReconciler } from './volume-reconciler.js';
-import type { FencingMode } from './volume-policy.js';
+import type { FencingMode } from '../fence/volume-policy.js';
 
 export type { FenceEvent } from './reconcile-workers.js';
 
@@ -72,6 +72,12 @@ export interface AgentOptions {
   leaveGraceMs?: number;
   /** Observer (docs/design.md "Observers"). Default false. */
   observe?: boolean;
+  /**
+   * Where the agent learns of its volumes (cluster-informers.ts): `cluster` (default) watches
+   * every VolumeAttachment, PV and StorageClass; `node` only the VolumeReservations that
+   * prfence controller labels for this node, with their desired state.
+   */
+  scope?: AgentScope;
   /** Host directory for what the node must remember across restarts (S2); default: memory only. */
   stateDir?: string;
   /** Failfast probe: read the own key on every device the node expects it on this often; 0: off. Default 2 s. */
@@ -135,6 +141,7 @@ export class Agent {
       rest,
       log,
       node: o.nodeName,
+      scope: o.scope ?? 'cluster',
       idleTimeoutMs: o.watchIdleTimeoutMs ?? 90_000,
       touched: () => this.#reconciler.touched,
       trigger: (pv) => this.#workers.trigger(pv),

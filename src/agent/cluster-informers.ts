@@ -1,26 +1,37 @@
 /**
- * The agent's informers: VolumeAttachments (indexed by PV and by node), PersistentVolumes,
- * Nodes, NodeFences and StorageClasses, each slimmed before it is cached
- * (cluster-view.ts) and wired to the enqueue rules (enqueue.ts); and the lookups the rest
- * of the agent makes on their caches. The caches may lag: they select the work, and are
- * never enough alone for a device command (fresh-view.ts).
+ * The agent's informers: NodeFences and its own Node, and the volumes, from one of two
+ * sources (`scope`):
+ * - `cluster`: VolumeAttachments (indexed by PV and by node), PersistentVolumes and
+ *   StorageClasses, cluster-wide, as below;
+ * - `node`: only the VolumeReservations labelled for this node, whose spec is the desired
+ *   state the controller writes (desired-volumes.ts).
+ * Each object is slimmed before it is cached (cluster-view.ts) and wired to the enqueue
+ * rules (enqueue.ts). The caches may lag: they select the work, and are never enough
+ * alone for a device command (fresh-view.ts).
  */
 import type { V1Node, V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { NodeFence } from '../crd/types.js';
-import { startInformer, type ResilientInformer } from '../kube/informer.js';
+import { startInformer, type InformerHandlers, type ResilientInformer } from '../kube/informer.js';
 import type { RestClient } from '../kube/rest-client.js';
 import { pvOf } from '../kube/slim.js';
 import { deviceOf, slim, storageClassOf, type ClusterCaches } from './cluster-view.js';
+import { DesiredVolumes } from './desired-volumes.js';
 import { enqueueRules } from './enqueue.js';
 import { nfPath } from './key-claim.js';
-import { resolveVolumePolicy, type PolicyInputs, type VolumePolicy } from './volume-policy.js';
+import { resolveVolumePolicy, type PolicyInputs, type VolumePolicy } from '../fence/volume-policy.js';
+
+/** Where an agent learns of its volumes. */
+export type AgentScope = 'cluster' | 'node';
+export const AGENT_SCOPES: readonly AgentScope[] = ['cluster', 'node'];
 
 export interface ClusterInformersOptions {
   rest: RestClient;
   log: Logger;
   /** This node. */
   node: string;
+  /** Default `cluster`. */
+  scope?: AgentScope;
   /** Dead-watch detection (no event or bookmark for this long). */
   idleTimeoutMs: number;
   /** PVs this node is still involved in (released after a detach). */
@@ -33,15 +44,84 @@ export interface ClusterInformersOptions {
   policyDefaults: PolicyInputs['defaults'];
 }
 
+/** What the agent reads of its volumes, from either source. */
+export interface VolumeSource {
+  /** Starts the source's informers (returned, to wait on and stop). */
+  start(common: { rest: RestClient; log: Logger; idleTimeoutMs: number }): ResilientInformer<never>[];
+  /** PVs attached (or attaching) to a node, among those this source shows. */
+  pvsOf(node: string): Set<string>;
+  vasOf(pv: string): readonly V1VolumeAttachment[];
+  identityOf(pv: string): string | undefined;
+  policyInputs(pv: string): Omit<PolicyInputs, 'defaults'>;
+}
+
+/** Every VolumeAttachment, PersistentVolume and StorageClass of the cluster. */
+class ClusterVolumes implements VolumeSource {
+  #va!: ResilientInformer<V1VolumeAttachment>;
+  #pv!: ResilientInformer<V1PersistentVolume>;
+  #sc!: ResilientInformer<V1StorageClass>;
+  constructor(
+    private readonly handlers: {
+      volumeAttachment: InformerHandlers<V1VolumeAttachment>;
+      persistentVolume: InformerHandlers<V1PersistentVolume>;
+      storageClass: InformerHandlers<V1StorageClass>;
+    },
+  ) {}
+
+  start(common: { rest: RestClient; log: Logger; idleTimeoutMs: number }): ResilientInformer<never>[] {
+    this.#va = startInformer<V1VolumeAttachment>({
+      ...common,
+      path: '/apis/storage.k8s.io/v1/volumeattachments',
+      transform: slim.volumeAttachment,
+      indexes: { pv: (va) => (pvOf(va) ? [pvOf(va)!] : []), node: (va) => [va.spec.nodeName] },
+      handlers: this.handlers.volumeAttachment,
+    });
+    this.#pv = startInformer<V1PersistentVolume>({
+      ...common,
+      path: '/api/v1/persistentvolumes',
+      transform: slim.persistentVolume,
+      handlers: this.handlers.persistentVolume,
+    });
+    // Only for the policy annotations prfence.io/fencing and prfence.io/reservation-type.
+    this.#sc = startInformer<V1StorageClass>({
+      ...common,
+      path: '/apis/storage.k8s.io/v1/storageclasses',
+      transform: slim.storageClass,
+      handlers: this.handlers.storageClass,
+    });
+    return [this.#va, this.#pv, this.#sc] as ResilientInformer<never>[];
+  }
+
+  pvsOf(node: string): Set<string> {
+    return new Set(this.#va.byIndex('node', node).flatMap((va) => pvOf(va) ?? []));
+  }
+
+  vasOf(pv: string): readonly V1VolumeAttachment[] {
+    return this.#va.byIndex('pv', pv);
+  }
+
+  identityOf(pv: string): string | undefined {
+    return deviceOf(this.#pv.get(pv));
+  }
+
+  policyInputs(name: string): Omit<PolicyInputs, 'defaults'> {
+    const pv = this.#pv.get(name);
+    const scName = storageClassOf(pv);
+    const sc = scName === undefined ? undefined : this.#sc.get(scName);
+    return {
+      pv: { name, annotations: pv?.metadata?.annotations },
+      storageClass: sc ? { name: sc.metadata?.name ?? '', annotations: sc.metadata?.annotations } : undefined,
+    };
+  }
+}
+
 export class ClusterInformers {
   readonly #o: ClusterInformersOptions;
   readonly #rules: ReturnType<typeof enqueueRules>;
+  readonly #volumes: VolumeSource;
   #all: ResilientInformer<never>[] = [];
-  #va!: ResilientInformer<V1VolumeAttachment>;
-  #pv!: ResilientInformer<V1PersistentVolume>;
   #nodes!: ResilientInformer<V1Node>;
   #nf!: ResilientInformer<NodeFence>;
-  #sc!: ResilientInformer<V1StorageClass>;
 
   constructor(o: ClusterInformersOptions) {
     this.#o = o;
@@ -50,9 +130,13 @@ export class ClusterInformers {
       pvsOf: (n) => this.pvsOf(n),
       touched: o.touched,
       trigger: o.trigger,
-      storageClassOf: (pv) => storageClassOf(this.#pv.get(pv)),
+      storageClassOf: (pv) => this.#volumes.policyInputs(pv).storageClass?.name,
       onOwnNodeFenceDeleted: o.onOwnNodeFenceDeleted,
     });
+    this.#volumes =
+      (o.scope ?? 'cluster') === 'node'
+        ? new DesiredVolumes(o.node, this.#rules.volumeReservation)
+        : new ClusterVolumes(this.#rules);
   }
 
   /** Starts every informer; resolves once each has listed (its cache is complete). */
@@ -60,19 +144,6 @@ export class ClusterInformers {
     const { rest, log, idleTimeoutMs } = this.#o;
     const rules = this.#rules;
     const common = { rest, log, idleTimeoutMs };
-    this.#va = startInformer<V1VolumeAttachment>({
-      ...common,
-      path: '/apis/storage.k8s.io/v1/volumeattachments',
-      transform: slim.volumeAttachment,
-      indexes: { pv: (va) => (pvOf(va) ? [pvOf(va)!] : []), node: (va) => [va.spec.nodeName] },
-      handlers: rules.volumeAttachment,
-    });
-    this.#pv = startInformer<V1PersistentVolume>({
-      ...common,
-      path: '/api/v1/persistentvolumes',
-      transform: slim.persistentVolume,
-      handlers: rules.persistentVolume,
-    });
     // This node's Node only: every Node's status heartbeat (~13 KiB every 10 s) would reach
     // every agent otherwise (731 KiB/s per agent with 1,000 nodes, `npm run bench`). Other
     // nodes' out-of-service taints reach the agents as the controller's fence request on
@@ -85,43 +156,29 @@ export class ClusterInformers {
       handlers: rules.node,
     });
     this.#nf = startInformer<NodeFence>({ ...common, path: nfPath(), handlers: rules.nodeFence });
-    // Only for the policy annotations prfence.io/fencing and prfence.io/reservation-type.
-    this.#sc = startInformer<V1StorageClass>({
-      ...common,
-      path: '/apis/storage.k8s.io/v1/storageclasses',
-      transform: slim.storageClass,
-      handlers: rules.storageClass,
-    });
-    this.#all = [this.#va, this.#pv, this.#nodes, this.#nf, this.#sc] as ResilientInformer<never>[];
+    this.#all = [this.#nodes, this.#nf, ...this.#volumes.start(common)] as ResilientInformer<never>[];
     await Promise.all(this.#all.map((i) => i.synced));
   }
 
   /** PVs attached (or attaching) to a node: an index lookup. */
   pvsOf(node: string): Set<string> {
-    return new Set(this.#va.byIndex('node', node).flatMap((va) => pvOf(va) ?? []));
+    return this.#volumes.pvsOf(node);
   }
 
-  /** The PV's device identity from the PV cache, if prfence can fence it. */
+  /** The PV's device identity, if prfence can fence it. */
   identityOf(pv: string): string | undefined {
-    return deviceOf(this.#pv.get(pv));
+    return this.#volumes.identityOf(pv);
   }
 
   /** PV annotation > StorageClass annotation > agent default (volume-policy.ts), from the caches. */
   policyOf(name: string): VolumePolicy {
-    const pv = this.#pv.get(name);
-    const scName = storageClassOf(pv);
-    const sc = scName === undefined ? undefined : this.#sc.get(scName);
-    return resolveVolumePolicy({
-      pv: { name, annotations: pv?.metadata?.annotations },
-      storageClass: sc ? { name: sc.metadata?.name ?? '', annotations: sc.metadata?.annotations } : undefined,
-      defaults: this.#o.policyDefaults,
-    });
+    return resolveVolumePolicy({ ...this.#volumes.policyInputs(name), defaults: this.#o.policyDefaults });
   }
 
   /** The caches as fence-rule inputs (cluster-view.ts). */
   caches(): ClusterCaches {
     return {
-      vasOf: (pv) => this.#va.byIndex('pv', pv),
+      vasOf: (pv) => this.#volumes.vasOf(pv),
       nodeFences: (n) => this.#nf.get(n),
       allNodeFences: this.#nf.list(),
       nodes: (n) => this.#nodes.get(n),

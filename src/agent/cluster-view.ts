@@ -3,16 +3,14 @@
  * legitimate for a PV (DESIGN.md "Words"), which keys the cluster knows, which PVs a
  * node shares. No I/O.
  */
-import type { V1Node, V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@kubernetes/client-node';
+import type { V1Node, V1VolumeAttachment } from '@kubernetes/client-node';
 import type { NodeFence, ReservationKey } from '../crd/types.js';
+import { slimPersistentVolume, slimStorageClass } from '../fence/persistent-volume.js';
 import { pvOf, slimNode, slimVolumeAttachment } from '../kube/slim.js';
-import { policyAnnotations } from './volume-policy.js';
 import { parseKey, type PrKey } from '../pr/key.js';
 import type { NodeKey } from '../fence/rule.js';
 
 export const OUT_OF_SERVICE_TAINT = 'node.kubernetes.io/out-of-service';
-/** PV annotation naming the shared device (a path or an identity the resolver maps to a local path). */
-export const DEVICE_ANNOTATION = 'prfence.io/device';
 
 export function hasOutOfService(node: V1Node | undefined): boolean {
   return !!node?.spec?.taints?.some((t) => t.key === OUT_OF_SERVICE_TAINT);
@@ -117,69 +115,13 @@ export function knownKeys(c: ClusterCaches, claims: readonly ReservationKey[] = 
 /**
  * What the agent keeps of each object (informer transforms): only the fields it reads.
  * VolumeAttachments and Nodes as src/kube/slim.ts keeps them; of PVs and StorageClasses,
- * what prfence's annotations and the device identity need.
+ * what prfence's annotations and the device identity need (fence/persistent-volume.ts).
  */
 export const slim = {
   volumeAttachment: slimVolumeAttachment,
   node: slimNode,
-  /** The device identity (under its annotation), the policy annotations and the StorageClass name. */
-  persistentVolume(pv: V1PersistentVolume): V1PersistentVolume {
-    const device = deviceOf(pv);
-    const annotations = {
-      ...policyAnnotations(pv.metadata?.annotations),
-      ...(device ? { [DEVICE_ANNOTATION]: device } : {}),
-    };
-    const sc = pv.spec?.storageClassName;
-    return {
-      metadata: {
-        name: pv.metadata?.name ?? '',
-        resourceVersion: pv.metadata?.resourceVersion ?? '',
-        ...(Object.keys(annotations).length ? { annotations } : {}),
-      },
-      ...(sc ? { spec: { storageClassName: sc } } : {}),
-    };
-  },
-  /** Only the policy annotations (prfence.io/fencing, prfence.io/reservation-type). */
-  storageClass(sc: V1StorageClass): V1StorageClass {
-    const annotations = policyAnnotations(sc.metadata?.annotations);
-    return {
-      metadata: {
-        name: sc.metadata?.name ?? '',
-        resourceVersion: sc.metadata?.resourceVersion ?? '',
-        ...(Object.keys(annotations).length ? { annotations } : {}),
-      },
-      provisioner: '',
-    };
-  },
+  persistentVolume: slimPersistentVolume,
+  storageClass: slimStorageClass,
 };
 
-/** The StorageClass a PV names (spec.storageClassName; empty means none). */
-export function storageClassOf(pv: V1PersistentVolume | undefined): string | undefined {
-  return pv?.spec?.storageClassName || undefined;
-}
-
-/**
- * A PV's device identity (DESIGN.md "Device resolution", in order): the annotation
- * prfence.io/device; CSI volumeAttributes (prfence.io/device, wwn / wwid, nguid); the
- * in-tree FC (wwids, or targetWWNs + lun) and iSCSI (portal, iqn, lun) fields. The
- * identity syntax is src/pr/resolve.ts's; undefined: not a volume prfence can fence.
- * (The cached, slimmed PV keeps only this, under the annotation.)
- */
-export function deviceOf(pv: V1PersistentVolume | undefined): string | undefined {
-  const explicit = pv?.metadata?.annotations?.[DEVICE_ANNOTATION];
-  if (explicit) return explicit;
-  const spec = pv?.spec;
-  const attrs = Object.fromEntries(
-    Object.entries(spec?.csi?.volumeAttributes ?? {}).map(([k, v]) => [k.toLowerCase(), v]),
-  );
-  if (attrs[DEVICE_ANNOTATION]) return attrs[DEVICE_ANNOTATION];
-  const wwid = attrs.wwn ?? attrs.wwid;
-  if (wwid) return `wwid:${wwid}`;
-  if (attrs.nguid) return `nguid:${attrs.nguid}`;
-  const fc = spec?.fc;
-  if (fc?.wwids?.[0]) return `wwid:${fc.wwids[0]}`;
-  if (fc?.targetWWNs?.[0] && fc.lun !== undefined) return `fc:${fc.targetWWNs[0]}/lun/${fc.lun}`;
-  const iscsi = spec?.iscsi;
-  if (iscsi?.targetPortal && iscsi.iqn) return `iscsi:${iscsi.targetPortal}/${iscsi.iqn}/lun/${iscsi.lun}`;
-  return undefined;
-}
+export { DEVICE_ANNOTATION, deviceOf, storageClassOf } from '../fence/persistent-volume.js';

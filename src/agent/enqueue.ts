@@ -5,11 +5,11 @@
  * enqueue nothing.
  */
 import type { V1Node, V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@kubernetes/client-node';
-import type { NodeFence } from '../crd/types.js';
+import type { NodeFence, VolumeReservation } from '../crd/types.js';
 import type { InformerHandlers } from '../kube/informer.js';
 import { pvOf } from '../kube/slim.js';
 import { deviceOf, hasOutOfService, storageClassOf } from './cluster-view.js';
-import { POLICY_ANNOTATIONS } from './volume-policy.js';
+import { POLICY_ANNOTATIONS } from '../fence/volume-policy.js';
 
 export interface EnqueueContext {
   node: string;
@@ -56,6 +56,7 @@ export function enqueueRules(c: EnqueueContext): {
   node: InformerHandlers<V1Node>;
   nodeFence: InformerHandlers<NodeFence>;
   storageClass: InformerHandlers<V1StorageClass>;
+  volumeReservation: InformerHandlers<VolumeReservation>;
 } {
   const onVa = (va: V1VolumeAttachment) => {
     const pv = pvOf(va);
@@ -78,6 +79,15 @@ export function enqueueRules(c: EnqueueContext): {
       onUpdate: (p, old) => {
         if (shouldEnqueuePvChange(p, old)) c.trigger(p.metadata?.name ?? '');
       },
+    },
+    // The desired state of a volume (node scope): added, changed, or no longer labelled for
+    // this node (a delete: the node is no longer involved, or the object is gone).
+    volumeReservation: {
+      onAdd: (vr) => c.trigger(vr.metadata.name),
+      onUpdate: (vr, old) => {
+        if (JSON.stringify(vr.spec) !== JSON.stringify(old.spec)) c.trigger(vr.metadata.name);
+      },
+      onDelete: (vr) => c.trigger(vr.metadata.name),
     },
     storageClass: {
       onAdd: onClass,

@@ -48,7 +48,7 @@ import type { FreshView, FreshViewSource } from './fresh-view.js';
 import type { VolumeViewSource } from './volume-view.js';
 import { cond, type StatusWriter } from './status-writer.js';
 import { fenceRecord, observedVrStatus } from './vr-record.js';
-import { describeSource, type VolumePolicy } from './volume-policy.js';
+import { describeSource, type VolumePolicy } from '../fence/volume-policy.js';
 
 export interface ReconcileResult {
   /** Reconcile again after this many ms (level-based re-check); undefined: when something changes. */

@@ -62,6 +62,11 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
       '--observe',
       'observer: remove the key of a node asked to be fenced from volumes that have no legitimate node, where the LU is visible here (SANs that show every LU to every node)',
     )
+    .option(
+      '--scope <scope>',
+      'cluster | node: watch every VolumeAttachment, PV and StorageClass, or only the VolumeReservations the controller labels for this node (needs prfence controller)',
+      'cluster',
+    )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', 'info')
     .option(
       '--http-endpoint <host:port>',
@@ -134,6 +139,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             freshnessMs: cfg.freshnessMs,
             leaveGraceMs: cfg.leaveGraceMs,
             observe: cfg.observe,
+            scope: cfg.scope,
             stateDir: cfg.stateDir,
             probeIntervalMs: cfg.probeIntervalMs,
             failfastAction: cfg.failfastAction,

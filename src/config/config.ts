@@ -4,13 +4,14 @@
  */
 import { parseHostPort } from '../obs/http-server.js';
 import { parseReservationType, type ReservationType } from '../pr/reservation-type.js';
-import { FENCING_MODES, isFencingMode, type FencingMode } from '../agent/volume-policy.js';
+import { FENCING_MODES, isFencingMode, type FencingMode } from '../fence/volume-policy.js';
 import {
   DEFAULT_SYSRQ_TRIGGER,
   FAILFAST_ACTIONS,
   isFailfastAction,
   type FailfastAction,
 } from '../agent/failfast.js';
+import { AGENT_SCOPES, type AgentScope } from '../agent/cluster-informers.js';
 
 /**
  * Volumes reconciled at once. A reconcile mostly waits on the API server and the device
@@ -37,6 +38,8 @@ export interface AgentConfig {
   readonly leaveGraceMs: number;
   /** Observer: fence nodes asked to be fenced on volumes with no legitimate node, where the LU is visible. */
   readonly observe: boolean;
+  /** Where the agent learns of its volumes: cluster-wide watches, or the controller's desired state. */
+  readonly scope: AgentScope;
   readonly stateDir: string;
   /** Failfast probe period; 0: no probe. */
   readonly probeIntervalMs: number;
@@ -64,6 +67,7 @@ export interface RawAgentFlags {
   stateDir?: string;
   probeInterval?: string;
   observe?: boolean;
+  scope?: string;
   failfastAction?: string;
   failfastAllowReboot?: boolean;
   sysrqTrigger?: string;
@@ -138,6 +142,9 @@ export function loadAgentConfig(
     throw new ConfigError(
       `--failfast-action ${failfastAction} needs the probe: --probe-interval must not be 0`,
     );
+  const scope = flags.scope ?? 'cluster';
+  if (!(AGENT_SCOPES as readonly string[]).includes(scope))
+    throw new ConfigError(`--scope must be ${AGENT_SCOPES.join(' or ')}, got "${scope}"`);
   const level = flags.logLevel ?? 'info';
   if (!(LEVELS as readonly string[]).includes(level))
     throw new ConfigError(`--log-level must be one of ${LEVELS.join(', ')}`);
@@ -156,6 +163,7 @@ export function loadAgentConfig(
     leaveGraceMs: flags.leaveGrace ? parseDurationMs(flags.leaveGrace, '--leave-grace') : 10_000,
     stateDir: flags.stateDir ?? '/var/lib/prfence',
     observe: flags.observe === true,
+    scope: scope as AgentScope,
     probeIntervalMs,
     failfastAction,
     sysrqTrigger: flags.sysrqTrigger ?? DEFAULT_SYSRQ_TRIGGER,

@@ -9,21 +9,25 @@
  * With `autoFence` it also watches the node Leases in kube-node-lease and requests the
  * fence of a node whose Lease it saw unchanged for `nodeLostAfterMs` (node-loss.ts).
  *
- * Not done here yet: per-node desired state (the agents still compute everything).
+ * With `desiredState` (default on) it also watches VolumeAttachments and StorageClasses and
+ * writes each volume's desired state into its VolumeReservation, labelled for each node
+ * involved (desired-state.ts), so node agents with `--scope=node` watch only their own.
  */
-import type { V1Node, V1PersistentVolume } from '@kubernetes/client-node';
+import type { V1Node, V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { NodeFence, VolumeReservation } from '../crd/types.js';
 import type { ConnectionSource } from '../kube/connection.js';
 import { EventRecorder } from '../kube/events.js';
 import { startInformer, type ResilientInformer } from '../kube/informer.js';
 import { RestClient } from '../kube/rest-client.js';
-import { slimNode } from '../kube/slim.js';
+import { pvOf, slimNode, slimVolumeAttachment } from '../kube/slim.js';
+import { slimPersistentVolume, slimStorageClass, storageClassOf } from '../fence/persistent-volume.js';
 import { WorkQueue } from '../kube/work-queue.js';
 import type { ControllerMetrics } from '../obs/controller-metrics.js';
 import { describeError } from '../obs/logger.js';
 import { FIELD_MANAGER, NotLeaderError, type Acting, type ControllerAction } from './acting.js';
 import { isConflict, nfPath, nodePath, pvPath, vrPath } from './api.js';
+import { reconcileDesiredState, type DesiredStateCaches } from './desired-state.js';
 import { collectNodeFence, collectVolumeReservation, type GcCaches } from './garbage-collector.js';
 import { LeaderElector, type ElectionEnd } from './leader-election.js';
 import type { LeaderTimings } from './lease.js';
@@ -78,9 +82,14 @@ export interface ControllerOptions {
   nodeLostAfterMs?: number;
   /** Monotonic clock of the node-loss tracker (tests). Default performance.now(). */
   now?: () => number;
+  /**
+   * Write each volume's desired state for node-scoped agents (desired-state.ts). Default
+   * true; it costs a cluster-wide VolumeAttachment and StorageClass watch.
+   */
+  desiredState?: boolean;
 }
 
-type Kind = 'taint' | 'nf' | 'vr' | 'lost' | 'iso';
+type Kind = 'taint' | 'nf' | 'vr' | 'lost' | 'iso' | 'ds';
 
 export class Controller {
   readonly identity: string;
@@ -97,6 +106,8 @@ export class Controller {
   #pvs: ResilientInformer<V1PersistentVolume> | undefined;
   #nfs: ResilientInformer<NodeFence> | undefined;
   #vrs: ResilientInformer<VolumeReservation> | undefined;
+  #vas: ResilientInformer<V1VolumeAttachment> | undefined;
+  #scs: ResilientInformer<V1StorageClass> | undefined;
   #leases: ResilientInformer<NodeLease> | undefined;
   readonly #loss: NodeLossTracker;
   #lossTick: NodeJS.Timeout | undefined;
@@ -216,8 +227,10 @@ export class Controller {
     this.#rest.close();
   }
 
-  #caches(): GcCaches & IsolationCaches {
+  #caches(): GcCaches & IsolationCaches & DesiredStateCaches {
     return {
+      vasOfPv: (pv) => this.#vas?.byIndex('pv', pv) ?? [],
+      storageClass: (n) => this.#scs?.get(n),
       volumeReservations: () => this.#vrs?.list() ?? [],
       node: (n) => this.#nodes?.get(n),
       pv: (n) => this.#pvs?.get(n),
@@ -273,13 +286,18 @@ export class Controller {
         onDelete: (n) => add('nf', n.metadata?.name),
       },
     });
+    const desired = this.#o.desiredState ?? true;
+    const ds = (pv: string | undefined) => desired && add('ds', pv);
     this.#pvs = startInformer<V1PersistentVolume>({
       ...common,
       path: pvPath(),
-      transform: (pv) => ({
-        metadata: { name: pv.metadata?.name ?? '', resourceVersion: pv.metadata?.resourceVersion ?? '' },
-      }),
-      handlers: { onDelete: (pv) => add('vr', pv.metadata?.name) },
+      // Name, device identity, StorageClass and policy annotations (the desired state's inputs).
+      transform: slimPersistentVolume,
+      handlers: {
+        onAdd: (pv) => ds(pv.metadata?.name),
+        onUpdate: (pv) => ds(pv.metadata?.name),
+        onDelete: (pv) => add('vr', pv.metadata?.name),
+      },
     });
     this.#nfs = startInformer<NodeFence>({
       ...common,
@@ -301,12 +319,34 @@ export class Controller {
       ...common,
       path: vrPath(),
       handlers: {
-        onAdd: (vr) => (add('vr', vr.metadata.name), isoOfFenced()),
-        onUpdate: (vr) => (add('vr', vr.metadata.name), isoOfFenced()),
-        onDelete: () => isoOfFenced(),
+        onAdd: (vr) => (add('vr', vr.metadata.name), ds(vr.metadata.name), isoOfFenced()),
+        onUpdate: (vr) => (add('vr', vr.metadata.name), ds(vr.metadata.name), isoOfFenced()),
+        onDelete: (vr) => (ds(vr.metadata.name), isoOfFenced()),
       },
     });
     const informers = [this.#nodes, this.#pvs, this.#nfs, this.#vrs] as ResilientInformer<never>[];
+    if (desired) {
+      const onVa = (va: V1VolumeAttachment) => ds(pvOf(va));
+      this.#vas = startInformer<V1VolumeAttachment>({
+        ...common,
+        path: '/apis/storage.k8s.io/v1/volumeattachments',
+        transform: slimVolumeAttachment,
+        indexes: { pv: (va) => (pvOf(va) ? [pvOf(va)!] : []) },
+        handlers: { onAdd: onVa, onUpdate: onVa, onDelete: onVa },
+      });
+      // The PVs that name a StorageClass whose policy annotations may have changed.
+      const onSc = (sc: V1StorageClass) => {
+        for (const pv of this.#pvs?.list() ?? [])
+          if (storageClassOf(pv) === sc.metadata?.name) ds(pv.metadata?.name);
+      };
+      this.#scs = startInformer<V1StorageClass>({
+        ...common,
+        path: '/apis/storage.k8s.io/v1/storageclasses',
+        transform: slimStorageClass,
+        handlers: { onAdd: onSc, onUpdate: onSc, onDelete: onSc },
+      });
+      informers.push(this.#vas as ResilientInformer<never>, this.#scs as ResilientInformer<never>);
+    }
     if (this.#loss.enabled) {
       // Observation starts now, with an empty memory: nothing is lost for a full window.
       const loss = this.#loss;
@@ -333,6 +373,7 @@ export class Controller {
         add('iso', nf.metadata.name);
       }
       for (const vr of this.#vrs?.list() ?? []) add('vr', vr.metadata.name);
+      for (const pv of this.#pvs?.list() ?? []) ds(pv.metadata?.name);
     };
     const stopped = new Promise<void>((r) => (this.#onStopActing = r));
     const workers = (async () => {
@@ -408,6 +449,7 @@ export class Controller {
       vr: 'volumereservation',
       lost: 'nodeloss',
       iso: 'isolation',
+      ds: 'desiredstate',
     }[kind];
     try {
       const outcome =
@@ -428,7 +470,9 @@ export class Controller {
                     },
                     name,
                   )
-                : await collectVolumeReservation(this.#acting, caches, name);
+                : kind === 'ds'
+                  ? await reconcileDesiredState(this.#acting, caches, name)
+                  : await collectVolumeReservation(this.#acting, caches, name);
       queue.forget(key);
       this.#o.metrics?.reconciled(label, outcome);
       this.#o.onReconciled?.(key, outcome);

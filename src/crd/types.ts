@@ -170,14 +170,39 @@ export interface VolumeReservationStatus {
   conditions?: Condition<(typeof VOLUME_CONDITION_TYPES)[number]>[];
 }
 
+/** A VolumeAttachment of the volume, as the controller saw it. */
+export interface AttachmentRef {
+  node: string;
+  /** The VolumeAttachment's name. */
+  name: string;
+  /** Its deletionTimestamp is set (being detached). */
+  deleting?: boolean;
+}
+
+/**
+ * The controller's desired state of the volume (docs/design.md "Desired state"): what a
+ * node agent watching only its own volumes needs in place of the cluster-wide
+ * VolumeAttachment, PersistentVolume and StorageClass caches. Written by the controller
+ * alone (server-side apply), with a label per node involved (crd/node-label.ts). (The
+ * former `spec.reservationType` is gone: a volume's type is the PV or StorageClass
+ * annotation prfence.io/reservation-type, copied here.)
+ */
+export interface VolumeReservationSpec {
+  /** The PV's device identity (fence/persistent-volume.ts deviceOf). */
+  device?: string;
+  /** The PV's prfence policy annotations, verbatim. */
+  annotations?: Record<string, string>;
+  /** The PV's StorageClass and its prfence policy annotations, verbatim. */
+  storageClass?: { name: string; annotations?: Record<string, string> };
+  /** Every VolumeAttachment of the PV. */
+  attachments?: AttachmentRef[];
+}
+
 export interface VolumeReservation {
   apiVersion: typeof API_VERSION;
   kind: 'VolumeReservation';
-  /**
-   * No spec: the agents create and own these objects. (`spec.reservationType` was removed;
-   * a volume's type is the PV or StorageClass annotation prfence.io/reservation-type.)
-   */
   metadata: ObjectMeta;
+  spec?: VolumeReservationSpec;
   status?: VolumeReservationStatus;
 }
 
@@ -207,6 +232,13 @@ export const VOLUME_RESERVATION_STATUS_FIELDS: readonly (keyof VolumeReservation
   'fencedKeys',
   'quirks',
   'conditions',
+];
+
+export const VOLUME_RESERVATION_SPEC_FIELDS: readonly (keyof VolumeReservationSpec)[] = [
+  'device',
+  'annotations',
+  'storageClass',
+  'attachments',
 ];
 
 /** A key claim (S6): the name is the key in 16 hex digits; create-only. */

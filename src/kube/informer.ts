@@ -71,6 +71,11 @@ export interface InformerOptions<T> {
   /** Only the objects this selects, e.g. `metadata.name=node-1` (list and watch). */
   fieldSelector?: string;
   /**
+   * Only the objects with these labels, e.g. `node.prfence.io/node-1` (list and watch). An
+   * object that stops matching arrives as a delete.
+   */
+  labelSelector?: string;
+  /**
    * A watch that shows no event and no bookmark for this long is taken as dead and
    * restarted (the API server sends a bookmark about every minute). Default 90 s.
    */
@@ -89,6 +94,10 @@ export function startInformer<T extends CachedObject>(opts: InformerOptions<T>):
   const syncedP = new Promise<void>((r) => (markSynced = r));
   const { onAdd, onUpdate, onDelete } = opts.handlers;
   const nameOf = (o: T) => o.metadata?.name ?? '';
+  const selectors: Record<string, string> = {
+    ...(opts.fieldSelector ? { fieldSelector: opts.fieldSelector } : {}),
+    ...(opts.labelSelector ? { labelSelector: opts.labelSelector } : {}),
+  };
 
   const index = (o: T, add: boolean) => {
     for (const [iname, fn] of Object.entries(opts.indexes ?? {})) {
@@ -178,9 +187,9 @@ export function startInformer<T extends CachedObject>(opts: InformerOptions<T>):
       let thrown: unknown;
       try {
         if (rv === undefined && !streaming) {
-          const { rest, path, fieldSelector } = opts;
+          const { rest, path } = opts;
           const pageSize = opts.pageSize ?? 500;
-          rv = await pagedList({ rest, path, pageSize, fieldSelector, signal: abort.signal }, sink);
+          rv = await pagedList({ rest, path, pageSize, selectors, signal: abort.signal }, sink);
           markListed('list', rv);
         }
         if (rv === undefined) initial = new InitialEvents(sink);
@@ -190,7 +199,7 @@ export function startInformer<T extends CachedObject>(opts: InformerOptions<T>):
           opts.path,
           {
             ...(initial ? streamingListQuery(listFrom) : { resourceVersion: rv ?? '' }),
-            ...(opts.fieldSelector ? { fieldSelector: opts.fieldSelector } : {}),
+            ...selectors,
             allowWatchBookmarks: 'true',
             timeoutSeconds: String(240 + Math.floor(Math.random() * 120)),
           },

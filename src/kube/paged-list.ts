@@ -11,7 +11,8 @@ export interface PagedListOptions {
   rest: RestClient;
   path: string;
   pageSize: number;
-  fieldSelector?: string | undefined;
+  /** fieldSelector and labelSelector, as the watch gets them. */
+  selectors: Record<string, string>;
   signal: AbortSignal;
 }
 
@@ -36,7 +37,7 @@ export async function pagedList<T extends CachedObject>(
       // never rest on this cache alone (src/agent/fresh-view.ts).
       query: {
         limit: String(o.pageSize),
-        ...(o.fieldSelector ? { fieldSelector: o.fieldSelector } : {}),
+        ...o.selectors,
         ...(cont ? { continue: cont } : { resourceVersion: '0' }),
       },
       signal: o.signal,

@@ -19,9 +19,11 @@ import {
   NODE_FENCE,
   RESERVATION_KEY,
   VERSION,
+  VOLUME_RESERVATION,
   type IsolationProof,
   type NodeFence,
 } from '../../src/crd/types.js';
+import { nodeLabel } from '../../src/crd/node-label.js';
 import { clusterTag } from '../../src/fence/keys.js';
 import { clusterObjectPath, KubeApiError, RestClient } from '../../src/kube/rest-client.js';
 import { createAgentMetrics } from '../../src/obs/metrics.js';
@@ -387,6 +389,21 @@ describe('admission policy: node-restricted writes of the agents', () => {
       "Z changes Y's proof on X": () =>
         jsonPatch(z.rest, nfStatus(x), [{ op: 'replace', path: '/status/proofs/0/generation', value: 9 }]),
       // VolumeReservation.
+      "Z writes the volume's desired state (spec)": () =>
+        merge(z.rest, vrPath(pv), { spec: { attachments: [{ node: z.node, name: 'va-z' }] } }),
+      'Z labels the volume for W': () =>
+        merge(z.rest, vrPath(pv), { metadata: { labels: { [nodeLabel(w.node)]: 'true' } } }),
+      'Z creates a VolumeReservation with a spec': () =>
+        z.rest.send({
+          method: 'POST',
+          path: vrPath(),
+          body: {
+            apiVersion: API_VERSION,
+            kind: VOLUME_RESERVATION.kind,
+            metadata: { name: uniqueName('pv') },
+            spec: { device: 'wwid:x' },
+          },
+        }),
       'Z adds a registrant entry for W': () =>
         jsonPatch(z.rest, vrPath(pv, 'status'), [
           { op: 'add', path: '/status/registrants/-', value: { node: w.node, key: formatKey(w.key) } },
@@ -446,6 +463,9 @@ describe('admission policy: node-restricted writes of the agents', () => {
       'Z adds a proof by Y to X': refused(/may add or replace only its own entries .* in status.proofs/),
       "Z removes Y's proof from X": refused(/a proof by another node stays until an unfence/),
       "Z changes Y's proof on X": refused(/in status.proofs/),
+      "Z writes the volume's desired state (spec)": refused(/may not write the spec or labels/),
+      'Z labels the volume for W': refused(/may not write the spec or labels/),
+      'Z creates a VolumeReservation with a spec': refused(/may not write the spec or labels/),
       'Z adds a registrant entry for W': refused(
         /may add or change only its own entry .* in status.registrants/,
       ),

@@ -7,8 +7,9 @@ import { DEVICE_ANNOTATION } from '../../src/agent/cluster-view.js';
 import { API_VERSION, GROUP, VERSION, type NodeFence, type VolumeReservation } from '../../src/crd/types.js';
 import { clusterObjectPath, RestClient } from '../../src/kube/rest-client.js';
 import type { ReservationType } from '../../src/pr/reservation-type.js';
-import type { FencingMode } from '../../src/agent/volume-policy.js';
+import type { FencingMode } from '../../src/fence/volume-policy.js';
 import type { FailfastAction } from '../../src/agent/failfast.js';
+import type { AgentScope } from '../../src/agent/cluster-informers.js';
 import { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
 import type { PrDevice } from '../../src/pr/pr-device.js';
 import { adminKubeConfig, uniqueName } from '../envtest/kube.js';
@@ -46,6 +47,8 @@ export interface StartAgentOptions {
   rebootTrigger?: (reason: string) => void | Promise<void>;
   /** Observer (AgentOptions.observe); every memory LU is visible to every node here. */
   observe?: boolean;
+  /** AgentOptions.scope: `node` reads the controller's desired state (a controller must run). */
+  scope?: AgentScope;
 }
 
 const PR_METHODS = new Set([
@@ -212,6 +215,7 @@ export class Cluster {
       ...(opts.failfastAction === 'reboot' ? { allowReboot: true } : {}),
       ...(opts.rebootTrigger ? { rebootTrigger: opts.rebootTrigger } : {}),
       ...(opts.observe ? { observe: true } : {}),
+      ...(opts.scope ? { scope: opts.scope } : {}),
     });
     this.agents.push(agent);
     return agent;

@@ -494,6 +494,12 @@ describe('Helm chart', () => {
       createLease: await can('create', 'coordination.k8s.io', 'leases', { namespace: ns }),
       watchNodes: await can('watch', '', 'nodes'),
       watchPvs: await can('watch', '', 'persistentvolumes'),
+      // The desired state: every attachment, the StorageClasses' policy annotations.
+      watchVas: await can('watch', 'storage.k8s.io', 'volumeattachments'),
+      watchScs: await can('watch', 'storage.k8s.io', 'storageclasses'),
+      // The desired state is applied (server-side apply creates a missing VolumeReservation).
+      patchVr: await can('patch', 'prfence.io', 'volumereservations'),
+      createVr: await can('create', 'prfence.io', 'volumereservations'),
       patchNf: await can('patch', 'prfence.io', 'nodefences'),
       // status.isolation: the proof summary of a node asked to be fenced.
       patchNfStatus: await can('patch', 'prfence.io', 'nodefences', { subresource: 'status' }),
@@ -510,7 +516,9 @@ describe('Helm chart', () => {
         name: 'prfence-controller',
       }),
       deleteLease: await can('delete', 'coordination.k8s.io', 'leases', lease),
-      patchVr: await can('patch', 'prfence.io', 'volumereservations'),
+      // What the device says is the agents' to record.
+      patchVrStatus: await can('patch', 'prfence.io', 'volumereservations', { subresource: 'status' }),
+      patchVa: await can('patch', 'storage.k8s.io', 'volumeattachments'),
       createRk: await can('create', 'prfence.io', 'reservationkeys'),
       updateRk: await can('update', 'prfence.io', 'reservationkeys'),
       deleteNodes: await can('delete', '', 'nodes'),

@@ -4,7 +4,7 @@
  * the real API server with agents in-process on memory LUs.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { FENCING_ANNOTATION, RESERVATION_TYPE_ANNOTATION } from '../../src/agent/volume-policy.js';
+import { FENCING_ANNOTATION, RESERVATION_TYPE_ANNOTATION } from '../../src/fence/volume-policy.js';
 import type { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
 import { eventually } from '../envtest/kube.js';
 import { Cluster, type DeviceCall } from './agent-harness.js';

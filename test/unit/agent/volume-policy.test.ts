@@ -7,7 +7,7 @@ import {
   RESERVATION_TYPE_ANNOTATION,
   resolveVolumePolicy,
   type PolicyInputs,
-} from '../../../src/agent/volume-policy.js';
+} from '../../../src/fence/volume-policy.js';
 
 const F = FENCING_ANNOTATION;
 const T = RESERVATION_TYPE_ANNOTATION;

@@ -19,7 +19,7 @@ import type {
   ReservationKey,
   VolumeReservationStatus,
 } from '../../../src/crd/types.js';
-import type { VolumePolicy } from '../../../src/agent/volume-policy.js';
+import type { VolumePolicy } from '../../../src/fence/volume-policy.js';
 import { clusterTag, makeKey } from '../../../src/fence/keys.js';
 import { formatKey } from '../../../src/pr/key.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
