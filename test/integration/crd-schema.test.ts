@@ -79,9 +79,9 @@ describe('CRDs as installed from charts/prfence/crds', () => {
     );
   });
 
-  it('VolumeReservation spec.reservationType (removed: the PV / StorageClass annotation replaces it) -> not in the schema, pruned on create', async () => {
+  it('VolumeReservation spec (the desired state) fields -> equal to the types; spec.reservationType (removed: the PV / StorageClass annotation replaces it) -> not in the schema, pruned on create', async () => {
     const s = await schemaOf('volumereservations.prfence.io');
-    expect(s.properties!.spec).toBeUndefined();
+    expect(Object.keys(s.properties!.spec!.properties!).sort()).toEqual([...crd.VOLUME_RESERVATION_SPEC_FIELDS].sort());
     const name = uniqueName('vr');
     await objects().createClusterCustomObject({
       group: crd.GROUP,
@@ -100,7 +100,7 @@ describe('CRDs as installed from charts/prfence/crds', () => {
       plural: 'volumereservations',
       name,
     })) as { spec?: unknown };
-    expect(stored.spec).toBeUndefined();
+    expect(stored.spec).toEqual({});
   });
 
   it('status -> only through the status subresource; bad key format and key 0 rejected', async () => {
@@ -170,6 +170,8 @@ describe('CRDs as installed from charts/prfence/crds', () => {
       'minLength',
       'maxLength',
       'maxItems',
+      'maxProperties',
+      'additionalProperties',
       'required',
       'x-kubernetes-validations',
       'x-kubernetes-list-type',
