@@ -16,7 +16,8 @@
  * Scale by env: PRFENCE_BENCH_SCALE_NODES (rows, default "100,1000"), _VAS (default
  * 10000), _AGENTS (20), _WINDOW_S (60), _SETTLE_S (20), _RESTART_S (60), _FENCE_PVS (200;
  * 0 skips), _START_PARALLEL (agents started at once, 1: each waited for until its volumes
- * are registered, or _REGISTER_S, 120).
+ * are registered, or _REGISTER_S, 120), _SCOPE (the agents' --scope: node, the default,
+ * reads the controller's desired state; cluster watches every VolumeAttachment and PV).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -150,6 +151,8 @@ export async function scaleBench(): Promise<void> {
   const FENCE_PVS = num('FENCE_PVS', 200);
   const START_PARALLEL = num('START_PARALLEL', 1);
   const REGISTER_S = num('REGISTER_S', 120);
+  const SCOPE = process.env.PRFENCE_BENCH_SCALE_SCOPE ?? 'node';
+  if (SCOPE !== 'node' && SCOPE !== 'cluster') throw new Error('PRFENCE_BENCH_SCALE_SCOPE must be node or cluster');
   const nodesMax = rowsN.at(-1)!;
   if (!(AGENTS >= 1 && AGENTS <= rowsN[0]!))
     throw new Error('PRFENCE_BENCH_SCALE_AGENTS must be 1..the smallest node count');
@@ -159,7 +162,7 @@ export async function scaleBench(): Promise<void> {
   const progress = (s: string) => console.log(`  [${elapsed()}] ${s}`);
 
   console.log(
-    `\nscale: today's design at cluster scale (real kube-apiserver + etcd, ${AGENTS} real \`prfence agent\` processes and the \`prfence controller\` process)`,
+    `\nscale: today's design at cluster scale (real kube-apiserver + etcd, ${AGENTS} real \`prfence agent --scope=${SCOPE}\` processes and the \`prfence controller\` process)`,
   );
   if (reduced)
     console.log(
@@ -255,6 +258,8 @@ export async function scaleBench(): Promise<void> {
           kubeconfigVia(proxy, node),
           '--state-dir',
           stateDir,
+          '--scope',
+          SCOPE,
           '--log-level',
           'warn',
         ],

@@ -31,6 +31,7 @@ import { formatKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
 import type { ReservationType } from '../pr/reservation-type.js';
 import { ClusterInformers, type AgentScope } from './cluster-informers.js';
+import { nodeLabel } from '../crd/node-label.js';
 import { DeviceRegistry } from './device-registry.js';
 import { FailfastProbe, type FailfastAction } from './failfast.js';
 import { FailfastReactions } from './failfast-reactions.js';
@@ -277,6 +278,7 @@ export class Agent {
         log: o.log,
         reconciler: agent.#reconciler,
         queue: agent.#queue,
+        labelSelector: o.scope === 'node' ? nodeLabel(agent.node) : undefined,
       };
       await resumeIntents(resume);
       resumeHandovers(resume, agent.#informers.nodeFence(agent.node));

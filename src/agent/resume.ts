@@ -18,11 +18,19 @@ export interface ResumeContext {
   log: Logger;
   reconciler: VolumeReconciler;
   queue: WorkQueue<string>;
+  /**
+   * Only the VolumeReservations with this label (a node-scoped agent's own: an intent of
+   * this node is on a volume it is attached to or registered on, so labelled for it).
+   */
+  labelSelector?: string | undefined;
 }
 
 /** Intents this node recorded before it stopped: completed from the device, each volume enqueued. */
 export async function resumeIntents(c: ResumeContext): Promise<void> {
-  const list = await c.rest.get<{ items: VolumeReservation[] }>(vrPath());
+  const list = await c.rest.get<{ items: VolumeReservation[] }>(
+    vrPath(),
+    c.labelSelector ? { labelSelector: c.labelSelector } : undefined,
+  );
   for (const vr of list.items) {
     const i = vr.status?.fenceIntent;
     if (i?.by !== c.node) continue;

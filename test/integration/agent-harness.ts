@@ -2,6 +2,7 @@
 import { CoreV1Api, KubeConfig, StorageV1Api } from '@kubernetes/client-node';
 import pino from 'pino';
 import { Agent, type FenceEvent } from '../../src/agent/agent.js';
+import { Controller } from '../../src/controller/controller.js';
 import type { AgentMetrics } from '../../src/obs/metrics.js';
 import { DEVICE_ANNOTATION } from '../../src/agent/cluster-view.js';
 import { API_VERSION, GROUP, VERSION, type NodeFence, type VolumeReservation } from '../../src/crd/types.js';
@@ -103,6 +104,14 @@ export class Cluster {
 
   /** Nodes this cluster created: their NodeFences are deleted by stopAll. */
   readonly #nodes: string[] = [];
+  /**
+   * The agents' scope by default: PRFENCE_TEST_AGENT_SCOPE (`cluster` if unset). With
+   * `node`, the first agent started also starts an in-process controller (no leader
+   * election) that writes the desired state, stopped by stopAll.
+   */
+  readonly defaultScope: AgentScope =
+    process.env.PRFENCE_TEST_AGENT_SCOPE === 'node' ? 'node' : 'cluster';
+  #controller: Controller | undefined;
 
   /** `kc`: the run's shared API server by default; a test with its own control plane passes its own. */
   constructor(kc: KubeConfig = adminKubeConfig()) {
@@ -186,6 +195,16 @@ export class Cluster {
   }
 
   async startAgent(node: string, kc: KubeConfig = this.kc, opts: StartAgentOptions = {}): Promise<Agent> {
+    const scope = opts.scope ?? this.defaultScope;
+    if (scope === 'node' && !this.#controller && opts.scope === undefined) {
+      this.#controller = new Controller({
+        kubeConfig: this.kc,
+        log: this.log.child({ component: 'controller' }),
+        identity: uniqueName('harness-ctl'),
+        leaderElection: false,
+      });
+      void this.#controller.run();
+    }
     const agent = await Agent.start({
       kubeConfig: kc,
       nodeName: node,
@@ -215,7 +234,7 @@ export class Cluster {
       ...(opts.failfastAction === 'reboot' ? { allowReboot: true } : {}),
       ...(opts.rebootTrigger ? { rebootTrigger: opts.rebootTrigger } : {}),
       ...(opts.observe ? { observe: true } : {}),
-      ...(opts.scope ? { scope: opts.scope } : {}),
+      scope,
     });
     this.agents.push(agent);
     return agent;
@@ -240,6 +259,8 @@ export class Cluster {
     // reset first so stop() returns at once.
     for (const p of this.proxies) p.reset('both');
     await Promise.all(this.agents.splice(0).map((a) => a.stop()));
+    await this.#controller?.stop();
+    this.#controller = undefined;
     await Promise.all(this.proxies.splice(0).map((p) => p.close()));
     this.deviceCalls.clear();
     // Each test starts with no fenced node in the cluster: a Fenced mark left behind would
