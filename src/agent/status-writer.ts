@@ -214,14 +214,24 @@ export class StatusWriter {
     fenced: readonly FencedKey[] = [],
     stillFenced: (e: FencedKey) => boolean = () => true,
   ): Promise<void> {
-    const current = await this.readVr(pv);
-    const kept = (current.status?.fencedKeys ?? []).filter(
-      (e) => stillFenced(e) && !fenced.some((f) => f.key === e.key),
-    );
-    await this.#applyFence(pv, current, {
-      lastFence: lastFence ?? current.status?.lastFence,
-      fencedKeys: [...kept, ...fenced].slice(-256),
-    });
+    // The key is gone from the device already: a later reconcile sends no PREEMPT and would
+    // not come back here. So a write that lost a race (409: a peer's status, the controller's
+    // desired state) is read and made again, not left to the work queue.
+    for (let attempt = 0; ; attempt++) {
+      const current = await this.readVr(pv);
+      const kept = (current.status?.fencedKeys ?? []).filter(
+        (e) => stillFenced(e) && !fenced.some((f) => f.key === e.key),
+      );
+      try {
+        await this.#applyFence(pv, current, {
+          lastFence: lastFence ?? current.status?.lastFence,
+          fencedKeys: [...kept, ...fenced].slice(-256),
+        });
+        return;
+      } catch (e) {
+        if (!(e instanceof KubeApiError && e.code === 409) || attempt >= 7) throw e;
+      }
+    }
   }
 
   /**
