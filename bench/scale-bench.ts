@@ -152,7 +152,8 @@ export async function scaleBench(): Promise<void> {
   const START_PARALLEL = num('START_PARALLEL', 1);
   const REGISTER_S = num('REGISTER_S', 120);
   const SCOPE = process.env.PRFENCE_BENCH_SCALE_SCOPE ?? 'node';
-  if (SCOPE !== 'node' && SCOPE !== 'cluster') throw new Error('PRFENCE_BENCH_SCALE_SCOPE must be node or cluster');
+  if (SCOPE !== 'node' && SCOPE !== 'cluster')
+    throw new Error('PRFENCE_BENCH_SCALE_SCOPE must be node or cluster');
   const nodesMax = rowsN.at(-1)!;
   if (!(AGENTS >= 1 && AGENTS <= rowsN[0]!))
     throw new Error('PRFENCE_BENCH_SCALE_AGENTS must be 1..the smallest node count');

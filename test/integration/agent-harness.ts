@@ -109,8 +109,7 @@ export class Cluster {
    * `node`, the first agent started also starts an in-process controller (no leader
    * election) that writes the desired state, stopped by stopAll.
    */
-  readonly defaultScope: AgentScope =
-    process.env.PRFENCE_TEST_AGENT_SCOPE === 'node' ? 'node' : 'cluster';
+  readonly defaultScope: AgentScope = process.env.PRFENCE_TEST_AGENT_SCOPE === 'node' ? 'node' : 'cluster';
   #controller: Controller | undefined;
 
   /** `kc`: the run's shared API server by default; a test with its own control plane passes its own. */

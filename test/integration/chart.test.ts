@@ -867,6 +867,25 @@ describe('Helm chart monitoring (opt-in)', () => {
       expect(w.spec!.template!.spec.containers[0]!.ports!.map((p) => p.name)).toContain('http');
   });
 
+  it('scope: node -> the agents run --scope=node; without the controller -> refused, saying why; a scope that does not exist -> refused by the schema', () => {
+    const agentArgs = (set: string[]) =>
+      (
+        byKind(render('r', set), 'DaemonSet')[0] as unknown as {
+          spec: { template: { spec: { containers: Container[] } } };
+        }
+      ).spec.template.spec.containers[0]!.args;
+    expect(agentArgs([])).toContain('--scope=cluster');
+    expect(agentArgs(['--set', 'scope=node'])).toContain('--scope=node');
+    const helmErr = (set: string[]) =>
+      execFileSync(helm, ['template', 'r', 'charts/prfence', '--kube-version', '1.36.0', ...set], {
+        stdio: 'pipe',
+      });
+    expect(() => helmErr(['--set', 'scope=node', '--set', 'controller.enabled=false'])).toThrow(
+      /scope: node needs controller.enabled/,
+    );
+    expect(() => helmErr(['--set', 'scope=pod'])).toThrow(/scope/);
+  });
+
   it('monitoring without httpEndpoint -> refused', () => {
     expect(() =>
       execFileSync(

@@ -81,7 +81,9 @@ describe('CRDs as installed from charts/prfence/crds', () => {
 
   it('VolumeReservation spec (the desired state) fields -> equal to the types; spec.reservationType (removed: the PV / StorageClass annotation replaces it) -> not in the schema, pruned on create', async () => {
     const s = await schemaOf('volumereservations.prfence.io');
-    expect(Object.keys(s.properties!.spec!.properties!).sort()).toEqual([...crd.VOLUME_RESERVATION_SPEC_FIELDS].sort());
+    expect(Object.keys(s.properties!.spec!.properties!).sort()).toEqual(
+      [...crd.VOLUME_RESERVATION_SPEC_FIELDS].sort(),
+    );
     const name = uniqueName('vr');
     await objects().createClusterCustomObject({
       group: crd.GROUP,

@@ -26,6 +26,11 @@ describe('agent config', () => {
     expect(loadAgentConfig({ nodeName: 'n' }, {}).httpEndpoint).toBeUndefined();
   });
 
+  it('--scope: cluster by default; node parsed as given', () => {
+    expect(loadAgentConfig({ nodeName: 'n' }, {}).scope).toBe('cluster');
+    expect(loadAgentConfig({ nodeName: 'n', scope: 'node' }, {}).scope).toBe('node');
+  });
+
   it('--fencing-default disabled / enabled -> parsed as given', () => {
     expect(loadAgentConfig({ nodeName: 'n', fencingDefault: 'disabled' }, {}).fencingDefault).toBe(
       'disabled',
@@ -83,6 +88,7 @@ describe('agent config', () => {
     ],
     ['fencing default in capitals', { nodeName: 'n', fencingDefault: 'Disabled' }, /--fencing-default/],
     ['bad foreign policy', { nodeName: 'n', foreignKeys: 'sometimes' }, /foreign-keys/],
+    ['unknown scope', { nodeName: 'n', scope: 'pod' }, /--scope must be cluster or node, got "pod"/],
     ['bad duration', { nodeName: 'n', ioctlTimeout: 'soon' }, /duration/],
     ['bad count', { nodeName: 'n', workers: '0' }, /positive integer/],
     ['http endpoint without port', { nodeName: 'n', httpEndpoint: 'localhost' }, /host:port/],
