@@ -17,7 +17,7 @@ import {
   type NodeFence,
   type VolumeReservation,
 } from '../../src/crd/types.js';
-import { clusterObjectPath, type RestClient } from '../../src/kube/rest-client.js';
+import { clusterObjectPath, KubeApiError, type RestClient } from '../../src/kube/rest-client.js';
 
 export interface FleetTemplates {
   nf: NodeFence;
@@ -51,12 +51,17 @@ async function createWithStatus(
   status: unknown,
   manager: string,
 ): Promise<void> {
-  await api.send({
-    method: 'POST',
-    path: path(plural),
-    body: { apiVersion: API_VERSION, kind, metadata: { name } },
-    query: { fieldManager: manager },
-  });
+  // The controller may have created it first (a VolumeReservation with its desired state).
+  await api
+    .send({
+      method: 'POST',
+      path: path(plural),
+      body: { apiVersion: API_VERSION, kind, metadata: { name } },
+      query: { fieldManager: manager },
+    })
+    .catch((e: unknown) => {
+      if (!(e instanceof KubeApiError && e.code === 409)) throw e;
+    });
   await api.apply(
     path(plural, name, 'status'),
     { apiVersion: API_VERSION, kind, metadata: { name }, status },

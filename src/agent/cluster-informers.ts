@@ -155,7 +155,12 @@ export class ClusterInformers {
       transform: slim.node,
       handlers: rules.node,
     });
-    this.#nf = startInformer<NodeFence>({ ...common, path: nfPath(), handlers: rules.nodeFence });
+    this.#nf = startInformer<NodeFence>({
+      ...common,
+      path: nfPath(),
+      transform: (nf) => slim.nodeFence(nf, this.#o.node),
+      handlers: rules.nodeFence,
+    });
     this.#all = [this.#nodes, this.#nf, ...this.#volumes.start(common)] as ResilientInformer<never>[];
     await Promise.all(this.#all.map((i) => i.synced));
   }

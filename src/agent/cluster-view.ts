@@ -122,6 +122,39 @@ export const slim = {
   node: slimNode,
   persistentVolume: slimPersistentVolume,
   storageClass: slimStorageClass,
+  nodeFence: slimNodeFence,
 };
+
+/**
+ * What the agent keeps of a NodeFence: of its own, all but managedFields (its status write
+ * keeps the conditions' transition times); of another node's, what the fence rule and the
+ * enqueue rules read (key, Fenced mark, fence request, unfence, handover), not its proofs,
+ * conditions or isolation summary.
+ */
+export function slimNodeFence(nf: NodeFence, self: string): NodeFence {
+  const { managedFields: _drop, ...metadata } = nf.metadata;
+  if (nf.metadata.name === self) return { ...nf, metadata };
+  const s = nf.status;
+  const spec = {
+    ...(nf.spec?.fenceState ? { fenceState: nf.spec.fenceState } : {}),
+    ...(nf.spec?.unfencedAt ? { unfencedAt: nf.spec.unfencedAt } : {}),
+  };
+  const status = {
+    ...(s?.key ? { key: s.key } : {}),
+    ...(s?.phase ? { phase: s.phase } : {}),
+    ...(s?.fencedBy ? { fencedBy: s.fencedBy } : {}),
+    ...(s?.handingOver?.length ? { handingOver: s.handingOver } : {}),
+  };
+  return {
+    apiVersion: nf.apiVersion,
+    kind: nf.kind,
+    metadata: {
+      name: metadata.name,
+      ...(metadata.resourceVersion ? { resourceVersion: metadata.resourceVersion } : {}),
+    },
+    ...(Object.keys(spec).length ? { spec } : {}),
+    ...(Object.keys(status).length ? { status } : {}),
+  };
+}
 
 export { DEVICE_ANNOTATION, deviceOf, storageClassOf } from '../fence/persistent-volume.js';

@@ -47,3 +47,54 @@ describe('a PV -> its device identity (DESIGN.md order)', () => {
     expect(deviceOf(slim.persistentVolume(p))).toBe(want);
   });
 });
+
+describe('NodeFences as the agent caches them', () => {
+  const full = (name: string) => ({
+    apiVersion: 'prfence.io/v1alpha1' as const,
+    kind: 'NodeFence' as const,
+    metadata: { name, resourceVersion: '9', managedFields: [{ manager: 'm' }] },
+    spec: {
+      fenceState: 'Fenced' as const,
+      reason: 'lost',
+      requestedBy: 'prfence-controller',
+      unfencedAt: 't0',
+    },
+    status: {
+      key: '0000000100000001',
+      nodeUID: 'u',
+      phase: 'Fenced' as const,
+      fencedBy: 'node-b',
+      volumes: 3,
+      handingOver: ['pv1'],
+      proofs: [
+        { volume: 'pv1', victimKey: '0000000100000001', result: 'Fenced' as const, by: 'node-b', at: 't1' },
+      ],
+      isolation: { proven: 1, total: 1 },
+      conditions: [
+        {
+          type: 'Ready' as const,
+          status: 'False' as const,
+          reason: 'Fenced',
+          message: '',
+          lastTransitionTime: 't',
+        },
+      ],
+    },
+  });
+
+  it("another node's -> only what the fence and enqueue rules read (key, mark, request, unfence, handover); proofs, conditions, isolation dropped", () => {
+    expect(slim.nodeFence(full('node-a'), 'node-b')).toEqual({
+      apiVersion: 'prfence.io/v1alpha1',
+      kind: 'NodeFence',
+      metadata: { name: 'node-a', resourceVersion: '9' },
+      spec: { fenceState: 'Fenced', unfencedAt: 't0' },
+      status: { key: '0000000100000001', phase: 'Fenced', fencedBy: 'node-b', handingOver: ['pv1'] },
+    });
+  });
+
+  it('its own -> everything but managedFields (its status write keeps the conditions)', () => {
+    const own = full('node-b');
+    const { managedFields: _m, ...meta } = own.metadata;
+    expect(slim.nodeFence(own, 'node-b')).toEqual({ ...own, metadata: meta });
+  });
+});
