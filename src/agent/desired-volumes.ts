@@ -38,12 +38,52 @@ export function attachmentsOf(vr: VolumeReservation | undefined): V1VolumeAttach
   }));
 }
 
+/** How many volumes that left the cache keep their desired state (see DesiredVolumes). */
+export const GONE_KEPT = 1024;
+
+/**
+ * Informer handlers that also remember, newest last and at most `max`, the last object of
+ * each name deleted from the cache (until it is added again).
+ */
+export function rememberDeleted<T extends { metadata: { name: string } }>(
+  handlers: InformerHandlers<T>,
+  max: number,
+): { handlers: InformerHandlers<T>; gone: ReadonlyMap<string, T> } {
+  const gone = new Map<string, T>();
+  return {
+    gone,
+    handlers: {
+      onAdd: (o) => (gone.delete(o.metadata.name), handlers.onAdd?.(o)),
+      onUpdate: (o, old) => (gone.delete(o.metadata.name), handlers.onUpdate?.(o, old)),
+      onDelete: (o) => {
+        gone.delete(o.metadata.name);
+        gone.set(o.metadata.name, o);
+        if (gone.size > max) gone.delete(gone.keys().next().value!);
+        handlers.onDelete?.(o);
+      },
+    },
+  };
+}
+
 export class DesiredVolumes implements VolumeSource {
   #vr!: ResilientInformer<VolumeReservation>;
+  /**
+   * The last desired state of volumes no longer labelled for this node, newest last: the
+   * label goes once the attachment is gone and no key of this node is recorded, but the
+   * key may still be on the device (a status write that did not land). The node can then
+   * still find the device to leave it; it has no attachment there.
+   */
+  readonly #gone: ReadonlyMap<string, VolumeReservation>;
+  readonly #handlers: InformerHandlers<VolumeReservation>;
+
   constructor(
     private readonly node: string,
-    private readonly handlers: InformerHandlers<VolumeReservation>,
-  ) {}
+    handlers: InformerHandlers<VolumeReservation>,
+  ) {
+    const r = rememberDeleted(handlers, GONE_KEPT);
+    this.#handlers = r.handlers;
+    this.#gone = r.gone;
+  }
 
   start(common: { rest: RestClient; log: Logger; idleTimeoutMs: number }): ResilientInformer<never>[] {
     this.#vr = startInformer<VolumeReservation>({
@@ -52,7 +92,7 @@ export class DesiredVolumes implements VolumeSource {
       labelSelector: nodeLabel(this.node),
       transform: slimDesired,
       indexes: { node: (vr) => (vr.spec?.attachments ?? []).map((a) => a.node) },
-      handlers: this.handlers,
+      handlers: this.#handlers,
     });
     return [this.#vr as ResilientInformer<never>];
   }
@@ -66,11 +106,11 @@ export class DesiredVolumes implements VolumeSource {
   }
 
   identityOf(pv: string): string | undefined {
-    return this.#vr.get(pv)?.spec?.device;
+    return (this.#vr.get(pv) ?? this.#gone.get(pv))?.spec?.device;
   }
 
   policyInputs(name: string): Omit<PolicyInputs, 'defaults'> {
-    const spec = this.#vr.get(name)?.spec;
+    const spec = (this.#vr.get(name) ?? this.#gone.get(name))?.spec;
     return {
       pv: { name, annotations: spec?.annotations },
       storageClass: spec?.storageClass,

@@ -8,7 +8,7 @@ import {
 import { NotLeaderError, type Acting } from '../../../src/controller/acting.js';
 import { nodeLabel } from '../../../src/crd/node-label.js';
 import type { VolumeReservation } from '../../../src/crd/types.js';
-import { attachmentsOf, slimDesired } from '../../../src/agent/desired-volumes.js';
+import { attachmentsOf, rememberDeleted, slimDesired } from '../../../src/agent/desired-volumes.js';
 import { slimPersistentVolume } from '../../../src/fence/persistent-volume.js';
 import { legitimateNodes } from '../../../src/agent/cluster-view.js';
 
@@ -188,5 +188,29 @@ describe('desired state written (controller)', () => {
       reconcileDesiredState(a, caches({ pvs: [pv('pv1')], vas: [va('va-a', 'node-a', 'pv1')] }), 'pv1'),
     ).rejects.toBeInstanceOf(NotLeaderError);
     expect(sent).toEqual([]);
+  });
+});
+
+describe('desired state of volumes no longer labelled for the node (agent)', () => {
+  it('deleted from the cache -> remembered (newest last, at most max) until added again; every event still reaches the agent', () => {
+    const seen: string[] = [];
+    const r = rememberDeleted<VolumeReservation>(
+      {
+        onAdd: (v) => seen.push(`add ${v.metadata.name}`),
+        onUpdate: (v) => seen.push(`update ${v.metadata.name}`),
+        onDelete: (v) => seen.push(`delete ${v.metadata.name}`),
+      },
+      2,
+    );
+    const h = r.handlers;
+    h.onDelete!(vr('pv1', { spec: { device: 'wwid:1' } }));
+    h.onDelete!(vr('pv2'));
+    expect(r.gone.get('pv1')?.spec?.device).toBe('wwid:1');
+    h.onDelete!(vr('pv3'));
+    expect([...r.gone.keys()]).toEqual(['pv2', 'pv3']);
+    h.onAdd!(vr('pv2'));
+    h.onUpdate!(vr('pv3'), vr('pv3'));
+    expect([...r.gone.keys()]).toEqual([]);
+    expect(seen).toEqual(['delete pv1', 'delete pv2', 'delete pv3', 'add pv2', 'update pv3']);
   });
 });
