@@ -486,7 +486,9 @@ export async function scaleBench(): Promise<void> {
           ` controller +${f1(kib(nfExtra(r.n, r) + vrExtra(r.n, r)))} KiB/s (VolumeReservation writes ${f1(r.vrPerAgentPerS * 60)}/agent/min of ${f0(r.vrEventBytes)} B)`,
       );
     console.log(
-      '  RSS needs no extrapolation: every agent already caches every PV and VolumeAttachment of the cluster (and its own Node).',
+      SCOPE === 'cluster'
+        ? '  RSS needs no extrapolation: every agent already caches every PV and VolumeAttachment of the cluster (and its own Node).'
+        : "  RSS: each agent caches its own volumes' VolumeReservations, its own Node and every NodeFence (one per node: the agents of the rest of the fleet are copies here, so this part is measured).",
     );
 
     const first = rows[0]!;
@@ -551,7 +553,10 @@ export async function scaleBench(): Promise<void> {
         (r.verb === 'watch' && /[?&]sendInitialEvents=true(&|$)/.test(r.uri)) ||
         (r.verb === 'list' && /[?&]resourceVersion=0(&|$)/.test(r.uri)),
     );
-    const resources = ['volumeattachments', 'persistentvolumes', 'nodes', 'nodefences', 'storageclasses'];
+    const resources =
+      SCOPE === 'cluster'
+        ? ['volumeattachments', 'persistentvolumes', 'nodes', 'nodefences', 'storageclasses']
+        : ['volumereservations', 'nodes', 'nodefences'];
     const firstRelist = (res: string) => {
       const m = new Map<string, number>();
       for (const r of relists) {

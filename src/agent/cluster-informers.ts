@@ -12,7 +12,12 @@
 import type { V1Node, V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { NodeFence } from '../crd/types.js';
-import { startInformer, type InformerHandlers, type ResilientInformer } from '../kube/informer.js';
+import {
+  startInformer,
+  type InformerHandlers,
+  type InformerOptions,
+  type ResilientInformer,
+} from '../kube/informer.js';
 import type { RestClient } from '../kube/rest-client.js';
 import { pvOf } from '../kube/slim.js';
 import { deviceOf, slim, storageClassOf, type ClusterCaches } from './cluster-view.js';
@@ -20,6 +25,9 @@ import { DesiredVolumes } from './desired-volumes.js';
 import { enqueueRules } from './enqueue.js';
 import { nfPath } from './key-claim.js';
 import { resolveVolumePolicy, type PolicyInputs, type VolumePolicy } from '../fence/volume-policy.js';
+
+/** The agents' re-lists after an API error are spread over this long (informer.ts). */
+export const RELIST_SPREAD_MS = 5000;
 
 /** Where an agent learns of its volumes. */
 export type AgentScope = 'cluster' | 'node';
@@ -44,10 +52,16 @@ export interface ClusterInformersOptions {
   policyDefaults: PolicyInputs['defaults'];
 }
 
+/** The options every informer of the agent shares. */
+export type InformerCommon = Pick<
+  InformerOptions<never>,
+  'rest' | 'log' | 'idleTimeoutMs' | 'relistSpreadMs'
+>;
+
 /** What the agent reads of its volumes, from either source. */
 export interface VolumeSource {
   /** Starts the source's informers (returned, to wait on and stop). */
-  start(common: { rest: RestClient; log: Logger; idleTimeoutMs: number }): ResilientInformer<never>[];
+  start(common: InformerCommon): ResilientInformer<never>[];
   /** PVs attached (or attaching) to a node, among those this source shows. */
   pvsOf(node: string): Set<string>;
   vasOf(pv: string): readonly V1VolumeAttachment[];
@@ -68,7 +82,7 @@ class ClusterVolumes implements VolumeSource {
     },
   ) {}
 
-  start(common: { rest: RestClient; log: Logger; idleTimeoutMs: number }): ResilientInformer<never>[] {
+  start(common: InformerCommon): ResilientInformer<never>[] {
     this.#va = startInformer<V1VolumeAttachment>({
       ...common,
       path: '/apis/storage.k8s.io/v1/volumeattachments',
@@ -143,7 +157,9 @@ export class ClusterInformers {
   async start(): Promise<void> {
     const { rest, log, idleTimeoutMs } = this.#o;
     const rules = this.#rules;
-    const common = { rest, log, idleTimeoutMs };
+    // After an API server restart every agent's watches break at once: their re-lists are
+    // spread over 5 s (at 1,000 nodes, about 200 a second instead of 1,000 in one).
+    const common = { rest, log, idleTimeoutMs, relistSpreadMs: RELIST_SPREAD_MS };
     // This node's Node only: every Node's status heartbeat (~13 KiB every 10 s) would reach
     // every agent otherwise (731 KiB/s per agent with 1,000 nodes, `npm run bench`). Other
     // nodes' out-of-service taints reach the agents as the controller's fence request on

@@ -10,13 +10,11 @@
  * one volume GETs each attachment named here, the full view LISTs them all.
  */
 import type { V1VolumeAttachment } from '@kubernetes/client-node';
-import type { Logger } from 'pino';
 import { nodeLabel } from '../crd/node-label.js';
 import type { VolumeReservation } from '../crd/types.js';
 import type { PolicyInputs } from '../fence/volume-policy.js';
 import { startInformer, type InformerHandlers, type ResilientInformer } from '../kube/informer.js';
-import type { RestClient } from '../kube/rest-client.js';
-import type { VolumeSource } from './cluster-informers.js';
+import type { InformerCommon, VolumeSource } from './cluster-informers.js';
 import { vrPath } from './status-writer.js';
 
 /** What is kept of a VolumeReservation: its name and spec (its status is the agents' record, read fresh). */
@@ -85,7 +83,7 @@ export class DesiredVolumes implements VolumeSource {
     this.#gone = r.gone;
   }
 
-  start(common: { rest: RestClient; log: Logger; idleTimeoutMs: number }): ResilientInformer<never>[] {
+  start(common: InformerCommon): ResilientInformer<never>[] {
     this.#vr = startInformer<VolumeReservation>({
       ...common,
       path: vrPath(),

@@ -82,6 +82,12 @@ export interface InformerOptions<T> {
   idleTimeoutMs?: number;
   /** Try streaming lists (KEP-3157) before LIST; default true (false: paged LIST only). */
   streamingList?: boolean;
+  /**
+   * A re-list forced by an API error (410 Gone, or an API server still starting) waits a
+   * further random 0..relistSpreadMs, so a fleet whose watches all broke at one API server
+   * restart does not list again within the same second. Default 0 (the agents set it).
+   */
+  relistSpreadMs?: number;
 }
 
 export function startInformer<T extends CachedObject>(opts: InformerOptions<T>): ResilientInformer<T> {
@@ -249,12 +255,14 @@ export function startInformer<T extends CachedObject>(opts: InformerOptions<T>):
         // An API error (410 Gone: too old; anything else: unknown state) re-lists; a
         // transport error resumes the watch from the last resourceVersion. Every path
         // waits a jittered, growing delay (410 included: no re-list storm).
+        let spread = 0;
         if (err instanceof KubeApiError) {
           if (rv !== undefined) listFrom = rv;
           else if (unusableResourceVersion(err)) listFrom = '';
           rv = undefined;
+          spread = Math.round(Math.random() * (opts.relistSpreadMs ?? 0));
         }
-        const wait = jittered(backoff);
+        const wait = jittered(backoff) + spread;
         if (!(err instanceof KubeApiError && err.code === 410))
           opts.log.warn({ path: opts.path, err: why, retryInMs: wait }, 'watch failed; restarting');
         // The wait ends early when the informer is stopped.

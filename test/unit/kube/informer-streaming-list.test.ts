@@ -118,7 +118,12 @@ afterEach(async () => {
 
 function start(
   rest: FakeRest,
-  extra: { fieldSelector?: string; streamingList?: boolean; maxBackoffMs?: number } = {},
+  extra: {
+    fieldSelector?: string;
+    streamingList?: boolean;
+    maxBackoffMs?: number;
+    relistSpreadMs?: number;
+  } = {},
 ) {
   const events: string[] = [];
   const logs: { level: number; msg: string }[] = [];
@@ -336,4 +341,32 @@ describe('informer: streaming lists (WatchList)', () => {
     expect(gaps[0]).toBeLessThan(400);
     expect(gaps[4]).toBeGreaterThanOrEqual(750);
   });
+
+  it('relistSpreadMs: a re-list forced by an API error waits a random 0..spread more (drawn uniformly: the fleet spreads out); a broken connection resumes the watch without it', async () => {
+    const rest = new FakeRest();
+    const spread = 1500;
+    start(rest, { maxBackoffMs: 100, relistSpreadMs: spread });
+    const w0 = await rest.watchCall(0);
+    w0.emit(endBookmark('1'));
+    // A broken connection: resumed from the last resourceVersion after the backoff alone.
+    let t = Date.now();
+    w0.fail(new Error('socket hang up'));
+    const w1 = await rest.watchCall(1);
+    const resumeMs = Date.now() - t;
+    expect(w1.query.resourceVersion).toBe('1');
+    // 410 on the resumed watch: the re-list waits backoff + a random share of the spread.
+    const waits: number[] = [];
+    let w = w1;
+    for (let i = 2; i < 8; i++) {
+      t = Date.now();
+      w.emit(expired());
+      w = await rest.watchCall(i);
+      waits.push(Date.now() - t);
+      expect(w.query.sendInitialEvents).toBe('true');
+    }
+    expect(resumeMs).toBeLessThan(400);
+    // Six draws from 0..1500 ms (plus at most 100 ms backoff): spread out, not all alike.
+    expect(Math.max(...waits)).toBeLessThanOrEqual(spread + 400);
+    expect(Math.max(...waits) - Math.min(...waits)).toBeGreaterThan(150);
+  }, 20_000);
 });
