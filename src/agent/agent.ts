@@ -143,6 +143,7 @@ export class Agent {
       log,
       node: o.nodeName,
       scope: o.scope ?? 'cluster',
+      observe: o.observe ?? false,
       idleTimeoutMs: o.watchIdleTimeoutMs ?? 90_000,
       touched: () => this.#reconciler.touched,
       trigger: (pv) => this.#workers.trigger(pv),
@@ -278,7 +279,7 @@ export class Agent {
         log: o.log,
         reconciler: agent.#reconciler,
         queue: agent.#queue,
-        labelSelector: o.scope === 'node' ? nodeLabel(agent.node) : undefined,
+        labelSelector: o.scope === 'node' && !o.observe ? nodeLabel(agent.node) : undefined,
       };
       await resumeIntents(resume);
       resumeHandovers(resume, agent.#informers.nodeFence(agent.node));

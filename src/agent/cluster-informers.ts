@@ -40,6 +40,8 @@ export interface ClusterInformersOptions {
   node: string;
   /** Default `cluster`. */
   scope?: AgentScope;
+  /** An observer (`--observe`): with scope `node`, it still watches every volume. */
+  observe?: boolean;
   /** Dead-watch detection (no event or bookmark for this long). */
   idleTimeoutMs: number;
   /** PVs this node is still involved in (released after a detach). */
@@ -149,7 +151,7 @@ export class ClusterInformers {
     });
     this.#volumes =
       (o.scope ?? 'cluster') === 'node'
-        ? new DesiredVolumes(o.node, this.#rules.volumeReservation)
+        ? new DesiredVolumes(o.node, this.#rules.volumeReservation, o.observe ?? false)
         : new ClusterVolumes(this.#rules);
   }
 

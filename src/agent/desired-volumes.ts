@@ -74,9 +74,14 @@ export class DesiredVolumes implements VolumeSource {
   readonly #gone: ReadonlyMap<string, VolumeReservation>;
   readonly #handlers: InformerHandlers<VolumeReservation>;
 
+  /**
+   * `everyVolume`: an observer (`--observe`) looks at volumes it is not attached to, so it
+   * watches every VolumeReservation, not only those labelled for its node.
+   */
   constructor(
     private readonly node: string,
     handlers: InformerHandlers<VolumeReservation>,
+    private readonly everyVolume = false,
   ) {
     const r = rememberDeleted(handlers, GONE_KEPT);
     this.#handlers = r.handlers;
@@ -87,7 +92,7 @@ export class DesiredVolumes implements VolumeSource {
     this.#vr = startInformer<VolumeReservation>({
       ...common,
       path: vrPath(),
-      labelSelector: nodeLabel(this.node),
+      ...(this.everyVolume ? {} : { labelSelector: nodeLabel(this.node) }),
       transform: slimDesired,
       indexes: { node: (vr) => (vr.spec?.attachments ?? []).map((a) => a.node) },
       handlers: this.#handlers,

@@ -401,7 +401,17 @@ describe('Helm chart', () => {
   it('controller.enabled=false -> no controller objects', () => {
     const out = execFileSync(
       helm,
-      ['template', 't', 'charts/prfence', '--kube-version', '1.36.0', '--set', 'controller.enabled=false'],
+      [
+        'template',
+        't',
+        'charts/prfence',
+        '--kube-version',
+        '1.36.0',
+        '--set',
+        'controller.enabled=false',
+        '--set',
+        'scope=cluster',
+      ],
       { encoding: 'utf8' },
     );
     expect(out).not.toMatch(/prfence-controller/);
@@ -867,20 +877,22 @@ describe('Helm chart monitoring (opt-in)', () => {
       expect(w.spec!.template!.spec.containers[0]!.ports!.map((p) => p.name)).toContain('http');
   });
 
-  it('scope: node -> the agents run --scope=node; without the controller -> refused, saying why; a scope that does not exist -> refused by the schema', () => {
+  it('scope: node by default -> the agents run --scope=node; scope cluster -> --scope=cluster; node without the controller -> refused, saying why; a scope that does not exist -> refused by the schema', () => {
     const agentArgs = (set: string[]) =>
       (
         byKind(render('r', set), 'DaemonSet')[0] as unknown as {
           spec: { template: { spec: { containers: Container[] } } };
         }
       ).spec.template.spec.containers[0]!.args;
-    expect(agentArgs([])).toContain('--scope=cluster');
-    expect(agentArgs(['--set', 'scope=node'])).toContain('--scope=node');
+    expect(agentArgs([])).toContain('--scope=node');
+    expect(agentArgs(['--set', 'scope=cluster', '--set', 'controller.enabled=false'])).toContain(
+      '--scope=cluster',
+    );
     const helmErr = (set: string[]) =>
       execFileSync(helm, ['template', 'r', 'charts/prfence', '--kube-version', '1.36.0', ...set], {
         stdio: 'pipe',
       });
-    expect(() => helmErr(['--set', 'scope=node', '--set', 'controller.enabled=false'])).toThrow(
+    expect(() => helmErr(['--set', 'controller.enabled=false'])).toThrow(
       /scope: node needs controller.enabled/,
     );
     expect(() => helmErr(['--set', 'scope=pod'])).toThrow(/scope/);
@@ -956,7 +968,7 @@ describe('Helm chart monitoring (opt-in)', () => {
   });
 
   it('controller.enabled=false -> no controller metrics Service, ServiceMonitor or leader alert', () => {
-    const objs = render('r', [...MON, '--set', 'controller.enabled=false']);
+    const objs = render('r', [...MON, '--set', 'controller.enabled=false', '--set', 'scope=cluster']);
     expect(objs.filter((o) => o.metadata.name.includes('controller'))).toEqual([]);
     expect(byKind(objs, 'PrometheusRule')[0]!.spec!.groups![0]!.rules.map((r) => r.alert)).not.toContain(
       'PrfenceControllerNoLeader',

@@ -146,4 +146,30 @@ describe('node-scoped agents and the controller desired state', () => {
       expect(lu.state().reservation?.holder).toBe(na);
     },
   );
+
+  it(
+    'a node-scoped observer (not attached) still sees every volume: it removes the key of the only attached node once that node is asked to be fenced, and holds the reservation',
+    { timeout: 180_000 },
+    async () => {
+      await c.unfenceAll();
+      const [na, no] = [await c.node('ns-a'), await c.node('ns-obs')];
+      await startController(c, log, controllers, {});
+      const agentA = await c.startAgent(na, c.kc, { scope: 'node' });
+      const observer = await c.startAgent(no, c.kc, { scope: 'node', observe: true });
+      const { name: pv, lu } = await c.pv('nvme');
+      await c.attach(pv, na);
+      await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 30_000 });
+      // The observer is neither attached nor registered: no label names it.
+      expect(Object.keys((await c.vr(pv)).metadata.labels ?? {})).not.toContain(nodeLabel(no));
+      expect(keysOf(lu)).toEqual([formatKey(agentA.key)]);
+
+      await c.setFenceState(na, 'Fenced');
+      await eventually(() => !keysOf(lu).includes(formatKey(agentA.key)), { timeoutMs: 30_000 });
+      expect({ keys: keysOf(lu), holder: lu.state().reservation?.holder }).toEqual({
+        keys: [formatKey(observer.key)],
+        holder: no,
+      });
+      await c.setFenceState(na, 'Unfenced', true);
+    },
+  );
 });

@@ -1,7 +1,8 @@
 /**
  * A lost node on a real kernel (inside the QEMU guest, NVMe over nvmet): kube-apiserver +
- * etcd, `prfence controller --auto-fence`, and two `prfence agent` processes, each in its
- * own mount namespace with its own initiator of one namespace (test/kernel-e2e/
+ * etcd, `prfence controller --auto-fence`, and two `prfence agent --scope=node` processes
+ * (they learn of the volume from the controller's desired state), each in its own mount
+ * namespace with its own initiator of one namespace (test/kernel-e2e/
  * guest-processes.ts). The test plays the kubelets' Lease renewals and the attach/detach
  * controller.
  *
@@ -99,7 +100,11 @@ describe.skipIf(specs.length === 0)('a lost node on a real kernel: fence, failfa
         writeFileSync(sysrq, '');
         const kcA = join(tmpdir(), `prfence-e2e-${nodeA}.kubeconfig`);
         writeFileSync(kcA, kubeConfigVia(kc, proxy).exportConfig());
+        // Both agents node-scoped (the chart's default): they learn of the volume from the
+        // controller's desired state (node-b, an observer, watches every VolumeReservation).
         const agentA = startAgentProcess(nodeA, devA, kcA, [
+          '--scope',
+          'node',
           '--probe-interval',
           `${PROBE_MS}ms`,
           '--failfast-action',
@@ -108,7 +113,7 @@ describe.skipIf(specs.length === 0)('a lost node on a real kernel: fence, failfa
           '--sysrq-trigger',
           sysrq,
         ]);
-        const agentB = startAgentProcess(nodeB, devB, cp.kubeconfigPath, ['--observe']);
+        const agentB = startAgentProcess(nodeB, devB, cp.kubeconfigPath, ['--observe', '--scope', 'node']);
         const controller = startControllerProcess(cp.kubeconfigPath, [
           '--auto-fence',
           'true',
