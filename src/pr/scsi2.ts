@@ -66,7 +66,11 @@ export function isScsi2Device(d: object): d is Scsi2Device {
 export function scsi2Cdb(op: Scsi2Op): Uint8Array {
   const cdb = new Uint8Array(6);
   cdb[0] =
-    op === 'scsi2-reserve' ? RESERVE6_OPCODE : op === 'scsi2-release' ? RELEASE6_OPCODE : TEST_UNIT_READY_OPCODE;
+    op === 'scsi2-reserve'
+      ? RESERVE6_OPCODE
+      : op === 'scsi2-release'
+        ? RELEASE6_OPCODE
+        : TEST_UNIT_READY_OPCODE;
   return cdb;
 }
 

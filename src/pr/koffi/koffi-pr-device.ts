@@ -533,7 +533,9 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
 
   /** TEST UNIT READY (mhd MHIOCSTATUS): RESERVATION CONFLICT = reserved by another initiator. */
   async scsi2Status(opts?: PrCallOptions): Promise<Scsi2Status> {
-    return (await this.#scsi2('scsi2-status', opts)) === 'reserved' ? 'reserved-by-other' : 'not-reserved-by-other';
+    return (await this.#scsi2('scsi2-status', opts)) === 'reserved'
+      ? 'reserved-by-other'
+      : 'not-reserved-by-other';
   }
 
   async #scsi2(op: Scsi2Op, opts?: PrCallOptions): Promise<'reserved' | 'good'> {

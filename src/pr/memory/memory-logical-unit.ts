@@ -485,7 +485,9 @@ export class MemoryLogicalUnit {
 
   /** TEST UNIT READY (allowed under every persistent reservation type: SPC-4 table 55). @internal */
   doScsi2Status(nexus: string): 'reserved-by-other' | 'not-reserved-by-other' {
-    return this.#scsi2Holder !== null && this.#scsi2Holder !== nexus ? 'reserved-by-other' : 'not-reserved-by-other';
+    return this.#scsi2Holder !== null && this.#scsi2Holder !== nexus
+      ? 'reserved-by-other'
+      : 'not-reserved-by-other';
   }
 
   /** REGISTER / REGISTER AND IGNORE EXISTING KEY as issued by the kernel's pr_register. @internal */
