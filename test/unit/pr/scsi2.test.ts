@@ -159,3 +159,22 @@ describe('KoffiPrDevice SCSI-2 commands on a fake libc', () => {
     expect(libc.calls).toHaveLength(0);
   });
 });
+
+describe('MemoryLogicalUnit SCSI-2 reservation', () => {
+  it('a power cycle drops the SCSI-2 reservation -> b is no longer reserved out and writes', async () => {
+    const lu = new MemoryLogicalUnit();
+    await lu.initiator('a').scsi2Reserve();
+    expect(await lu.initiator('b').scsi2Status()).toBe('reserved-by-other');
+    lu.powerCycle();
+    expect(lu.scsi2Holder).toBeNull();
+    expect(await lu.initiator('b').scsi2Status()).toBe('not-reserved-by-other');
+    expect(lu.write('b')).toBe('ok');
+  });
+
+  it('an injected not-sent fault on scsi2-reserve -> NotSentError, nothing reserved', async () => {
+    const lu = new MemoryLogicalUnit();
+    lu.inject({ kind: 'not-sent', op: 'scsi2-reserve' });
+    await expect(lu.initiator('a').scsi2Reserve()).rejects.toBeInstanceOf(NotSentError);
+    expect(lu.scsi2Holder).toBeNull();
+  });
+});
