@@ -5,9 +5,13 @@
  * - DEVICE is a path, or an identity (`wwid:...`, `nguid:...`, `fc:...`, `iscsi:...`)
  *   resolved to this node's block device by src/pr/resolve.ts, as the agent does.
  * - Each subcommand takes only the options it uses: any other is refused (exit 2).
- * - `clear`, `preempt-abort` and `release-all` need `--yes`: without it they print what
+ * - `clear`, `preempt-abort`, `release-all` and `scsi2-reserve` need `--yes`: without it they print what
  *   they would do to which device and send nothing (exit 2).
  * - `release-all` takes one node's key off every device (uninstall; release-all.ts).
+ * - `scsi2-reserve`, `scsi2-release`, `scsi2-status`: SCSI-2 RESERVE(6) / RELEASE(6) /
+ *   TEST UNIT READY (src/pr/scsi2.ts, illumos mhd MHIOCQRESERVE / MHIOCRELEASE /
+ *   MHIOCSTATUS), for legacy arrays without PR and single-writer volumes; SCSI only (an
+ *   NVMe device is unsupported, exit 4); `scsi2-reserve` needs `--yes`.
  * - `--json` prints JSON on stdout, errors included (runCli prints those).
  * Every outcome maps to an exit code: 0 ok, 2 usage, 3 reservation conflict,
  * 4 unsupported, 5 I/O error or outcome unknown.
@@ -15,6 +19,7 @@
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 import { parseDurationMs } from '../config/config.js';
 import { isPrError, UnsupportedError } from '../pr/errors.js';
+import { isScsi2Device, type Scsi2Device } from '../pr/scsi2.js';
 import { formatKey, parseKey, parseNonZeroKey, type PrKey } from '../pr/key.js';
 import { ERRNO } from '../pr/koffi/classify.js';
 import type { PrDevice } from '../pr/pr-device.js';
@@ -236,6 +241,67 @@ export function registerDeviceCommand(program: Command, io: DeviceCommandIo): vo
           'and abort its outstanding commands',
       ),
     );
+
+  /** The SCSI-2 commands of a device, or UnsupportedError (a device with none: NVMe, a fake). */
+  const scsi2Of = (d: PrDevice, op: string): Scsi2Device => {
+    if (isScsi2Device(d)) return d;
+    throw new UnsupportedError(`${op}: SCSI-2 reservations are SCSI only; ${d.id} has none`, {
+      op,
+      device: d.id,
+    });
+  };
+
+  sub(
+    'scsi2-reserve',
+    'SCSI-2 RESERVE(6): this host alone may access the device until released (legacy arrays without PR; needs --yes)',
+  )
+    .addOption(yesOpt("reserve the device: every other host's I/O to it fails"))
+    .action((name: string, o: Common & { yes?: boolean }) =>
+      withDevice(
+        name,
+        o,
+        async (d, path) => {
+          await scsi2Of(d, 'scsi2-reserve').scsi2Reserve();
+          if (o.json) io.stdout(JSON.stringify({ op: 'scsi2-reserve', device: path, exitCode: 0 }));
+        },
+        {
+          op: 'scsi2-reserve',
+          would:
+            'reserve the device for this host with a SCSI-2 RESERVE(6): every other host would get ' +
+            'RESERVATION CONFLICT on any I/O until this host releases it',
+        },
+      ),
+    );
+
+  sub(
+    'scsi2-release',
+    "SCSI-2 RELEASE(6): free this host's SCSI-2 reservation (no effect if it holds none)",
+  ).action((name: string, o: Common) =>
+    withDevice(name, o, async (d, path) => {
+      await scsi2Of(d, 'scsi2-release').scsi2Release();
+      if (o.json) io.stdout(JSON.stringify({ op: 'scsi2-release', device: path, exitCode: 0 }));
+    }),
+  );
+
+  sub(
+    'scsi2-status',
+    'whether another host holds a SCSI-2 reservation (TEST UNIT READY; mhd MHIOCSTATUS: 1 reserved, 0 not)',
+  ).action((name: string, o: Common) =>
+    withDevice(name, o, async (d, path) => {
+      const status = await scsi2Of(d, 'scsi2-status').scsi2Status();
+      const reservedByOther = status === 'reserved-by-other';
+      if (o.json)
+        io.stdout(
+          JSON.stringify({ device: path, status, reservedByOther, mhioStatus: reservedByOther ? 1 : 0 }),
+        );
+      else
+        io.stdout(
+          reservedByOther
+            ? `${path}: reserved by another initiator (1)`
+            : `${path}: not reserved by another initiator (0)`,
+        );
+    }),
+  );
 
   sub('clear', 'remove every registration and the reservation with own --key (needs --yes)')
     .addOption(keyOpt("this initiator's registered key"))

@@ -1,7 +1,7 @@
 import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
 import { directRead, directWrite } from '../../src/pr/koffi/direct-io.js';
-import type { PrDevice } from '../../src/pr/index.js';
-import type { Topology, TopologyFactory } from './topology.js';
+import { ConflictError, type PrDevice } from '../../src/pr/index.js';
+import { LIO_QUIRKS, type Topology, type TopologyFactory } from './topology.js';
 
 /** One topology as the QEMU harness describes it in PRFENCE_KERNEL_TOPOLOGIES. */
 export interface KernelTopologySpec {
@@ -39,9 +39,21 @@ export function kernelTopology(spec: KernelTopologySpec): TopologyFactory {
       kind: spec.kind,
       initiators: devs,
       limitations: new Set(spec.limitations),
+      // Every SCSI target of the harness is LIO (tcm_loop, iSCSI loopback).
+      quirks: spec.kind === 'scsi' ? LIO_QUIRKS : new Set(),
       write: (i) => directWrite(spec.devices[i]!),
       read: (i) => directRead(spec.devices[i]!),
       async reset() {
+        if (spec.kind === 'scsi') {
+          // A SCSI-2 reservation makes every PR command conflict (LIO, SPC-2 5.5.1): its
+          // holder releases it first; RELEASE(6) from the others is GOOD and does nothing,
+          // or conflicts when PR registrations exist (then no SCSI-2 reservation can).
+          for (const d of devs as KoffiPrDevice[]) {
+            await d.scsi2Release().catch((e: unknown) => {
+              if (!(e instanceof ConflictError)) throw e;
+            });
+          }
+        }
         // Take a registration whatever is there, then CLEAR removes every registration
         // and the reservation (SPC-4 5.13.11.2.5 / NVMe Reservation Release, clear).
         await devs[0]!.registerAndIgnore(RESET_KEY);

@@ -39,11 +39,11 @@ for (const spec of specs) {
       ...spec.limitations.map((l) => `${spec.name} @ ${uname}:${l}`),
     ].join(',');
   }
-  defineContractSuite(`${spec.name} @ ${uname}`, kernelTopology(spec));
+  defineContractSuite(`${spec.name} @ ${uname}`, kernelTopology(spec), { kind: spec.kind });
   if (spec.kind === 'nvme') {
     // The same suite with reads through the NVMe Reservation Report passthrough, the
     // path kernels without IOC_PR_READ_KEYS take.
     const passthru = { ...spec, name: `${spec.name}+passthru-reads`, readMethod: 'nvme-passthru' as const };
-    defineContractSuite(`${passthru.name} @ ${uname}`, kernelTopology(passthru));
+    defineContractSuite(`${passthru.name} @ ${uname}`, kernelTopology(passthru), { kind: spec.kind });
   }
 }

@@ -1,5 +1,5 @@
 import { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
-import type { Topology, TopologyFactory } from './topology.js';
+import { LIO_QUIRKS, type Topology, type TopologyFactory } from './topology.js';
 
 /** A fresh memory LU with three initiators (a, b, c) per scenario. */
 export function memoryTopology(kind: 'scsi' | 'nvme'): TopologyFactory {
@@ -13,6 +13,8 @@ export function memoryTopology(kind: 'scsi' | 'nvme'): TopologyFactory {
         return names.map((n) => lu.initiator(n));
       },
       limitations: new Set(),
+      // The model of kind 'scsi' is a model of LIO, quirks included.
+      quirks: kind === 'scsi' ? LIO_QUIRKS : new Set(),
       write: async (i) => lu.write(names[i]!),
       read: async (i) => lu.read(names[i]!),
       reset: async () => {

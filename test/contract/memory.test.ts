@@ -2,4 +2,4 @@ import { defineContractSuite } from './suite.js';
 import { memoryTopology } from './memory-topology.js';
 
 defineContractSuite('memory-lio (SCSI model)', memoryTopology('scsi'));
-defineContractSuite('memory-nvmet (NVMe model)', memoryTopology('nvme'));
+defineContractSuite('memory-nvmet (NVMe model)', memoryTopology('nvme'), { kind: 'nvme' });

@@ -12,7 +12,10 @@ import {
   ConflictError,
   IndeterminateError,
   InvalidArgumentError,
+  isScsi2Device,
   type PrDevice,
+  type Scsi2Device,
+  UnsupportedError,
   type PrError,
   type ReservationType,
   RESERVATION_TYPES,
@@ -26,6 +29,11 @@ export const KC = 0xcccc000000000003n;
 export interface ContractOptions {
   /** Per-scenario time limit (ms). */
   timeoutMs?: number;
+  /**
+   * The topology's kind, known when the suite is collected (the factory runs later):
+   * SCSI-only scenarios are defined for 'scsi' only. Default 'scsi'.
+   */
+  kind?: 'scsi' | 'nvme';
 }
 
 async function rejectsWith(
@@ -55,6 +63,7 @@ export function defineContractSuite(
   opts: ContractOptions = {},
 ): void {
   const timeout = opts.timeoutMs ?? 20_000;
+  const scsiSuite = (opts.kind ?? 'scsi') === 'scsi';
   describe(`PrDevice contract: ${name}`, () => {
     let t: Topology;
     let a: PrDevice;
@@ -470,6 +479,137 @@ export function defineContractSuite(
         },
       );
     }
+
+    // ------------------------------------------------------------ SCSI-2 reservations
+    // RESERVE(6) / RELEASE(6) / TEST UNIT READY (src/pr/scsi2.ts): SPC-2 on a LU with no
+    // PR registration, the SPC-4 5.7.3 exceptions with one. SCSI only: NVMe refuses them.
+    const s2 = (d: PrDevice): Scsi2Device => {
+      if (!isScsi2Device(d)) throw new Error(`${d.id} has no SCSI-2 commands`);
+      return d;
+    };
+    const statuses = async () => Promise.all(t.initiators.slice(0, 3).map((d) => s2(d).scsi2Status()));
+    const rw = async (i: number) =>
+      `${(await t.read(i)) === 'ok' ? 'r' : ''}${(await t.write(i)) === 'ok' ? 'w' : ''}`;
+
+    it(
+      'SCSI-2 reserve by a -> b and c see it reserved by another (TUR conflict), a does not; only a reads and writes (NVMe: unsupported, nothing held)',
+      { timeout },
+      async () => {
+        if (!scsi()) {
+          await rejectsWith(s2(a).scsi2Reserve(), UnsupportedError);
+          await rejectsWith(s2(a).scsi2Status(), UnsupportedError);
+          expect(await t.write(1)).toBe('ok');
+          return;
+        }
+        expect(await statuses()).toEqual([
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+        ]);
+        await s2(a).scsi2Reserve();
+        expect(await statuses()).toEqual(['not-reserved-by-other', 'reserved-by-other', 'reserved-by-other']);
+        expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: '', c: '' });
+      },
+    );
+
+    it.runIf(scsiSuite)(
+      'SCSI-2 reserve by b while a holds -> conflict (reserved by another initiator); a releases -> b reserves and a is the one refused',
+      { timeout },
+      async () => {
+        await s2(a).scsi2Reserve();
+        await rejectsWith(s2(b).scsi2Reserve(), ConflictError);
+        expect(await s2(b).scsi2Status()).toBe('reserved-by-other');
+        await s2(a).scsi2Release();
+        expect(await statuses()).toEqual([
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+        ]);
+        await s2(b).scsi2Reserve();
+        expect(await s2(a).scsi2Status()).toBe('reserved-by-other');
+        expect(await t.write(0)).toBe('refused');
+        expect(await t.write(1)).toBe('ok');
+      },
+    );
+
+    it.runIf(scsiSuite)(
+      'SCSI-2 release by a non-holder -> success, the holder keeps the LU; reserve again by the holder -> success',
+      { timeout },
+      async () => {
+        await s2(a).scsi2Reserve();
+        await s2(b).scsi2Release();
+        await s2(a).scsi2Reserve();
+        expect(await statuses()).toEqual(['not-reserved-by-other', 'reserved-by-other', 'reserved-by-other']);
+        expect(await t.write(1)).toBe('refused');
+      },
+    );
+
+    it.runIf(scsiSuite)(
+      "SCSI-2 reservation held -> every PR command conflicts, the holder's included (SPC-2 5.5.1); after release the LU has no registration",
+      { timeout },
+      async () => {
+        await s2(a).scsi2Reserve();
+        await rejectsWith(a.register(0n, KA), ConflictError);
+        await rejectsWith(b.register(0n, KB), ConflictError);
+        await rejectsWith(b.readKeys(), ConflictError);
+        await rejectsWith(a.readReservation(), ConflictError);
+        await s2(a).scsi2Release();
+        expect((await b.readKeys()).keys).toEqual([]);
+        expect((await b.readReservation()).key).toBeNull();
+      },
+    );
+
+    it.runIf(scsiSuite)(
+      'PR registrations, no persistent reservation -> SCSI-2 reserve and release from a registrant or an unregistered initiator conflict; nothing reserved',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        await rejectsWith(s2(a).scsi2Reserve(), ConflictError);
+        await rejectsWith(s2(c).scsi2Reserve(), ConflictError);
+        await rejectsWith(s2(b).scsi2Release(), ConflictError);
+        expect(await statuses()).toEqual([
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+        ]);
+        expect(sorted((await c.readKeys()).keys)).toEqual(sorted([KA, KB]));
+        expect(await t.write(2)).toBe('ok');
+      },
+    );
+
+    it.runIf(scsiSuite)(
+      'persistent reservation held (write-exclusive-reg-only by a) -> SCSI-2 reserve/release from the PR holder GOOD with no effect, from an unregistered initiator conflict, from a registrant per SPC-4 5.7.3 GOOD (LIO quirk scsi2-registrant-conflict: conflict); TUR answers GOOD to all',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        await a.reserve(KA, 'write-exclusive-reg-only');
+        const g = (await a.readKeys()).generation;
+        await s2(a).scsi2Reserve();
+        await s2(a).scsi2Release();
+        await rejectsWith(s2(c).scsi2Reserve(), ConflictError);
+        if (t.quirks.has('scsi2-registrant-conflict')) {
+          await rejectsWith(s2(b).scsi2Reserve(), ConflictError);
+          await rejectsWith(s2(b).scsi2Release(), ConflictError);
+        } else {
+          await s2(b).scsi2Reserve();
+          await s2(b).scsi2Release();
+        }
+        // No SCSI-2 reservation was made: TUR is GOOD everywhere (allowed under every PR
+        // type, SPC-4 table 55), and the persistent reservation is unchanged.
+        expect(await statuses()).toEqual([
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+        ]);
+        expect(await c.readReservation()).toEqual({
+          generation: g,
+          key: KA,
+          type: 'write-exclusive-reg-only',
+        });
+        expect(await c.readKeys()).toEqual({ generation: g, keys: [KA, KB] });
+        expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: 'rw', c: 'r' });
+      },
+    );
 
     function t_limited(l: string): boolean {
       // Evaluated at collection time: the factory has not run yet, so read the env contract.

@@ -15,6 +15,11 @@ export interface Topology {
   readonly initiators: readonly PrDevice[];
   /** Known limitations of this target, e.g. "preempt-abort-hangs" for LIO tcm_loop. */
   readonly limitations: ReadonlySet<string>;
+  /**
+   * Named deviations of this target from the spec that the suite asserts instead of the
+   * spec's answer (see {@link LIO_QUIRKS}); the spec stays the rule for other targets.
+   */
+  readonly quirks: ReadonlySet<string>;
   /** One O_DIRECT write (or the model's equivalent) from initiator i. */
   write(i: number): Promise<AccessResult>;
   /** One O_DIRECT read from initiator i. */
@@ -25,3 +30,14 @@ export interface Topology {
 }
 
 export type TopologyFactory = () => Promise<Topology>;
+
+/**
+ * LIO's deviations (drivers/target/target_core_pr.c), shared by the LIO kernel topologies
+ * and the memory model of LIO (memory-logical-unit.ts):
+ * - `scsi2-registrant-conflict`: a SCSI-2 RESERVE(6)/RELEASE(6) from a registered
+ *   non-holder under a registrants-only or all-registrants persistent reservation answers
+ *   RESERVATION CONFLICT; SPC-4 5.7.3 b) says GOOD, with no effect
+ *   (target_check_scsi2_reservation_conflict reads the sender's own pr_res_type, which
+ *   only the reserving registration carries).
+ */
+export const LIO_QUIRKS: ReadonlySet<string> = new Set(['scsi2-registrant-conflict']);

@@ -81,6 +81,36 @@ for (const spec of kernelTopologySpecs()) {
       expect(cli('device', 'clear', db, '--key', B, '--yes').code).toBe(0);
     });
 
+    it(
+      spec.kind === 'scsi'
+        ? 'scsi2-reserve --yes on one path -> scsi2-status from another says reserved by another (1), its scsi2-reserve exits 3; after scsi2-release it says 0'
+        : 'scsi2-status on NVMe -> exit 4, "SCSI only"',
+      () => {
+        if (spec.kind !== 'scsi') {
+          const r = cli('device', 'scsi2-status', da, '--json');
+          expect(r.code, r.err).toBe(4);
+          expect(JSON.parse(r.out).error.message).toMatch(/SCSI only/);
+          return;
+        }
+        const reserved = cli('device', 'scsi2-reserve', da, '--yes', '--json');
+        expect(reserved.code, `${reserved.err} ${reserved.out}`).toBe(0);
+        try {
+          expect(JSON.parse(cli('device', 'scsi2-status', db, '--json').out)).toMatchObject({
+            reservedByOther: true,
+            mhioStatus: 1,
+          });
+          const conflict = cli('device', 'scsi2-reserve', db, '--yes');
+          expect(conflict.code).toBe(3);
+          expect(conflict.err).toMatch(
+            /^prfence: scsi2-reserve: reservation conflict.*reserved by another initiator/,
+          );
+        } finally {
+          expect(cli('device', 'scsi2-release', da).code).toBe(0);
+        }
+        expect(cli('device', 'scsi2-status', db).out).toBe(`${db}: not reserved by another initiator (0)`);
+      },
+    );
+
     // The demo fences with PREEMPT AND ABORT, which hangs the guest kernel through tcm_loop
     // (not in the suite guest any more; kept for any target with that limitation).
     it.skipIf(spec.limitations.includes('preempt-abort-hangs'))(

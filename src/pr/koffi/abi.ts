@@ -58,6 +58,7 @@ export const SG_IO_HDR = {
   info: 80,
 } as const;
 export const SG_IO = 0x2285;
+export const SG_DXFER_NONE = -1;
 export const SG_DXFER_FROM_DEV = -3;
 
 /** struct nvme_passthru_cmd (include/uapi/linux/nvme_ioctl.h). */

@@ -16,6 +16,8 @@
  *   can neither unregister nor register-and-ignore an unknown key; those two are sent
  *   as NVMe passthrough Reservation Register commands (actions Unregister / Replace
  *   with IEKEY), so the port means the same on SCSI and NVMe.
+ * - SCSI-2 RESERVE(6) / RELEASE(6) / TEST UNIT READY (scsi2.ts) go through the same
+ *   SG_IO helper (#sgIo) and executor as the PERSISTENT RESERVE IN reads; SCSI only.
  */
 import { realpath, stat } from 'node:fs/promises';
 import { deviceKind } from '../device-kind.js';
@@ -53,6 +55,15 @@ import {
 } from './executor.js';
 import type { NativeReply } from './native-call.js';
 import * as parse from './parse.js';
+import {
+  classifyScsi2Answer,
+  scsi2Cdb,
+  scsi2Conflict,
+  type Scsi2Device,
+  type Scsi2Op,
+  type Scsi2Status,
+  type SgIoAnswer,
+} from '../scsi2.js';
 
 export interface KoffiPrDeviceOptions {
   /** Time limit per native call, ms, from submission (queueing counts). Default 10 000. */
@@ -74,7 +85,7 @@ const MAX_READ_ATTEMPTS = 4;
 /** SPC-4 PERSISTENT RESERVE IN: the 16-bit ALLOCATION LENGTH, rounded down to whole keys. */
 const MAX_PRIN_ALLOC = 65528;
 
-export class KoffiPrDevice implements PrDevice {
+export class KoffiPrDevice implements PrDevice, Scsi2Device {
   readonly id: string;
   readonly kind: 'scsi' | 'nvme';
   readonly #handle: NativeHandle;
@@ -406,21 +417,28 @@ export class KoffiPrDevice implements PrDevice {
     });
   }
 
-  async #sgPrin(
-    sa: number,
+  /**
+   * One SG_IO command (the transport shared by the PERSISTENT RESERVE IN reads and the
+   * SCSI-2 commands): `alloc` bytes from the device (0: no data). Rejects the errno
+   * channel's outcome (EINVAL: no SCSI layer, UnsupportedError); resolves the SCSI
+   * status, host status and sense for the caller to classify.
+   */
+  async #sgIo(
+    op: string,
+    cdb: Uint8Array,
     alloc: number,
     opts?: PrCallOptions,
-    attempt = 0,
-  ): Promise<{ data: DataView; received: number }> {
-    const op = sa === parse.PRIN_READ_KEYS ? 'read-keys' : 'read-reservation';
+  ): Promise<{ answer: SgIoAnswer; data: DataView; received: number }> {
     const hdr = new Uint8Array(abi.SG_IO_HDR.size);
     const h = new DataView(hdr.buffer);
     h.setInt32(abi.SG_IO_HDR.interfaceId, 'S'.charCodeAt(0), true);
-    h.setInt32(abi.SG_IO_HDR.dxferDirection, abi.SG_DXFER_FROM_DEV, true);
-    h.setUint8(abi.SG_IO_HDR.cmdLen, 10);
+    h.setInt32(abi.SG_IO_HDR.dxferDirection, alloc > 0 ? abi.SG_DXFER_FROM_DEV : abi.SG_DXFER_NONE, true);
+    h.setUint8(abi.SG_IO_HDR.cmdLen, cdb.length);
     h.setUint8(abi.SG_IO_HDR.mxSbLen, 32);
     h.setUint32(abi.SG_IO_HDR.dxferLen, alloc, true);
     h.setUint32(abi.SG_IO_HDR.timeout, this.#timeoutMs, true);
+    const cmd = new Uint8Array(16);
+    cmd.set(cdb);
     const out = await this.#native(
       op,
       {
@@ -428,8 +446,8 @@ export class KoffiPrDevice implements PrDevice {
         request: abi.SG_IO,
         arg: hdr,
         pointers: [
-          { offset: abi.SG_IO_HDR.dxferp, size: alloc },
-          { offset: abi.SG_IO_HDR.cmdp, size: 16, in: parse.prinCdb(sa, alloc) },
+          ...(alloc > 0 ? [{ offset: abi.SG_IO_HDR.dxferp, size: alloc }] : []),
+          { offset: abi.SG_IO_HDR.cmdp, size: 16, in: cmd },
           { offset: abi.SG_IO_HDR.sbp, size: 32 },
         ],
       },
@@ -446,10 +464,27 @@ export class KoffiPrDevice implements PrDevice {
       throw classifyErrno(out.errno, { op, device: this.id });
     }
     const r = view(out.arg);
-    const data = view(out.pointers?.[0]);
-    const sense = out.pointers?.[2] ?? new Uint8Array(0);
+    const data = alloc > 0 ? view(out.pointers?.[0]) : view(undefined);
+    const sense = out.pointers?.[alloc > 0 ? 2 : 1] ?? new Uint8Array(0);
     const status = r.getUint8(abi.SG_IO_HDR.status);
-    const host = r.getUint16(abi.SG_IO_HDR.hostStatus, true);
+    const answer: SgIoAnswer = {
+      status,
+      host: r.getUint16(abi.SG_IO_HDR.hostStatus, true),
+      sense: status === 0x02 ? parse.parseSense(sense, r.getUint8(abi.SG_IO_HDR.sbLenWr)) : null,
+    };
+    const received = Math.max(0, Math.min(alloc, alloc - r.getInt32(abi.SG_IO_HDR.resid, true)));
+    return { answer, data, received };
+  }
+
+  async #sgPrin(
+    sa: number,
+    alloc: number,
+    opts?: PrCallOptions,
+    attempt = 0,
+  ): Promise<{ data: DataView; received: number }> {
+    const op = sa === parse.PRIN_READ_KEYS ? 'read-keys' : 'read-reservation';
+    const { answer, data, received } = await this.#sgIo(op, parse.prinCdb(sa, alloc), alloc, opts);
+    const { status, host, sense: s } = answer;
     if (status === 0x18)
       throw classifyPrOutcome({ ret: 0x18, errno: 0 }, { op, device: this.id, retried: true }) as PrError;
     if (host !== 0)
@@ -458,7 +493,6 @@ export class KoffiPrDevice implements PrDevice {
         device: this.id,
       });
     if (status === 0x02) {
-      const s = parse.parseSense(sense, r.getUint8(abi.SG_IO_HDR.sbLenWr));
       // UNIT ATTENTION (e.g. "registrations preempted", 06/2A/05, after another
       // initiator's PR OUT): not executed, and SG_IO does not retry it for us.
       if (s?.key === 0x6 && attempt < 8) return this.#sgPrin(sa, alloc, opts, attempt + 1);
@@ -480,8 +514,53 @@ export class KoffiPrDevice implements PrDevice {
         device: this.id,
         status,
       });
-    const received = Math.max(0, Math.min(alloc, alloc - r.getInt32(abi.SG_IO_HDR.resid, true)));
     return { data, received };
+  }
+
+  // ------------------------------------------------------------------ SCSI-2 (scsi2.ts)
+
+  /** RESERVE(6) (mhd MHIOCQRESERVE). ConflictError when another initiator holds the LU. */
+  async scsi2Reserve(opts?: PrCallOptions): Promise<void> {
+    if ((await this.#scsi2('scsi2-reserve', opts)) === 'reserved')
+      throw scsi2Conflict('scsi2-reserve', this.id);
+  }
+
+  /** RELEASE(6) (mhd MHIOCRELEASE). GOOD and no effect when this initiator holds nothing. */
+  async scsi2Release(opts?: PrCallOptions): Promise<void> {
+    if ((await this.#scsi2('scsi2-release', opts)) === 'reserved')
+      throw scsi2Conflict('scsi2-release', this.id);
+  }
+
+  /** TEST UNIT READY (mhd MHIOCSTATUS): RESERVATION CONFLICT = reserved by another initiator. */
+  async scsi2Status(opts?: PrCallOptions): Promise<Scsi2Status> {
+    return (await this.#scsi2('scsi2-status', opts)) === 'reserved'
+      ? 'reserved-by-other'
+      : 'not-reserved-by-other';
+  }
+
+  async #scsi2(op: Scsi2Op, opts?: PrCallOptions): Promise<'reserved' | 'good'> {
+    if (this.kind !== 'scsi')
+      throw new UnsupportedError(`${op}: SCSI-2 reservations are SCSI only; ${this.id} is an NVMe device`, {
+        op,
+        device: this.id,
+      });
+    // A unit attention (a reset, a preempt, a changed reservation) means "not executed":
+    // send again, a few times, as sd.c does for its own commands.
+    for (let attempt = 0; ; attempt++) {
+      const { answer } = await this.#sgIo(op, scsi2Cdb(op), 0, opts);
+      const c = classifyScsi2Answer(answer, { op, device: this.id });
+      if (c === null) return 'good';
+      if (c === 'reserved') return 'reserved';
+      if (c === 'retry') {
+        if (attempt < 8) continue;
+        throw new IndeterminateError(`${op}: UNIT ATTENTION after ${attempt + 1} attempts`, {
+          op,
+          device: this.id,
+          status: answer.status,
+        });
+      }
+      throw c;
+    }
   }
 
   async #sgReadKeys(opts?: PrCallOptions): Promise<KeyList> {

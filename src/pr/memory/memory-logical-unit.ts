@@ -32,6 +32,20 @@
  *   victim as SPC-4 says. A fencer on nvmet must therefore not be the holder when it
  *   preempts a non-holder key (see src/fence).
  *
+ * SCSI-2 reservations (kind 'scsi' only; scsi2.ts), as LIO implements SPC-2 and the
+ * SPC-4 5.7.3 exceptions (target_core_pr.c target_scsi2_reservation_reserve/_release,
+ * target_check_scsi2_reservation_conflict, target_scsi2_reservation_check):
+ * - one nexus holds; another's RESERVE, TEST UNIT READY, reads, writes and every PR
+ *   command get RESERVATION CONFLICT; RELEASE by a non-holder is GOOD and does nothing;
+ * - while a SCSI-2 reservation is held, EVERY PERSISTENT RESERVE IN/OUT conflicts, the
+ *   holder's included (SPC-2 5.5.1; target_scsi3_emulate_pr_in/_out);
+ * - while any PR registration exists: RESERVE/RELEASE from the PR holder are GOOD and
+ *   change nothing; from anyone else they conflict. LIO quirk
+ *   (`scsi2-registrant-conflict`): SPC-4 5.7.3 b) says a registrant under a
+ *   registrants-only or all-registrants reservation gets GOOD (no effect); LIO answers
+ *   RESERVATION CONFLICT, as it checks the registrant's own reservation type, which only
+ *   the reserving nexus has.
+ *
  * The model has no timers of its own but one: fault injection (hangs, lost answers,
  * unsupported) is deterministic and driven by the test; an 'applied-late' fault applies
  * its command a chosen time after the caller gave up (or when the test says, with
@@ -61,7 +75,12 @@ export type PrOp =
   | 'preempt-abort'
   | 'clear'
   | 'read-keys'
-  | 'read-reservation';
+  | 'read-reservation'
+  | 'scsi2-reserve'
+  | 'scsi2-release'
+  | 'scsi2-status';
+
+const SCSI2_OPS: ReadonlySet<PrOp> = new Set(['scsi2-reserve', 'scsi2-release', 'scsi2-status']);
 
 /**
  * A fault armed on the LU. Matching calls (by op and initiator) consume one `times`.
@@ -148,6 +167,8 @@ export class MemoryLogicalUnit {
   /** Registration per nexus, in registration order (the order the targets report keys in). */
   readonly #regs = new Map<string, PrKey>();
   #holder: Holder | null = null;
+  /** The nexus holding a SCSI-2 reservation (RESERVE(6)), if any. */
+  #scsi2Holder: string | null = null;
   readonly #faults: (Fault & { left: number })[] = [];
   readonly #hung = new Set<Pending>();
   readonly #late = new Set<Late>();
@@ -228,7 +249,13 @@ export class MemoryLogicalUnit {
   powerCycle(): void {
     this.#regs.clear();
     this.#holder = null;
+    this.#scsi2Holder = null;
     this.#generation = 0;
+  }
+
+  /** The initiator holding a SCSI-2 reservation, or null. */
+  get scsi2Holder(): string | null {
+    return this.#scsi2Holder;
   }
 
   setSupported(supported: boolean): void {
@@ -278,6 +305,8 @@ export class MemoryLogicalUnit {
   }
 
   #access(nexus: string, what: 'read' | 'write'): boolean {
+    // SPC-2 5.5.1: a SCSI-2 reservation refuses media access from every other initiator.
+    if (this.#scsi2Holder !== null && this.#scsi2Holder !== nexus) return false;
     const h = this.#holder;
     if (!h) return true;
     const registered = this.#regs.has(nexus);
@@ -314,6 +343,8 @@ export class MemoryLogicalUnit {
     if (!this.#supported)
       throw new UnsupportedError(`${op}: device does not support Persistent Reservations`, ctx);
     signal?.throwIfAborted?.();
+    if (SCSI2_OPS.has(op) && this.kind !== 'scsi')
+      throw new UnsupportedError(`${op}: SCSI-2 reservations are SCSI only; this is an NVMe namespace`, ctx);
     const fault = this.#takeFault(nexus, op);
     if (fault) {
       switch (fault.kind) {
@@ -410,9 +441,59 @@ export class MemoryLogicalUnit {
     });
   }
 
+  /**
+   * LIO target_scsi3_emulate_pr_in/_out (SPC-2 5.5.1): while any SCSI-2 reservation is
+   * held, every PERSISTENT RESERVE IN and OUT conflicts, whoever sends it.
+   */
+  #scsi2Blocks(op: PrOp, nexus: string): void {
+    if (this.#scsi2Holder !== null) throw this.#conflict(op, nexus, 'a SCSI-2 reservation is held');
+  }
+
+  /**
+   * LIO target_check_scsi2_reservation_conflict (SPC-4 5.7.3) for a RESERVE(6) or
+   * RELEASE(6) while PR registrations exist: 'no-op' (GOOD, nothing changes) for the PR
+   * holder, 'conflict' for anyone else; 'proceed' (SPC-2 rules) with no registration.
+   */
+  #scsi2UnderPr(nexus: string): 'no-op' | 'conflict' | 'proceed' {
+    if (this.#regs.has(nexus)) {
+      // The reserving nexus only: LIO looks at pr_res_holder / pr_res_type of the
+      // sender's own registration (quirk scsi2-registrant-conflict, see the file doc).
+      return this.#holder?.nexus === nexus ? 'no-op' : 'conflict';
+    }
+    return this.#regs.size === 0 ? 'proceed' : 'conflict';
+  }
+
+  /** RESERVE(6). @internal */
+  doScsi2Reserve(nexus: string): void {
+    if (this.#scsi2Holder !== null && this.#scsi2Holder !== nexus)
+      throw this.#conflict('scsi2-reserve', nexus, 'reserved by another initiator');
+    const pr = this.#scsi2UnderPr(nexus);
+    if (pr === 'no-op') return;
+    if (pr === 'conflict')
+      throw this.#conflict('scsi2-reserve', nexus, 'persistent reservation registrations exist');
+    this.#scsi2Holder = nexus;
+  }
+
+  /** RELEASE(6): GOOD and no effect from a non-holder. @internal */
+  doScsi2Release(nexus: string): void {
+    const pr = this.#scsi2UnderPr(nexus);
+    if (pr === 'no-op') return;
+    if (pr === 'conflict')
+      throw this.#conflict('scsi2-release', nexus, 'persistent reservation registrations exist');
+    if (this.#scsi2Holder === nexus) this.#scsi2Holder = null;
+  }
+
+  /** TEST UNIT READY (allowed under every persistent reservation type: SPC-4 table 55). @internal */
+  doScsi2Status(nexus: string): 'reserved-by-other' | 'not-reserved-by-other' {
+    return this.#scsi2Holder !== null && this.#scsi2Holder !== nexus
+      ? 'reserved-by-other'
+      : 'not-reserved-by-other';
+  }
+
   /** REGISTER / REGISTER AND IGNORE EXISTING KEY as issued by the kernel's pr_register. @internal */
   doRegister(nexus: string, oldKey: PrKey, newKey: PrKey, ignore: boolean): void {
     const op: PrOp = ignore ? 'register-ignore' : 'register';
+    this.#scsi2Blocks(op, nexus);
     const current = this.#regs.get(nexus);
     if (this.kind === 'nvme' && !ignore && oldKey === 0n && current !== undefined) {
       // nvmet_pr_register: REGISTER of a registered host succeeds (and bumps the
@@ -456,6 +537,7 @@ export class MemoryLogicalUnit {
 
   /** RESERVE / Reservation Acquire (acquire). @internal */
   doReserve(nexus: string, key: PrKey, type: ReservationType): void {
+    this.#scsi2Blocks('reserve', nexus);
     const current = this.#regs.get(nexus);
     if (current === undefined || current !== key) {
       if (this.kind === 'scsi' && current === undefined && !this.#holder) {
@@ -483,6 +565,7 @@ export class MemoryLogicalUnit {
 
   /** RELEASE. @internal */
   doRelease(nexus: string, key: PrKey, type: ReservationType): void {
+    this.#scsi2Blocks('release', nexus);
     const current = this.#regs.get(nexus);
     if (current === undefined || current !== key) {
       throw this.#conflict('release', nexus, current === undefined ? 'not registered' : 'key does not match');
@@ -495,6 +578,7 @@ export class MemoryLogicalUnit {
 
   /** CLEAR. @internal */
   doClear(nexus: string, key: PrKey): void {
+    this.#scsi2Blocks('clear', nexus);
     const current = this.#regs.get(nexus);
     if (current === undefined || current !== key) {
       throw this.#conflict('clear', nexus, current === undefined ? 'not registered' : 'key does not match');
@@ -507,6 +591,7 @@ export class MemoryLogicalUnit {
   /** PREEMPT / PREEMPT AND ABORT (SPC-4 5.13.11.2.6; nvmet_pr_preempt). @internal */
   doPreempt(nexus: string, ownKey: PrKey, victimKey: PrKey, type: ReservationType, abort: boolean): void {
     const op: PrOp = abort ? 'preempt-abort' : 'preempt';
+    this.#scsi2Blocks(op, nexus);
     const current = this.#regs.get(nexus);
     if (current === undefined || current !== ownKey) {
       throw this.#conflict(op, nexus, current === undefined ? 'not registered' : 'own key does not match');
@@ -556,12 +641,14 @@ export class MemoryLogicalUnit {
   }
 
   /** Registered keys as READ KEYS / Reservation Report return them. @internal */
-  doReadKeys(): { generation: number; keys: PrKey[] } {
+  doReadKeys(nexus: string): { generation: number; keys: PrKey[] } {
+    this.#scsi2Blocks('read-keys', nexus);
     return { generation: this.#generation, keys: [...this.#regs.values()] };
   }
 
   /** The reservation as sd.c / nvme host pr.c return it. @internal */
-  doReadReservation(): { generation: number; key: PrKey | null; type: ReservationType | null } {
+  doReadReservation(nexus: string): { generation: number; key: PrKey | null; type: ReservationType | null } {
+    this.#scsi2Blocks('read-reservation', nexus);
     const h = this.#holder;
     if (!h) return { generation: this.kind === 'scsi' ? 0 : this.#generation, key: null, type: null };
     if (isAllRegistrantsType(h.type)) {

@@ -2,6 +2,7 @@ import { IndeterminateError, isPrError } from '../errors.js';
 import type { PrKey } from '../key.js';
 import type { KeyList, PrCallOptions, PrCapabilities, PrDevice, Reservation } from '../pr-device.js';
 import { RESERVATION_TYPES, type ReservationType } from '../reservation-type.js';
+import type { Scsi2Device, Scsi2Status } from '../scsi2.js';
 import { checkKey, checkType } from '../validate.js';
 import type { MemoryLogicalUnit, PrOp } from './memory-logical-unit.js';
 
@@ -17,7 +18,7 @@ export interface MemoryPrDeviceOptions {
  * The PrDevice view of one initiator on a {@link MemoryLogicalUnit}. Same contract as
  * KoffiPrDevice (checked by test/contract): same argument checks, same error classes.
  */
-export class MemoryPrDevice implements PrDevice {
+export class MemoryPrDevice implements PrDevice, Scsi2Device {
   readonly id: string;
   readonly #lu: MemoryLogicalUnit;
   readonly #nexus: string;
@@ -103,11 +104,26 @@ export class MemoryPrDevice implements PrDevice {
   }
 
   async readKeys(opts?: PrCallOptions): Promise<KeyList> {
-    return this.#run('read-keys', opts, () => this.#lu.doReadKeys());
+    return this.#run('read-keys', opts, () => this.#lu.doReadKeys(this.#nexus));
   }
 
   async readReservation(opts?: PrCallOptions): Promise<Reservation> {
-    return this.#run('read-reservation', opts, () => this.#lu.doReadReservation());
+    return this.#run('read-reservation', opts, () => this.#lu.doReadReservation(this.#nexus));
+  }
+
+  /** RESERVE(6) (scsi2.ts); UnsupportedError on an NVMe model. */
+  async scsi2Reserve(opts?: PrCallOptions): Promise<void> {
+    return this.#run('scsi2-reserve', opts, () => this.#lu.doScsi2Reserve(this.#nexus));
+  }
+
+  /** RELEASE(6): no effect from a non-holder. */
+  async scsi2Release(opts?: PrCallOptions): Promise<void> {
+    return this.#run('scsi2-release', opts, () => this.#lu.doScsi2Release(this.#nexus));
+  }
+
+  /** TEST UNIT READY: whether another initiator holds a SCSI-2 reservation. */
+  async scsi2Status(opts?: PrCallOptions): Promise<Scsi2Status> {
+    return this.#run('scsi2-status', opts, () => this.#lu.doScsi2Status(this.#nexus));
   }
 
   async capabilities(opts?: PrCallOptions): Promise<PrCapabilities> {

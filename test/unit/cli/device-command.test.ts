@@ -385,3 +385,79 @@ describe('prfence device on a real file', () => {
     expect(err).toEqual([`prfence: ${f}: not a block device`]);
   });
 });
+
+describe('prfence device scsi2-reserve / scsi2-release / scsi2-status', () => {
+  it('scsi2-reserve without --yes -> exit 2, says it would reserve the device, nothing opened; with --yes -> b is reserved out and its writes refused', async () => {
+    const h = harness();
+    expect(await h.run('device', 'scsi2-reserve', 'a')).toBe(2);
+    expect(h.err[0]).toMatch(
+      /^prfence: scsi2-reserve: refused without --yes: it would reserve .* on a; nothing sent$/,
+    );
+    expect(h.opened).toEqual([]);
+    expect(h.lu.scsi2Holder).toBeNull();
+    expect(await h.run('device', 'scsi2-reserve', 'a', '--yes', '--json')).toBe(0);
+    expect(JSON.parse(h.out.at(-1)!)).toEqual({ op: 'scsi2-reserve', device: 'a', exitCode: 0 });
+    expect(h.lu.scsi2Holder).toBe('a');
+    expect(h.lu.write('b')).toBe('refused');
+  });
+
+  it('scsi2-status -> 1 / reserved by another initiator from b, 0 from the holder a (text and --json)', async () => {
+    const h = harness();
+    await h.run('device', 'scsi2-reserve', 'a', '--yes');
+    expect(await h.run('device', 'scsi2-status', 'b', '--json')).toBe(0);
+    expect(JSON.parse(h.out.at(-1)!)).toEqual({
+      device: 'b',
+      status: 'reserved-by-other',
+      reservedByOther: true,
+      mhioStatus: 1,
+    });
+    expect(await h.run('device', 'scsi2-status', 'a', '--json')).toBe(0);
+    expect(JSON.parse(h.out.at(-1)!)).toMatchObject({ reservedByOther: false, mhioStatus: 0 });
+    expect(await h.run('device', 'scsi2-status', 'b')).toBe(0);
+    expect(h.out.at(-1)).toBe('b: reserved by another initiator (1)');
+    expect(h.err).toEqual([]);
+  });
+
+  it('scsi2-reserve while another host holds -> exit 3, "reserved by another initiator"; after the holder releases, it reserves', async () => {
+    const h = harness();
+    await h.run('device', 'scsi2-reserve', 'a', '--yes');
+    expect(await h.run('device', 'scsi2-reserve', 'b', '--yes')).toBe(3);
+    expect(h.err[0]).toMatch(
+      /^prfence: scsi2-reserve: reservation conflict \(reserved by another initiator\)/,
+    );
+    expect(await h.run('device', 'scsi2-release', 'a', '--json')).toBe(0);
+    expect(JSON.parse(h.out.at(-1)!)).toEqual({ op: 'scsi2-release', device: 'a', exitCode: 0 });
+    expect(await h.run('device', 'scsi2-reserve', 'b', '--yes')).toBe(0);
+    expect(h.lu.scsi2Holder).toBe('b');
+  });
+
+  it('scsi2-release by a host that holds nothing -> exit 0, the holder keeps the device', async () => {
+    const h = harness();
+    await h.run('device', 'scsi2-reserve', 'a', '--yes');
+    expect(await h.run('device', 'scsi2-release', 'b')).toBe(0);
+    expect(h.lu.scsi2Holder).toBe('a');
+  });
+
+  it.each([['scsi2-reserve', '--yes'], ['scsi2-release'], ['scsi2-status']])(
+    '%s on an NVMe device -> exit 4, kind unsupported, "SCSI only"',
+    async (...argv: string[]) => {
+      const h = harness(new MemoryLogicalUnit({ kind: 'nvme' }));
+      expect(await h.run('device', argv[0]!, 'a', ...argv.slice(1), '--json')).toBe(4);
+      const j = JSON.parse(h.out.at(-1)!) as { error: { kind: string; message: string } };
+      expect(j.error.kind).toBe('unsupported');
+      expect(j.error.message).toMatch(/SCSI only/);
+      expect(h.lu.write('b')).toBe('ok');
+    },
+  );
+
+  it.each([
+    ['scsi2-release', 'a', '--yes'],
+    ['scsi2-status', 'a', '--key', A],
+    ['scsi2-reserve', 'a', '--yes', '--type', 'write-exclusive'],
+  ])('%s with an option it does not use -> exit 2, nothing opened', async (...argv: string[]) => {
+    const h = harness();
+    expect(await h.run('device', ...argv)).toBe(2);
+    expect(h.opened).toEqual([]);
+    expect(h.lu.scsi2Holder).toBeNull();
+  });
+});
