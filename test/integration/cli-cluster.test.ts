@@ -31,57 +31,62 @@ describe('prfence fence / unfence / status', () => {
     await c.stopAll();
   });
 
-  it('fence -> peers remove the key and it stays off; status shows it; unfence -> registered again', async () => {
-    const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
-    const { name: pv, lu } = await c.pv();
-    const a = await c.startAgent(na);
-    const b = await c.startAgent(nb);
-    await c.attach(pv, na);
-    await c.attach(pv, nb);
-    await eventually(() => lu.state().registrations.length === 2, { timeoutMs: 20_000 });
+  // Its own waits add up to over 100 s on a busy machine: the test's limit is above them.
+  it(
+    'fence -> peers remove the key and it stays off; status shows it; unfence -> registered again',
+    { timeout: 180_000 },
+    async () => {
+      const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
+      const { name: pv, lu } = await c.pv();
+      const a = await c.startAgent(na);
+      const b = await c.startAgent(nb);
+      await c.attach(pv, na);
+      await c.attach(pv, nb);
+      await eventually(() => lu.state().registrations.length === 2, { timeoutMs: 20_000 });
 
-    const fence = await cli('fence', na, '--reason', 'node lost its heartbeat', '--kubeconfig', kc);
-    expect(fence, fence.err).toMatchObject({ code: 0 });
-    expect(fence.out).toContain(`nodefence/${na}: fence requested`);
-    await eventually(() => !lu.state().registrations.some((r) => r.key === a.key), { timeoutMs: 20_000 });
-    expect(lu.write(na)).toBe('refused');
-    expect((await c.nodeFence(na)).spec).toMatchObject({
-      fenceState: 'Fenced',
-      reason: 'node lost its heartbeat',
-      requestedBy: expect.stringMatching(/^prfence-cli\//) as string,
-    });
+      const fence = await cli('fence', na, '--reason', 'node lost its heartbeat', '--kubeconfig', kc);
+      expect(fence, fence.err).toMatchObject({ code: 0 });
+      expect(fence.out).toContain(`nodefence/${na}: fence requested`);
+      await eventually(() => !lu.state().registrations.some((r) => r.key === a.key), { timeoutMs: 20_000 });
+      expect(lu.write(na)).toBe('refused');
+      expect((await c.nodeFence(na)).spec).toMatchObject({
+        fenceState: 'Fenced',
+        reason: 'node lost its heartbeat',
+        requestedBy: expect.stringMatching(/^prfence-cli\//) as string,
+      });
 
-    // Each try spawns a CLI process (seconds on a busy machine); the marks follow the fence.
-    const status = await eventually(
-      async () => {
-        const s = await cli('status', '--json', '--kubeconfig', kc);
-        const j = JSON.parse(s.out) as {
-          nodes: { node: string; phase: string | null; fenceState: string }[];
-          volumes: { volume: string; lastFenced: string | null; holder: string | null }[];
-        };
-        const n = j.nodes.find((x) => x.node === na);
-        const v = j.volumes.find((x) => x.volume === pv);
-        if (n?.phase !== 'Fenced' || v?.lastFenced !== na)
-          throw new Error(`not yet: ${JSON.stringify({ node: n, volume: v })}`);
-        return { n, v };
-      },
-      { timeoutMs: 60_000 },
-    );
-    expect(status.n.fenceState).toBe('Fenced');
-    expect(status.v.holder).toBe(nb);
-    const text = await cli('status', '--kubeconfig', kc);
-    expect(text.out).toMatch(new RegExp(`^${na}\\s+[0-9a-f]{16}\\s+Fenced\\s+Fenced`, 'm'));
-    expect(text.out).toMatch(new RegExp(`^${pv}\\s+\\S+\\s+write-exclusive-reg-only\\s+${nb}\\s`, 'm'));
+      // Each try spawns a CLI process (seconds on a busy machine); the marks follow the fence.
+      const status = await eventually(
+        async () => {
+          const s = await cli('status', '--json', '--kubeconfig', kc);
+          const j = JSON.parse(s.out) as {
+            nodes: { node: string; phase: string | null; fenceState: string }[];
+            volumes: { volume: string; lastFenced: string | null; holder: string | null }[];
+          };
+          const n = j.nodes.find((x) => x.node === na);
+          const v = j.volumes.find((x) => x.volume === pv);
+          if (n?.phase !== 'Fenced' || v?.lastFenced !== na)
+            throw new Error(`not yet: ${JSON.stringify({ node: n, volume: v })}`);
+          return { n, v };
+        },
+        { timeoutMs: 60_000 },
+      );
+      expect(status.n.fenceState).toBe('Fenced');
+      expect(status.v.holder).toBe(nb);
+      const text = await cli('status', '--kubeconfig', kc);
+      expect(text.out).toMatch(new RegExp(`^${na}\\s+[0-9a-f]{16}\\s+Fenced\\s+Fenced`, 'm'));
+      expect(text.out).toMatch(new RegExp(`^${pv}\\s+\\S+\\s+write-exclusive-reg-only\\s+${nb}\\s`, 'm'));
 
-    // Held off while fenced (S2), registered again after unfence.
-    await new Promise((r) => setTimeout(r, 1000));
-    expect(lu.state().registrations.some((r) => r.key === a.key)).toBe(false);
-    const unfence = await cli('unfence', na, '--kubeconfig', kc);
-    expect(unfence, unfence.err).toMatchObject({ code: 0 });
-    await eventually(() => lu.state().registrations.some((r) => r.key === a.key), { timeoutMs: 20_000 });
-    expect(lu.write(na)).toBe('ok');
-    expect(b.key).not.toBe(a.key);
-  });
+      // Held off while fenced (S2), registered again after unfence.
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(lu.state().registrations.some((r) => r.key === a.key)).toBe(false);
+      const unfence = await cli('unfence', na, '--kubeconfig', kc);
+      expect(unfence, unfence.err).toMatchObject({ code: 0 });
+      await eventually(() => lu.state().registrations.some((r) => r.key === a.key), { timeoutMs: 20_000 });
+      expect(lu.write(na)).toBe('ok');
+      expect(b.key).not.toBe(a.key);
+    },
+  );
 
   it('bad use -> one clear line and a usage (2) or API (6) exit code, nothing written', async () => {
     const noReason = await cli('fence', 'node-x', '--kubeconfig', kc);
