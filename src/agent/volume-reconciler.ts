@@ -216,6 +216,8 @@ export class VolumeReconciler {
     const o = this.#o;
     const none = { victims: [], registered: false };
     if (o.signal.aborted) return { outcome: 'not-mine', ...none };
+    // What the caches showed from here on (e.g. a fence request) is in any view started later.
+    const began = o.fresh.now();
     const identity = o.identityOf(pv);
     const cache = o.caches();
     const cLeg = legitimacy(pv, cache);
@@ -587,7 +589,7 @@ export class VolumeReconciler {
     const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
     // The volume's record first, then the fence's: once lastFence shows, so does the holder.
     if (obs.results.some((r) => r.action.kind === 'preempt-abort'))
-      await this.#completeFences(pv, obs.victims, obs.durationMs, log, obs.state.keys.generation);
+      await this.#completeFences(pv, obs.victims, obs.durationMs, log, obs.state.keys.generation, began);
     return refusedByVolumeView ? { ...result, requeueAfterMs: 100 } : result;
   }
 
@@ -704,13 +706,19 @@ export class VolumeReconciler {
     durationMs: number,
     log: Logger,
     generation: number | undefined,
+    /**
+     * The view that decides whether a victim is marked Fenced must be newer than this: a
+     * preempt backed by a view of one volume took no full view, and a shared one from
+     * before the fence request would show the victim legitimate (and leave it unmarked).
+     */
+    newerThan: number,
   ): Promise<void> {
     const o = this.#o;
     const identity = o.identityOf(pv);
     const now = new Date().toISOString();
     let lastFence: LastFence | undefined;
     const fencedKeys: FencedKey[] = [];
-    const view = await o.fresh.get();
+    const view = await o.fresh.get(newerThan);
     const fresh = await view.cachesFor(pv);
     const legit = legitimacy(pv, fresh, view.keyClaims);
     for (const v of victims) {
@@ -773,6 +781,7 @@ export class VolumeReconciler {
       0,
       log,
       state.keys.generation,
+      o.fresh.now(),
     );
   }
 

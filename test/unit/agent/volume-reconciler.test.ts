@@ -586,4 +586,27 @@ describe('VolumeReconciler: a view of one volume backs only what it can see', ()
       fullReads: fresh.reads() > 0,
     }).toEqual({ keys: [K.b], volumeReads: 0, fullReads: true });
   });
+
+  it('a shared full view from before the fence request (within --freshness) -> not used for the Fenced mark: a newer one is read, and node-a is marked', async () => {
+    const lu = new MemoryLogicalUnit({ id: 'lu' });
+    let api: World = { vas: ['a', 'b'] };
+    const fresh = freshOf(() => api, { shared: true });
+    await fresh.get(); // an earlier reconcile's view: node-a attached and not asked to be fenced
+    api = { vas: ['b'], fenceRequested: ['a'] };
+    const views = volumeViewOf(() => api);
+    const { r, writer } = await setup('b', () => api, fresh, undefined, { lu, volumeViews: views });
+    await lu.initiator('a').register(0n, K.a);
+    await lu.initiator('b').register(0n, K.b);
+    await lu.initiator('b').reserve(K.b, 'write-exclusive-reg-only');
+    const res = await r.reconcile(PV, log);
+    expect({
+      victims: res.victims,
+      marked: writer.calls.filter((x) => x.startsWith('markFenced')),
+      fullReads: fresh.reads(),
+    }).toEqual({
+      victims: [{ key: K.a, node: 'a', result: 'fenced' }],
+      marked: ['markFenced a'],
+      fullReads: 2,
+    });
+  });
 });
