@@ -9,7 +9,7 @@
  * other form throws UnsupportedJsonPathError: a column is never printed blank because
  * its path was not understood.
  */
-import type { Crd } from './crds-command.js';
+import type { Crd } from './shipped-crds.js';
 
 export interface PrinterColumn {
   name: string;

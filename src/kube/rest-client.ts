@@ -5,7 +5,8 @@
  * prfence talks to its own resources as plain JSON. No fencing knowledge here.
  */
 import { Agent as HttpsAgent, request, type RequestOptions } from 'node:https';
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import { nodeHttp } from './http-builtin.js';
 import { arch, platform } from 'node:os';
 import type { Readable } from 'node:stream';
 import { createGunzip, gunzip } from 'node:zlib';
@@ -47,7 +48,7 @@ export interface WatchEvent<T> {
 export class RestClient {
   readonly #conn: KubeConnection;
   readonly #server: URL;
-  readonly #agent: HttpsAgent | HttpAgent;
+  readonly #agent: HttpsAgent | InstanceType<typeof nodeHttp.Agent>;
   /** Requests sent (for the benchmark's "API requests per fence"). */
   requests = 0;
 
@@ -69,7 +70,7 @@ export class RestClient {
     const c = this.#conn;
     this.#agent =
       this.#server.protocol === 'http:'
-        ? new HttpAgent({ keepAlive: true })
+        ? new nodeHttp.Agent({ keepAlive: true })
         : new HttpsAgent({
             keepAlive: true,
             maxSockets: 16,
@@ -105,7 +106,7 @@ export class RestClient {
       ...(req.timeoutMs !== 0 ? { timeout: req.timeoutMs ?? 30_000 } : {}),
       ...(req.signal ? { signal: req.signal } : {}),
     };
-    const r = (url.protocol === 'http:' ? httpRequest : request)(url, opts, onResponse);
+    const r = (url.protocol === 'http:' ? nodeHttp.request : request)(url, opts, onResponse);
     r.on('timeout', () => r.destroy(new Error(`kube API ${req.method} ${req.path}: timeout`)));
     if (payload !== undefined) r.write(payload);
     r.end();

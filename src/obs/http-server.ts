@@ -3,7 +3,8 @@
  * GET /metrics (Prometheus text), /healthz (the process serves), /readyz (the agent
  * started: API server answered, caches synced). Nothing here changes any state.
  */
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
+import { nodeHttp } from '../kube/http-builtin.js';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
@@ -31,7 +32,7 @@ export function parseHostPort(address: string): { host: string | undefined; port
 
 export async function startDiagnostics(o: DiagnosticsOptions): Promise<DiagnosticsServer> {
   const { host, port } = parseHostPort(o.address);
-  const server: Server = createServer((req, res) => {
+  const server: Server = nodeHttp.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD' }).end();

@@ -5,7 +5,8 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { registerCrdsCommand, readCrds } from '../../src/cli/crds-command.js';
+import { registerCrdsCommand } from '../../src/cli/crds-command.js';
+import { readCrds } from '../../src/cli/shipped-crds.js';
 import { runCli } from '../../src/cli/program.js';
 import { API_VERSION, GROUP, VERSION, type NodeFence, type VolumeReservation } from '../../src/crd/types.js';
 import { clusterObjectPath, RestClient } from '../../src/kube/rest-client.js';

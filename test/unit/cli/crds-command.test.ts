@@ -2,7 +2,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { droppedVersions, embeddedCrdDir, readCrds, type Crd } from '../../../src/cli/crds-command.js';
+import { droppedVersions } from '../../../src/cli/crds-command.js';
+import { embeddedCrdDir, readCrds, type Crd } from '../../../src/cli/shipped-crds.js';
 
 describe('prfence crds: the packaged CRDs', () => {
   it('from the sources -> charts/prfence/crds, the three CRDs sorted by name', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runDemo } from '../../../src/cli/demo-command.js';
+import { runDemo } from '../../../src/cli/demo.js';
 import { runCli } from '../../../src/cli/program.js';
 import { registerDemoCommand } from '../../../src/cli/demo-command.js';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { embeddedCrdDir, readCrds } from '../../../src/cli/crds-command.js';
-import { crdOf, runDemo } from '../../../src/cli/demo-command.js';
+import { embeddedCrdDir, readCrds } from '../../../src/cli/shipped-crds.js';
+import { crdOf, runDemo } from '../../../src/cli/demo.js';
 import {
   evalJsonPath,
   humanDuration,
