@@ -7,10 +7,14 @@
  *
  * - The leader dies right after its fence request for a lost node with 50 volumes: the
  *   other replica leads within 15 s, the proof of isolation completes, the taint goes on
- *   once, the volumes move, and no fence runs twice or against a legitimate node.
- * - The controller is gone for 60 s: the agents keep every registration and reservation,
- *   release nothing, and still register a volume attached meanwhile; the restarted
- *   controller then requests no fence, taints nothing and deletes nothing.
+ *   once, the volumes move, and no fence runs twice or against a legitimate node. The
+ *   agents run `--scope=node` (the chart's default): what they act on is the desired state
+ *   the replicas write, so the volumes move only once the new leader has written it.
+ * - The controller is gone for 60 s, with agents of either scope: the agents keep every
+ *   registration and reservation and release nothing. A volume attached meanwhile is
+ *   registered at once by a cluster-scoped agent (it needs no controller); a node-scoped
+ *   one registers it only once the controller is back and wrote its desired state. The
+ *   restarted controller then requests no fence, taints nothing and deletes nothing.
  */
 import pino from 'pino';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +22,7 @@ import type { V1Node } from '@kubernetes/client-node';
 import { formatKey } from '../../src/pr/key.js';
 import type { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
 import { eventually, uniqueName } from '../envtest/kube.js';
+import type { AgentScope } from '../../src/agent/cluster-informers.js';
 import { Cluster, type DeviceCall } from './agent-harness.js';
 import {
   ensureNamespace,
@@ -77,12 +82,14 @@ describe('controller availability: the leader killed mid-failover, the controlle
   }
 
   it(
-    `the leader killed right after its fence request for a lost node with ${VOLUMES} volumes: the other replica leads within 15 s (never both), completes the proof (${VOLUMES}/${VOLUMES}) and taints once; one fence request; each stale key removed exactly once; the legitimate key never touched; the volumes move`,
+    `node-scoped agents, the leader killed right after its fence request for a lost node with ${VOLUMES} volumes: the other replica leads within 15 s (never both), completes the proof (${VOLUMES}/${VOLUMES}) and taints once; one fence request; each stale key removed exactly once; the legitimate key never touched; the volumes move`,
     { timeout: 300_000 },
     async () => {
       const a = await liveNode(c, kubelets, 'av-a');
       const b = await liveNode(c, kubelets, 'av-b');
-      const { agent: agentA, proxy: pa } = await c.startProxiedAgent(a.name);
+      // The replicas first: node-scoped agents learn of their volumes from the leader.
+      const [first, second] = await replicaPair();
+      const { agent: agentA, proxy: pa } = await c.startProxiedAgent(a.name, { scope: 'node' });
       const pvs: { name: string; lu: MemoryLogicalUnit }[] = [];
       for (let i = 0; i < VOLUMES; i++) pvs.push(await c.pv());
       const vas = await Promise.all(pvs.map((pv) => c.attach(pv.name, a.name)));
@@ -90,9 +97,8 @@ describe('controller availability: the leader killed mid-failover, the controlle
         timeoutMs: 60_000,
       });
       // node-b sees every LU (an observer): it proves node-a's isolation on each.
-      const agentB = await c.startAgent(b.name, undefined, { observe: true });
+      const agentB = await c.startAgent(b.name, undefined, { observe: true, scope: 'node' });
       const removals = removalsRecorded();
-      const [first, second] = await replicaPair();
 
       pa.blackhole('both'); // node-a keeps running with its devices; its API traffic is gone
       a.kubelet.stop();
@@ -166,14 +172,19 @@ describe('controller availability: the leader killed mid-failover, the controlle
     },
   );
 
-  it(
-    'the controller down for 60 s: every registration and reservation stays, no key is removed or released, a volume attached meanwhile is registered and reserved by its agent; the restarted controller requests no fence, taints nothing, deletes nothing',
+  it.for<[AgentScope, string]>([
+    ['cluster', 'is registered and reserved by its agent while the controller is down'],
+    ['node', 'is not registered while the controller is down, and is registered once it is back'],
+  ])(
+    'agents --scope=%s, the controller down for 60 s: every registration and reservation stays, no key is removed or released; a volume attached meanwhile %s; the restarted controller requests no fence, taints nothing, deletes nothing',
     { timeout: 240_000 },
-    async () => {
-      const a = await liveNode(c, kubelets, 'av-c');
-      const b = await liveNode(c, kubelets, 'av-d');
-      const agentA = await c.startAgent(a.name);
-      const agentB = await c.startAgent(b.name);
+    async ([scope]) => {
+      const a = await liveNode(c, kubelets, `av-c-${scope}`);
+      const b = await liveNode(c, kubelets, `av-d-${scope}`);
+      // Node-scoped agents need the controller's desired state from the start.
+      const early = scope === 'node' ? await replicaPair() : undefined;
+      const agentA = await c.startAgent(a.name, undefined, { scope });
+      const agentB = await c.startAgent(b.name, undefined, { scope });
       const rwoA = await c.pv();
       const rwoB = await c.pv();
       const shared = await c.pv();
@@ -190,7 +201,7 @@ describe('controller availability: the leader killed mid-failover, the controlle
           shared.lu.state().reservation !== undefined,
         { timeoutMs: 30_000 },
       );
-      const [first, , ns] = await replicaPair();
+      const [first, , ns] = early ?? (await replicaPair());
       const picture = () =>
         lus.map((lu) => ({ keys: keysOf(lu).map(formatKey).sort(), holder: lu.state().reservation?.holder }));
       const before = picture();
@@ -204,27 +215,30 @@ describe('controller availability: the leader killed mid-failover, the controlle
         const now = picture();
         if (JSON.stringify(now) !== JSON.stringify(before)) changed.push(now);
       }, 250);
-      // Meanwhile a new volume is attached to node-b: its agent needs no controller.
+      // Meanwhile a new volume is attached to node-b: a cluster-scoped agent needs no
+      // controller for it; a node-scoped one does not see it (no desired state for it).
       const late = await c.pv();
       await c.attach(late.name, b.name);
-      await eventually(() => late.lu.state().reservation?.holder === b.name, { timeoutMs: 30_000 });
+      if (scope === 'cluster')
+        await eventually(() => late.lu.state().reservation?.holder === b.name, { timeoutMs: 30_000 });
       await expect(first.ended).resolves.toBe('lost');
       await new Promise((r) => setTimeout(r, Math.max(0, 60_000 - (performance.now() - downAt))));
       clearInterval(sampler);
+      const lateWhileDown = keysOf(late.lu);
       const nfs = await Promise.all([a.name, b.name].map((n) => c.nodeFence(n)));
       const nodes = await Promise.all([a.name, b.name].map(getNode));
       expect({
         changed,
         removals: removals.map((x) => `${x.node} ${x.op}`),
         after: picture(),
-        late: keysOf(late.lu),
+        late: lateWhileDown,
         fenced: nfs.map((x) => x.spec?.fenceState === 'Fenced' || x.status?.phase === 'Fenced'),
         tainted: nodes.map((n) => !!oos(n)),
       }).toEqual({
         changed: [],
         removals: [],
         after: before,
-        late: [agentB.key],
+        late: scope === 'cluster' ? [agentB.key] : [],
         fenced: [false, false],
         tainted: [false, false],
       });
@@ -244,6 +258,8 @@ describe('controller availability: the leader killed mid-failover, the controlle
       await eventually(() => [a.name, b.name].every((n) => judged(`iso/${n}`) && judged(`taint/${n}`)), {
         timeoutMs: 60_000,
       });
+      // A node-scoped agent registers the late volume from the desired state written now.
+      await eventually(() => late.lu.state().reservation?.holder === b.name, { timeoutMs: 30_000 });
       expect({
         actions: again.actions.filter((x) => ['fence-request', 'taint', 'delete'].includes(x.kind)),
         after: picture(),
