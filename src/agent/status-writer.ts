@@ -38,6 +38,15 @@ import { orphanedConditions, vrStatusToWrite } from './vr-status.js';
 export const vrPath = (name?: string, sub?: 'status') =>
   clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, name, sub);
 
+/**
+ * How long the object a VolumeReservation write returned may stand in for a GET before the
+ * next write of the same fence (intent, record, fence record follow within milliseconds).
+ */
+const WRITTEN_BASE_MS = 2000;
+
+/** A write made on a base that is no longer the server's (precondition or patch test). */
+const staleBase = (e: unknown) => e instanceof KubeApiError && (e.code === 409 || e.code === 422);
+
 /** An intent older than this, by another node, is taken as abandoned. */
 export const INTENT_EXPIRY_MS = 120_000;
 
@@ -69,6 +78,14 @@ export class StatusWriter {
   readonly #events: EventRecorder;
   /** The last status body written per PV (no write when nothing changed). */
   readonly #last = new Map<string, string>();
+  /**
+   * The VolumeReservation this writer's last write of a PV returned, for WRITTEN_BASE_MS:
+   * the base of the next write instead of a GET (a fence writes its intent, the volume's
+   * record, the registrant removal and the fence record in a row). Only a base: each write
+   * carries the base's resourceVersion as precondition (or a test op), so a newer object on
+   * the server refuses it, and that write is made again on a GET.
+   */
+  readonly #written = new Map<string, { vr: VolumeReservation; at: number }>();
   #lastOwn: string | undefined;
 
   constructor(o: StatusWriterOptions) {
@@ -84,6 +101,19 @@ export class StatusWriter {
       controller: 'prfence.io/agent',
       instance: o.node,
     });
+  }
+
+  #remember(pv: string, vr: VolumeReservation): void {
+    const now = performance.now();
+    for (const [p, w] of this.#written) if (now - w.at >= WRITTEN_BASE_MS) this.#written.delete(p);
+    this.#written.set(pv, { vr, at: now });
+  }
+
+  /** The object of this writer's last write of `pv`, once, if recent (see #written). */
+  #takeWritten(pv: string): VolumeReservation | undefined {
+    const w = this.#written.get(pv);
+    this.#written.delete(pv);
+    return w && performance.now() - w.at < WRITTEN_BASE_MS ? w.vr : undefined;
   }
 
   /** The VolumeReservation, created empty if missing. */
@@ -124,7 +154,24 @@ export class StatusWriter {
   ): Promise<VolumeReservation | undefined> {
     const body = JSON.stringify(status, (k, v: unknown) => (k === 'lastTransitionTime' ? undefined : v));
     if (this.#last.get(pv) === body) return undefined;
-    let current = await this.readVr(pv);
+    const base = this.#takeWritten(pv);
+    try {
+      return await this.#writeVolumeOn(pv, base ?? (await this.readVr(pv)), status, body, reread, opts);
+    } catch (e) {
+      if (!base || !staleBase(e)) throw e;
+      return this.#writeVolumeOn(pv, await this.readVr(pv), status, body, reread, opts);
+    }
+  }
+
+  async #writeVolumeOn(
+    pv: string,
+    read: VolumeReservation,
+    status: VolumeReservationStatus,
+    body: string,
+    reread: (() => Promise<number>) | undefined,
+    opts: { fallback?: boolean },
+  ): Promise<VolumeReservation> {
+    let current = read;
     let w = vrStatusToWrite(status, current.status, opts);
     if (w.stale && reread) {
       const now = await reread();
@@ -152,6 +199,7 @@ export class StatusWriter {
     // may have recorded one meanwhile, or removed it.
     if (opts.fallback && status.conditions?.some((c) => c.type === 'Ready')) this.#last.delete(pv);
     else this.#last.set(pv, body);
+    this.#remember(pv, applied);
     return applied;
   }
 
@@ -192,15 +240,24 @@ export class StatusWriter {
    * another node's recent intent is open on the volume: that node is fencing.
    */
   async recordIntent(pv: string, intent: FenceIntent): Promise<boolean> {
-    const current = await this.readVr(pv);
-    const open = current.status?.fenceIntent;
-    if (open && open.by !== this.#o.node && Date.now() - Date.parse(open.at) < INTENT_EXPIRY_MS) return false;
-    await this.#applyFence(pv, current, {
-      fenceIntent: intent,
-      lastFence: current.status?.lastFence,
-      fencedKeys: current.status?.fencedKeys,
-    });
-    return true;
+    const base = this.#takeWritten(pv);
+    let current = base ?? (await this.readVr(pv));
+    for (;;) {
+      const open = current.status?.fenceIntent;
+      if (open && open.by !== this.#o.node && Date.now() - Date.parse(open.at) < INTENT_EXPIRY_MS)
+        return false;
+      try {
+        await this.#applyFence(pv, current, {
+          fenceIntent: intent,
+          lastFence: current.status?.lastFence,
+          fencedKeys: current.status?.fencedKeys,
+        });
+        return true;
+      } catch (e) {
+        if (current !== base || !staleBase(e)) throw e;
+        current = await this.readVr(pv); // the base was not the server's: decide on a read
+      }
+    }
   }
 
   /**
@@ -218,7 +275,7 @@ export class StatusWriter {
     // not come back here. So a write that lost a race (409: a peer's status, the controller's
     // desired state) is read and made again, not left to the work queue.
     for (let attempt = 0; ; attempt++) {
-      const current = await this.readVr(pv);
+      const current = (attempt === 0 && this.#takeWritten(pv)) || (await this.readVr(pv));
       const kept = (current.status?.fencedKeys ?? []).filter(
         (e) => stillFenced(e) && !fenced.some((f) => f.key === e.key),
       );
@@ -264,7 +321,7 @@ export class StatusWriter {
     current: VolumeReservation,
     s: { fenceIntent?: FenceIntent; lastFence?: LastFence | undefined; fencedKeys?: FencedKey[] | undefined },
   ): Promise<void> {
-    await this.#o.rest.apply(
+    const applied = await this.#o.rest.apply<VolumeReservation>(
       vrPath(pv, 'status'),
       {
         apiVersion: API_VERSION,
@@ -279,6 +336,7 @@ export class StatusWriter {
       this.#fenceFm,
     );
     this.#last.delete(pv);
+    this.#remember(pv, applied);
   }
 
   /**
@@ -399,12 +457,15 @@ export class StatusWriter {
    * A JSON patch with a test op: it removes exactly that entry or nothing.
    */
   async dropRegistrant(pv: string, node: string): Promise<void> {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const vr = await this.#o.rest.get<VolumeReservation>(vrPath(pv));
+    const base = this.#takeWritten(pv);
+    // Two attempts on a read, and one more first on the base.
+    for (let attempt = base ? -1 : 0; attempt < 2; attempt++) {
+      const vr = (attempt < 0 && base) || (await this.#o.rest.get<VolumeReservation>(vrPath(pv)));
       const i = vr.status?.registrants?.findIndex((r) => r.node === node) ?? -1;
-      if (i < 0) return;
+      if (i < 0 && attempt >= 0) return;
+      if (i < 0) continue; // the base may predate the entry: read
       try {
-        await this.#o.rest.send({
+        const patched = await this.#o.rest.send<VolumeReservation>({
           method: 'PATCH',
           path: vrPath(pv, 'status'),
           contentType: 'application/json-patch+json',
@@ -414,9 +475,10 @@ export class StatusWriter {
           ],
         });
         this.#last.delete(pv);
+        this.#remember(pv, patched);
         return;
       } catch (e) {
-        if (!(e instanceof KubeApiError && (e.code === 422 || e.code === 409))) throw e;
+        if (!staleBase(e)) throw e;
       }
     }
   }
@@ -472,5 +534,6 @@ export class StatusWriter {
   /** Forget what was written for a PV that no longer concerns this node. */
   forget(pv: string): void {
     this.#last.delete(pv);
+    this.#written.delete(pv);
   }
 }

@@ -90,6 +90,8 @@ export interface ControllerOptions {
 }
 
 type Kind = 'taint' | 'nf' | 'vr' | 'lost' | 'iso' | 'ds';
+/** The informer caches the reconcilers read. */
+type Caches = GcCaches & IsolationCaches & DesiredStateCaches;
 
 export class Controller {
   readonly identity: string;
@@ -118,6 +120,29 @@ export class Controller {
   /** Isolation: the last "taint kept" reason per node; the nodes seen lost at the last tick. */
   readonly #keptNoted = new Map<string, string>();
   #lostBefore = new Set<string>();
+  /** What a work-queue key of each kind (`<kind>/<name>`) runs, and its metric label. */
+  readonly #reconcilers: Record<Kind, { label: string; run: (c: Caches, name: string) => Promise<string> }> =
+    {
+      taint: { label: 'taint', run: (c, n) => reconcileTaint(this.#acting, c, n) },
+      nf: { label: 'nodefence', run: (c, n) => collectNodeFence(this.#acting, c, n) },
+      vr: { label: 'volumereservation', run: (c, n) => collectVolumeReservation(this.#acting, c, n) },
+      lost: { label: 'nodeloss', run: (c, n) => reconcileNodeLoss(this.#acting, this.#loss, c, n) },
+      iso: {
+        label: 'isolation',
+        run: (c, n) =>
+          reconcileIsolation(
+            this.#acting,
+            c,
+            {
+              autoTaint: this.#loss.enabled,
+              lost: (x) => (this.#loss.enabled ? this.#loss.isLost(x) : undefined),
+              keptNoted: this.#keptNoted,
+            },
+            n,
+          ),
+      },
+      ds: { label: 'desiredstate', run: (c, n) => reconcileDesiredState(this.#acting, c, n) },
+    };
 
   constructor(o: ControllerOptions) {
     this.#o = o;
@@ -227,7 +252,7 @@ export class Controller {
     this.#rest.close();
   }
 
-  #caches(): GcCaches & IsolationCaches & DesiredStateCaches {
+  #caches(): Caches {
     return {
       vasOfPv: (pv) => this.#vas?.byIndex('pv', pv) ?? [],
       storageClass: (n) => this.#scs?.get(n),
@@ -443,36 +468,9 @@ export class Controller {
     const kind = key.slice(0, slash) as Kind;
     const name = key.slice(slash + 1);
     const caches = this.#caches();
-    const label = {
-      taint: 'taint',
-      nf: 'nodefence',
-      vr: 'volumereservation',
-      lost: 'nodeloss',
-      iso: 'isolation',
-      ds: 'desiredstate',
-    }[kind];
+    const { label, run } = this.#reconcilers[kind];
     try {
-      const outcome =
-        kind === 'taint'
-          ? await reconcileTaint(this.#acting, caches, name)
-          : kind === 'nf'
-            ? await collectNodeFence(this.#acting, caches, name)
-            : kind === 'lost'
-              ? await reconcileNodeLoss(this.#acting, this.#loss, caches, name)
-              : kind === 'iso'
-                ? await reconcileIsolation(
-                    this.#acting,
-                    caches,
-                    {
-                      autoTaint: this.#loss.enabled,
-                      lost: (n) => (this.#loss.enabled ? this.#loss.isLost(n) : undefined),
-                      keptNoted: this.#keptNoted,
-                    },
-                    name,
-                  )
-                : kind === 'ds'
-                  ? await reconcileDesiredState(this.#acting, caches, name)
-                  : await collectVolumeReservation(this.#acting, caches, name);
+      const outcome = await run(caches, name);
       queue.forget(key);
       this.#o.metrics?.reconciled(label, outcome);
       this.#o.onReconciled?.(key, outcome);

@@ -66,3 +66,88 @@ describe('fence record (StatusWriter.completeFence)', () => {
     expect(applied).toHaveLength(8);
   });
 });
+
+/** One VolumeReservation on a fake server: GETs, and status applies with the resourceVersion precondition. */
+function fakeServer() {
+  let vr: VolumeReservation = {
+    apiVersion: 'prfence.io/v1alpha1',
+    kind: 'VolumeReservation',
+    metadata: { name: 'pv1', resourceVersion: '1' },
+    status: {},
+  };
+  const calls: string[] = [];
+  const bump = (status: VolumeReservation['status']) => {
+    vr = {
+      ...vr,
+      metadata: { ...vr.metadata, resourceVersion: String(Number(vr.metadata.resourceVersion) + 1) },
+      status: { ...vr.status, ...status },
+    };
+    return structuredClone(vr);
+  };
+  const rest = {
+    get: () => (calls.push('GET'), Promise.resolve(structuredClone(vr))),
+    apply: (_path: string, obj: VolumeReservation) => {
+      calls.push(`APPLY@${obj.metadata.resourceVersion}`);
+      if (obj.metadata.resourceVersion !== vr.metadata.resourceVersion)
+        return Promise.reject(new KubeApiError(409, { reason: 'Conflict' }));
+      return Promise.resolve(bump(obj.status));
+    },
+  };
+  return {
+    rest: rest as unknown as RestClient,
+    calls,
+    /** Another writer (a peer's status, the controller's desired state) lands. */
+    peerWrites: () => bump({}),
+    status: () => vr.status,
+  };
+}
+
+describe('the writes of one fence (StatusWriter)', () => {
+  const intent = { victimKey: '0000000100000001', victimNode: 'node-a', by: 'node-b', at: 'now', basis: 'b' };
+  const last = {
+    victimNode: 'node-a',
+    victimKey: '0000000100000001',
+    by: 'node-b',
+    at: 'now',
+    result: 'Fenced' as const,
+  };
+
+  it('intent, volume record and fence record in a row -> one GET (before the intent); each later write is made on the object the previous one returned, with its resourceVersion as precondition', async () => {
+    const s = fakeServer();
+    const w = writer(s.rest);
+    expect(await w.recordIntent('pv1', intent)).toBe(true);
+    await w.writeVolume('pv1', { generation: 3 });
+    await w.completeFence('pv1', last, [{ node: 'node-a', key: '0000000100000001', at: 'now' }]);
+    expect(s.calls).toEqual(['GET', 'APPLY@1', 'APPLY@2', 'APPLY@3']);
+    expect(s.status()).toMatchObject({ generation: 3, lastFence: last });
+  });
+
+  it('another writer landed between two writes of the fence -> the write on the returned object is refused (409) and made again on a GET; every write lands', async () => {
+    const s = fakeServer();
+    const w = writer(s.rest);
+    expect(await w.recordIntent('pv1', intent)).toBe(true);
+    s.peerWrites();
+    await w.writeVolume('pv1', { generation: 3 });
+    s.peerWrites();
+    await w.completeFence('pv1', last, []);
+    expect(s.calls).toEqual(['GET', 'APPLY@1', 'APPLY@2', 'GET', 'APPLY@3', 'APPLY@4', 'GET', 'APPLY@5']);
+    expect(s.status()).toMatchObject({ generation: 3, lastFence: last });
+  });
+
+  it("another node's open intent written after this writer's last write -> recordIntent decides on a GET, sees it, and records nothing", async () => {
+    const s = fakeServer();
+    const w = writer(s.rest);
+    await w.writeVolume('pv1', { generation: 3 });
+    // node-c records its intent: this writer's returned object does not show it.
+    await writer2(s.rest, 'node-c').recordIntent('pv1', {
+      ...intent,
+      by: 'node-c',
+      at: new Date().toISOString(),
+    });
+    expect(await w.recordIntent('pv1', { ...intent, at: new Date().toISOString() })).toBe(false);
+    expect(s.status()?.fenceIntent?.by).toBe('node-c');
+  });
+});
+
+const writer2 = (rest: RestClient, node: string) =>
+  new StatusWriter({ rest, node, key: 0x100000003n, nodeUid: 'uid3', log: pino({ level: 'silent' }) });
