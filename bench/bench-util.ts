@@ -178,7 +178,7 @@ export async function measureFenceLatency(
       kubeConfig: kc,
       nodeName: node,
       log,
-      workers: 8,
+      workers: Number(process.env.PRFENCE_BENCH_WORKERS ?? 8),
       // The mechanics of a fence, without the grace a node that detached normally
       // gets to unregister by itself (a lost node is fenced by request, at once).
       leaveGraceMs: 0,

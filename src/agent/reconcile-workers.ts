@@ -3,6 +3,11 @@
  * workers at once), run the VolumeReconciler, and requeue per its result, or back off on
  * an error (1 s after a 409 conflict). Each result also feeds the metrics and the fence
  * hook, and the own NodeFence status is written after it.
+ *
+ * A reconcile that removed a stale key hands back the recording of that fence (about half
+ * of its API round trips): it runs off the worker, at most `workers` at once, so the
+ * worker takes the next volume's fence at once. The PV stays in process in the queue
+ * until its record is written: no reconcile of it starts in between.
  */
 import type { Logger } from 'pino';
 import { KubeApiError } from '../kube/rest-client.js';
@@ -10,7 +15,7 @@ import type { WorkQueue } from '../kube/work-queue.js';
 import { describeError } from '../obs/logger.js';
 import type { AgentMetrics } from '../obs/metrics.js';
 import type { PrKey } from '../pr/key.js';
-import type { VolumeReconciler } from './volume-reconciler.js';
+import type { ReconcileResult, VolumeReconciler } from './volume-reconciler.js';
 
 export interface FenceEvent {
   pv: string;
@@ -38,6 +43,10 @@ export class ReconcileWorkers {
   /** When this agent first saw a change that triggers a volume's reconcile (fence latency). */
   readonly #triggeredAt = new Map<string, number>();
   readonly #running: Promise<void>[] = [];
+  /** Fence records being written (off the workers), and those waiting for a slot. */
+  readonly #recording = new Set<Promise<void>>();
+  readonly #recordSlots: (() => void)[] = [];
+  #recordsRunning = 0;
 
   constructor(o: ReconcileWorkersOptions) {
     this.#o = o;
@@ -63,53 +72,94 @@ export class ReconcileWorkers {
     }
   }
 
-  /** Resolves once every worker has returned (after the queue was shut down). */
+  /** Resolves once every worker has returned and every fence record was written or failed. */
   async stopped(): Promise<void> {
     await Promise.allSettled(this.#running);
+    while (this.#recording.size) await Promise.allSettled([...this.#recording]);
   }
 
   /** One work item: reconcile, then requeue per the result, or back off on an error. */
   async #process(pv: string): Promise<void> {
-    const { queue, reconciler } = this.#o;
     const log = this.#o.log.child({ pv });
-    const m = this.#o.metrics;
+    let recordLater = false;
     try {
-      const r = await reconciler.reconcile(pv, log);
-      log.debug(
-        { outcome: r.outcome, registered: r.registered, requeueAfterMs: r.requeueAfterMs },
-        'reconciled',
-      );
-      queue.forget(pv);
-      m?.reconciled(r.outcome);
-      m?.registrationAllowed(reconciler.mayRegisterCached() && reconciler.blockedOn.size === 0);
-      const t = this.#triggeredAt.get(pv);
-      const since = t === undefined ? undefined : performance.now() - t;
-      m?.handingOver(reconciler.handingOver.size);
-      for (const v of r.victims) {
-        if (v.takeover && v.result === 'fenced') m?.takeover();
-        if (v.result === 'left' || v.takeover) continue;
-        m?.fence(v.result, since === undefined ? undefined : since / 1000);
-        this.#o.onFence?.({
-          pv,
-          victimKey: v.key,
-          victimNode: v.node,
-          result: v.result,
-          sinceTriggerMs: since,
-        });
+      const r = await this.#o.reconciler.reconcile(pv, log);
+      this.#reportFences(pv, r);
+      if (r.record) {
+        const p = this.#recordFence(pv, r.record, log);
+        this.#recording.add(p);
+        void p.finally(() => this.#recording.delete(p));
+        recordLater = true;
+        return;
       }
-      // A volume waiting on another node keeps its trigger time until it is settled.
-      if (r.requeueAfterMs === undefined || r.outcome !== 'waiting') this.#triggeredAt.delete(pv);
-      if (r.requeueAfterMs !== undefined) queue.addAfter(pv, r.requeueAfterMs);
-      await this.#o.writeOwnStatus();
+      await this.#settle(pv, r, log);
     } catch (e) {
-      m?.reconciled('error');
-      if (e instanceof KubeApiError && e.code === 409) queue.addAfter(pv, 1000);
-      else {
-        log.warn({ err: describeError(e) }, 'reconcile failed; retrying with backoff');
-        queue.addRateLimited(pv);
-      }
+      this.#failed(pv, e, log);
     } finally {
-      queue.done(pv);
+      if (!recordLater) this.#o.queue.done(pv);
+    }
+  }
+
+  /** Writes a fence's record off the worker (at most `workers` at once), then settles the PV. */
+  async #recordFence(pv: string, record: () => Promise<ReconcileResult>, log: Logger): Promise<void> {
+    if (this.#recordsRunning >= this.#o.workers) await new Promise<void>((r) => this.#recordSlots.push(r));
+    else this.#recordsRunning++;
+    try {
+      await this.#settle(pv, await record(), log);
+    } catch (e) {
+      this.#failed(pv, e, log);
+    } finally {
+      // The slot passes on to a record waiting for one, or is given back.
+      const next = this.#recordSlots.shift();
+      if (next) next();
+      else this.#recordsRunning--;
+      this.#o.queue.done(pv);
+    }
+  }
+
+  /** Metrics and the fence hook for the keys a reconcile removed (as soon as they are gone). */
+  #reportFences(pv: string, r: ReconcileResult): void {
+    const m = this.#o.metrics;
+    const t = this.#triggeredAt.get(pv);
+    const since = t === undefined ? undefined : performance.now() - t;
+    for (const v of r.victims) {
+      if (v.takeover && v.result === 'fenced') m?.takeover();
+      if (v.result === 'left' || v.takeover) continue;
+      m?.fence(v.result, since === undefined ? undefined : since / 1000);
+      this.#o.onFence?.({
+        pv,
+        victimKey: v.key,
+        victimNode: v.node,
+        result: v.result,
+        sinceTriggerMs: since,
+      });
+    }
+  }
+
+  /** The end of a reconcile (its record written): requeue per its result, own status. */
+  async #settle(pv: string, r: ReconcileResult, log: Logger): Promise<void> {
+    const { queue, reconciler } = this.#o;
+    const m = this.#o.metrics;
+    log.debug(
+      { outcome: r.outcome, registered: r.registered, requeueAfterMs: r.requeueAfterMs },
+      'reconciled',
+    );
+    queue.forget(pv);
+    m?.reconciled(r.outcome);
+    m?.registrationAllowed(reconciler.mayRegisterCached() && reconciler.blockedOn.size === 0);
+    m?.handingOver(reconciler.handingOver.size);
+    // A volume waiting on another node keeps its trigger time until it is settled.
+    if (r.requeueAfterMs === undefined || r.outcome !== 'waiting') this.#triggeredAt.delete(pv);
+    if (r.requeueAfterMs !== undefined) queue.addAfter(pv, r.requeueAfterMs);
+    await this.#o.writeOwnStatus();
+  }
+
+  #failed(pv: string, e: unknown, log: Logger): void {
+    this.#o.metrics?.reconciled('error');
+    if (e instanceof KubeApiError && e.code === 409) this.#o.queue.addAfter(pv, 1000);
+    else {
+      log.warn({ err: describeError(e) }, 'reconcile failed; retrying with backoff');
+      this.#o.queue.addRateLimited(pv);
     }
   }
 }

@@ -67,6 +67,13 @@ export interface ReconcileResult {
   victims: VolumeObservation['victims'];
   /** From the first trigger until now (the caller knows the trigger time). */
   registered: boolean;
+  /**
+   * Set when this reconcile removed a stale key (read back): what is left is recording it
+   * (the volume's status, the Fenced mark, the proof, the event, the fence record; its
+   * intent is on record already). The caller runs it off the reconcile worker, and no other
+   * reconcile of the PV starts before it ends; its result replaces this one's requeue.
+   */
+  record?: () => Promise<ReconcileResult>;
 }
 
 export interface VolumeReconcilerOptions {
@@ -586,11 +593,17 @@ export class VolumeReconciler {
       }
       await o.memory.unregistering(identity); // its takeover is no loss
     }
-    const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
-    // The volume's record first, then the fence's: once lastFence shows, so does the holder.
-    if (obs.results.some((r) => r.action.kind === 'preempt-abort'))
-      await this.#completeFences(pv, obs.victims, obs.durationMs, log, obs.state.keys.generation, began);
-    return refusedByVolumeView ? { ...result, requeueAfterMs: 100 } : result;
+    const record = async (): Promise<ReconcileResult> => {
+      const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
+      // The volume's record first, then the fence's: once lastFence shows, so does the holder.
+      if (obs.results.some((r) => r.action.kind === 'preempt-abort'))
+        await this.#completeFences(pv, obs.victims, obs.durationMs, log, obs.state.keys.generation, began);
+      return refusedByVolumeView ? { ...result, requeueAfterMs: 100 } : result;
+    };
+    if (!obs.victims.some((v) => v.result === 'fenced' && !v.takeover)) return record();
+    // A stale key is gone: the fence is done; recording it need not hold a worker.
+    const own = obs.state.keys.keys.includes(o.key);
+    return { outcome: obs.outcome, victims: obs.victims, registered: own, record };
   }
 
   /**

@@ -266,7 +266,7 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
     expect(lu.state().registrations.map((x) => x.key)).toContain(K.c);
   });
 
-  it('a stale key in both views -> intent recorded before the preempt, then the fence completed and the victim marked', async () => {
+  it('a stale key in both views -> intent recorded before the preempt; the reconcile returns once the key is gone, handing back the record (nothing of it written yet); that record writes the volume, marks the victim and completes the fence', async () => {
     const { lu, r, writer } = await setup(
       'b',
       () => ({ vas: ['b'] }),
@@ -279,6 +279,11 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
     expect(res.victims).toEqual([{ key: K.a, node: 'a', result: 'fenced' }]);
     const i = writer.calls.indexOf('recordIntent');
     expect(i).toBeGreaterThanOrEqual(0);
+    expect({ after: writer.calls.slice(i), record: typeof res.record }).toEqual({
+      after: ['recordIntent'],
+      record: 'function',
+    });
+    await res.record!();
     expect(writer.calls.slice(i)).toEqual([
       'recordIntent',
       'writeVolume',
@@ -543,9 +548,11 @@ describe('VolumeReconciler: a view of one volume backs only what it can see', ()
       keys: [K.b],
       victims: [{ key: K.a, node: 'a', result: 'fenced' }],
       volumeReads: true,
-      fullReadWhileAThere: false, // the full view is read only for the fence record, after
+      fullReadWhileAThere: undefined, // no full view: the fence record (which reads one) is not written yet
       intentFirst: true,
     });
+    await res.record!();
+    expect(fullReadWithA()).toBe(false); // the full view is read only for the fence record, after
   });
 
   it('the caches lag: they still show node-a asked to be fenced, the API shows it unfenced and attached -> the volume view does not back the preempt; the full view decides next, and node-a keeps its key (S1)', async () => {
@@ -599,6 +606,7 @@ describe('VolumeReconciler: a view of one volume backs only what it can see', ()
     await lu.initiator('b').register(0n, K.b);
     await lu.initiator('b').reserve(K.b, 'write-exclusive-reg-only');
     const res = await r.reconcile(PV, log);
+    await res.record!();
     expect({
       victims: res.victims,
       marked: writer.calls.filter((x) => x.startsWith('markFenced')),
