@@ -27,7 +27,7 @@ import type { ControllerMetrics } from '../obs/controller-metrics.js';
 import { describeError } from '../obs/logger.js';
 import { FIELD_MANAGER, NotLeaderError, type Acting, type ControllerAction } from './acting.js';
 import { isConflict, nfPath, nodePath, pvPath, vrPath } from './api.js';
-import { reconcileDesiredState, type DesiredStateCaches } from './desired-state.js';
+import { changesDesiredState, reconcileDesiredState, type DesiredStateCaches } from './desired-state.js';
 import { collectNodeFence, collectVolumeReservation, type GcCaches } from './garbage-collector.js';
 import { LeaderElector, type ElectionEnd } from './leader-election.js';
 import type { LeaderTimings } from './lease.js';
@@ -345,7 +345,11 @@ export class Controller {
       path: vrPath(),
       handlers: {
         onAdd: (vr) => (add('vr', vr.metadata.name), ds(vr.metadata.name), isoOfFenced()),
-        onUpdate: (vr) => (add('vr', vr.metadata.name), ds(vr.metadata.name), isoOfFenced()),
+        onUpdate: (vr, old) => {
+          add('vr', vr.metadata.name);
+          if (changesDesiredState(vr, old)) ds(vr.metadata.name);
+          isoOfFenced();
+        },
         onDelete: (vr) => (ds(vr.metadata.name), isoOfFenced()),
       },
     });

@@ -90,6 +90,23 @@ export function nodeLabelsOf(vr: VolumeReservation | undefined): Record<string, 
   );
 }
 
+/**
+ * Whether a VolumeReservation update can change its desired state: the nodes of its
+ * registrants or holder (they keep their label), or what was written (spec, node labels,
+ * e.g. changed by hand). The many status writes that change neither are not looked at.
+ */
+export function changesDesiredState(vr: VolumeReservation, old: VolumeReservation): boolean {
+  const nodesOf = (v: VolumeReservation) =>
+    [...new Set([...(v.status?.registrants ?? []).map((r) => r.node), v.status?.holder?.node ?? ''])]
+      .sort()
+      .join(',');
+  return (
+    nodesOf(vr) !== nodesOf(old) ||
+    !sameJson(vr.spec ?? {}, old.spec ?? {}) ||
+    !sameJson(nodeLabelsOf(vr), nodeLabelsOf(old))
+  );
+}
+
 /** Key-order-independent equality of two JSON values. */
 function sameJson(a: unknown, b: unknown): boolean {
   const canon = (v: unknown): unknown =>

@@ -1,6 +1,7 @@
 import type { V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import {
+  changesDesiredState,
   desiredVolume,
   reconcileDesiredState,
   type DesiredStateCaches,
@@ -140,6 +141,48 @@ describe('desired state of a volume (controller)', () => {
     // node-b's attachment is being deleted: not legitimate either way.
     expect(rule(() => attachmentsOf(seen))).toEqual(rule((p) => c.vasOfPv(p)));
     expect(rule(() => attachmentsOf(seen)).map((n) => n.node)).toEqual(['node-a']);
+  });
+});
+
+describe('VolumeReservation updates the controller looks at for the desired state', () => {
+  const base = vr('pv-1', {
+    metadata: { name: 'pv-1', labels: { [nodeLabel('node-a')]: 'true' } },
+    spec: { device: 'wwid:1', attachments: [{ node: 'node-a', name: 'va-a' }] },
+    status: {
+      registrants: [{ node: 'node-a', key: '0000000100000001', legitimate: true }],
+      holder: { node: 'node-a', key: '0000000100000001' },
+      generation: 4,
+    },
+  });
+  const withStatus = (status: VolumeReservation['status']) => ({
+    ...base,
+    status: { ...base.status, ...status },
+  });
+  it('a status write that changes neither the registrant nor the holder nodes (generation, conditions, legitimacy) -> not looked at', () => {
+    expect(
+      changesDesiredState(
+        withStatus({
+          generation: 5,
+          registrants: [{ node: 'node-a', key: '0000000100000001', legitimate: false }],
+        }),
+        base,
+      ),
+    ).toBe(false);
+  });
+  it('a registrant node added or removed, the holder changed, the spec or a node label changed (by hand) -> looked at', () => {
+    const more = withStatus({
+      registrants: [
+        ...base.status!.registrants!,
+        { node: 'node-b', key: '0000000100000002', legitimate: true },
+      ],
+    });
+    expect([
+      changesDesiredState(more, base),
+      changesDesiredState(base, more),
+      changesDesiredState(withStatus({ holder: { node: 'node-b', key: '0000000100000002' } }), base),
+      changesDesiredState({ ...base, spec: { ...base.spec!, attachments: [] } }, base),
+      changesDesiredState({ ...base, metadata: { name: 'pv-1' } }, base),
+    ]).toEqual([true, true, true, true, true]);
   });
 });
 
