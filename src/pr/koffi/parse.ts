@@ -106,7 +106,8 @@ export function parseTransportId(bytes: Uint8Array): InitiatorId {
     if (format === 1) {
       // SPC-4 table 'iSCSI initiator port TransportID': name, ",i,0x", ISID in hex.
       const at = text.toLowerCase().lastIndexOf(',i,0x');
-      if (at >= 0) return { transport: 'iscsi', id: text.slice(0, at), isid: text.slice(at + 5).toLowerCase() };
+      if (at >= 0)
+        return { transport: 'iscsi', id: text.slice(0, at), isid: text.slice(at + 5).toLowerCase() };
     }
     return { transport: 'iscsi', id: text };
   }
