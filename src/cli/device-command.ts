@@ -8,6 +8,8 @@
  * - `clear`, `preempt-abort`, `release-all` and `scsi2-reserve` need `--yes`: without it they print what
  *   they would do to which device and send nothing (exit 2).
  * - `release-all` takes one node's key off every device (uninstall; release-all.ts).
+ * - `status`: every registration with its initiator and the reservation from one read
+ *   (READ FULL STATUS / NVMe Reservation Report), as `sg_persist --read-full-status`.
  * - `scsi2-reserve`, `scsi2-release`, `scsi2-status`: SCSI-2 RESERVE(6) / RELEASE(6) /
  *   TEST UNIT READY (src/pr/scsi2.ts, illumos mhd MHIOCQRESERVE / MHIOCRELEASE /
  *   MHIOCSTATUS), for legacy arrays without PR and single-writer volumes; SCSI only (an
@@ -22,8 +24,13 @@ import { isPrError, UnsupportedError } from '../pr/errors.js';
 import { isScsi2Device, type Scsi2Device } from '../pr/scsi2.js';
 import { formatKey, parseKey, parseNonZeroKey, type PrKey } from '../pr/key.js';
 import { ERRNO } from '../pr/koffi/classify.js';
-import type { PrDevice } from '../pr/pr-device.js';
-import { parseReservationType, RESERVATION_TYPES, type ReservationType } from '../pr/reservation-type.js';
+import type { FullStatus, InitiatorId, PrDevice } from '../pr/pr-device.js';
+import {
+  isAllRegistrantsType,
+  parseReservationType,
+  RESERVATION_TYPES,
+  type ReservationType,
+} from '../pr/reservation-type.js';
 import { partitionOf, resolveDevice, type ResolveOptions } from '../pr/resolve.js';
 import { ConflictError } from '../pr/errors.js';
 import { UsageError } from './exit-codes.js';
@@ -94,6 +101,42 @@ async function explainPermission(e: unknown, path: string, where: ResolveOptions
       `belong to the whole device${p.whole ? `: use ${p.whole}` : ''}`,
     { op: e.op, device: e.device, errno: e.errno, cause: e },
   );
+}
+
+/** One initiator as `device status` prints it: transport, id, then what else the device said. */
+export function describeInitiator(i: InitiatorId): string {
+  const name =
+    i.transport === 'nvme'
+      ? `nvme hostid ${i.id}`
+      : i.transport === 'other'
+        ? `scsi protocol ${i.protocolId ?? '?'} transport id ${i.id}`
+        : `${i.transport} ${i.id}`;
+  const more = [
+    i.isid === undefined ? '' : `isid ${i.isid}`,
+    i.controllerId === undefined ? '' : `controller ${i.controllerId}`,
+    i.relativeTargetPort === undefined ? '' : `target port ${i.relativeTargetPort}`,
+    i.allTargetPorts ? 'all target ports' : '',
+  ].filter(Boolean);
+  return more.length ? `${name} (${more.join(', ')})` : name;
+}
+
+/** `device status` for people: a header line, then one row per registration. */
+export function formatFullStatus(f: FullStatus): string[] {
+  const r = f.reservation;
+  const reservation =
+    r === null
+      ? 'no reservation'
+      : isAllRegistrantsType(r.type)
+        ? `reservation ${r.type}, every registrant holds`
+        : `reservation ${r.type}, holder ${formatKey(r.key)}`;
+  const lines = [`generation ${f.generation}, ${reservation}, ${f.registrants.length} registration(s)`];
+  if (f.registrants.length === 0) return lines;
+  lines.push(`${'KEY'.padEnd(16)}  HOLDER  INITIATOR`);
+  for (const x of f.registrants)
+    lines.push(
+      `${formatKey(x.key)}  ${(x.holder ? 'yes' : 'no').padEnd(6)}  ${describeInitiator(x.initiator)}`,
+    );
+  return lines;
 }
 
 /** Adds `device` and its subcommands to a commander program. */
@@ -186,6 +229,28 @@ export function registerDeviceCommand(program: Command, io: DeviceCommandIo): vo
             ? `generation ${r.generation}, no reservation`
             : `generation ${r.generation}, holder ${key}, type ${r.type}`,
         );
+    }),
+  );
+
+  sub(
+    'status',
+    'every registration with its initiator, and the reservation, from one read (READ FULL STATUS / NVMe Reservation Report)',
+  ).action((name: string, o: Common) =>
+    withDevice(name, o, async (d) => {
+      const f = await d.readFullStatus();
+      if (o.json)
+        io.stdout(
+          JSON.stringify({
+            generation: f.generation,
+            reservation: f.reservation && { key: formatKey(f.reservation.key), type: f.reservation.type },
+            registrants: f.registrants.map((x) => ({
+              key: formatKey(x.key),
+              holder: x.holder,
+              initiator: x.initiator,
+            })),
+          }),
+        );
+      else for (const line of formatFullStatus(f)) io.stdout(line);
     }),
   );
 

@@ -20,6 +20,52 @@ export interface Reservation {
 
 export type DeviceKind = 'scsi' | 'nvme' | 'memory';
 
+/**
+ * How a registrant's initiator is named: a SCSI TransportID's protocol (SPC-4 7.6.4;
+ * 'other' = a protocol not parsed by name, shown in hex), an NVMe host identifier, or an
+ * initiator of the in-memory model.
+ */
+export type InitiatorTransport = 'fc' | 'iscsi' | 'sas' | 'other' | 'nvme' | 'memory';
+
+/** The initiator (I_T nexus / NVMe host) of one registration, as READ FULL STATUS / Reservation Report name it. */
+export interface InitiatorId {
+  readonly transport: InitiatorTransport;
+  /**
+   * fc: N_Port name, sas: SAS address (16 hex digits each); iscsi: the iSCSI name; nvme:
+   * the host identifier in hex (32 digits, or 16 from a controller without the extended
+   * report); memory: the model's initiator name; other: the whole TransportID in hex.
+   */
+  readonly id: string;
+  /** iscsi: the initiator session id (ISID) in hex, when the TransportID carries one (format 01b). */
+  readonly isid?: string;
+  /** other: the SCSI PROTOCOL IDENTIFIER of the TransportID. */
+  readonly protocolId?: number;
+  /** SCSI: RELATIVE TARGET PORT IDENTIFIER of the registration. */
+  readonly relativeTargetPort?: number;
+  /** SCSI: ALL_TG_PT (registered through every target port). */
+  readonly allTargetPorts?: boolean;
+  /** NVMe: the controller id (CNTLID) of the registration. */
+  readonly controllerId?: number;
+}
+
+/** One registration of a full status read. */
+export interface Registrant {
+  readonly key: PrKey;
+  /** Holds the reservation (R_HOLDER / RCSTS); every registrant under an all-registrants type. */
+  readonly holder: boolean;
+  readonly initiator: InitiatorId;
+}
+
+/** The whole reservation state from one read: registrations with their initiators, and the reservation. */
+export interface FullStatus {
+  /** PRgeneration / generation, as readKeys reports it. */
+  readonly generation: number;
+  /** As readReservation reports it (all-registrants types: key 0 on SCSI, the first holder's on NVMe). */
+  readonly reservation: { readonly key: PrKey; readonly type: ReservationType } | null;
+  /** One entry per registration, in the order the device reports them (readKeys' order). */
+  readonly registrants: readonly Registrant[];
+}
+
 /** How reads are done on this device; detected once per device at first use. */
 export type ReadMethod = 'ioctl' | 'sg-io' | 'nvme-passthru' | 'model';
 
@@ -93,6 +139,13 @@ export interface PrDevice {
   readKeys(opts?: PrCallOptions): Promise<KeyList>;
   /** Reads the reservation holder key and type. No side effects. */
   readReservation(opts?: PrCallOptions): Promise<Reservation>;
+  /**
+   * Reads every registration with its initiator, and the reservation, in one command
+   * (SCSI PERSISTENT RESERVE IN READ FULL STATUS through SG_IO; the NVMe Reservation
+   * Report). No side effects. UnsupportedError where the device cannot answer it (no
+   * SCSI or NVMe passthrough, or the service action is not implemented).
+   */
+  readFullStatus(opts?: PrCallOptions): Promise<FullStatus>;
   /** What the device supports and how it is read. Detected once, then cached. */
   capabilities(opts?: PrCallOptions): Promise<PrCapabilities>;
 

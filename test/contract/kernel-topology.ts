@@ -22,6 +22,20 @@ export function kernelTopologySpecs(env = process.env): KernelTopologySpec[] {
 
 const RESET_KEY = 0x7e5e700000000001n;
 
+/**
+ * The initiators test/kernel/guest-init.sh makes, in device order: iSCSI names of the
+ * three open-iscsi ifaces, and the hostid= of the three nvmet loop connections (a UUID,
+ * its 16 bytes in hex as the Reservation Report carries them).
+ */
+function initiatorIdsOf(spec: KernelTopologySpec): string[] | undefined {
+  const base = spec.name.replace(/\+.*$/, '');
+  const n = [1, 2, 3];
+  if (base === 'lio-iscsi') return n.map((i) => `iqn.2026-11.io.prfence:host-${i}`);
+  if (base === 'nvmet-loop')
+    return n.map((i) => `${String(i).repeat(8)}000040008000${String(i).padStart(12, '0')}`);
+  return undefined;
+}
+
 /** Real devices: three paths (initiators) to one LU, through KoffiPrDevice. */
 export function kernelTopology(spec: KernelTopologySpec): TopologyFactory {
   return async (): Promise<Topology> => {
@@ -38,6 +52,7 @@ export function kernelTopology(spec: KernelTopologySpec): TopologyFactory {
       name: spec.name,
       kind: spec.kind,
       initiators: devs,
+      initiatorIds: initiatorIdsOf(spec),
       limitations: new Set(spec.limitations),
       // Every SCSI target of the harness is LIO (tcm_loop, iSCSI loopback).
       quirks: spec.kind === 'scsi' ? LIO_QUIRKS : new Set(),

@@ -12,6 +12,7 @@ export function memoryTopology(kind: 'scsi' | 'nvme'): TopologyFactory {
       get initiators() {
         return names.map((n) => lu.initiator(n));
       },
+      initiatorIds: names,
       limitations: new Set(),
       // The model of kind 'scsi' is a model of LIO, quirks included.
       quirks: kind === 'scsi' ? LIO_QUIRKS : new Set(),

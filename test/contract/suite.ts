@@ -16,6 +16,7 @@ import {
   type PrDevice,
   type Scsi2Device,
   UnsupportedError,
+  type FullStatus,
   type PrError,
   type ReservationType,
   RESERVATION_TYPES,
@@ -434,6 +435,61 @@ export function defineContractSuite(
         await a.register(0n, KA);
         expect((await b.readKeys()).keys).toEqual([KB, KA]);
         expect(await t.write(0)).toBe('ok');
+      },
+    );
+
+    // ------------------------------------------------------------ full status
+    /** The initiator ids readFullStatus names, in order, checked against the topology's own. */
+    const idsOf = (f: FullStatus, n: number) => {
+      const ids = f.registrants.map((r) => r.initiator.id);
+      expect(new Set(ids).size, `distinct initiator ids: ${ids.join(', ')}`).toBe(ids.length);
+      if (t.initiatorIds) expect(ids).toEqual(t.initiatorIds.slice(0, n));
+      return ids;
+    };
+
+    it(
+      'full status, two initiators registered, a holds -> each with its own initiator id, a flagged holder, as readKeys and readReservation say',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        await a.reserve(KA, 'write-exclusive-reg-only');
+        const f = await c.readFullStatus();
+        const keys = await c.readKeys();
+        expect(f.registrants.map((r) => ({ key: r.key, holder: r.holder }))).toEqual([
+          { key: KA, holder: true },
+          { key: KB, holder: false },
+        ]);
+        idsOf(f, 2);
+        expect(f.registrants.map((r) => r.key)).toEqual(keys.keys);
+        expect(f.generation).toBe(keys.generation);
+        const r = await b.readReservation();
+        expect(f.reservation).toEqual({ key: r.key, type: r.type });
+        expect(f.reservation).toEqual({ key: KA, type: 'write-exclusive-reg-only' });
+        // The same answer from every initiator.
+        expect(await a.readFullStatus()).toEqual(f);
+      },
+    );
+
+    it('full status with nothing registered -> no registrants, no reservation', { timeout }, async () => {
+      const f = await a.readFullStatus();
+      expect(f).toEqual({ generation: (await b.readKeys()).generation, reservation: null, registrants: [] });
+    });
+
+    it(
+      'full status, all-registrants reservation -> every registrant flagged holder, reservation as readReservation',
+      { timeout },
+      async () => {
+        await registerAll(t, 3);
+        await b.reserve(KB, 'exclusive-access-all-regs');
+        const f = await c.readFullStatus();
+        expect(f.registrants.map((r) => ({ key: r.key, holder: r.holder }))).toEqual([
+          { key: KA, holder: true },
+          { key: KB, holder: true },
+          { key: KC, holder: true },
+        ]);
+        idsOf(f, 3);
+        const r = await a.readReservation();
+        expect(f.reservation).toEqual({ key: r.key, type: 'exclusive-access-all-regs' });
       },
     );
 

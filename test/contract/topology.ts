@@ -13,6 +13,11 @@ export interface Topology {
   readonly kind: DeviceKind;
   /** At least three initiators on the same LU, index 0..n-1. */
   readonly initiators: readonly PrDevice[];
+  /**
+   * The initiator id readFullStatus reports for each initiator (iSCSI name, NVMe host id in
+   * hex, the model's initiator name), where the topology knows them.
+   */
+  readonly initiatorIds?: readonly string[];
   /** Known limitations of this target, e.g. "preempt-abort-hangs" for LIO tcm_loop. */
   readonly limitations: ReadonlySet<string>;
   /**

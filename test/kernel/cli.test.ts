@@ -24,7 +24,7 @@ for (const spec of kernelTopologySpecs()) {
   // Each CLI call is a new Node.js process (and a native executor thread): 10-15 s in the
   // emulated guest on a busy host.
   describe(`prfence device on ${spec.name}`, { timeout: 600_000 }, () => {
-    it('register, reserve, conflict, preempt, keys/reservation --json, clear -> documented output and exit codes', () => {
+    it('register, reserve, status/keys/reservation --json, conflict, preempt, clear -> documented output and exit codes', () => {
       const first = cli('device', 'register', da, '--key', RESET, '--ignore-key');
       expect(first.code, `${first.err} ${first.out}`).toBe(0);
       expect(cli('device', 'clear', da, '--key', RESET, '--yes').code).toBe(0);
@@ -36,6 +36,18 @@ for (const spec of kernelTopologySpecs()) {
         key: A,
         type: 'write-exclusive-reg-only',
       });
+      const status = cli('device', 'status', dc, '--json');
+      expect(status.code, status.err).toBe(0);
+      const full = JSON.parse(status.out) as {
+        reservation: unknown;
+        registrants: { key: string; holder: boolean; initiator: { transport: string; id: string } }[];
+      };
+      expect(full.reservation).toEqual({ key: A, type: 'write-exclusive-reg-only' });
+      expect(full.registrants.map((r) => [r.key, r.holder, r.initiator.transport])).toEqual([
+        [A, true, spec.kind === 'scsi' ? 'iscsi' : 'nvme'],
+        [B, false, spec.kind === 'scsi' ? 'iscsi' : 'nvme'],
+      ]);
+      expect(full.registrants[0]!.initiator.id).not.toBe(full.registrants[1]!.initiator.id);
       const conflict = cli('device', 'reserve', db, '--key', B, '--type', 'write-exclusive');
       expect(conflict.code).toBe(3);
       expect(conflict.err).toMatch(/^prfence: reserve: reservation conflict/);

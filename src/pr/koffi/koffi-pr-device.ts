@@ -18,6 +18,11 @@
  *   with IEKEY), so the port means the same on SCSI and NVMe.
  * - SCSI-2 RESERVE(6) / RELEASE(6) / TEST UNIT READY (scsi2.ts) go through the same
  *   SG_IO helper (#sgIo) and executor as the PERSISTENT RESERVE IN reads; SCSI only.
+ * - readFullStatus has no pr.h ioctl: SG_IO PERSISTENT RESERVE IN READ FULL STATUS on
+ *   SCSI, the NVMe Reservation Report passthrough on NVMe, whatever the read method.
+ * - The Reservation Report asks for the extended data structure (128-bit host ids) and
+ *   falls back to the non-extended one when the controller answers Host Identifier
+ *   Inconsistent Format (a host with a 64-bit host id); the choice is kept per device.
  */
 import { realpath, stat } from 'node:fs/promises';
 import { deviceKind } from '../device-kind.js';
@@ -31,6 +36,7 @@ import {
 import type { PrKey } from '../key.js';
 import type {
   DeviceKind,
+  FullStatus,
   KeyList,
   PrCallOptions,
   PrCapabilities,
@@ -39,6 +45,7 @@ import type {
   Reservation,
 } from '../pr-device.js';
 import {
+  isAllRegistrantsType,
   PR_TYPE_CODE,
   RESERVATION_TYPES,
   reservationTypeFromCode,
@@ -84,6 +91,9 @@ const INITIAL_KEYS = 32;
 const MAX_READ_ATTEMPTS = 4;
 /** SPC-4 PERSISTENT RESERVE IN: the 16-bit ALLOCATION LENGTH, rounded down to whole keys. */
 const MAX_PRIN_ALLOC = 65528;
+/** READ FULL STATUS: first allocation (room for a few iSCSI names), and the 16-bit limit. */
+const INITIAL_FULL_STATUS_ALLOC = 2048;
+const MAX_FULL_STATUS_ALLOC = 0xffff;
 
 export class KoffiPrDevice implements PrDevice, Scsi2Device {
   readonly id: string;
@@ -92,6 +102,8 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
   readonly #timeoutMs: number;
   #readMethod: Exclude<ReadMethod, 'model'> | undefined;
   #nsid: number | undefined;
+  /** Reservation Report data structure: extended until the controller refuses it. */
+  #nvmeExtended = true;
 
   private constructor(id: string, kind: 'scsi' | 'nvme', handle: NativeHandle, opts: KoffiPrDeviceOptions) {
     this.id = id;
@@ -343,6 +355,22 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
     return { generation: r.generation, key: r.type === null ? null : (holder?.key ?? null), type: r.type };
   }
 
+  async readFullStatus(opts?: PrCallOptions): Promise<FullStatus> {
+    if (this.kind === 'scsi') return this.#sgReadFullStatus(opts);
+    const r = await this.#nvmeReport(opts, 'read-full-status');
+    const holder = r.registrants.find((x) => x.holder);
+    return {
+      generation: r.generation,
+      // As readReservation: host pr.c reports the first holder's key (all-registrants included).
+      reservation: r.type === null ? null : { key: holder?.key ?? 0n, type: r.type },
+      registrants: r.registrants.map((x) => ({
+        key: x.key,
+        holder: x.holder,
+        initiator: { transport: 'nvme', id: x.hostId, controllerId: x.controllerId },
+      })),
+    };
+  }
+
   async capabilities(opts?: PrCallOptions): Promise<PrCapabilities> {
     const readMethod = await this.#method(opts);
     // A device without PR answers the first read with unsupported: let that propagate.
@@ -482,7 +510,12 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
     opts?: PrCallOptions,
     attempt = 0,
   ): Promise<{ data: DataView; received: number }> {
-    const op = sa === parse.PRIN_READ_KEYS ? 'read-keys' : 'read-reservation';
+    const op =
+      sa === parse.PRIN_READ_KEYS
+        ? 'read-keys'
+        : sa === parse.PRIN_READ_FULL_STATUS
+          ? 'read-full-status'
+          : 'read-reservation';
     const { answer, data, received } = await this.#sgIo(op, parse.prinCdb(sa, alloc), alloc, opts);
     const { status, host, sense: s } = answer;
     if (status === 0x18)
@@ -499,6 +532,13 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
       // ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE: no PR support.
       if (s && s.key === 0x5 && s.asc === 0x20)
         throw new UnsupportedError(`${op}: device does not support PERSISTENT RESERVE IN`, {
+          op,
+          device: this.id,
+        });
+      // ILLEGAL REQUEST / INVALID FIELD IN CDB to READ FULL STATUS: a service action the
+      // device does not implement (an SPC-3 era target).
+      if (s && s.key === 0x5 && s.asc === 0x24 && sa === parse.PRIN_READ_FULL_STATUS)
+        throw new UnsupportedError(`${op}: device does not support READ FULL STATUS`, {
           op,
           device: this.id,
         });
@@ -597,6 +637,54 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
     });
   }
 
+  /**
+   * READ FULL STATUS, read again with room for all of it when ADDITIONAL LENGTH says the
+   * descriptors did not fit (at most MAX_READ_ATTEMPTS reads). A list that does not fit
+   * in one PERSISTENT RESERVE IN, or a device that sends less than it announces, is
+   * IndeterminateError: a partial list is never returned as the whole.
+   */
+  async #sgReadFullStatus(opts?: PrCallOptions): Promise<FullStatus> {
+    const op = 'read-full-status';
+    let alloc = INITIAL_FULL_STATUS_ALLOC;
+    for (let attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
+      const { data, received } = await this.#sgPrin(parse.PRIN_READ_FULL_STATUS, alloc, opts);
+      if (received < 8)
+        throw new IndeterminateError(`${op}: short PERSISTENT RESERVE IN transfer (${received} bytes)`, {
+          op,
+          device: this.id,
+        });
+      const r = parse.parsePrinReadFullStatus(data, received);
+      if (!r.complete) {
+        const want = Math.min(MAX_FULL_STATUS_ALLOC, r.needed);
+        if (received >= alloc && want > alloc) {
+          alloc = want;
+          continue;
+        }
+        throw new IndeterminateError(
+          received < alloc
+            ? `${op}: device announced ${r.needed} bytes but transferred ${received}`
+            : `${op}: ${r.needed} bytes of full status do not fit in one PERSISTENT RESERVE IN`,
+          { op, device: this.id },
+        );
+      }
+      const first = r.registrants.find((x) => x.holder && x.type !== null);
+      const type = first?.type ?? null;
+      return {
+        generation: r.generation,
+        // As READ RESERVATION reports it: key 0 for all-registrants types (SPC-4 6.16.3).
+        reservation:
+          first === undefined || type === null
+            ? null
+            : { key: isAllRegistrantsType(type) ? 0n : first.key, type },
+        registrants: r.registrants.map(({ key, holder, initiator }) => ({ key, holder, initiator })),
+      };
+    }
+    throw new IndeterminateError(`${op}: the full status kept growing over ${MAX_READ_ATTEMPTS} reads`, {
+      op,
+      device: this.id,
+    });
+  }
+
   async #nsidOf(opts?: PrCallOptions): Promise<number> {
     if (this.#nsid !== undefined) return this.#nsid;
     const out = await this.#native('nvme-id', { kind: 'ioctl', request: abi.NVME_IOCTL_ID, arg: null }, opts);
@@ -663,33 +751,49 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
     );
   }
 
-  async #nvmeReport(opts?: PrCallOptions) {
+  async #nvmeReport(opts?: PrCallOptions, op = 'read-keys') {
     let entries = INITIAL_KEYS;
     for (let attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
-      const len = parse.NVME_REPORT_HEADER + entries * parse.NVME_REPORT_ENTRY;
-      // cdw10 = number of dwords - 1; cdw11 bit 0 = extended data structure (128-bit host ids).
-      const data = await this.#nvmePassthru(
-        'read-keys',
-        parse.NVME_CMD_RESV_REPORT,
-        len / 4 - 1,
-        1,
-        { size: len },
-        opts,
-      );
-      const r = parse.parseNvmeReport(data, len);
+      const extended = this.#nvmeExtended;
+      const len = extended
+        ? parse.NVME_REPORT_HEADER + entries * parse.NVME_REPORT_ENTRY
+        : parse.NVME_REPORT_HEADER_NO_EDS + entries * parse.NVME_REPORT_ENTRY_NO_EDS;
+      let data: DataView;
+      try {
+        // cdw10 = number of dwords - 1; cdw11 bit 0 = EDS, extended data structure.
+        data = await this.#nvmePassthru(
+          op,
+          parse.NVME_CMD_RESV_REPORT,
+          len / 4 - 1,
+          extended ? 1 : 0,
+          { size: len },
+          opts,
+        );
+      } catch (e) {
+        // Host Identifier Inconsistent Format: this host has a 64-bit host id, which only
+        // the non-extended structure carries (NVMe base spec, Reservation Report EDS).
+        if (
+          extended &&
+          isPrError(e) &&
+          e.status !== undefined &&
+          (e.status & 0x7ff) === parse.NVME_SC_HOST_ID_INCONSISTENT
+        ) {
+          this.#nvmeExtended = false;
+          continue;
+        }
+        throw e;
+      }
+      const r = parse.parseNvmeReport(data, len, extended);
       if (r.total > r.registrants.length) {
         entries = r.total;
         continue;
       }
       return r;
     }
-    throw new IndeterminateError(
-      `read-keys: the registrant list kept growing over ${MAX_READ_ATTEMPTS} reads`,
-      {
-        op: 'read-keys',
-        device: this.id,
-      },
-    );
+    throw new IndeterminateError(`${op}: the registrant list kept growing over ${MAX_READ_ATTEMPTS} reads`, {
+      op,
+      device: this.id,
+    });
   }
 }
 

@@ -61,7 +61,7 @@ import {
   type PrError,
 } from '../errors.js';
 import type { PrKey } from '../key.js';
-import type { DeviceKind } from '../pr-device.js';
+import type { DeviceKind, FullStatus } from '../pr-device.js';
 import { isAllRegistrantsType, type ReservationType } from '../reservation-type.js';
 import { MemoryPrDevice, type MemoryPrDeviceOptions } from './memory-pr-device.js';
 
@@ -76,6 +76,7 @@ export type PrOp =
   | 'clear'
   | 'read-keys'
   | 'read-reservation'
+  | 'read-full-status'
   | 'scsi2-reserve'
   | 'scsi2-release'
   | 'scsi2-status';
@@ -644,6 +645,26 @@ export class MemoryLogicalUnit {
   doReadKeys(nexus: string): { generation: number; keys: PrKey[] } {
     this.#scsi2Blocks('read-keys', nexus);
     return { generation: this.#generation, keys: [...this.#regs.values()] };
+  }
+
+  /**
+   * READ FULL STATUS / Reservation Report: every registration with its initiator's name,
+   * in registration order; the holder flagged (every registrant under an all-registrants
+   * type, SPC-4 6.16.5 R_HOLDER); the reservation as doReadReservation reports it.
+   * @internal
+   */
+  doReadFullStatus(nexus: string): FullStatus {
+    this.#scsi2Blocks('read-full-status', nexus);
+    const r = this.doReadReservation(nexus);
+    return {
+      generation: this.#generation,
+      reservation: r.type === null || r.key === null ? null : { key: r.key, type: r.type },
+      registrants: [...this.#regs].map(([initiator, key]) => ({
+        key,
+        holder: this.#isHolder(initiator),
+        initiator: { transport: 'memory', id: initiator },
+      })),
+    };
   }
 
   /** The reservation as sd.c / nvme host pr.c return it. @internal */

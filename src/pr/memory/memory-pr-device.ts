@@ -1,6 +1,13 @@
 import { IndeterminateError, isPrError } from '../errors.js';
 import type { PrKey } from '../key.js';
-import type { KeyList, PrCallOptions, PrCapabilities, PrDevice, Reservation } from '../pr-device.js';
+import type {
+  FullStatus,
+  KeyList,
+  PrCallOptions,
+  PrCapabilities,
+  PrDevice,
+  Reservation,
+} from '../pr-device.js';
 import { RESERVATION_TYPES, type ReservationType } from '../reservation-type.js';
 import type { Scsi2Device, Scsi2Status } from '../scsi2.js';
 import { checkKey, checkType } from '../validate.js';
@@ -109,6 +116,11 @@ export class MemoryPrDevice implements PrDevice, Scsi2Device {
 
   async readReservation(opts?: PrCallOptions): Promise<Reservation> {
     return this.#run('read-reservation', opts, () => this.#lu.doReadReservation(this.#nexus));
+  }
+
+  /** Registrations with their initiator names (the LU's initiator() names) and the reservation. */
+  async readFullStatus(opts?: PrCallOptions): Promise<FullStatus> {
+    return this.#run('read-full-status', opts, () => this.#lu.doReadFullStatus(this.#nexus));
   }
 
   /** RESERVE(6) (scsi2.ts); UnsupportedError on an NVMe model. */

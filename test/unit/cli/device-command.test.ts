@@ -68,6 +68,48 @@ describe('prfence device', () => {
     expect(JSON.parse(h.out.at(-1)!)).toMatchObject({ key: A, type: 'write-exclusive-reg-only' });
   });
 
+  it('status -> one row per registration: 16-hex key, holder yes/no, initiator; the reservation type', async () => {
+    const h = harness();
+    expect(await h.run('device', 'status', 'a')).toBe(0);
+    expect(h.out.at(-1)).toBe('generation 0, no reservation, 0 registration(s)');
+    await h.run('device', 'register', 'a', '--key', A);
+    await h.run('device', 'register', 'b', '--key', '0xbbbb000000000002');
+    await h.run('device', 'reserve', 'b', '--key', B, '--type', 'write-exclusive');
+    h.out.length = 0;
+    expect(await h.run('device', 'status', 'a')).toBe(0);
+    expect(h.out).toEqual([
+      `generation 2, reservation write-exclusive, holder ${B}, 2 registration(s)`,
+      'KEY               HOLDER  INITIATOR',
+      `${A}  no      memory a`,
+      `${B}  yes     memory b`,
+    ]);
+  });
+
+  it('status --json -> keys as 16 hex digits, holder, initiator ids, the reservation; all-registrants: every registrant holds', async () => {
+    const h = harness(new MemoryLogicalUnit({ kind: 'nvme' }));
+    await h.run('device', 'register', 'a', '--key', '1');
+    await h.run('device', 'register', 'b', '--key', B);
+    await h.run('device', 'reserve', 'a', '--key', '1', '--type', 'write-exclusive-all-regs');
+    expect(await h.run('device', 'status', 'b', '--json')).toBe(0);
+    expect(JSON.parse(h.out.at(-1)!)).toEqual({
+      generation: 2,
+      reservation: { key: '0000000000000001', type: 'write-exclusive-all-regs' },
+      registrants: [
+        { key: '0000000000000001', holder: true, initiator: { transport: 'memory', id: 'a' } },
+        { key: B, holder: true, initiator: { transport: 'memory', id: 'b' } },
+      ],
+    });
+    await h.run('device', 'status', 'b');
+    expect(h.out.at(-4)).toBe(
+      'generation 2, reservation write-exclusive-all-regs, every registrant holds, 2 registration(s)',
+    );
+  });
+
+  it('status on a device without PR -> exit 4', async () => {
+    const h = harness(new MemoryLogicalUnit({ supported: false }));
+    expect(await h.run('device', 'status', 'a')).toBe(4);
+  });
+
   it('reservation conflict -> exit 3 and one line on stderr', async () => {
     const h = harness();
     await h.run('device', 'register', 'a', '--key', A);

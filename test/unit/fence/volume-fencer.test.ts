@@ -97,6 +97,7 @@ describe('fenceVolume on the memory model', () => {
       clear: (k, x) => b.clear(k, x),
       readKeys: (x) => b.readKeys(x),
       readReservation: (x) => b.readReservation(x),
+      readFullStatus: (x) => b.readFullStatus(x),
       capabilities: (x) => b.capabilities(x),
       close: () => b.close(),
     };
@@ -196,6 +197,7 @@ describe('fenceVolume on the memory model', () => {
             'clear',
             'readKeys',
             'readReservation',
+            'readFullStatus',
             'capabilities',
             'close',
           ] as const

@@ -11,6 +11,7 @@ import { inProcessBackend, NativeExecutor } from '../../../src/pr/koffi/executor
 import { FakeLibc, gate, type FakeCall, type FakeDevice } from '../../../src/pr/koffi/fake-libc.js';
 import { KoffiPrDevice } from '../../../src/pr/koffi/koffi-pr-device.js';
 import type { SyscallResult } from '../../../src/pr/koffi/native-call.js';
+import { fullStatusData, iscsiTransportId } from './full-status-bytes.js';
 import { recordingExecutor } from './hand-overs.js';
 
 const OK: SyscallResult = { ret: 0, errno: 0 };
@@ -176,5 +177,132 @@ describe('KoffiPrDevice on a fake libc', () => {
     expect(handovers).toEqual([4, 'one', 'one']);
     expect(libc.violations).toEqual([]);
     expect(libc.liveBlocks).toBe(0);
+  });
+});
+
+/** SG_IO READ FULL STATUS answering `data`: as much as the allocation length takes (SPC-4 truncation). */
+function fullStatusSgIo(c: FakeCall, data: Uint8Array): SyscallResult {
+  const h = dv(c.arg);
+  const alloc = h.getUint32(abi.SG_IO_HDR.dxferLen, true);
+  const sent = Math.min(alloc, data.length);
+  c.deref(abi.SG_IO_HDR.dxferp).set(data.subarray(0, sent));
+  h.setInt32(abi.SG_IO_HDR.resid, alloc - sent, true);
+  return OK;
+}
+
+/** An NVMe Reservation Report from nvmet-like controllers; `eds` says which structures it answers. */
+function nvmeReport(c: FakeCall, eds: { extended: boolean; plain: boolean }): SyscallResult {
+  if (c.request === abi.NVME_IOCTL_ID) return { ret: 1, errno: 0 };
+  const cmd = dv(c.arg);
+  const extended = (cmd.getUint32(abi.NVME_PASSTHRU_CMD.cdw11, true) & 1) === 1;
+  // Host Identifier Inconsistent Format, with DNR, as the kernel passes the status on.
+  if (extended ? !eds.extended : !eds.plain) return { ret: 0x4018, errno: 0 };
+  const out = dv(c.deref(abi.NVME_PASSTHRU_CMD.addr));
+  const [header, entry] = extended ? [64, 64] : [24, 24];
+  out.setUint32(0, 3, true);
+  out.setUint8(4, 1); // write-exclusive
+  out.setUint16(5, 2, true);
+  for (let i = 0; i < 2; i++) {
+    const base = header + i * entry;
+    out.setUint16(base, 10 + i, true);
+    out.setUint8(base + 2, i === 0 ? 1 : 0);
+    out.setBigUint64(base + (extended ? 8 : 16), keyN(i), true);
+    out.setUint8(base + (extended ? 31 : 15), 0xa0 + i); // last byte of the host id
+  }
+  return OK;
+}
+
+describe('KoffiPrDevice.readFullStatus on a fake libc', () => {
+  const tid = (i: number) => iscsiTransportId(`iqn.2026-11.io.prfence:host-${i}-${'x'.repeat(200)}`);
+
+  it('SG_IO READ FULL STATUS longer than the first allocation -> read again with room for all of it, every descriptor returned', async () => {
+    // 12 descriptors of about 240 bytes: more than the first 2048-byte read holds.
+    const data = fullStatusData(
+      4,
+      Array.from({ length: 12 }, (_, i) => ({
+        key: keyN(i),
+        holder: i === 0,
+        scopeType: 0x01,
+        tid: tid(i),
+      })),
+    );
+    const cdbs: number[][] = [];
+    const { libc, d } = await device('scsi', (c) => {
+      cdbs.push([...c.deref(abi.SG_IO_HDR.cmdp).subarray(0, 10)]);
+      return fullStatusSgIo(c, data);
+    });
+    const f = await d.readFullStatus();
+    expect(f.registrants.map((r) => r.key)).toEqual(Array.from({ length: 12 }, (_, i) => keyN(i)));
+    expect(f.registrants[11]!.initiator).toMatchObject({
+      transport: 'iscsi',
+      id: expect.stringContaining('host-11') as string,
+    });
+    expect(f.reservation).toEqual({ key: keyN(0), type: 'write-exclusive' });
+    expect(f.generation).toBe(4);
+    // PERSISTENT RESERVE IN, service action 03h; the second read asks for 8 + ADDITIONAL LENGTH.
+    expect(cdbs.map((c) => [c[0], c[1], (c[7]! << 8) | c[8]!])).toEqual([
+      [0x5e, 0x03, 2048],
+      [0x5e, 0x03, data.length],
+    ]);
+    expect(libc.calls.map((c) => dv(c.arg).getUint32(abi.SG_IO_HDR.dxferLen, true))).toEqual([
+      2048,
+      data.length,
+    ]);
+    expect(libc.violations).toEqual([]);
+  });
+
+  it('SG_IO READ FULL STATUS sending less than its ADDITIONAL LENGTH with room to spare -> IndeterminateError, no partial list', async () => {
+    const data = fullStatusData(4, [{ key: KA, tid: tid(1) }]);
+    const { d } = await device('scsi', (c) => fullStatusSgIo(c, data.subarray(0, 40)));
+    await expect(d.readFullStatus()).rejects.toBeInstanceOf(IndeterminateError);
+  });
+
+  it('SG_IO READ FULL STATUS answered ILLEGAL REQUEST / INVALID FIELD IN CDB -> UnsupportedError', async () => {
+    const { d } = await device('scsi', (c) => {
+      const h = dv(c.arg);
+      h.setUint8(abi.SG_IO_HDR.status, 0x02);
+      h.setUint8(abi.SG_IO_HDR.sbLenWr, 18);
+      c.deref(abi.SG_IO_HDR.sbp).set([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24]);
+      return OK;
+    });
+    await expect(d.readFullStatus()).rejects.toBeInstanceOf(UnsupportedError);
+  });
+
+  it('NVMe controller answering the extended report (EDS=1) -> 128-bit host ids and controller ids, holder flagged', async () => {
+    const { libc, d } = await device('nvme', (c) => nvmeReport(c, { extended: true, plain: false }));
+    const f = await d.readFullStatus();
+    expect(f).toEqual({
+      generation: 3,
+      reservation: { key: keyN(0), type: 'write-exclusive' },
+      registrants: [
+        {
+          key: keyN(0),
+          holder: true,
+          initiator: { transport: 'nvme', id: '0'.repeat(30) + 'a0', controllerId: 10 },
+        },
+        {
+          key: keyN(1),
+          holder: false,
+          initiator: { transport: 'nvme', id: '0'.repeat(30) + 'a1', controllerId: 11 },
+        },
+      ],
+    });
+    expect(libc.calls.filter((c) => c.request === abi.NVME_IOCTL_IO_CMD)).toHaveLength(1);
+  });
+
+  it('NVMe controller answering Host Identifier Inconsistent Format to EDS=1 -> the non-extended report (64-bit host ids), and EDS=0 from then on', async () => {
+    const { libc, d } = await device('nvme', (c) => nvmeReport(c, { extended: false, plain: true }), {
+      readMethod: 'nvme-passthru',
+    });
+    const f = await d.readFullStatus();
+    expect(f.registrants.map((r) => r.initiator)).toEqual([
+      { transport: 'nvme', id: '00000000000000a0', controllerId: 10 },
+      { transport: 'nvme', id: '00000000000000a1', controllerId: 11 },
+    ]);
+    expect((await d.readKeys()).keys).toEqual([keyN(0), keyN(1)]);
+    const eds = libc.calls
+      .filter((c) => c.request === abi.NVME_IOCTL_IO_CMD)
+      .map((c) => dv(c.arg).getUint32(abi.NVME_PASSTHRU_CMD.cdw11, true) & 1);
+    expect(eds).toEqual([1, 0, 0]);
   });
 });
