@@ -39,16 +39,18 @@ const writer = (rest: RestClient) =>
     log: pino({ level: 'silent' }),
   });
 
+/** The fence record of node-b's fence of node-a. */
+const last = {
+  victimNode: 'node-a',
+  victimKey: '0000000100000001',
+  by: 'node-b',
+  at: 'now',
+  result: 'Fenced' as const,
+};
+
 describe('fence record (StatusWriter.completeFence)', () => {
   it('a write that loses the race to another writer (409) -> read again and written with the new resourceVersion; lastFence and fencedKeys land', async () => {
     const { rest, applied } = fakeRest(2);
-    const last = {
-      victimNode: 'node-a',
-      victimKey: '0000000100000001',
-      by: 'node-b',
-      at: 'now',
-      result: 'Fenced' as const,
-    };
     await writer(rest).completeFence('pv1', last, [{ node: 'node-a', key: '0000000100000001', at: 'now' }]);
     expect(applied.map((a) => a.rv)).toEqual(['1', '2', '3']);
     expect(applied.at(-1)!.status).toEqual({
@@ -104,14 +106,6 @@ function fakeServer() {
 
 describe('the writes of one fence (StatusWriter)', () => {
   const intent = { victimKey: '0000000100000001', victimNode: 'node-a', by: 'node-b', at: 'now', basis: 'b' };
-  const last = {
-    victimNode: 'node-a',
-    victimKey: '0000000100000001',
-    by: 'node-b',
-    at: 'now',
-    result: 'Fenced' as const,
-  };
-
   it('intent, volume record and fence record in a row -> one GET (before the intent); each later write is made on the object the previous one returned, with its resourceVersion as precondition', async () => {
     const s = fakeServer();
     const w = writer(s.rest);
