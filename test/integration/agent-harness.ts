@@ -107,10 +107,13 @@ export class Cluster {
   /**
    * The agents' scope by default: PRFENCE_TEST_AGENT_SCOPE (`cluster` if unset). With
    * `node`, the first agent started also starts an in-process controller (no leader
-   * election) that writes the desired state, stopped by stopAll.
+   * election) that writes the desired state, stopped by stopAll, or as soon as the test
+   * starts a controller of its own (`ownController`).
    */
   readonly defaultScope: AgentScope = process.env.PRFENCE_TEST_AGENT_SCOPE === 'node' ? 'node' : 'cluster';
   #controller: Controller | undefined;
+  /** The test runs its own controllers until stopAll: the harness starts none. */
+  #ownControllers = false;
 
   /** `kc`: the run's shared API server by default; a test with its own control plane passes its own. */
   constructor(kc: KubeConfig = adminKubeConfig()) {
@@ -195,7 +198,7 @@ export class Cluster {
 
   async startAgent(node: string, kc: KubeConfig = this.kc, opts: StartAgentOptions = {}): Promise<Agent> {
     const scope = opts.scope ?? this.defaultScope;
-    if (scope === 'node' && !this.#controller && opts.scope === undefined) {
+    if (scope === 'node' && !this.#controller && !this.#ownControllers && opts.scope === undefined) {
       this.#controller = new Controller({
         kubeConfig: this.kc,
         log: this.log.child({ component: 'controller' }),
@@ -253,7 +256,18 @@ export class Cluster {
     return { agent, proxy };
   }
 
+  /**
+   * The test starts a controller of its own: the harness's stops (two controllers acting at
+   * once would be no cluster prfence runs in), and the test's writes the desired state.
+   */
+  async ownController(): Promise<void> {
+    this.#ownControllers = true;
+    await this.#controller?.stop();
+    this.#controller = undefined;
+  }
+
   async stopAll(): Promise<void> {
+    this.#ownControllers = false;
     // Partitioned agents would wait for their requests to time out: their connections are
     // reset first so stop() returns at once.
     for (const p of this.proxies) p.reset('both');

@@ -123,6 +123,7 @@ export async function startController(
 ): Promise<ControllerRun> {
   const ns = uniqueName('nl');
   await ensureNamespace(c.rest, ns);
+  await c.ownController();
   const run: ControllerRun = {
     actions: [],
     actingFrom: undefined,
@@ -173,6 +174,7 @@ export async function startReplica(
   name: string,
   o: Partial<ControllerOptions> = {},
 ): Promise<Replica> {
+  await c.ownController();
   const proxy = await FaultProxy.start({ target: c.kc.getCurrentCluster()!.server });
   const r: Replica = {
     controller: undefined!,
