@@ -8,7 +8,7 @@ import type {
   PrDevice,
   Reservation,
 } from '../pr-device.js';
-import { RESERVATION_TYPES, type ReservationType } from '../reservation-type.js';
+import type { ReservationType } from '../reservation-type.js';
 import type { Scsi2Device, Scsi2Status } from '../scsi2.js';
 import { checkKey, checkType } from '../validate.js';
 import type { MemoryLogicalUnit, PrOp } from './memory-logical-unit.js';
@@ -141,7 +141,14 @@ export class MemoryPrDevice implements PrDevice, Scsi2Device {
   async capabilities(opts?: PrCallOptions): Promise<PrCapabilities> {
     // Like KoffiPrDevice: a device without PR support answers with UnsupportedError.
     await this.readKeys(opts);
-    return { kind: this.#lu.kind, readMethod: 'model', types: RESERVATION_TYPES, preemptAbort: true };
+    return {
+      kind: this.#lu.kind,
+      readMethod: 'model',
+      types: this.#lu.types,
+      source: 'device',
+      flags: {},
+      preemptAbort: this.#lu.preemptAbort,
+    };
   }
 
   async close(): Promise<void> {
