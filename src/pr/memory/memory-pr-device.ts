@@ -1,6 +1,7 @@
 import { IndeterminateError, isPrError } from '../errors.js';
 import type { PrKey } from '../key.js';
 import type {
+  CapabilityFlags,
   FullStatus,
   KeyList,
   PrCallOptions,
@@ -20,6 +21,21 @@ export interface MemoryPrDeviceOptions {
    */
   timeoutMs?: number;
 }
+
+/**
+ * The flags the model reports, as the targets it models do: LIO's REPORT CAPABILITIES
+ * (core_scsi3_pri_report_capabilities: CRH, SIP_C, ATP_C, PTPL_C, ALLOW COMMANDS 001b;
+ * PTPL_A depends on the last REGISTER's APTPL and is not modelled) and nvmet's RESCAP
+ * (every type and IEKEY, no PTPL).
+ */
+const LIO_FLAGS: CapabilityFlags = Object.freeze({
+  ptplCapable: true,
+  allTargetPorts: true,
+  specifyInitiatorPorts: true,
+  compatibleReservationHandling: true,
+  allowCommands: 1,
+});
+const NVMET_FLAGS: CapabilityFlags = Object.freeze({ ptplCapable: false, ignoreExistingKey: true });
 
 /**
  * The PrDevice view of one initiator on a {@link MemoryLogicalUnit}. Same contract as
@@ -146,7 +162,7 @@ export class MemoryPrDevice implements PrDevice, Scsi2Device {
       readMethod: 'model',
       types: this.#lu.types,
       source: 'device',
-      flags: {},
+      flags: this.#lu.kind === 'scsi' ? LIO_FLAGS : NVMET_FLAGS,
       preemptAbort: this.#lu.preemptAbort,
     };
   }
