@@ -410,7 +410,7 @@ export function defineContractSuite(
         await registerAll(t, 1);
         const caps = await a.capabilities();
         expect(caps.kind).toBe(t.kind);
-        expect(caps.source).toBe('device');
+        expect(caps.source, caps.assumedBecause).toBe('device');
         expect(caps.types).toEqual(expect.arrayContaining([...SUITE_TYPES]));
         expect(caps.preemptAbort).toBe(true);
         // The flags each kind reports (LIO's REPORT CAPABILITIES, nvmet's RESCAP); PTPL_A

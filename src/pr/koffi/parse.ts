@@ -140,10 +140,14 @@ export function parseSense(sense: Uint8Array, length: number): { key: number; as
 export const NVME_ADMIN_IDENTIFY = 0x06;
 export const NVME_IDENTIFY_CNS_NS = 0x00;
 export const NVME_IDENTIFY_LENGTH = 4096;
-/** Identify Namespace byte 93: Reservation Capabilities (RESCAP). */
-export const NVME_ID_NS_RESCAP = 93;
+/**
+ * Identify Namespace byte 31: Reservation Capabilities (RESCAP), after NSZE, NCAP, NUSE
+ * (8 bytes each) and NSFEAT, NLBAF, FLBAS, MC, DPC, DPS, NMIC (include/linux/nvme.h
+ * struct nvme_id_ns). Byte 93 is inside ANAGRPID (92-95).
+ */
+export const NVME_ID_NS_RESCAP = 31;
 
-/** What the RESCAP byte says (NVMe base spec, Identify Namespace data structure, byte 93). */
+/** What the RESCAP byte says (NVMe base spec, Identify Namespace data structure, byte 31). */
 export interface Rescap {
   /** Bits 1-6, in pr.h order. */
   readonly types: ReservationType[];
