@@ -287,8 +287,9 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
   /**
    * PREEMPT AND ABORT. A device that does not implement it answers UnsupportedError: the
    * kernel's EOPNOTSUPP, or on SCSI the EINVAL sd.c (sd_scsi_to_pr_err) makes of ILLEGAL
-   * REQUEST / INVALID FIELD IN CDB (the arguments were checked here, so the device refused
-   * the service action). capabilities() then says `preemptAbort: false`.
+   * REQUEST / INVALID FIELD IN CDB (the arguments were checked here, and the type is one
+   * the device reported, so it refused the service action). capabilities() then says
+   * `preemptAbort: false`.
    */
   async preemptAndAbort(
     ownKey: PrKey,
@@ -299,16 +300,28 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
     try {
       await this.#preempt('preempt-abort', abi.IOC_PR_PREEMPT_ABORT, ownKey, victimKey, type, opts);
     } catch (e) {
-      if (isPrError(e) && this.kind === 'scsi' && e.kind === 'invalid-argument' && e.errno === ERRNO.EINVAL)
-        e = new UnsupportedError('preempt-abort: device refused PREEMPT AND ABORT (ILLEGAL REQUEST)', {
-          op: 'preempt-abort',
-          device: this.id,
-          errno: ERRNO.EINVAL,
-          cause: e,
-        });
-      if (isPrError(e) && e.kind === 'unsupported' && e.errno !== ERRNO.EPERM && e.errno !== ERRNO.EACCES)
+      const refused =
+        isPrError(e) &&
+        this.kind === 'scsi' &&
+        e.kind === 'invalid-argument' &&
+        e.errno === ERRNO.EINVAL &&
+        // A type the device reported it lacks is what its INVALID FIELD IN CDB was about.
+        (this.#caps?.types.includes(type) ?? true)
+          ? new UnsupportedError('preempt-abort: device refused PREEMPT AND ABORT (ILLEGAL REQUEST)', {
+              op: 'preempt-abort',
+              device: this.id,
+              errno: ERRNO.EINVAL,
+              cause: e,
+            })
+          : e;
+      if (
+        isPrError(refused) &&
+        refused.kind === 'unsupported' &&
+        refused.errno !== ERRNO.EPERM &&
+        refused.errno !== ERRNO.EACCES
+      )
         this.#preemptAbortRefused = true;
-      throw e;
+      throw refused;
     }
   }
 

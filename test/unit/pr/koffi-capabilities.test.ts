@@ -5,7 +5,7 @@
  * PREEMPT AND ABORT refused as unsupported.
  */
 import { describe, expect, it } from 'vitest';
-import { UnsupportedError } from '../../../src/pr/errors.js';
+import { InvalidArgumentError, UnsupportedError } from '../../../src/pr/errors.js';
 import * as abi from '../../../src/pr/koffi/abi.js';
 import { inProcessBackend, NativeExecutor } from '../../../src/pr/koffi/executor.js';
 import { FakeLibc, type FakeCall, type FakeDevice } from '../../../src/pr/koffi/fake-libc.js';
@@ -208,6 +208,19 @@ describe('KoffiPrDevice.capabilities on a fake libc: SCSI', () => {
     expect((await d.capabilities()).preemptAbort).toBe(false);
     await d.preempt(KA, KB, 'write-exclusive-reg-only');
     expect(libc.calls.filter((c) => c.request === abi.IOC_PR_PREEMPT)).toHaveLength(1);
+  });
+});
+
+describe('KoffiPrDevice PREEMPT AND ABORT with a type the device lacks', () => {
+  it('EINVAL for a type outside the reported mask -> InvalidArgumentError, PREEMPT AND ABORT not marked refused', async () => {
+    const { d } = await device('scsi', (c) => {
+      if (c.request === abi.IOC_PR_PREEMPT_ABORT) return { ret: -1, errno: 22 };
+      // Type mask: write-exclusive-reg-only only.
+      return scsiDevice(reportCaps([0, 8, 0, 0x80, 0x20, 0x00, 0, 0]))(c);
+    });
+    await d.capabilities();
+    await expect(d.preemptAndAbort(KA, KB, 'exclusive-access')).rejects.toBeInstanceOf(InvalidArgumentError);
+    expect((await d.capabilities()).preemptAbort).toBe(true);
   });
 });
 
