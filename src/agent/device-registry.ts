@@ -12,6 +12,8 @@ export interface DeviceEntry {
   readonly device: PrDevice;
   /** Seen on this device: a holder's PREEMPT kept the victim (nvmet). */
   holderPreemptKeepsVictim: boolean;
+  /** This device refused PREEMPT AND ABORT as unsupported: its fences use PREEMPT (logged once). */
+  preemptAbortRefused: boolean;
 }
 
 export type OpenDevice = (identity: string, pv: string) => Promise<PrDevice>;
@@ -34,7 +36,13 @@ export class DeviceRegistry {
     if (!p) {
       p = this.#open(identity, pv)
         .then((device) => {
-          const entry: DeviceEntry = { pv, identity, device, holderPreemptKeepsVictim: false };
+          const entry: DeviceEntry = {
+            pv,
+            identity,
+            device,
+            holderPreemptKeepsVictim: false,
+            preemptAbortRefused: false,
+          };
           this.#entries.set(pv, entry);
           return entry;
         })

@@ -315,7 +315,10 @@ export class VolumeReconciler {
     /** When the key read of `state` started (a PREEMPT rests on a view read after it). */
     let readAt: number;
     try {
-      kind = (await device.capabilities({ signal: o.signal })).kind;
+      const caps = await device.capabilities({ signal: o.signal });
+      kind = caps.kind;
+      // The device itself knows it refused PREEMPT AND ABORT (KoffiPrDevice, a model without it).
+      if (!caps.preemptAbort) entry.preemptAbortRefused = true;
       readAt = o.fresh.now();
       state = await readDeviceState(device, o.signal);
     } catch (e) {
@@ -579,8 +582,10 @@ export class VolumeReconciler {
         // The plan starts from the read above (the view is newer than it when a preempt is
         // planned); every later round reads again and is stamped.
         initial: { kind, state },
+        preemptAbortRefused: entry.preemptAbortRefused,
       });
       if (obs.holderPreemptKeepsVictim) entry.holderPreemptKeepsVictim = true;
+      if (obs.preemptAbortRefused) entry.preemptAbortRefused = true;
       if (obs.state.keys.keys.includes(o.key)) {
         this.touched.add(pv); // e.g. an observer registered here: looked at until it has left
         if (obs.plan.role !== 'handing-over') await o.memory.registered(identity, o.key);

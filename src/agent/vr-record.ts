@@ -80,9 +80,13 @@ export function observedVrStatus(a: {
   return { status, actor, own };
 }
 
-/** The lastFence record of a fence `by` made (a victim's key removed, or not: Failed). */
+/**
+ * The lastFence record of a fence `by` made (a victim's key removed, or not: Failed);
+ * `aborted: false` when the key was removed with PREEMPT (the device refused PREEMPT AND
+ * ABORT), so the victim's queued commands were not aborted.
+ */
 export function fenceRecord(
-  v: { key: PrKey; node?: string; result: string },
+  v: { key: PrKey; node?: string; result: string; aborted?: false },
   by: string,
   at: string,
   durationMs: number,
@@ -94,5 +98,6 @@ export function fenceRecord(
     durationMs: Math.round(durationMs),
     result: v.result === 'fenced' ? 'Fenced' : 'Failed',
     ...(v.node ? { victimNode: v.node } : {}),
+    ...(v.aborted === false ? { aborted: false } : {}),
   };
 }

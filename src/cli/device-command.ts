@@ -24,7 +24,7 @@ import { isPrError, UnsupportedError } from '../pr/errors.js';
 import { isScsi2Device, type Scsi2Device } from '../pr/scsi2.js';
 import { formatKey, parseKey, parseNonZeroKey, type PrKey } from '../pr/key.js';
 import { ERRNO } from '../pr/koffi/classify.js';
-import type { FullStatus, InitiatorId, PrDevice } from '../pr/pr-device.js';
+import type { FullStatus, InitiatorId, PrCapabilities, PrDevice } from '../pr/pr-device.js';
 import {
   isAllRegistrantsType,
   parseReservationType,
@@ -254,11 +254,14 @@ export function registerDeviceCommand(program: Command, io: DeviceCommandIo): vo
     }),
   );
 
-  sub('capabilities', 'device kind, read method, supported types').action((name: string, o: Common) =>
+  sub(
+    'capabilities',
+    'device kind, read method, supported types and PTPL/ATP/SIP flags (from the device, or assumed)',
+  ).action((name: string, o: Common) =>
     withDevice(name, o, async (d) => {
       const c = await d.capabilities();
       if (o.json) io.stdout(JSON.stringify(c));
-      else io.stdout(`kind ${c.kind}, reads via ${c.readMethod}, types ${c.types.join(' ')}`);
+      else for (const line of formatCapabilities(c)) io.stdout(line);
     }),
   );
 
@@ -452,4 +455,26 @@ export function registerDeviceCommand(program: Command, io: DeviceCommandIo): vo
         await Promise.all(opened.map((d) => d.close()));
       }
     });
+}
+
+/**
+ * `capabilities` as text: kind, read method and types on the first line (with where the
+ * types came from), then the flags the device reported, then PREEMPT AND ABORT.
+ */
+export function formatCapabilities(c: PrCapabilities): string[] {
+  const from = c.source === 'device' ? 'from the device' : `assumed: ${c.assumedBecause ?? 'not reported'}`;
+  const lines = [`kind ${c.kind}, reads via ${c.readMethod}, types ${c.types.join(' ')} (${from})`];
+  const f = c.flags;
+  const yn = (b: boolean | undefined) => (b ? 'yes' : 'no');
+  const shown: string[] = [];
+  if (f.ptplCapable !== undefined) shown.push(`PTPL_C ${yn(f.ptplCapable)}`);
+  if (f.ptplActive !== undefined) shown.push(`PTPL_A ${yn(f.ptplActive)}`);
+  if (f.allTargetPorts !== undefined) shown.push(`ATP_C ${yn(f.allTargetPorts)}`);
+  if (f.specifyInitiatorPorts !== undefined) shown.push(`SIP_C ${yn(f.specifyInitiatorPorts)}`);
+  if (f.compatibleReservationHandling !== undefined) shown.push(`CRH ${yn(f.compatibleReservationHandling)}`);
+  if (f.allowCommands !== undefined) shown.push(`ALLOW_COMMANDS ${f.allowCommands}`);
+  if (f.ignoreExistingKey !== undefined) shown.push(`IEKEY ${yn(f.ignoreExistingKey)}`);
+  lines.push(`flags ${shown.length ? shown.join(', ') : 'none reported'}`);
+  lines.push(`preempt-and-abort ${c.preemptAbort ? 'yes' : 'no (refused by the device: PREEMPT is used)'}`);
+  return lines;
 }

@@ -137,7 +137,23 @@ export interface LastFence {
   at?: string;
   durationMs?: number;
   result?: (typeof FENCE_RESULTS)[number];
+  /**
+   * false: the key was removed with PREEMPT because the device refused PREEMPT AND ABORT;
+   * the victim's commands already queued in the device were not aborted. Absent: aborted.
+   */
+  aborted?: false;
 }
+
+/** The lastFence field names, for the schema drift test. */
+export const LAST_FENCE_FIELDS: readonly (keyof LastFence)[] = [
+  'victimNode',
+  'victimKey',
+  'by',
+  'at',
+  'durationMs',
+  'result',
+  'aborted',
+];
 
 /** A key a fence removed from a device, and its node (VolumeReservation status.fencedKeys). */
 export interface FencedKey {

@@ -3,6 +3,12 @@
  * (S3): what is recorded is what the device says, never what we hoped. Errors are
  * handled by class (S4, S5): a conflict or an unknown outcome stops the plan and the
  * caller decides again from the read-back state; nothing is retried blindly.
+ *
+ * A fence is PREEMPT AND ABORT. A device that refuses it as unsupported (SPC-4 and NVMe
+ * have no capability bit for it) gets PREEMPT instead, which removes the key just the
+ * same but leaves the victim's commands already in the device's queue to run: the
+ * result says so (`aborted: false`), and so does the outcome, for the caller to remember
+ * per device and send PREEMPT from then on (`preemptAbort: false`).
  */
 import type { Logger } from 'pino';
 import { InvalidArgumentError, isPrError, type PrErrorKind } from '../pr/errors.js';
@@ -22,6 +28,11 @@ export interface ActionResult {
   message?: string;
   /** The device's state read back right after this action (S3). */
   after?: DeviceState;
+  /**
+   * preempt-abort actions only: false when the key was removed with PREEMPT (the device
+   * refused PREEMPT AND ABORT, now or before): the victim's in-flight I/O was not aborted.
+   */
+  aborted?: boolean;
 }
 
 export interface ExecuteOutcome {
@@ -30,6 +41,8 @@ export interface ExecuteOutcome {
   final: DeviceState;
   /** 'done', or why the plan stopped early; the caller re-decides from `final`. */
   stopped: 'done' | 'unconfirmed' | PrErrorKind;
+  /** The device answered PREEMPT AND ABORT with UnsupportedError during this plan. */
+  preemptAbortRefused: boolean;
 }
 
 export interface ExecuteContext {
@@ -45,6 +58,8 @@ export interface ExecuteContext {
    * intent before a preempt. False (or a throw) stops the plan before the command.
    */
   confirm?: (action: FenceAction) => Promise<boolean>;
+  /** false: the device refused PREEMPT AND ABORT before; fence with PREEMPT. Default true. */
+  preemptAbort?: boolean;
 }
 
 /** Reads keys and reservation (no side effects). */
@@ -55,7 +70,17 @@ export async function readDeviceState(device: PrDevice, signal?: AbortSignal): P
   return { keys, reservation };
 }
 
-async function apply(a: FenceAction, ctx: ExecuteContext): Promise<void> {
+/** What applying one action learnt: for a fence, whether it aborted the victim's commands. */
+interface Applied {
+  aborted?: boolean;
+}
+
+/** Applies one action; `refused` is set when the device refused PREEMPT AND ABORT as unsupported. */
+async function apply(
+  a: FenceAction,
+  ctx: ExecuteContext,
+  refused: { value: boolean },
+): Promise<Applied | void> {
   const d = ctx.device;
   const opts = ctx.signal ? { signal: ctx.signal } : {};
   switch (a.kind) {
@@ -72,7 +97,28 @@ async function apply(a: FenceAction, ctx: ExecuteContext): Promise<void> {
       if (a.victim === ctx.ownKey || ctx.protectedKeys.has(a.victim)) {
         throw new InvalidArgumentError(`refusing to preempt protected key ${formatKey(a.victim)} (S1)`);
       }
-      return d.preemptAndAbort(ctx.ownKey, a.victim, a.type, opts);
+      if (ctx.preemptAbort === false) {
+        await d.preempt(ctx.ownKey, a.victim, a.type, opts);
+        return { aborted: false };
+      }
+      try {
+        await d.preemptAndAbort(ctx.ownKey, a.victim, a.type, opts);
+        return { aborted: true };
+      } catch (e) {
+        // Refused as unsupported: nothing was applied, so PREEMPT may follow (S5 holds).
+        if (!(isPrError(e) && e.kind === 'unsupported')) throw e;
+        try {
+          await d.preempt(ctx.ownKey, a.victim, a.type, opts);
+        } catch (p) {
+          // PREEMPT refused as well (no PR here, or the type or keys are wrong): not a
+          // missing PREEMPT AND ABORT. Any other answer means PREEMPT is implemented.
+          if (!(isPrError(p) && (p.kind === 'unsupported' || p.kind === 'invalid-argument')))
+            refused.value = true;
+          throw p;
+        }
+        refused.value = true;
+        return { aborted: false };
+      }
   }
 }
 
@@ -85,29 +131,43 @@ function describe(a: FenceAction): Record<string, unknown> {
 /** Executes the plan; never throws PrErrors (they end the plan and are reported). */
 export async function executePlan(plan: FencePlan, ctx: ExecuteContext): Promise<ExecuteOutcome> {
   const results: ActionResult[] = [];
+  const refused = { value: false };
+  const local = { ...ctx };
   for (const action of plan.actions) {
     if (ctx.confirm && !(await ctx.confirm(action))) {
       ctx.log.info(describe(action), 'not confirmed by a fresh view; deciding again later');
       const final = results.at(-1)?.after ?? (await readDeviceState(ctx.device, ctx.signal));
-      return { results, final, stopped: 'unconfirmed' };
+      return { results, final, stopped: 'unconfirmed', preemptAbortRefused: refused.value };
     }
+    let applied: Applied | void;
     try {
-      await apply(action, ctx);
+      applied = await apply(action, local, refused);
     } catch (e) {
       if (!isPrError(e)) throw e;
       ctx.log.warn({ ...describe(action), err: e.message, kind: e.kind }, 'PR command failed');
       // S5: whatever happened, the device is read before anything else is decided.
       const final = await readDeviceState(ctx.device, ctx.signal);
       results.push({ action, result: e.kind, message: e.message, after: final });
-      return { results, final, stopped: e.kind };
+      return { results, final, stopped: e.kind, preemptAbortRefused: refused.value };
     }
+    if (refused.value) local.preemptAbort = false; // the rest of this plan too
     const after = await readDeviceState(ctx.device, ctx.signal); // S3
     ctx.log.info(
-      { ...describe(action), generation: after.keys.generation, keys: after.keys.keys.map(formatKey) },
+      {
+        ...describe(action),
+        ...(applied?.aborted === false ? { sentAs: 'preempt' } : {}),
+        generation: after.keys.generation,
+        keys: after.keys.keys.map(formatKey),
+      },
       'PR command applied',
     );
-    results.push({ action, result: 'ok', after });
+    results.push({
+      action,
+      result: 'ok',
+      after,
+      ...(applied?.aborted === undefined ? {} : { aborted: applied.aborted }),
+    });
   }
   const final = results.at(-1)?.after ?? (await readDeviceState(ctx.device, ctx.signal));
-  return { results, final, stopped: 'done' };
+  return { results, final, stopped: 'done', preemptAbortRefused: refused.value };
 }

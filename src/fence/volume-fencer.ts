@@ -27,6 +27,11 @@ export interface FenceVictim {
   result: 'fenced' | 'failed' | 'left';
   /** The victim was a leaver handing the reservation over (rule.ts `handover`): no fence. */
   takeover?: true;
+  /**
+   * false: the key was removed with PREEMPT, the device having refused PREEMPT AND ABORT:
+   * the victim's commands already queued in the device were not aborted.
+   */
+  aborted?: false;
 }
 
 export interface VolumeObservation {
@@ -54,6 +59,8 @@ export interface VolumeObservation {
   rounds: number;
   /** This device kept the victim when its holder preempted (nvmet): set when seen. */
   holderPreemptKeepsVictim: boolean;
+  /** This device refused PREEMPT AND ABORT as unsupported (now, or as the caller said): fences use PREEMPT. */
+  preemptAbortRefused: boolean;
   durationMs: number;
 }
 
@@ -69,6 +76,8 @@ export interface FenceVolumeContext {
   initial?: { kind: VolumeObservation['kind']; state: DeviceState };
   /** See ExecuteContext.confirm: asked before every PR OUT. */
   confirm?: ExecuteContext['confirm'];
+  /** The device refused PREEMPT AND ABORT before (remembered per device): fence with PREEMPT. */
+  preemptAbortRefused?: boolean;
   now?: () => number;
 }
 
@@ -86,6 +95,7 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
   let outcome: VolumeObservation['outcome'] = 'done';
   let rounds = 0;
   let keepsVictim = ctx.input.holderPreemptKeepsVictim ?? false;
+  let refused = ctx.preemptAbortRefused ?? false;
   const decide = () =>
     decideVolume({
       ...ctx.input,
@@ -110,8 +120,17 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
       log: ctx.log,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
       ...(ctx.confirm ? { confirm: ctx.confirm } : {}),
+      ...(refused ? { preemptAbort: false } : {}),
     });
     allResults.push(...r.results);
+    if (r.preemptAbortRefused && !refused) {
+      refused = true;
+      // Logged here once per device: the caller remembers it and passes it back.
+      ctx.log.warn(
+        { device: ctx.device.id },
+        "device refused PREEMPT AND ABORT: fencing with PREEMPT, which leaves the victim's queued commands to run",
+      );
+    }
     // The quirk, seen rather than assumed: the holder's own preempt applied, yet the
     // victim is still registered (NVMe 2.0 says it is unregistered; nvmet keeps it).
     const holderBefore = state.reservation.key === ctx.input.self.key;
@@ -159,6 +178,7 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
       result,
       ...(a.victimNode === undefined ? {} : { node: a.victimNode }),
       ...(a.takeover ? { takeover: true as const } : {}),
+      ...(r.aborted === false ? { aborted: false as const } : {}),
     };
   });
   for (const v of victims) {
@@ -177,6 +197,7 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
     outcome,
     rounds,
     holderPreemptKeepsVictim: keepsVictim,
+    preemptAbortRefused: refused,
     durationMs: now() - t0,
   };
 }

@@ -69,13 +69,51 @@ export interface FullStatus {
 /** How reads are done on this device; detected once per device at first use. */
 export type ReadMethod = 'ioctl' | 'sg-io' | 'nvme-passthru' | 'model';
 
+/**
+ * Where the reservation types of a PrCapabilities come from: the device's own report
+ * (SCSI PERSISTENT RESERVE IN REPORT CAPABILITIES with TMV set, the NVMe RESCAP byte of
+ * Identify Namespace; the model's options), or assumed (all six: the device does not
+ * report them, see `assumedBecause`).
+ */
+export type CapabilitySource = 'device' | 'assumed';
+
+/**
+ * The flags a device reports with its reservation types; each one is absent when the
+ * device does not report it (an NVMe namespace has no ATP_C, SIP_C, CRH or PTPL_A).
+ */
+export interface CapabilityFlags {
+  /** Persist Through Power Loss capable: SCSI PTPL_C, NVMe RESCAP bit 0. */
+  readonly ptplCapable?: boolean;
+  /** Persist Through Power Loss activated: SCSI PTPL_A. */
+  readonly ptplActive?: boolean;
+  /** All Target Ports capable (REGISTER with ALL_TG_PT): SCSI ATP_C. */
+  readonly allTargetPorts?: boolean;
+  /** Specify Initiator Ports capable (REGISTER with SPEC_I_PT): SCSI SIP_C. */
+  readonly specifyInitiatorPorts?: boolean;
+  /** Compatible Reservation Handling (SPC-4 5.13.3): SCSI CRH. */
+  readonly compatibleReservationHandling?: boolean;
+  /** SCSI ALLOW COMMANDS (0-7, SPC-4 table "ALLOW COMMANDS field"). */
+  readonly allowCommands?: number;
+  /** NVMe RESCAP bit 7 IEKEY: Ignore Existing Key as defined by NVMe 1.3 and later. */
+  readonly ignoreExistingKey?: boolean;
+}
+
 export interface PrCapabilities {
   readonly kind: DeviceKind;
   /** Method used for readKeys / readReservation. */
   readonly readMethod: ReadMethod;
-  /** Reservation types the device reports it supports, when it can tell; otherwise all six. */
+  /** Reservation types the device reports it supports (`source` 'device'); otherwise all six. */
   readonly types: readonly ReservationType[];
-  /** Whether PREEMPT AND ABORT is expected to work (false only for known target limitations). */
+  /** Where `types` come from. */
+  readonly source: CapabilitySource;
+  /** When `source` is 'assumed': why (the device does not implement the report, ...). */
+  readonly assumedBecause?: string;
+  /** What the device reports beside the types (empty when it reports nothing). */
+  readonly flags: CapabilityFlags;
+  /**
+   * Whether PREEMPT AND ABORT is expected to work: SPC-4 and NVMe have no capability bit
+   * for it, so true unless this device refused it (UnsupportedError) once.
+   */
   readonly preemptAbort: boolean;
 }
 

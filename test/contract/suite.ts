@@ -56,6 +56,16 @@ async function registerAll(t: Topology, n = 3): Promise<void> {
   for (let i = 0; i < n; i++) await t.initiators[i]!.register(0n, keys[i]!);
 }
 
+/** Every type the suite reserves or preempts with: capabilities() must report them all. */
+const SUITE_TYPES: readonly ReservationType[] = [
+  'write-exclusive',
+  'exclusive-access',
+  'write-exclusive-reg-only',
+  'exclusive-access-reg-only',
+  'write-exclusive-all-regs',
+  'exclusive-access-all-regs',
+];
+
 const sorted = (keys: readonly bigint[]) => [...keys].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
 
 export function defineContractSuite(
@@ -392,6 +402,37 @@ export function defineContractSuite(
       await rejectsWith(c.preempt(KC, KA, 'write-exclusive-reg-only'), ConflictError);
       expect((await a.readReservation()).key).toBe(KA);
     });
+
+    it(
+      'capabilities -> the kind, from the device, every type this suite reserves or preempts with, PREEMPT AND ABORT',
+      { timeout },
+      async () => {
+        await registerAll(t, 1);
+        const caps = await a.capabilities();
+        expect(caps.kind).toBe(t.kind);
+        expect(caps.source, caps.assumedBecause).toBe('device');
+        expect(caps.types).toEqual(expect.arrayContaining([...SUITE_TYPES]));
+        expect(caps.preemptAbort).toBe(true);
+        // The flags each kind reports (LIO's REPORT CAPABILITIES, nvmet's RESCAP); PTPL_A
+        // follows the last REGISTER's APTPL, so only its presence is asserted.
+        const { ptplActive, ...flags } = caps.flags;
+        if (scsi()) {
+          expect(flags).toEqual({
+            ptplCapable: true,
+            allTargetPorts: true,
+            specifyInitiatorPorts: true,
+            compatibleReservationHandling: true,
+            allowCommands: 1,
+          });
+        } else {
+          expect(ptplActive).toBeUndefined();
+          expect(flags).toEqual({ ptplCapable: false, ignoreExistingKey: true });
+        }
+        // Asked again: the same answer (kept), and the keys untouched.
+        expect(await a.capabilities()).toEqual(caps);
+        expect((await a.readKeys()).keys).toEqual([KA]);
+      },
+    );
 
     const abortScenario = 'preempt-and-abort the holder -> fenced initiator write refused, new holder writes';
     const runAbort = async () => {

@@ -55,6 +55,7 @@ describe('CRDs as installed from charts/prfence/crds', () => {
     expect(status(s).reservationType!.enum).toEqual([...RESERVATION_TYPES]);
     expect(status(s).device!.properties!.kind!.enum).toEqual([...crd.DEVICE_KINDS]);
     expect(status(s).lastFence!.properties!.result!.enum).toEqual([...crd.FENCE_RESULTS]);
+    expect(Object.keys(status(s).lastFence!.properties!).sort()).toEqual([...crd.LAST_FENCE_FIELDS].sort());
     expect(status(s).conditions!.items!.properties!.type!.enum).toEqual([...crd.VOLUME_CONDITION_TYPES]);
     expect(status(s).registrants!['x-kubernetes-list-type']).toBe('map');
     expect(status(s).registrants!['x-kubernetes-list-map-keys']).toEqual(['node']);

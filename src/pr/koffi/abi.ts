@@ -83,6 +83,8 @@ export const NVME_PASSTHRU_CMD = {
   result: 68,
 } as const;
 export const NVME_IOCTL_ID = ioc(0, 'N', 0x40, 0);
+/** Admin passthrough (struct nvme_admin_cmd = struct nvme_passthru_cmd); allowed on a namespace's block device (drivers/nvme/host/ioctl.c is_ctrl_ioctl). */
+export const NVME_IOCTL_ADMIN_CMD = ioc(IOC_READ | IOC_WRITE, 'N', 0x41, NVME_PASSTHRU_CMD.size);
 export const NVME_IOCTL_IO_CMD = ioc(IOC_READ | IOC_WRITE, 'N', 0x43, NVME_PASSTHRU_CMD.size);
 
 /** open(2) flags (asm-generic/fcntl.h, x86-64). */

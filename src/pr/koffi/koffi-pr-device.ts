@@ -23,6 +23,13 @@
  * - The Reservation Report asks for the extended data structure (128-bit host ids) and
  *   falls back to the non-extended one when the controller answers Host Identifier
  *   Inconsistent Format (a host with a 64-bit host id); the choice is kept per device.
+ * - capabilities() asks the device once (SCSI PERSISTENT RESERVE IN REPORT CAPABILITIES
+ *   through SG_IO; the RESCAP byte of NVMe Identify Namespace through the admin
+ *   passthrough, which the kernel takes on the namespace's block device). A device that
+ *   does not implement the report is assumed to take all six types (`source: 'assumed'`).
+ * - PREEMPT AND ABORT refused as unsupported (EOPNOTSUPP; on SCSI the EINVAL sd.c makes of
+ *   ILLEGAL REQUEST / INVALID FIELD IN CDB) is UnsupportedError, and capabilities() says
+ *   `preemptAbort: false` from then on; the fencer falls back to PREEMPT.
  */
 import { realpath, stat } from 'node:fs/promises';
 import { deviceKind } from '../device-kind.js';
@@ -35,6 +42,8 @@ import {
 } from '../errors.js';
 import type { PrKey } from '../key.js';
 import type {
+  CapabilityFlags,
+  CapabilitySource,
   DeviceKind,
   FullStatus,
   KeyList,
@@ -95,6 +104,14 @@ const MAX_PRIN_ALLOC = 65528;
 const INITIAL_FULL_STATUS_ALLOC = 2048;
 const MAX_FULL_STATUS_ALLOC = 0xffff;
 
+/** What the device said about its reservation types, asked once (capabilities()). */
+interface DeviceCaps {
+  readonly types: readonly ReservationType[];
+  readonly source: CapabilitySource;
+  readonly assumedBecause?: string;
+  readonly flags: CapabilityFlags;
+}
+
 export class KoffiPrDevice implements PrDevice, Scsi2Device {
   readonly id: string;
   readonly kind: 'scsi' | 'nvme';
@@ -104,6 +121,10 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
   #nsid: number | undefined;
   /** Reservation Report data structure: extended until the controller refuses it. */
   #nvmeExtended = true;
+  /** The device's capability report, once it answered (or said it has none). */
+  #caps: DeviceCaps | undefined;
+  /** PREEMPT AND ABORT was refused as unsupported once. */
+  #preemptAbortRefused = false;
 
   private constructor(id: string, kind: 'scsi' | 'nvme', handle: NativeHandle, opts: KoffiPrDeviceOptions) {
     this.id = id;
@@ -263,13 +284,45 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
     await this.#preempt('preempt', abi.IOC_PR_PREEMPT, ownKey, victimKey, type, opts);
   }
 
+  /**
+   * PREEMPT AND ABORT. A device that does not implement it answers UnsupportedError: the
+   * kernel's EOPNOTSUPP, or on SCSI the EINVAL sd.c (sd_scsi_to_pr_err) makes of ILLEGAL
+   * REQUEST / INVALID FIELD IN CDB (the arguments were checked here, and the type is one
+   * the device reported, so it refused the service action). capabilities() then says
+   * `preemptAbort: false`.
+   */
   async preemptAndAbort(
     ownKey: PrKey,
     victimKey: PrKey,
     type: ReservationType,
     opts?: PrCallOptions,
   ): Promise<void> {
-    await this.#preempt('preempt-abort', abi.IOC_PR_PREEMPT_ABORT, ownKey, victimKey, type, opts);
+    try {
+      await this.#preempt('preempt-abort', abi.IOC_PR_PREEMPT_ABORT, ownKey, victimKey, type, opts);
+    } catch (e) {
+      const refused =
+        isPrError(e) &&
+        this.kind === 'scsi' &&
+        e.kind === 'invalid-argument' &&
+        e.errno === ERRNO.EINVAL &&
+        // A type the device reported it lacks is what its INVALID FIELD IN CDB was about.
+        (this.#caps?.types.includes(type) ?? true)
+          ? new UnsupportedError('preempt-abort: device refused PREEMPT AND ABORT (ILLEGAL REQUEST)', {
+              op: 'preempt-abort',
+              device: this.id,
+              errno: ERRNO.EINVAL,
+              cause: e,
+            })
+          : e;
+      if (
+        isPrError(refused) &&
+        refused.kind === 'unsupported' &&
+        refused.errno !== ERRNO.EPERM &&
+        refused.errno !== ERRNO.EACCES
+      )
+        this.#preemptAbortRefused = true;
+      throw refused;
+    }
   }
 
   async #preempt(
@@ -371,11 +424,74 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
     };
   }
 
+  /**
+   * Kind, read method and the device's own report of its types (asked once, then kept).
+   * A device without PR answers the first read with UnsupportedError, which propagates;
+   * the report itself never fails the call: a device that does not implement it is
+   * assumed to take all six types (kept), one that did not answer it (not sent, outcome
+   * unknown) is assumed so this time and asked again next time.
+   */
   async capabilities(opts?: PrCallOptions): Promise<PrCapabilities> {
     const readMethod = await this.#method(opts);
-    // A device without PR answers the first read with unsupported: let that propagate.
     await this.readKeys(opts);
-    return { kind: this.kind, readMethod, types: RESERVATION_TYPES, preemptAbort: true };
+    let caps = this.#caps;
+    if (!caps) {
+      try {
+        caps = this.kind === 'scsi' ? await this.#scsiCaps(opts) : await this.#nvmeCaps(opts);
+        this.#caps = caps;
+      } catch (e) {
+        if (!isPrError(e)) throw e;
+        caps = assumed(`no answer to the capability report: ${e.message}`);
+        if (e.kind === 'unsupported' || e.kind === 'invalid-argument') this.#caps = caps;
+      }
+    }
+    return { kind: this.kind, readMethod, ...caps, preemptAbort: !this.#preemptAbortRefused };
+  }
+
+  /**
+   * SPC-4 6.16.4 REPORT CAPABILITIES; its type mask counts only with TMV set. ILLEGAL
+   * REQUEST / INVALID FIELD IN CDB (an SPC-2 era target) is UnsupportedError from #sgPrin.
+   */
+  async #scsiCaps(opts?: PrCallOptions): Promise<DeviceCaps> {
+    const { data, received } = await this.#sgPrin(
+      parse.PRIN_REPORT_CAPABILITIES,
+      parse.REPORT_CAPABILITIES_LENGTH,
+      opts,
+    );
+    const r = parse.parsePrinReportCapabilities(data, received);
+    if (!r) return assumed(`REPORT CAPABILITIES answered ${received} bytes`);
+    const flags: CapabilityFlags = {
+      ptplCapable: r.ptplC,
+      ptplActive: r.ptplA,
+      allTargetPorts: r.atpC,
+      specifyInitiatorPorts: r.sipC,
+      compatibleReservationHandling: r.crh,
+      allowCommands: r.allowCommands,
+    };
+    if (r.types === null) return { ...assumed('REPORT CAPABILITIES has TMV clear (no type mask)'), flags };
+    return { types: r.types, source: 'device', flags };
+  }
+
+  /**
+   * Identify Namespace (CNS 00h) through the admin passthrough on the namespace's block
+   * device (the kernel sends it to the namespace's controller; CAP_SYS_ADMIN, or the
+   * Identify allow-list of nvme_cmd_allowed), and its RESCAP byte. RESCAP 0 on a namespace
+   * that answers reservation commands says nothing: assumed.
+   */
+  async #nvmeCaps(opts?: PrCallOptions): Promise<DeviceCaps> {
+    const data = await this.#nvmePassthru(
+      'identify-ns',
+      parse.NVME_ADMIN_IDENTIFY,
+      parse.NVME_IDENTIFY_CNS_NS,
+      0,
+      { size: parse.NVME_IDENTIFY_LENGTH },
+      opts,
+      abi.NVME_IOCTL_ADMIN_CMD,
+    );
+    const rescap = data.getUint8(parse.NVME_ID_NS_RESCAP);
+    if (rescap === 0) return assumed('Identify Namespace RESCAP is 0 though reservations answer');
+    const r = parse.parseRescap(rescap);
+    return { types: r.types, source: 'device', flags: { ptplCapable: r.ptpl, ignoreExistingKey: r.iekey } };
   }
 
   /**
@@ -515,7 +631,9 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
         ? 'read-keys'
         : sa === parse.PRIN_READ_FULL_STATUS
           ? 'read-full-status'
-          : 'read-reservation';
+          : sa === parse.PRIN_REPORT_CAPABILITIES
+            ? 'report-capabilities'
+            : 'read-reservation';
     const { answer, data, received } = await this.#sgIo(op, parse.prinCdb(sa, alloc), alloc, opts);
     const { status, host, sense: s } = answer;
     if (status === 0x18)
@@ -535,13 +653,21 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
           op,
           device: this.id,
         });
-      // ILLEGAL REQUEST / INVALID FIELD IN CDB to READ FULL STATUS: a service action the
-      // device does not implement (an SPC-3 era target).
-      if (s && s.key === 0x5 && s.asc === 0x24 && sa === parse.PRIN_READ_FULL_STATUS)
-        throw new UnsupportedError(`${op}: device does not support READ FULL STATUS`, {
-          op,
-          device: this.id,
-        });
+      // ILLEGAL REQUEST / INVALID FIELD IN CDB to READ FULL STATUS or REPORT CAPABILITIES:
+      // a service action the device does not implement (an SPC-2 / SPC-3 era target).
+      if (
+        s &&
+        s.key === 0x5 &&
+        s.asc === 0x24 &&
+        (sa === parse.PRIN_READ_FULL_STATUS || sa === parse.PRIN_REPORT_CAPABILITIES)
+      )
+        throw new UnsupportedError(
+          `${op}: device does not implement this PERSISTENT RESERVE IN service action`,
+          {
+            op,
+            device: this.id,
+          },
+        );
       throw new IndeterminateError(`${op}: CHECK CONDITION (sense key ${s?.key ?? '?'})`, {
         op,
         device: this.id,
@@ -693,7 +819,10 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
     return out.ret;
   }
 
-  /** One NVMe I/O passthrough command; `data` is its buffer (copied in if given). Resolves the buffer after. */
+  /**
+   * One NVMe passthrough command (I/O by default; `request` NVME_IOCTL_ADMIN_CMD for an
+   * admin one); `data` is its buffer (copied in if given). Resolves the buffer after.
+   */
   async #nvmePassthru(
     op: string,
     opcode: number,
@@ -701,6 +830,7 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
     cdw11: number,
     data: { size: number; in?: Uint8Array },
     opts?: PrCallOptions,
+    request: number = abi.NVME_IOCTL_IO_CMD,
   ): Promise<DataView> {
     const nsid = this.#nsid ?? (await this.#nsidOf(opts));
     const cmd = new Uint8Array(abi.NVME_PASSTHRU_CMD.size);
@@ -715,7 +845,7 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
       op,
       {
         kind: 'ioctl',
-        request: abi.NVME_IOCTL_IO_CMD,
+        request,
         arg: cmd,
         pointers: [{ offset: abi.NVME_PASSTHRU_CMD.addr, ...data }],
       },
@@ -795,6 +925,11 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
       device: this.id,
     });
   }
+}
+
+/** All six types, assumed for a device that does not report its own. */
+function assumed(because: string): DeviceCaps {
+  return { types: RESERVATION_TYPES, source: 'assumed', assumedBecause: because, flags: {} };
 }
 
 /** A DataView over a reply buffer (empty when the call returned none). */

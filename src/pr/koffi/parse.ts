@@ -5,12 +5,15 @@
  */
 import type { PrKey } from '../key.js';
 import type { InitiatorId, Registrant } from '../pr-device.js';
-import { reservationTypeFromCode, type ReservationType } from '../reservation-type.js';
+import { RESERVATION_TYPES, reservationTypeFromCode, type ReservationType } from '../reservation-type.js';
 
 export const PRIN_OPCODE = 0x5e;
 export const PRIN_READ_KEYS = 0x00;
 export const PRIN_READ_RESERVATION = 0x01;
+export const PRIN_REPORT_CAPABILITIES = 0x02;
 export const PRIN_READ_FULL_STATUS = 0x03;
+/** REPORT CAPABILITIES parameter data: LENGTH is 8 (SPC-4 6.16.4). */
+export const REPORT_CAPABILITIES_LENGTH = 8;
 
 /** A 10-byte PERSISTENT RESERVE IN CDB. */
 export function prinCdb(serviceAction: number, allocationLength: number): Uint8Array {
@@ -65,6 +68,65 @@ export function parsePrinReadReservation(data: DataView): {
   return { generation, key, type };
 }
 
+/** What REPORT CAPABILITIES says (SPC-4 6.16.4), field by field. */
+export interface ReportCapabilities {
+  /** Compatible Reservation Handling (byte 2 bit 4). */
+  readonly crh: boolean;
+  /** Specify Initiator Ports capable (byte 2 bit 3). */
+  readonly sipC: boolean;
+  /** All Target Ports capable (byte 2 bit 2). */
+  readonly atpC: boolean;
+  /** Persist Through Power Loss capable (byte 2 bit 0). */
+  readonly ptplC: boolean;
+  /** Type Mask Valid (byte 3 bit 7): the type mask means something only when set. */
+  readonly tmv: boolean;
+  /** ALLOW COMMANDS (byte 3 bits 6-4). */
+  readonly allowCommands: number;
+  /** Persist Through Power Loss activated (byte 3 bit 0). */
+  readonly ptplA: boolean;
+  /** The PERSISTENT RESERVATION TYPE MASK (bytes 4-5) in pr.h order; null when TMV is clear. */
+  readonly types: ReservationType[] | null;
+}
+
+/**
+ * PERSISTENT RESERVATION TYPE MASK bits (SPC-4 table "Persistent Reservation Type Mask
+ * format"): byte 4 bit 7 WR_EX_AR, 6 EX_AC_RO, 5 WR_EX_RO, 3 EX_AC, 1 WR_EX; byte 5 bit 0
+ * EX_AC_AR. As a 16-bit big-endian value.
+ */
+const TYPE_MASK_BIT: Readonly<Record<ReservationType, number>> = {
+  'write-exclusive': 0x0200,
+  'exclusive-access': 0x0800,
+  'write-exclusive-reg-only': 0x2000,
+  'exclusive-access-reg-only': 0x4000,
+  'write-exclusive-all-regs': 0x8000,
+  'exclusive-access-all-regs': 0x0001,
+};
+
+/**
+ * SPC-4 6.16.4 REPORT CAPABILITIES parameter data (LENGTH in bytes 0-1, flags in bytes
+ * 2-3, the type mask in bytes 4-5). Null when fewer than 6 bytes arrived or LENGTH says
+ * less: the answer is then not one to read capabilities from.
+ */
+export function parsePrinReportCapabilities(data: DataView, received: number): ReportCapabilities | null {
+  if (received < 6 || data.byteLength < 6) return null;
+  const length = data.getUint16(0, false);
+  if (length < 6) return null;
+  const b2 = data.getUint8(2);
+  const b3 = data.getUint8(3);
+  const tmv = (b3 & 0x80) !== 0;
+  const mask = data.getUint16(4, false);
+  return {
+    crh: (b2 & 0x10) !== 0,
+    sipC: (b2 & 0x08) !== 0,
+    atpC: (b2 & 0x04) !== 0,
+    ptplC: (b2 & 0x01) !== 0,
+    tmv,
+    allowCommands: (b3 >> 4) & 0x07,
+    ptplA: (b3 & 0x01) !== 0,
+    types: tmv ? RESERVATION_TYPES.filter((t) => (mask & TYPE_MASK_BIT[t]) !== 0) : null,
+  };
+}
+
 /** Sense key and ASC from fixed (0x70/0x71) or descriptor (0x72/0x73) sense data. */
 export function parseSense(sense: Uint8Array, length: number): { key: number; asc: number } | null {
   if (length < 3) return null;
@@ -72,6 +134,46 @@ export function parseSense(sense: Uint8Array, length: number): { key: number; as
   if (code === 0x72 || code === 0x73) return { key: sense[1]! & 0x0f, asc: sense[2]! };
   if (code === 0x70 || code === 0x71) return { key: sense[2]! & 0x0f, asc: length > 12 ? sense[12]! : 0 };
   return null;
+}
+
+/** Admin Identify (opcode 06h), CNS 00h: the Identify Namespace data structure (4096 bytes). */
+export const NVME_ADMIN_IDENTIFY = 0x06;
+export const NVME_IDENTIFY_CNS_NS = 0x00;
+export const NVME_IDENTIFY_LENGTH = 4096;
+/**
+ * Identify Namespace byte 31: Reservation Capabilities (RESCAP), after NSZE, NCAP, NUSE
+ * (8 bytes each) and NSFEAT, NLBAF, FLBAS, MC, DPC, DPS, NMIC (include/linux/nvme.h
+ * struct nvme_id_ns). Byte 93 is inside ANAGRPID (92-95).
+ */
+export const NVME_ID_NS_RESCAP = 31;
+
+/** What the RESCAP byte says (NVMe base spec, Identify Namespace data structure, byte 31). */
+export interface Rescap {
+  /** Bits 1-6, in pr.h order. */
+  readonly types: ReservationType[];
+  /** Bit 0: Persist Through Power Loss. */
+  readonly ptpl: boolean;
+  /** Bit 7: Ignore Existing Key as NVMe 1.3 and later define it. */
+  readonly iekey: boolean;
+}
+
+/** RESCAP bits 1-6: Write Exclusive, Exclusive Access, -Registrants Only, -All Registrants. */
+const RESCAP_BIT: Readonly<Record<ReservationType, number>> = {
+  'write-exclusive': 0x02,
+  'exclusive-access': 0x04,
+  'write-exclusive-reg-only': 0x08,
+  'exclusive-access-reg-only': 0x10,
+  'write-exclusive-all-regs': 0x20,
+  'exclusive-access-all-regs': 0x40,
+};
+
+/** The RESCAP byte -> reservation types and flags. */
+export function parseRescap(rescap: number): Rescap {
+  return {
+    types: RESERVATION_TYPES.filter((t) => (rescap & RESCAP_BIT[t]) !== 0),
+    ptpl: (rescap & 0x01) !== 0,
+    iekey: (rescap & 0x80) !== 0,
+  };
 }
 
 export const NVME_CMD_RESV_REGISTER = 0x0d;

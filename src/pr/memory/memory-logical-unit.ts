@@ -46,6 +46,11 @@
  *   RESERVATION CONFLICT, as it checks the registrant's own reservation type, which only
  *   the reserving nexus has.
  *
+ * Capabilities (options `types` and `preemptAbort`), for targets short of SPC-4 / NVMe:
+ * a RESERVE or PREEMPT with a type outside `types` is InvalidArgumentError (ILLEGAL
+ * REQUEST / INVALID FIELD IN CDB, which sd.c turns into EINVAL); PREEMPT AND ABORT on a
+ * unit without it is UnsupportedError and changes nothing. capabilities() reports both.
+ *
  * The model has no timers of its own but one: fault injection (hangs, lost answers,
  * unsupported) is deterministic and driven by the test; an 'applied-late' fault applies
  * its command a chosen time after the caller gave up (or when the test says, with
@@ -62,7 +67,7 @@ import {
 } from '../errors.js';
 import type { PrKey } from '../key.js';
 import type { DeviceKind, FullStatus } from '../pr-device.js';
-import { isAllRegistrantsType, type ReservationType } from '../reservation-type.js';
+import { isAllRegistrantsType, RESERVATION_TYPES, type ReservationType } from '../reservation-type.js';
 import { MemoryPrDevice, type MemoryPrDeviceOptions } from './memory-pr-device.js';
 
 /** The PR operations, as named in faults and errors. */
@@ -123,6 +128,10 @@ export interface MemoryLogicalUnitOptions {
   kind?: Exclude<DeviceKind, 'memory'>;
   /** false models a device without PR support: every PR call is UnsupportedError. */
   supported?: boolean;
+  /** The reservation types the unit implements (its type mask / RESCAP). Default: all six. */
+  types?: readonly ReservationType[];
+  /** false models a target without PREEMPT AND ABORT: it answers UnsupportedError. Default true. */
+  preemptAbort?: boolean;
 }
 
 interface Holder {
@@ -164,6 +173,9 @@ export class MemoryLogicalUnit {
   readonly id: string;
   readonly kind: 'scsi' | 'nvme';
   #supported: boolean;
+  /** The types this unit implements, and whether it has PREEMPT AND ABORT (options). */
+  readonly types: readonly ReservationType[];
+  readonly preemptAbort: boolean;
   #generation = 0;
   /** Registration per nexus, in registration order (the order the targets report keys in). */
   readonly #regs = new Map<string, PrKey>();
@@ -182,6 +194,14 @@ export class MemoryLogicalUnit {
     this.kind = opts.kind ?? 'scsi';
     this.id = opts.id ?? `memory-${this.kind}`;
     this.#supported = opts.supported ?? true;
+    this.types = RESERVATION_TYPES.filter((t) => (opts.types ?? RESERVATION_TYPES).includes(t));
+    this.preemptAbort = opts.preemptAbort ?? true;
+  }
+
+  /** A type outside the unit's mask: ILLEGAL REQUEST / INVALID FIELD IN CDB (EINVAL via sd.c). */
+  #checkTypeSupported(op: PrOp, nexus: string, type: ReservationType): void {
+    if (!this.types.includes(type))
+      throw this.#invalid(op, nexus, `reservation type ${type} not implemented`);
   }
 
   /**
@@ -539,6 +559,7 @@ export class MemoryLogicalUnit {
   /** RESERVE / Reservation Acquire (acquire). @internal */
   doReserve(nexus: string, key: PrKey, type: ReservationType): void {
     this.#scsi2Blocks('reserve', nexus);
+    this.#checkTypeSupported('reserve', nexus, type);
     const current = this.#regs.get(nexus);
     if (current === undefined || current !== key) {
       if (this.kind === 'scsi' && current === undefined && !this.#holder) {
@@ -593,6 +614,12 @@ export class MemoryLogicalUnit {
   doPreempt(nexus: string, ownKey: PrKey, victimKey: PrKey, type: ReservationType, abort: boolean): void {
     const op: PrOp = abort ? 'preempt-abort' : 'preempt';
     this.#scsi2Blocks(op, nexus);
+    if (abort && !this.preemptAbort)
+      throw new UnsupportedError(`${op}: device does not implement PREEMPT AND ABORT`, {
+        op,
+        device: `${this.id}/${nexus}`,
+      });
+    this.#checkTypeSupported(op, nexus, type);
     const current = this.#regs.get(nexus);
     if (current === undefined || current !== ownKey) {
       throw this.#conflict(op, nexus, current === undefined ? 'not registered' : 'own key does not match');

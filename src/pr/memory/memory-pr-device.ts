@@ -1,6 +1,7 @@
 import { IndeterminateError, isPrError } from '../errors.js';
 import type { PrKey } from '../key.js';
 import type {
+  CapabilityFlags,
   FullStatus,
   KeyList,
   PrCallOptions,
@@ -8,7 +9,7 @@ import type {
   PrDevice,
   Reservation,
 } from '../pr-device.js';
-import { RESERVATION_TYPES, type ReservationType } from '../reservation-type.js';
+import type { ReservationType } from '../reservation-type.js';
 import type { Scsi2Device, Scsi2Status } from '../scsi2.js';
 import { checkKey, checkType } from '../validate.js';
 import type { MemoryLogicalUnit, PrOp } from './memory-logical-unit.js';
@@ -20,6 +21,21 @@ export interface MemoryPrDeviceOptions {
    */
   timeoutMs?: number;
 }
+
+/**
+ * The flags the model reports, as the targets it models do: LIO's REPORT CAPABILITIES
+ * (core_scsi3_pri_report_capabilities: CRH, SIP_C, ATP_C, PTPL_C, ALLOW COMMANDS 001b;
+ * PTPL_A depends on the last REGISTER's APTPL and is not modelled) and nvmet's RESCAP
+ * (every type and IEKEY, no PTPL).
+ */
+const LIO_FLAGS: CapabilityFlags = Object.freeze({
+  ptplCapable: true,
+  allTargetPorts: true,
+  specifyInitiatorPorts: true,
+  compatibleReservationHandling: true,
+  allowCommands: 1,
+});
+const NVMET_FLAGS: CapabilityFlags = Object.freeze({ ptplCapable: false, ignoreExistingKey: true });
 
 /**
  * The PrDevice view of one initiator on a {@link MemoryLogicalUnit}. Same contract as
@@ -141,7 +157,14 @@ export class MemoryPrDevice implements PrDevice, Scsi2Device {
   async capabilities(opts?: PrCallOptions): Promise<PrCapabilities> {
     // Like KoffiPrDevice: a device without PR support answers with UnsupportedError.
     await this.readKeys(opts);
-    return { kind: this.#lu.kind, readMethod: 'model', types: RESERVATION_TYPES, preemptAbort: true };
+    return {
+      kind: this.#lu.kind,
+      readMethod: 'model',
+      types: this.#lu.types,
+      source: 'device',
+      flags: this.#lu.kind === 'scsi' ? LIO_FLAGS : NVMET_FLAGS,
+      preemptAbort: this.#lu.preemptAbort,
+    };
   }
 
   async close(): Promise<void> {

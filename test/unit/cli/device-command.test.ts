@@ -3,8 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { registerDemoCommand } from '../../../src/cli/demo-command.js';
+import { formatCapabilities } from '../../../src/cli/device-command.js';
 import { runCli } from '../../../src/cli/program.js';
-import { InvalidArgumentError, UnsupportedError } from '../../../src/pr/index.js';
+import { InvalidArgumentError, RESERVATION_TYPES, UnsupportedError } from '../../../src/pr/index.js';
 import { ERRNO } from '../../../src/pr/koffi/classify.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
 import type { ResolveOptions } from '../../../src/pr/resolve.js';
@@ -127,6 +128,51 @@ describe('prfence device', () => {
     expect(await h.run('device', 'release', 'a', '--key', A, '--type', 'exclusive-access')).toBe(0);
     expect(await h.run('device', 'clear', 'a', '--key', A, '--yes')).toBe(0);
     expect(h.lu.state()).toMatchObject({ registrations: [], reservation: null });
+  });
+
+  it('capabilities of a reduced target -> its types from the device, its flags, PREEMPT AND ABORT refused; --json the same', async () => {
+    const h = harness(
+      new MemoryLogicalUnit({ types: ['write-exclusive', 'write-exclusive-reg-only'], preemptAbort: false }),
+    );
+    expect(await h.run('device', 'capabilities', 'a')).toBe(0);
+    expect(h.out).toEqual([
+      'kind scsi, reads via model, types write-exclusive write-exclusive-reg-only (from the device)',
+      'flags PTPL_C yes, ATP_C yes, SIP_C yes, CRH yes, ALLOW_COMMANDS 1',
+      'preempt-and-abort no (refused by the device: PREEMPT is used)',
+    ]);
+    expect(await h.run('device', 'capabilities', 'a', '--json')).toBe(0);
+    expect(JSON.parse(h.out.at(-1)!)).toEqual({
+      kind: 'scsi',
+      readMethod: 'model',
+      types: ['write-exclusive', 'write-exclusive-reg-only'],
+      source: 'device',
+      flags: {
+        ptplCapable: true,
+        allTargetPorts: true,
+        specifyInitiatorPorts: true,
+        compatibleReservationHandling: true,
+        allowCommands: 1,
+      },
+      preemptAbort: false,
+    });
+  });
+
+  it('capabilities assumed -> all six types and the reason on the first line, no flags', () => {
+    expect(
+      formatCapabilities({
+        kind: 'scsi',
+        readMethod: 'ioctl',
+        types: RESERVATION_TYPES,
+        source: 'assumed',
+        assumedBecause: 'REPORT CAPABILITIES not implemented',
+        flags: {},
+        preemptAbort: true,
+      }),
+    ).toEqual([
+      `kind scsi, reads via ioctl, types ${RESERVATION_TYPES.join(' ')} (assumed: REPORT CAPABILITIES not implemented)`,
+      'flags none reported',
+      'preempt-and-abort yes',
+    ]);
   });
 
   it('unsupported device -> exit 4', async () => {

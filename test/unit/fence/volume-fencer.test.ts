@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { clusterTag, makeKey } from '../../../src/fence/keys.js';
 import type { FenceInput, NodeKey } from '../../../src/fence/rule.js';
 import { fenceVolume } from '../../../src/fence/volume-fencer.js';
+import { fenceRecord } from '../../../src/agent/vr-record.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
 import type { PrDevice } from '../../../src/pr/index.js';
 
@@ -61,6 +62,70 @@ describe('fenceVolume on the memory model', () => {
       expect(lu.write('c')).toBe('refused');
     });
   }
+
+  for (const kind of ['scsi', 'nvme'] as const) {
+    it(`${kind}: a target without PREEMPT AND ABORT -> the key removed with PREEMPT, recorded as not aborted, the refusal logged once and remembered`, async () => {
+      const lu = new MemoryLogicalUnit({ kind, preemptAbort: false });
+      await attachedTo(lu, 'a');
+      const warnings: string[] = [];
+      const seen = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+      const calls: string[] = [];
+      const b = lu.initiator('b');
+      const counted: PrDevice = {
+        id: b.id,
+        register: (o, n, x) => b.register(o, n, x),
+        registerAndIgnore: (n, x) => b.registerAndIgnore(n, x),
+        reserve: (k, t, x) => b.reserve(k, t, x),
+        release: (k, t, x) => b.release(k, t, x),
+        preempt: (o, v, t, x) => (calls.push('preempt'), b.preempt(o, v, t, x)),
+        preemptAndAbort: (o, v, t, x) => (calls.push('preempt-abort'), b.preemptAndAbort(o, v, t, x)),
+        clear: (k, x) => b.clear(k, x),
+        readKeys: (x) => b.readKeys(x),
+        readReservation: (x) => b.readReservation(x),
+        readFullStatus: (x) => b.readFullStatus(x),
+        capabilities: (x) => b.capabilities(x),
+        close: () => b.close(),
+      };
+      const obs = await fenceVolume({ device: counted, input: inputFor('b', ['b']), log: seen });
+      expect(obs.outcome).toBe('done');
+      expect(obs.victims).toEqual([{ key: K.a, node: 'a', result: 'fenced', aborted: false }]);
+      expect(obs.preemptAbortRefused).toBe(true);
+      expect(obs.results.find((r) => r.action.kind === 'preempt-abort')).toMatchObject({
+        result: 'ok',
+        aborted: false,
+      });
+      expect(calls).toEqual(['preempt-abort', 'preempt']);
+      expect(obs.state.keys.keys).toEqual([K.b]);
+      expect(lu.write('a')).toBe('refused');
+      expect(lu.abortCount('a')).toBe(0);
+      expect(fenceRecord(obs.victims[0]!, 'b', 'now', 1)).toMatchObject({ result: 'Fenced', aborted: false });
+      expect(warnings.filter((w) => w.includes('refused PREEMPT AND ABORT'))).toHaveLength(1);
+
+      // The caller remembers it: the next fence on this device sends PREEMPT alone, logs nothing.
+      await lu.initiator('a').register(0n, K.a);
+      calls.length = 0;
+      const again = await fenceVolume({
+        device: counted,
+        input: inputFor('b', ['b']),
+        log: seen,
+        preemptAbortRefused: true,
+      });
+      expect(again.victims).toEqual([{ key: K.a, node: 'a', result: 'fenced', aborted: false }]);
+      // (nvmet's holder preempt keeps the victim: a second PREEMPT follows, still no abort.)
+      expect(calls).toContain('preempt');
+      expect(calls).not.toContain('preempt-abort');
+      expect(warnings.filter((w) => w.includes('refused PREEMPT AND ABORT'))).toHaveLength(1);
+    });
+  }
+
+  it('a target with PREEMPT AND ABORT -> no aborted field, nothing refused', async () => {
+    const lu = new MemoryLogicalUnit();
+    await attachedTo(lu, 'a');
+    const obs = await fenceVolume({ device: lu.initiator('b'), input: inputFor('b', ['b']), log });
+    expect(obs.victims).toEqual([{ key: K.a, node: 'a', result: 'fenced' }]);
+    expect(obs.preemptAbortRefused).toBe(false);
+    expect(fenceRecord(obs.victims[0]!, 'b', 'now', 1)).not.toHaveProperty('aborted');
+  });
 
   it('S3: every PR OUT is followed by a read-back equal to the device state at that moment', async () => {
     const lu = new MemoryLogicalUnit();

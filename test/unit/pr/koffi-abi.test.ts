@@ -156,10 +156,11 @@ describe('kernel ABI (gcc against the UAPI headers)', () => {
       c['nvme_passthru_cmd.cdw11'],
       c['nvme_passthru_cmd.timeout_ms'],
     ]);
-    expect([abi.SG_IO, abi.NVME_IOCTL_ID, abi.NVME_IOCTL_IO_CMD]).toEqual([
+    expect([abi.SG_IO, abi.NVME_IOCTL_ID, abi.NVME_IOCTL_IO_CMD, abi.NVME_IOCTL_ADMIN_CMD]).toEqual([
       c.SG_IO,
       c.NVME_IOCTL_ID,
       c.NVME_IOCTL_IO_CMD,
+      c.NVME_IOCTL_ADMIN_CMD,
     ]);
     expect([abi.O_RDWR, abi.O_NONBLOCK, abi.O_DIRECT, abi.O_CLOEXEC]).toEqual([
       c.O_RDWR,
