@@ -6,6 +6,11 @@
  * Every scenario starts from reset() (no registrations, no reservation) and asserts
  * END STATE read back from the device, plus data-path access where it matters.
  * Where SCSI (LIO) and NVMe (nvmet) legitimately differ, the expectation is per kind.
+ *
+ * The rule a scenario asserts is what SPC-4 or the NVMe base specification requires. Where a
+ * target answers otherwise, the target's answer is asserted only under a named quirk of its
+ * topology (Topology.quirks: LIO_QUIRKS, NVMET_QUIRKS in topology.ts), and the spec's
+ * answer stays the rule for every other target. Each topology prints its quirks once.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -35,6 +40,11 @@ export interface ContractOptions {
    * SCSI-only scenarios are defined for 'scsi' only. Default 'scsi'.
    */
   kind?: 'scsi' | 'nvme';
+  /**
+   * How many initiators the topology offers, known when the suite is collected: scenarios
+   * that need more than three run only where it has them. Default 3.
+   */
+  initiators?: number;
 }
 
 async function rejectsWith(
@@ -75,6 +85,7 @@ export function defineContractSuite(
 ): void {
   const timeout = opts.timeoutMs ?? 20_000;
   const scsiSuite = (opts.kind ?? 'scsi') === 'scsi';
+  const initiatorCount = opts.initiators ?? 3;
   describe(`PrDevice contract: ${name}`, () => {
     let t: Topology;
     let a: PrDevice;
@@ -82,6 +93,7 @@ export function defineContractSuite(
     let c: PrDevice;
     beforeAll(async () => {
       t = await factory();
+      console.log(`contract ${t.name}: quirks ${[...t.quirks].join(', ') || 'none'}`);
     });
     afterAll(async () => {
       await t?.close();
@@ -91,6 +103,25 @@ export function defineContractSuite(
       [a, b, c] = t.initiators as [PrDevice, PrDevice, PrDevice];
     });
     const scsi = () => t.kind === 'scsi';
+    /** The error an invalid-field answer to a PR OUT becomes on this topology (Topology.invalidFieldSeenAs). */
+    const invalidField = () =>
+      t.invalidFieldSeenAs === 'indeterminate' ? IndeterminateError : InvalidArgumentError;
+    /** PREEMPT and PREEMPT AND ABORT (the second left out where it hangs the target). */
+    const preemptVariants = (): {
+      name: string;
+      run: (d: PrDevice, own: bigint, victim: bigint, type: ReservationType) => Promise<void>;
+    }[] => [
+      { name: 'preempt', run: (d, own, victim, type) => d.preempt(own, victim, type) },
+      ...(t_limited('preempt-abort-hangs')
+        ? []
+        : [
+            {
+              name: 'preempt-and-abort',
+              run: (d: PrDevice, own: bigint, victim: bigint, type: ReservationType) =>
+                d.preemptAndAbort(own, victim, type),
+            },
+          ]),
+    ];
 
     // ------------------------------------------------------------ registration
     it('register from an unregistered initiator -> key listed, generation +1', { timeout }, async () => {
@@ -108,7 +139,7 @@ export function defineContractSuite(
     });
 
     it(
-      'unregister (new key 0) -> key gone, others kept (generation +1 on NVMe only)',
+      'unregister (new key 0) -> key gone, others kept, generation +1 (LIO quirk unregister-keeps-generation: unchanged)',
       { timeout },
       async () => {
         await registerAll(t, 2);
@@ -116,8 +147,9 @@ export function defineContractSuite(
         await a.register(KA, 0n);
         const k = await b.readKeys();
         expect(k.keys).toEqual([KB]);
-        // nvmet bumps the generation on unregister; LIO does not (kernel 7.2).
-        expect(k.generation).toBe(scsi() ? g : g + 1);
+        // SPC-4 6.16.2: PRgeneration counts every REGISTER that is not refused, an unregister
+        // included; NVMe counts every successful Reservation Register (nvmet does).
+        expect(k.generation).toBe(t.quirks.has('unregister-keeps-generation') ? g : g + 1);
       },
     );
 
@@ -152,16 +184,43 @@ export function defineContractSuite(
       expect((await b.readKeys()).keys).toEqual([KC]);
     });
 
-    it('register-and-ignore while registered under another key -> replaced', { timeout }, async () => {
-      await a.register(0n, KA);
-      await a.registerAndIgnore(KB);
-      expect((await a.readKeys()).keys).toEqual([KB]);
-    });
+    it(
+      'register-and-ignore while registered under another key -> the new key replaces it',
+      { timeout },
+      async () => {
+        await a.register(0n, KA);
+        await a.registerAndIgnore(KB);
+        expect((await a.readKeys()).keys).toEqual([KB]);
+      },
+    );
 
     it('register-and-ignore from an unregistered initiator -> registered', { timeout }, async () => {
       await b.registerAndIgnore(KB);
       expect((await a.readKeys()).keys).toEqual([KB]);
     });
+
+    it(
+      'register-and-ignore with key 0 from an unregistered initiator -> SCSI: GOOD, nothing registered, generation +1 (LIO quirk unregister-keeps-generation: unchanged); NVMe: conflict, nothing changes',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        const before = await a.readKeys();
+        if (scsi()) {
+          // SPC-4 REGISTER AND IGNORE EXISTING KEY with a SERVICE ACTION RESERVATION KEY of 0
+          // from an unregistered I_T nexus: GOOD, no registration made; 6.16.2 counts it in
+          // PRgeneration (it is not refused).
+          await c.registerAndIgnore(0n);
+          const g = t.quirks.has('unregister-keeps-generation') ? before.generation : before.generation + 1;
+          expect(await a.readKeys()).toEqual({ generation: g, keys: [KA, KB] });
+        } else {
+          // NVMe has no such command: KoffiPrDevice sends Unregister with IEKEY, and a host
+          // that is not a registrant has nothing to unregister (nvmet_pr_unregister: Reservation
+          // Conflict, no generation change).
+          await rejectsWith(c.registerAndIgnore(0n), ConflictError);
+          expect(await a.readKeys()).toEqual(before);
+        }
+      },
+    );
 
     it('the same key on two initiators -> listed twice', { timeout }, async () => {
       await a.register(0n, KA);
@@ -170,7 +229,7 @@ export function defineContractSuite(
     });
 
     it(
-      'zero key where a key is required -> InvalidArgumentError before the device',
+      'zero key where a key is required -> InvalidArgumentError before the device, nothing registered',
       { timeout },
       async () => {
         await rejectsWith(a.reserve(0n, 'write-exclusive'), InvalidArgumentError);
@@ -229,19 +288,28 @@ export function defineContractSuite(
     );
 
     it(
-      'reserve by an unregistered initiator -> rejected, nothing reserved (LIO: check condition = ret 2, indeterminate; nvmet: conflict)',
+      'reserve by an unregistered initiator, nothing reserved -> conflict, nothing reserved (LIO quirk reserve-unregistered-check-condition: CHECK CONDITION, ret 2 = IndeterminateError)',
       { timeout },
       async () => {
-        await rejectsWith(a.reserve(KA, 'write-exclusive'), scsi() ? IndeterminateError : ConflictError);
+        // SPC-4 and NVMe: only a registrant reserves; any other PR OUT but REGISTER (and
+        // REGISTER AND IGNORE EXISTING KEY) from an unregistered initiator is a conflict.
+        await rejectsWith(
+          a.reserve(KA, 'write-exclusive'),
+          t.quirks.has('reserve-unregistered-check-condition') ? IndeterminateError : ConflictError,
+        );
         expect((await a.readReservation()).key).toBeNull();
       },
     );
 
-    it('reserve with a key that is not the own registration -> conflict', { timeout }, async () => {
-      await registerAll(t, 2);
-      await rejectsWith(a.reserve(KB, 'write-exclusive'), ConflictError);
-      expect((await a.readReservation()).key).toBeNull();
-    });
+    it(
+      'reserve with a key that is not the own registration -> conflict, nothing reserved',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        await rejectsWith(a.reserve(KB, 'write-exclusive'), ConflictError);
+        expect((await a.readReservation()).key).toBeNull();
+      },
+    );
 
     it(
       'release by the holder -> no reservation, registrations kept, generation unchanged',
@@ -263,27 +331,42 @@ export function defineContractSuite(
       expect((await c.readReservation()).key).toBe(KA);
     });
 
-    it('release by the holder with the wrong type -> rejected, reservation kept', { timeout }, async () => {
-      await a.register(0n, KA);
-      await a.reserve(KA, 'write-exclusive');
-      await rejectsWith(a.release(KA, 'exclusive-access'), ConflictError);
-      expect((await a.readReservation()).type).toBe('write-exclusive');
-    });
+    it(
+      'release by the holder with another type -> invalid field, reservation kept (quirk release-wrong-type-conflict of LIO and nvmet: conflict)',
+      { timeout },
+      async () => {
+        await a.register(0n, KA);
+        await a.reserve(KA, 'write-exclusive');
+        const g = (await a.readKeys()).generation;
+        // SPC-4 5.13.11.2.2: ILLEGAL REQUEST, INVALID RELEASE OF PERSISTENT RESERVATION; NVMe
+        // Reservation Release: Invalid Field in Command.
+        await rejectsWith(
+          a.release(KA, 'exclusive-access'),
+          t.quirks.has('release-wrong-type-conflict') ? ConflictError : invalidField(),
+        );
+        expect(await a.readReservation()).toMatchObject({ key: KA, type: 'write-exclusive' });
+        expect((await a.readKeys()).generation).toBe(g);
+      },
+    );
 
-    it('release by an unregistered initiator -> conflict', { timeout }, async () => {
+    it('release by an unregistered initiator -> conflict, reservation kept', { timeout }, async () => {
       await a.register(0n, KA);
       await a.reserve(KA, 'write-exclusive');
       await rejectsWith(b.release(KB, 'write-exclusive'), ConflictError);
       expect((await a.readReservation()).key).toBe(KA);
     });
 
-    it('the holder unregisters -> a single-holder reservation is released', { timeout }, async () => {
-      await registerAll(t, 2);
-      await a.reserve(KA, 'write-exclusive-reg-only');
-      await a.register(KA, 0n);
-      expect((await b.readReservation()).key).toBeNull();
-      expect((await b.readKeys()).keys).toEqual([KB]);
-    });
+    it(
+      'the holder of a single-holder reservation unregisters -> reservation released, other registrations kept',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        await a.reserve(KA, 'write-exclusive-reg-only');
+        await a.register(KA, 0n);
+        expect((await b.readReservation()).key).toBeNull();
+        expect((await b.readKeys()).keys).toEqual([KB]);
+      },
+    );
 
     // ------------------------------------------------------------ all registrants
     it(
@@ -299,7 +382,7 @@ export function defineContractSuite(
     );
 
     it(
-      'all-registrants: the reserving initiator unregisters -> reservation survives for the rest',
+      'all-registrants: the reserving initiator unregisters -> reservation survives: the remaining registrant writes, the unregistered one is refused',
       { timeout },
       async () => {
         await registerAll(t, 2);
@@ -351,19 +434,21 @@ export function defineContractSuite(
     });
 
     it(
-      'holder preempts a non-holder registrant -> SCSI: removed; nvmet: kept (type change only)',
+      'holder preempts a non-holder registrant -> victim unregistered and refused, holder unchanged (nvmet quirk holder-preempt-keeps-victim: victim kept, type change only)',
       { timeout },
       async () => {
         await registerAll(t, 3);
         await a.reserve(KA, 'write-exclusive-reg-only');
         await a.preempt(KA, KC, 'write-exclusive-reg-only');
         expect((await b.readReservation()).key).toBe(KA);
-        if (scsi()) {
-          expect((await a.readKeys()).keys).toEqual([KA, KB]);
-          expect(await t.write(2)).toBe('refused');
-        } else {
+        // SPC-4 Preempting and NVMe Preempting a Reservation: a victim key that is not the
+        // holder's removes the registrations with that key and leaves the reservation.
+        if (t.quirks.has('holder-preempt-keeps-victim')) {
           expect((await a.readKeys()).keys).toEqual([KA, KB, KC]);
           expect(await t.write(2)).toBe('ok');
+        } else {
+          expect((await a.readKeys()).keys).toEqual([KA, KB]);
+          expect(await t.write(2)).toBe('refused');
         }
         expect(await t.write(1)).toBe('ok');
       },
@@ -389,19 +474,90 @@ export function defineContractSuite(
       expect((await b.readReservation()).key).toBeNull();
     });
 
-    it('a non-holder preempts a key that is not registered -> conflict', { timeout }, async () => {
-      await registerAll(t, 2);
-      await a.reserve(KA, 'write-exclusive-reg-only');
-      await rejectsWith(b.preempt(KB, KC, 'write-exclusive-reg-only'), ConflictError);
-      expect((await a.readKeys()).keys).toEqual([KA, KB]);
-    });
+    it(
+      'a non-holder preempts a key that is not registered -> conflict, registrations unchanged',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        await a.reserve(KA, 'write-exclusive-reg-only');
+        await rejectsWith(b.preempt(KB, KC, 'write-exclusive-reg-only'), ConflictError);
+        expect((await a.readKeys()).keys).toEqual([KA, KB]);
+      },
+    );
 
-    it('preempt from an unregistered initiator -> conflict', { timeout }, async () => {
+    it('preempt from an unregistered initiator -> conflict, holder unchanged', { timeout }, async () => {
       await registerAll(t, 1);
       await a.reserve(KA, 'write-exclusive-reg-only');
       await rejectsWith(c.preempt(KC, KA, 'write-exclusive-reg-only'), ConflictError);
       expect((await a.readReservation()).key).toBe(KA);
     });
+
+    // A victim key of 0 (SERVICE ACTION RESERVATION KEY / PRKEY) outside an all-registrants
+    // reservation: SPC-4 Preempting allows 0 only under an all-registrants reservation, else
+    // ILLEGAL REQUEST / INVALID FIELD IN PARAMETER LIST; NVMe Preempting a Reservation
+    // answers Invalid Field in Command. prfence sends it (0 is a valid victim key: the
+    // all-registrants preempt above).
+    it(
+      'preempt and preempt-and-abort with victim key 0 by a non-holder under a registrants-only reservation -> invalid field, nothing changes',
+      { timeout },
+      async () => {
+        await registerAll(t, 3);
+        await a.reserve(KA, 'write-exclusive-reg-only');
+        const keys = await a.readKeys();
+        for (const v of preemptVariants()) {
+          await rejectsWith(v.run(b, KB, 0n, 'exclusive-access-reg-only'), invalidField());
+          expect(await c.readKeys(), v.name).toEqual(keys);
+          expect(await c.readReservation(), v.name).toMatchObject({
+            key: KA,
+            type: 'write-exclusive-reg-only',
+          });
+        }
+      },
+    );
+
+    it(
+      'preempt and preempt-and-abort with victim key 0 by the holder of a registrants-only reservation -> invalid field, nothing changes (nvmet quirk holder-preempt-keeps-victim: GOOD, only the type changes)',
+      { timeout },
+      async () => {
+        await registerAll(t, 3);
+        await a.reserve(KA, 'write-exclusive-reg-only');
+        const before = await a.readKeys();
+        let g = before.generation;
+        let type: ReservationType = 'write-exclusive-reg-only';
+        for (const v of preemptVariants()) {
+          const next: ReservationType =
+            type === 'write-exclusive-reg-only' ? 'exclusive-access-reg-only' : 'write-exclusive-reg-only';
+          if (t.quirks.has('holder-preempt-keeps-victim')) {
+            await v.run(a, KA, 0n, next);
+            type = next;
+            g += 1;
+          } else {
+            await rejectsWith(v.run(a, KA, 0n, next), invalidField());
+          }
+          expect(await c.readKeys(), v.name).toEqual({ generation: g, keys: before.keys });
+          expect(await c.readReservation(), v.name).toMatchObject({ key: KA, type });
+        }
+      },
+    );
+
+    it(
+      'preempt and preempt-and-abort with victim key 0 and no reservation -> SCSI: invalid field (SPC-4: 0 only under all-registrants); NVMe: conflict (no registrant has key 0); nothing changes',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        const keys = await a.readKeys();
+        for (const v of preemptVariants()) {
+          // NVMe: with no reservation a preempt removes the registrants of PRKEY; none has 0
+          // (nvmet_pr_unreg_all_host_by_prkey answers Reservation Conflict).
+          await rejectsWith(
+            v.run(b, KB, 0n, 'write-exclusive-reg-only'),
+            scsi() ? invalidField() : ConflictError,
+          );
+          expect(await c.readKeys(), v.name).toEqual(keys);
+          expect((await c.readReservation()).key, v.name).toBeNull();
+        }
+      },
+    );
 
     it(
       'capabilities -> the kind, from the device, every type this suite reserves or preempts with, PREEMPT AND ABORT',
@@ -534,6 +690,28 @@ export function defineContractSuite(
       },
     );
 
+    it.runIf(initiatorCount > 32)(
+      'more than 32 registrations (every initiator of a topology of 33 or more), a reserves -> readKeys, readReservation and readFullStatus from any initiator show them all in registration order (skipped where the topology has fewer initiators: the kernel guests make 3)',
+      { timeout },
+      async () => {
+        const devs = t.initiators;
+        expect(devs.length).toBe(initiatorCount);
+        const keys = devs.map((_, i) => 0x5eed000000000000n + BigInt(i + 1));
+        const g0 = (await a.readKeys()).generation;
+        for (const [i, d] of devs.entries()) await d.register(0n, keys[i]!);
+        await a.reserve(keys[0]!, 'write-exclusive-reg-only');
+        for (const d of [a, devs.at(-1)!]) {
+          expect(await d.readKeys()).toEqual({ generation: g0 + devs.length, keys });
+          expect(await d.readReservation()).toMatchObject({ key: keys[0], type: 'write-exclusive-reg-only' });
+          const f = await d.readFullStatus();
+          expect(f.generation).toBe(g0 + devs.length);
+          expect(f.registrants.map((r) => r.key)).toEqual(keys);
+          expect(f.registrants.filter((r) => r.holder).map((r) => r.key)).toEqual([keys[0]]);
+          idsOf(f, devs.length);
+        }
+      },
+    );
+
     // ------------------------------------------------------------ clear
     it('clear -> no registrations, no reservation, generation +1, everyone writes', { timeout }, async () => {
       await registerAll(t, 3);
@@ -546,11 +724,15 @@ export function defineContractSuite(
       expect(await t.write(2)).toBe('ok');
     });
 
-    it('clear with a key that is not the own registration -> conflict', { timeout }, async () => {
-      await registerAll(t, 2);
-      await rejectsWith(b.clear(KA), ConflictError);
-      expect(sorted((await a.readKeys()).keys)).toEqual(sorted([KA, KB]));
-    });
+    it(
+      'clear with a key that is not the own registration -> conflict, registrations unchanged',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        await rejectsWith(b.clear(KA), ConflictError);
+        expect(sorted((await a.readKeys()).keys)).toEqual(sorted([KA, KB]));
+      },
+    );
 
     // ------------------------------------------------------------ access per type
     // holder = a (registered), registrant = b, non-registrant = c.
@@ -565,7 +747,7 @@ export function defineContractSuite(
     for (const type of RESERVATION_TYPES) {
       const want = access[type];
       it(
-        `${type}: holder ${want.holder || '-'}, registrant ${want.registrant || '-'}, other ${want.other || '-'}`,
+        `${type} reservation by a -> holder ${want.holder || '-'}, registrant ${want.registrant || '-'}, non-registrant ${want.other || '-'} (r read, w write)`,
         { timeout },
         async () => {
           await registerAll(t, 2);

@@ -11,7 +11,10 @@ export interface Topology {
   /** e.g. "memory", "lio-tcm_loop", "lio-iscsi", "nvmet-loop". */
   readonly name: string;
   readonly kind: DeviceKind;
-  /** At least three initiators on the same LU, index 0..n-1. */
+  /**
+   * At least three initiators on the same LU, index 0..n-1 (the memory model offers
+   * {@link MEMORY_INITIATORS}, the kernel guests three).
+   */
   readonly initiators: readonly PrDevice[];
   /**
    * The initiator id readFullStatus reports for each initiator (iSCSI name, NVMe host id in
@@ -25,6 +28,15 @@ export interface Topology {
    * spec's answer (see {@link LIO_QUIRKS}); the spec stays the rule for other targets.
    */
   readonly quirks: ReadonlySet<string>;
+  /**
+   * How a PR OUT command the device refuses as an invalid field (SCSI ILLEGAL REQUEST with
+   * INVALID FIELD IN PARAMETER LIST / INVALID RELEASE OF PERSISTENT RESERVATION, NVMe
+   * Invalid Field in Command) reaches the caller through the kernel: InvalidArgumentError
+   * where the driver maps it to EINVAL (sd.c sd_scsi_to_pr_err, nvme pr.c
+   * nvme_sc_to_pr_err), IndeterminateError where sd.c returns the bare CHECK CONDITION
+   * (kernel 6.1: ret 2, the sense is not visible, see classify.ts). Default 'invalid-argument'.
+   */
+  readonly invalidFieldSeenAs?: 'invalid-argument' | 'indeterminate';
   /** One O_DIRECT write (or the model's equivalent) from initiator i. */
   write(i: number): Promise<AccessResult>;
   /** One O_DIRECT read from initiator i. */
@@ -36,13 +48,60 @@ export interface Topology {
 
 export type TopologyFactory = () => Promise<Topology>;
 
+/** How many initiators the memory topology offers: enough for more than 32 registrations. */
+export const MEMORY_INITIATORS = 40;
+
 /**
- * LIO's deviations (drivers/target/target_core_pr.c), shared by the LIO kernel topologies
- * and the memory model of LIO (memory-logical-unit.ts):
+ * LIO's deviations from SPC-4 (drivers/target/target_core_pr.c), shared by the LIO kernel
+ * topologies and the memory model of LIO (memory-logical-unit.ts):
  * - `scsi2-registrant-conflict`: a SCSI-2 RESERVE(6)/RELEASE(6) from a registered
  *   non-holder under a registrants-only or all-registrants persistent reservation answers
  *   RESERVATION CONFLICT; SPC-4 5.7.3 b) says GOOD, with no effect
  *   (target_check_scsi2_reservation_conflict reads the sender's own pr_res_type, which
  *   only the reserving registration carries).
+ * - `unregister-keeps-generation`: a REGISTER or REGISTER AND IGNORE EXISTING KEY with a
+ *   SERVICE ACTION RESERVATION KEY of 0 (an unregister; from an unregistered I_T nexus, a
+ *   GOOD with nothing to do) leaves PRgeneration unchanged. SPC-4 6.16.2 (READ KEYS,
+ *   PRGENERATION) increments it for every REGISTER and REGISTER AND IGNORE EXISTING KEY
+ *   that is not terminated with an error or a conflict; only RESERVE, RELEASE and the
+ *   PERSISTENT RESERVE IN commands leave it alone (core_scsi3_emulate_pro_register calls
+ *   core_scsi3_pr_generation only for a non-zero key).
+ * - `release-wrong-type-conflict`: a RELEASE from the holder whose TYPE differs from the
+ *   reservation's answers RESERVATION CONFLICT; SPC-4 5.13.11.2.2 (Releasing) says ILLEGAL
+ *   REQUEST, INVALID RELEASE OF PERSISTENT RESERVATION (core_scsi3_emulate_pro_release).
+ * - `reserve-unregistered-check-condition`: a RESERVE from an I_T nexus that is not
+ *   registered, while no persistent reservation is held, answers CHECK CONDITION (LOGICAL
+ *   UNIT COMMUNICATION FAILURE: ret 2 through the ioctl, IndeterminateError); SPC-4 allows
+ *   only REGISTER and REGISTER AND IGNORE EXISTING KEY from an unregistered I_T nexus
+ *   (Reserving: "through a registered I_T nexus") and answers the others
+ *   RESERVATION CONFLICT (core_scsi3_pro_reserve returns
+ *   TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE when it finds no registration; with a
+ *   reservation held, core_scsi3_pr_seq_non_holder answers the conflict first).
  */
-export const LIO_QUIRKS: ReadonlySet<string> = new Set(['scsi2-registrant-conflict']);
+export const LIO_QUIRKS: ReadonlySet<string> = new Set([
+  'scsi2-registrant-conflict',
+  'unregister-keeps-generation',
+  'release-wrong-type-conflict',
+  'reserve-unregistered-check-condition',
+]);
+
+/**
+ * nvmet's deviations from the NVMe base specification (drivers/nvme/target/pr.c), shared by
+ * the nvmet kernel topologies and the memory model of kind 'nvme':
+ * - `holder-preempt-keeps-victim`: a Reservation Acquire, Preempt (or Preempt and Abort)
+ *   from the holder of a single-holder reservation only changes the reservation's type,
+ *   whatever PRKEY says: a registrant with that key keeps its registration, a key nobody
+ *   holds is no conflict, and a PRKEY of 0 is no error. The specification (Reservation
+ *   Acquire, Preempting a Reservation) unregisters the registrants of a PRKEY that is not
+ *   the holder's and not 0, and answers Invalid Field in Command to a PRKEY of 0 outside
+ *   the all-registrants types (nvmet_pr_preempt tests `holder == reg` before PRKEY). The
+ *   agent works around it (src/fence/rule.ts, status.quirks HolderPreemptKeepsVictim).
+ * - `release-wrong-type-conflict`: a Reservation Release from the holder whose RTYPE
+ *   differs from the reservation's answers Reservation Conflict; the specification
+ *   (Reservation Release, Releasing a Reservation) says Invalid Field in Command
+ *   (nvmet_pr_release).
+ */
+export const NVMET_QUIRKS: ReadonlySet<string> = new Set([
+  'holder-preempt-keeps-victim',
+  'release-wrong-type-conflict',
+]);

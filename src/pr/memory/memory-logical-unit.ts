@@ -14,23 +14,37 @@
  *   an unknown key; KoffiPrDevice issues those as NVMe passthrough commands, so the
  *   port's semantics are the same on both kinds and this model implements the port.
  *
- * Observable differences by kind (each is asserted per kind by the contract suite):
- * - generation: both bump on register/unregister/replace, preempt, clear; never on
- *   reserve/release. NVMe also bumps on a REGISTER of an identical key.
+ * Observable differences by kind (each is asserted per kind by the contract suite). Where a
+ * target deviates from SPC-4 or the NVMe base specification, the deviation is named (the
+ * contract suite's LIO_QUIRKS / NVMET_QUIRKS, test/contract/topology.ts) and this model
+ * follows the target:
+ * - generation: both bump on register/replace, preempt, clear; never on reserve/release.
+ *   NVMe also bumps on a REGISTER of an identical key. LIO quirk
+ *   `unregister-keeps-generation`: a REGISTER / REGISTER AND IGNORE EXISTING KEY with new
+ *   key 0 (unregister, or nothing from an unregistered nexus) leaves it alone, where SPC-4
+ *   6.16.2 bumps it; nvmet bumps on unregister.
  * - readReservation with no reservation: sd.c returns generation 0, NVMe the real one.
  * - all-registrants types: SCSI reports holder key 0 (SPC-4 5.13.5.2); NVMe (host pr.c)
  *   reports the first registrant's key.
  * - REGISTER of a registered nexus with old key 0: SCSI conflict; NVMe success if the
  *   key is unchanged, else conflict.
- * - RESERVE from an unregistered nexus while nothing is reserved: LIO answers CHECK
- *   CONDITION (ret 2 through the ioctl: IndeterminateError here), nvmet RESERVATION
- *   CONFLICT.
- * - RELEASE by the holder with another type: RESERVATION CONFLICT on both.
- * - unregister (new key 0): nvmet bumps the generation, LIO does not.
+ * - REGISTER AND IGNORE EXISTING KEY with new key 0 from an unregistered nexus: SCSI GOOD
+ *   with nothing to do; NVMe (KoffiPrDevice sends Unregister with IEKEY) Reservation
+ *   Conflict (nvmet_pr_unregister finds no registrant).
+ * - RESERVE from an unregistered nexus while nothing is reserved: nvmet answers
+ *   RESERVATION CONFLICT as the specs say; LIO quirk
+ *   `reserve-unregistered-check-condition`: CHECK CONDITION (ret 2 through the ioctl:
+ *   IndeterminateError here).
+ * - RELEASE by the holder with another type: RESERVATION CONFLICT on both (quirk
+ *   `release-wrong-type-conflict` of both; the specs say invalid field).
+ * - PREEMPT with victim key 0 outside an all-registrants reservation: LIO refuses it as an
+ *   invalid field, also with no reservation at all (SPC-4); nvmet refuses it from a
+ *   non-holder (invalid field) and, with no reservation, conflicts (no registrant has key 0).
  * - PREEMPT sent by the holder of a single-holder reservation: nvmet only changes the
- *   type and removes nobody (found by the kernel contract run on 7.2); LIO removes the
- *   victim as SPC-4 says. A fencer on nvmet must therefore not be the holder when it
- *   preempts a non-holder key (see src/fence).
+ *   type and removes nobody, whatever the victim key (quirk `holder-preempt-keeps-victim`,
+ *   found by the kernel contract run on 7.2); LIO removes the victim as SPC-4 says. A
+ *   fencer on nvmet must therefore not be the holder when it preempts a non-holder key
+ *   (see src/fence).
  *
  * SCSI-2 reservations (kind 'scsi' only; scsi2.ts), as LIO implements SPC-2 and the
  * SPC-4 5.7.3 exceptions (target_core_pr.c target_scsi2_reservation_reserve/_release,
@@ -527,7 +541,14 @@ export class MemoryLogicalUnit {
     // Unregister actions as KoffiPrDevice issues them (see its NVMe notes).
     if (current === undefined) {
       if (!ignore && oldKey !== 0n) throw this.#conflict(op, nexus, 'not registered, old key not 0');
-      if (newKey === 0n) return; // nothing to do; no generation change
+      if (newKey === 0n && ignore && this.kind === 'nvme') {
+        // Unregister with IEKEY (KoffiPrDevice's NVMe register-and-ignore 0): nothing to
+        // unregister is a Reservation Conflict to nvmet_pr_unregister.
+        throw this.#conflict(op, nexus, 'not registered: nothing to unregister');
+      }
+      // SPC-4: GOOD with nothing to do. LIO leaves the generation alone (quirk
+      // unregister-keeps-generation); KoffiPrDevice sends nothing for an NVMe register(0, 0).
+      if (newKey === 0n) return;
       this.#regs.set(nexus, newKey);
       this.#generation += 1;
       return;
@@ -535,7 +556,8 @@ export class MemoryLogicalUnit {
     if (!ignore && current !== oldKey) throw this.#conflict(op, nexus, 'old key does not match');
     if (newKey === 0n) {
       this.#unregister(nexus);
-      // LIO does not bump PRgeneration for an unregister (seen on the kernel run); nvmet does.
+      // LIO does not bump PRgeneration for an unregister (quirk unregister-keeps-generation;
+      // SPC-4 6.16.2 does); nvmet does.
       if (this.kind === 'nvme') this.#generation += 1;
       return;
     }
@@ -624,6 +646,13 @@ export class MemoryLogicalUnit {
     if (current === undefined || current !== ownKey) {
       throw this.#conflict(op, nexus, current === undefined ? 'not registered' : 'own key does not match');
     }
+    const h = this.#holder;
+    if (this.kind === 'scsi' && victimKey === 0n && !(h && isAllRegistrantsType(h.type))) {
+      // SPC-4 Preempting: a SERVICE ACTION RESERVATION KEY of 0 only under an all-registrants
+      // reservation, else ILLEGAL REQUEST / INVALID FIELD IN PARAMETER LIST; LIO checks it
+      // before anything else, also with no reservation (core_scsi3_pro_preempt).
+      throw this.#invalid(op, nexus, 'victim key 0 while not all-registrants');
+    }
     const removeByKey = (exceptSelf: boolean): number => {
       let n = 0;
       for (const [other, k] of [...this.#regs]) {
@@ -634,7 +663,6 @@ export class MemoryLogicalUnit {
       }
       return n;
     };
-    const h = this.#holder;
     if (!h) {
       if (removeByKey(this.kind === 'scsi') === 0)
         throw this.#conflict(op, nexus, 'victim key not registered');
@@ -654,7 +682,8 @@ export class MemoryLogicalUnit {
       if (h.nexus === nexus && (victimKey === ownKey || this.kind === 'nvme')) {
         // The holder preempting itself changes the type. nvmet (nvmet_pr_preempt) takes
         // this branch for ANY key when the sender holds the reservation: the victim keeps
-        // its registration and a key that is not registered is no conflict.
+        // its registration, a key that is not registered is no conflict, and key 0 is no
+        // error (quirk holder-preempt-keeps-victim).
         h.type = type;
       } else if (holderKey !== undefined && victimKey === holderKey) {
         this.#holder = { type, nexus };
