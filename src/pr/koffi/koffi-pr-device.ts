@@ -29,7 +29,9 @@
  *   does not implement the report is assumed to take all six types (`source: 'assumed'`).
  * - PREEMPT AND ABORT refused as unsupported (EOPNOTSUPP; on SCSI the EINVAL sd.c makes of
  *   ILLEGAL REQUEST / INVALID FIELD IN CDB) is UnsupportedError, and capabilities() says
- *   `preemptAbort: false` from then on; the fencer falls back to PREEMPT.
+ *   `preemptAbort: false` from then on; the fencer falls back to PREEMPT. An EINVAL to a
+ *   victim key of 0 is not taken as such (SPC-4 refuses that key outside an all-registrants
+ *   reservation).
  */
 import { realpath, stat } from 'node:fs/promises';
 import { deviceKind } from '../device-kind.js';
@@ -289,7 +291,9 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
    * kernel's EOPNOTSUPP, or on SCSI the EINVAL sd.c (sd_scsi_to_pr_err) makes of ILLEGAL
    * REQUEST / INVALID FIELD IN CDB (the arguments were checked here, and the type is one
    * the device reported, so it refused the service action). capabilities() then says
-   * `preemptAbort: false`.
+   * `preemptAbort: false`. Not so for a victim key of 0: SPC-4 refuses it outside an
+   * all-registrants reservation (ILLEGAL REQUEST / INVALID FIELD IN PARAMETER LIST, the
+   * same EINVAL through sd.c), so that EINVAL stays InvalidArgumentError.
    */
   async preemptAndAbort(
     ownKey: PrKey,
@@ -305,6 +309,7 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
         this.kind === 'scsi' &&
         e.kind === 'invalid-argument' &&
         e.errno === ERRNO.EINVAL &&
+        victimKey !== 0n &&
         // A type the device reported it lacks is what its INVALID FIELD IN CDB was about.
         (this.#caps?.types.includes(type) ?? true)
           ? new UnsupportedError('preempt-abort: device refused PREEMPT AND ABORT (ILLEGAL REQUEST)', {

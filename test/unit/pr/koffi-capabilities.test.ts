@@ -211,6 +211,19 @@ describe('KoffiPrDevice.capabilities on a fake libc: SCSI', () => {
   });
 });
 
+describe('KoffiPrDevice PREEMPT AND ABORT with a victim key of 0', () => {
+  it('EINVAL (SPC-4: key 0 outside an all-registrants reservation, INVALID FIELD IN PARAMETER LIST) -> InvalidArgumentError, PREEMPT AND ABORT not marked refused', async () => {
+    const { d } = await device('scsi', (c) => {
+      if (c.request === abi.IOC_PR_PREEMPT_ABORT) return { ret: -1, errno: 22 };
+      return scsiDevice(reportCaps([0, 8, 0, 0x80, 0xea, 0x01, 0, 0]))(c);
+    });
+    await expect(d.preemptAndAbort(KA, 0n, 'write-exclusive-reg-only')).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    );
+    expect((await d.capabilities()).preemptAbort).toBe(true);
+  });
+});
+
 describe('KoffiPrDevice PREEMPT AND ABORT with a type the device lacks', () => {
   it('EINVAL for a type outside the reported mask -> InvalidArgumentError, PREEMPT AND ABORT not marked refused', async () => {
     const { d } = await device('scsi', (c) => {
