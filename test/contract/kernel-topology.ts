@@ -1,4 +1,3 @@
-import { release } from 'node:os';
 import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
 import { directRead, directWrite } from '../../src/pr/koffi/direct-io.js';
 import { ConflictError, type PrDevice } from '../../src/pr/index.js';
@@ -37,20 +36,6 @@ function initiatorIdsOf(spec: KernelTopologySpec): string[] | undefined {
   return undefined;
 }
 
-/**
- * How this kernel hands an invalid-field answer to a PR OUT to the caller (Topology
- * `invalidFieldSeenAs`). 7.2's sd.c maps ILLEGAL REQUEST with ASC 24h/26h to EINVAL
- * (sd_scsi_to_pr_err); 6.1's sd_pr_command returns the bare SCSI result (CHECK CONDITION,
- * ret 2). The harness runs only these two; which release brought sd_scsi_to_pr_err is not
- * pinned here, so every kernel before 7 is taken as 6.1. NVMe namespaces exist in the
- * harness only on kernels with nvmet reservations (>= 6.13), whose nvme pr.c maps Invalid
- * Field to EINVAL.
- */
-function invalidFieldSeenAs(kind: 'scsi' | 'nvme', kernel = release()): 'invalid-argument' | 'indeterminate' {
-  if (kind === 'nvme') return 'invalid-argument';
-  return Number(kernel.split('.')[0]) >= 7 ? 'invalid-argument' : 'indeterminate';
-}
-
 /** Real devices: three paths (initiators) to one LU, through KoffiPrDevice. */
 export function kernelTopology(spec: KernelTopologySpec): TopologyFactory {
   return async (): Promise<Topology> => {
@@ -71,7 +56,6 @@ export function kernelTopology(spec: KernelTopologySpec): TopologyFactory {
       limitations: new Set(spec.limitations),
       // Every SCSI target of the harness is LIO (tcm_loop, iSCSI loopback), every NVMe one nvmet.
       quirks: spec.kind === 'scsi' ? LIO_QUIRKS : NVMET_QUIRKS,
-      invalidFieldSeenAs: invalidFieldSeenAs(spec.kind),
       write: (i) => directWrite(spec.devices[i]!),
       read: (i) => directRead(spec.devices[i]!),
       async reset() {

@@ -103,9 +103,14 @@ export function defineContractSuite(
       [a, b, c] = t.initiators as [PrDevice, PrDevice, PrDevice];
     });
     const scsi = () => t.kind === 'scsi';
-    /** The error an invalid-field answer to a PR OUT becomes on this topology (Topology.invalidFieldSeenAs). */
-    const invalidField = () =>
-      t.invalidFieldSeenAs === 'indeterminate' ? IndeterminateError : InvalidArgumentError;
+    /**
+     * The error an invalid-field answer to a PR OUT (SCSI ILLEGAL REQUEST / INVALID FIELD IN
+     * PARAMETER LIST or INVALID RELEASE OF PERSISTENT RESERVATION, NVMe Invalid Field in
+     * Command) becomes: EINVAL through 7.2's sd.c (sd_scsi_to_pr_err) and nvme pr.c, the
+     * SCSI result 0x402 through 6.1's sd.c (kernel runs); both InvalidArgumentError
+     * (classify.ts).
+     */
+    const invalidField = () => InvalidArgumentError;
     /** PREEMPT and PREEMPT AND ABORT (the second left out where it hangs the target). */
     const preemptVariants = (): {
       name: string;

@@ -28,15 +28,6 @@ export interface Topology {
    * spec's answer (see {@link LIO_QUIRKS}); the spec stays the rule for other targets.
    */
   readonly quirks: ReadonlySet<string>;
-  /**
-   * How a PR OUT command the device refuses as an invalid field (SCSI ILLEGAL REQUEST with
-   * INVALID FIELD IN PARAMETER LIST / INVALID RELEASE OF PERSISTENT RESERVATION, NVMe
-   * Invalid Field in Command) reaches the caller through the kernel: InvalidArgumentError
-   * where the driver maps it to EINVAL (sd.c sd_scsi_to_pr_err, nvme pr.c
-   * nvme_sc_to_pr_err), IndeterminateError where sd.c returns the bare CHECK CONDITION
-   * (kernel 6.1: ret 2, the sense is not visible, see classify.ts). Default 'invalid-argument'.
-   */
-  readonly invalidFieldSeenAs?: 'invalid-argument' | 'indeterminate';
   /** One O_DIRECT write (or the model's equivalent) from initiator i. */
   write(i: number): Promise<AccessResult>;
   /** One O_DIRECT read from initiator i. */
