@@ -5,8 +5,9 @@
  * hook, and the own NodeFence status is written after it.
  *
  * A reconcile that removed a stale key hands back the recording of that fence (about half
- * of its API round trips): it runs off the worker, at most `workers` at once, so the
- * worker takes the next volume's fence at once. The PV stays in process in the queue
+ * of its API round trips): it runs off the worker, so the worker takes the next volume's
+ * fence at once. Fences come first: while volumes wait in the queue, records are written
+ * one at a time (they share the API server with the fences); then up to `workers` at once. The PV stays in process in the queue
  * until its record is written: no reconcile of it starts in between.
  */
 import type { Logger } from 'pino';
@@ -65,6 +66,7 @@ export class ReconcileWorkers {
           for (;;) {
             const pv = await this.#o.queue.get();
             if (pv === undefined) return;
+            this.#pumpRecords(); // the queue may have emptied: records wait no longer
             await this.#process(pv);
           }
         })(),
@@ -97,23 +99,37 @@ export class ReconcileWorkers {
       this.#failed(pv, e, log);
     } finally {
       if (!recordLater) this.#o.queue.done(pv);
+      this.#pumpRecords();
     }
   }
 
-  /** Writes a fence's record off the worker (at most `workers` at once), then settles the PV. */
+  /**
+   * Writes a fence's record off the worker, then settles the PV. Fences come first: while
+   * volumes wait in the queue, one record is written at a time (so records always move);
+   * once none waits, up to `workers` at once.
+   */
   async #recordFence(pv: string, record: () => Promise<ReconcileResult>, log: Logger): Promise<void> {
-    if (this.#recordsRunning >= this.#o.workers) await new Promise<void>((r) => this.#recordSlots.push(r));
-    else this.#recordsRunning++;
+    await new Promise<void>((r) => {
+      this.#recordSlots.push(r);
+      this.#pumpRecords();
+    });
     try {
       await this.#settle(pv, await record(), log);
     } catch (e) {
       this.#failed(pv, e, log);
     } finally {
-      // The slot passes on to a record waiting for one, or is given back.
-      const next = this.#recordSlots.shift();
-      if (next) next();
-      else this.#recordsRunning--;
+      this.#recordsRunning--;
       this.#o.queue.done(pv);
+      this.#pumpRecords();
+    }
+  }
+
+  /** Starts the records waiting for a slot, as many as the queue's state allows. */
+  #pumpRecords(): void {
+    const limit = this.#o.queue.length > 0 ? 1 : this.#o.workers;
+    while (this.#recordsRunning < limit && this.#recordSlots.length) {
+      this.#recordsRunning++;
+      this.#recordSlots.shift()!();
     }
   }
 

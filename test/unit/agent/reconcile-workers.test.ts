@@ -19,18 +19,26 @@ const until = async (f: () => boolean) => {
 
 /**
  * A reconciler whose every reconcile of a PV in `fencing` removes a key and hands back its
- * record, which ends only when the test releases it.
+ * record, which ends only when the test releases it (`held`); a reconcile of a `slow-*` PV
+ * ends only when the test releases it (`heldReconciles`).
  */
 function fakeReconciler(fencing: Set<string>) {
   const log: string[] = [];
   const held = new Map<string, () => void>();
+  const heldReconciles = new Map<string, () => void>();
   const recordsRunning = { now: 0, max: 0 };
   const reconciler = {
     blockedOn: new Set<string>(),
     handingOver: new Set<string>(),
     mayRegisterCached: () => true,
-    reconcile: (pv: string): Promise<ReconcileResult> => {
+    reconcile: async (pv: string): Promise<ReconcileResult> => {
       log.push(`reconcile ${pv}`);
+      if (pv.startsWith('slow-')) {
+        // A reconcile that ends only when the test releases it (e.g. waiting on the API).
+        const d = deferred();
+        heldReconciles.set(pv, d.resolve);
+        await d.promise;
+      }
       if (!fencing.has(pv)) return Promise.resolve({ outcome: 'done', victims: [], registered: true });
       fencing.delete(pv); // fenced once
       return Promise.resolve({
@@ -51,7 +59,7 @@ function fakeReconciler(fencing: Set<string>) {
       });
     },
   };
-  return { reconciler: reconciler as unknown as VolumeReconciler, log, held, recordsRunning };
+  return { reconciler: reconciler as unknown as VolumeReconciler, log, held, heldReconciles, recordsRunning };
 }
 
 function start(fencing: string[], workers: number) {
@@ -121,5 +129,27 @@ describe('ReconcileWorkers: a fence record is written off the worker', () => {
       max: t.recordsRunning.max,
       recorded: t.log.filter((x) => x.startsWith('recorded')).length,
     }).toEqual({ max: 2, recorded: 5 });
+  });
+
+  it('volumes waiting in the queue -> one record written at a time; the queue empty -> the next record starts at once', async () => {
+    const t = start(['pv-1', 'pv-2'], 2);
+    for (const pv of ['pv-1', 'pv-2', 'slow-1', 'slow-2', 'slow-3']) t.queue.add(pv);
+    await until(() => t.heldReconciles.has('slow-1') && t.heldReconciles.has('slow-2'));
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    // slow-3 waits in the queue: pv-2's record waits for pv-1's.
+    expect({ queued: t.queue.length, running: t.recordsRunning.now, held: [...t.held.keys()] }).toEqual({
+      queued: 1,
+      running: 1,
+      held: ['pv-1'],
+    });
+    t.heldReconciles.get('slow-1')!(); // its worker takes slow-3: the queue is empty
+    await until(() => t.held.has('pv-2'));
+    expect({ queued: t.queue.length, running: t.recordsRunning.now }).toEqual({ queued: 0, running: 2 });
+    for (const r of [...t.held.values(), ...t.heldReconciles.values()]) r();
+    await until(() => t.heldReconciles.has('slow-3'));
+    t.heldReconciles.get('slow-3')!();
+    t.queue.shutDown();
+    await t.w.stopped();
+    expect(t.log.filter((x) => x.startsWith('recorded'))).toEqual(['recorded pv-1', 'recorded pv-2']);
   });
 });
