@@ -155,15 +155,28 @@ function volumeViewBacks(a: FenceAction, fenceRequested: (node: string) => boole
   );
 }
 
-/** The device, calling `onRead` as each key read starts. */
-function stampKeyReads(device: PrDevice, onRead: () => void): PrDevice {
+/**
+ * The device, calling `onNewKey(t)` when a key read that started at `t` shows a key other
+ * than `ownKey` that the read before it (first: `before`) did not show.
+ */
+function stampNewKeys(
+  device: PrDevice,
+  ownKey: PrKey,
+  before: readonly PrKey[],
+  now: () => number,
+  onNewKey: (startedAt: number) => void,
+): PrDevice {
+  let previous = new Set(before);
   return new Proxy(device, {
     get(target, prop) {
       const v: unknown = Reflect.get(target, prop, target);
       if (prop === 'readKeys')
-        return (...args: Parameters<PrDevice['readKeys']>) => {
-          onRead();
-          return target.readKeys(...args);
+        return async (...args: Parameters<PrDevice['readKeys']>) => {
+          const startedAt = now();
+          const r = await target.readKeys(...args);
+          if (r.keys.some((k) => k !== ownKey && !previous.has(k))) onNewKey(startedAt);
+          previous = new Set(r.keys);
+          return r;
         };
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
@@ -503,9 +516,11 @@ export class VolumeReconciler {
       );
       const { device: _d, ...inputNoDevice } = input;
       let current = view;
-      // When the last key read started: a PREEMPT rests on a view read after it. A key that
-      // appeared on the device after the view started may belong to a node whose attachment
-      // the view predates (legitimate, yet absent from both the view and a lagging cache).
+      // When the last key read that showed a new key started: a PREEMPT rests on a view read
+      // after it. A key that appeared on the device after the view started may belong to a
+      // node whose attachment the view predates (legitimate, yet absent from both the view
+      // and a lagging cache). A read that shows only keys seen before (or the own key, e.g.
+      // the read-back of this node's register) needs no new view.
       const reads = { lastAt: readAt };
       const confirm = async (a: FenceAction): Promise<boolean> => {
         const viewPredatesRead = a.kind === 'preempt-abort' && current.startedAt <= reads.lastAt;
@@ -574,7 +589,13 @@ export class VolumeReconciler {
         return true;
       };
       obs = await fenceVolume({
-        device: stampKeyReads(device, () => (reads.lastAt = o.fresh.now())),
+        device: stampNewKeys(
+          device,
+          o.key,
+          state.keys.keys,
+          () => o.fresh.now(),
+          (t) => (reads.lastAt = t),
+        ),
         input: inputNoDevice,
         log,
         signal: o.signal,

@@ -342,6 +342,22 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
       intent: writer.calls.includes('recordIntent'),
     }).toEqual({ keys: [K.a, K.b], holder: 'a', outcome: 'unconfirmed', intent: false });
   });
+  it('a node that registers, then preempts a stale holder in one reconcile -> one fresh view backs both: the read-back of its own register shows no new key', async () => {
+    const world: World = { vas: ['b'] };
+    const fresh = freshOf(() => world);
+    const lu = new MemoryLogicalUnit({ id: 'lu' });
+    await lu.initiator('a').register(0n, K.a);
+    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
+    const { r, writer } = await setup('b', () => world, fresh, undefined, { lu });
+    const res = await r.reconcile(PV, log);
+    expect({
+      keys: lu.state().registrations.map((x) => x.key),
+      holder: lu.state().reservation?.holder,
+      intent: writer.calls.includes('recordIntent'),
+      views: fresh.reads(),
+    }).toEqual({ keys: [K.b], holder: 'b', intent: true, views: 1 });
+    expect(res.victims).toEqual([expect.objectContaining({ key: K.a, result: 'fenced' })]);
+  });
 });
 
 describe('VolumeReconciler: the volume policy (prfence.io/fencing, prfence.io/reservation-type)', () => {
