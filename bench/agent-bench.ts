@@ -6,6 +6,10 @@
  * agent's RSS with many VolumeAttachments and Nodes in its caches.
  */
 import { CoreV1Api, StorageV1Api } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import pino from 'pino';
+import { StatusWriter } from '../src/agent/status-writer.js';
+import { RestClient } from '../src/kube/rest-client.js';
 import { startControlPlane } from '../test/envtest/control-plane.js';
 import { installCrds, waitCrdStorage } from '../test/envtest/crds.js';
 import {
@@ -55,6 +59,16 @@ export async function agentBench(): Promise<void> {
             .padStart(10)}${r.requestsPerFence.toFixed(1).padStart(21)}   ${lat.length}/${n} fenced`,
         );
       }
+    }
+
+    if (runs.length) {
+      const n = 200;
+      const workers = Number(process.env.PRFENCE_BENCH_WORKERS ?? 8);
+      const ms = await intentFloor(kc, n, workers);
+      console.log(
+        `floor: ${n} per-volume fence intents alone (StatusWriter.recordIntent: GET, then apply), ${workers} at once: ${ms.toFixed(0)} ms.` +
+          ` A ${n}-PV p99 below it needs one intent per victim node, not per volume.`,
+      );
     }
 
     // Memory: an agent holding many VolumeAttachments and Nodes in its caches.
@@ -110,5 +124,39 @@ export async function agentBench(): Promise<void> {
     }
   } finally {
     await cp.stop();
+  }
+}
+
+/**
+ * How long `n` fence intents take on this API server with nothing else going on: each is
+ * what a fence writes before its PREEMPT (the agent's own StatusWriter: a GET of the
+ * VolumeReservation, then a server-side apply with its resourceVersion). Every volume's
+ * fence waits for its own, so the p99 of a per-volume intent design cannot go below this.
+ */
+async function intentFloor(kc: KubeConfig, n: number, workers: number): Promise<number> {
+  const rest = new RestClient(kc);
+  const writer = new StatusWriter({
+    rest,
+    node: 'floor-node',
+    key: 0x0e153df0c4afa1cfn,
+    nodeUid: 'floor-uid',
+    log: pino({ level: 'silent' }),
+  });
+  try {
+    const pvs = Array.from({ length: n }, (_, i) => `floor-pv-${i}`);
+    await pool(pvs, workers, (pv) => writer.readVr(pv)); // created beforehand, as in a fence
+    const t0 = performance.now();
+    await pool(pvs, workers, (pv) =>
+      writer.recordIntent(pv, {
+        victimKey: '0e153df0c4afa1d0',
+        victimNode: 'floor-victim',
+        by: 'floor-node',
+        at: new Date().toISOString(),
+        basis: 'bench',
+      }),
+    );
+    return performance.now() - t0;
+  } finally {
+    rest.close();
   }
 }
