@@ -105,12 +105,12 @@ export class Cluster {
   /** Nodes this cluster created: their NodeFences are deleted by stopAll. */
   readonly #nodes: string[] = [];
   /**
-   * The agents' scope by default: PRFENCE_TEST_AGENT_SCOPE (`cluster` if unset). With
-   * `node`, the first agent started also starts an in-process controller (no leader
-   * election) that writes the desired state, stopped by stopAll, or as soon as the test
-   * starts a controller of its own (`ownController`).
+   * The agents' scope by default: PRFENCE_TEST_AGENT_SCOPE (`node` if unset, as the chart
+   * ships). With `node`, the first agent started also starts an in-process controller (no
+   * leader election) that writes the desired state, stopped by stopAll, or as soon as the
+   * test starts a controller of its own (`ownController`).
    */
-  readonly defaultScope: AgentScope = process.env.PRFENCE_TEST_AGENT_SCOPE === 'node' ? 'node' : 'cluster';
+  readonly defaultScope: AgentScope = process.env.PRFENCE_TEST_AGENT_SCOPE === 'cluster' ? 'cluster' : 'node';
   #controller: Controller | undefined;
   /** The test runs its own controllers until stopAll: the harness starts none. */
   #ownControllers = false;
