@@ -357,8 +357,7 @@ export class VolumeReconciler {
     const paths = o.pathsOf ? await o.pathsOf(device).catch(() => undefined) : undefined;
     if (!ownNow) entry.keyPaths = undefined;
     else if (paths && entry.keyPaths) entry.keyPaths = entry.keyPaths.filter((p) => paths.includes(p));
-    const newPaths =
-      paths && ownNow ? (entry.keyPaths ? addedPaths(entry.keyPaths, paths) : [...paths]) : [];
+    const newPaths = paths && ownNow ? (entry.keyPaths ? addedPaths(entry.keyPaths, paths) : [...paths]) : [];
 
     // A leaving holder needs to know whether the reservation keeps a fenced node out (its
     // release would let that node write again: Handover). Read only then, from the API server.
