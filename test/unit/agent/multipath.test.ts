@@ -6,102 +6,16 @@
  * register, and not at all when the path set did not change. The map is a memory model of
  * dm.c's forwarding (memory-multipath.ts); the caches and the fresh view are plain data.
  */
-import type { V1Node, V1VolumeAttachment } from '@kubernetes/client-node';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import type { ClusterCaches } from '../../../src/agent/cluster-view.js';
 import { DeviceRegistry } from '../../../src/agent/device-registry.js';
-import { FenceMemory } from '../../../src/agent/fence-memory.js';
-import type { FreshView, FreshViewSource } from '../../../src/agent/fresh-view.js';
 import { PathWatch } from '../../../src/agent/path-watch.js';
-import type { StatusWriter } from '../../../src/agent/status-writer.js';
-import { VolumeReconciler } from '../../../src/agent/volume-reconciler.js';
-import type { NodeFence } from '../../../src/crd/types.js';
-import type { VolumePolicy } from '../../../src/fence/volume-policy.js';
-import { clusterTag, makeKey } from '../../../src/fence/keys.js';
 import { formatKey } from '../../../src/pr/key.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
 import { memoryMultipath } from '../pr/memory-multipath.js';
+import { K, PV, reconcilerOf, type World } from './multipath-world.js';
 
 const log = pino({ level: 'silent' });
-const TAG = clusterTag('unit');
-const K = { a: makeKey(TAG, 1), b: makeKey(TAG, 2) };
-const PV = 'pv-1';
-const WEAR: VolumePolicy = {
-  kind: 'fenced',
-  reservationType: 'write-exclusive-all-regs',
-  fencingFrom: { from: 'default' },
-  typeFrom: { from: 'default' },
-};
-
-interface World {
-  vas: string[];
-  fenced?: string[];
-  fenceRequested?: string[];
-}
-
-function caches(w: World): ClusterCaches {
-  const nfs = (['a', 'b'] as const).map((n): NodeFence => ({
-    apiVersion: 'prfence.io/v1alpha1',
-    kind: 'NodeFence',
-    metadata: { name: n },
-    ...(w.fenceRequested?.includes(n) ? { spec: { fenceState: 'Fenced' as const } } : {}),
-    status: { key: formatKey(K[n]), ...(w.fenced?.includes(n) ? { phase: 'Fenced' as const } : {}) },
-  }));
-  const vas = w.vas.map((n): V1VolumeAttachment => ({
-    metadata: { name: `va-${n}` },
-    spec: { attacher: 'x', nodeName: n, source: { persistentVolumeName: PV } },
-  }));
-  return {
-    vasOf: (pv) => (pv === PV ? vas : []),
-    nodeFences: (n) => nfs.find((x) => x.metadata.name === n),
-    allNodeFences: nfs,
-    nodes: (n): V1Node => ({ metadata: { name: n, uid: `uid-${n}` } }),
-  };
-}
-
-/** A fresh view of `get()`, read anew each time; `down`: every read fails. */
-function freshOf(get: () => World, down: () => boolean = () => false) {
-  let reads = 0;
-  return {
-    reads: () => reads,
-    now: () => performance.now(),
-    isFresh: () => true,
-    problem: () => undefined,
-    get: (): Promise<FreshView> => {
-      reads += 1;
-      if (down()) return Promise.reject(new Error('API server unreachable'));
-      const c = caches(get());
-      return Promise.resolve({
-        startedAt: performance.now(),
-        basis: 'test',
-        nodeFences: new Map(c.allNodeFences.map((n) => [n.metadata.name, n])),
-        keyClaims: [],
-        cachesFor: () => Promise.resolve(c),
-      });
-    },
-  };
-}
-
-function writerStub() {
-  const events: string[][] = [];
-  return {
-    events,
-    writeVolume: () => Promise.resolve(undefined),
-    recordIntent: () => Promise.resolve(true),
-    completeFence: () => Promise.resolve(),
-    markFenced: () => Promise.resolve(),
-    recordProof: () => Promise.resolve(),
-    dropRegistrant: () => Promise.resolve(),
-    fencedEvent: () => Promise.resolve(),
-    pathsReregisteredEvent: (_pv: string, paths: readonly string[]) => (
-      events.push([...paths]),
-      Promise.resolve()
-    ),
-    forget: () => undefined,
-    fencedOn: () => Promise.resolve([]),
-  };
-}
 
 /**
  * Node a on a two-path map (a1, a2) of one LU, node b (another host) on its own initiator;
@@ -110,27 +24,13 @@ function writerStub() {
 async function setup(api: () => World, opts: { fresh?: () => World; down?: () => boolean } = {}) {
   const lu = new MemoryLogicalUnit({ id: 'lu' });
   const mp = memoryMultipath(lu, ['a1', 'a2']);
-  const fresh = freshOf(opts.fresh ?? api, opts.down);
-  const writer = writerStub();
-  const memory = await FenceMemory.open(undefined);
-  const devices = new DeviceRegistry(() => Promise.resolve(mp.device));
-  const r = new VolumeReconciler({
-    node: 'a',
-    key: K.a,
-    tag: TAG,
-    caches: () => caches(api()),
-    identityOf: () => 'lu',
-    fresh: fresh as unknown as FreshViewSource,
-    devices,
-    memory,
-    writer: writer as unknown as StatusWriter,
-    policyOf: () => WEAR,
-    foreignKeys: 'leave',
-    leaveGraceMs: 0,
-    pathsOf: () => Promise.resolve(mp.paths()),
-    signal: new AbortController().signal,
-  });
-  return { lu, mp, fresh, writer, r, devices, memory };
+  const w = await reconcilerOf(
+    () => Promise.resolve(mp.device),
+    () => Promise.resolve(mp.paths()),
+    api,
+    opts,
+  );
+  return { lu, mp, ...w };
 }
 
 const keysOf = (lu: MemoryLogicalUnit) =>
