@@ -356,6 +356,8 @@ export class VolumeReconciler {
     // planned by the rule and gated like any register (fresh view, S2), covers them.
     const paths = o.pathsOf ? await o.pathsOf(device).catch(() => undefined) : undefined;
     if (!ownNow) entry.keyPaths = undefined;
+    // NVMe: the registration is the host's, on every controller (path) of it.
+    else if (kind === 'nvme' && paths) entry.keyPaths = paths;
     else if (paths && entry.keyPaths) entry.keyPaths = entry.keyPaths.filter((p) => paths.includes(p));
     const newPaths = paths && ownNow ? (entry.keyPaths ? addedPaths(entry.keyPaths, paths) : [...paths]) : [];
 

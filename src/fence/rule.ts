@@ -86,7 +86,8 @@ export interface FenceInput {
    * map reaches the paths it has then), so I/O through them is refused. A node whose own
    * key is still on the device and that may register registers it again (REGISTER AND
    * IGNORE EXISTING KEY of its own key, through the map): a register like any other, gated
-   * the same way. A node whose key is gone never does (S2). Default none.
+   * the same way. A node whose key is gone never does (S2). SCSI only (an NVMe
+   * registration belongs to the host, every controller of it included). Default none.
    */
   newPaths?: readonly string[];
 }
@@ -227,9 +228,11 @@ export function decideVolume(input: FenceInput): FencePlan {
       };
     }
     actions.push({ kind: 'register' });
-  } else if (input.newPaths?.length) {
+  } else if (input.newPaths?.length && device.kind !== 'nvme') {
     // Registered, may register, and new paths without the key: register again (S2 above:
-    // never when the key is gone or the node may not register).
+    // never when the key is gone or the node may not register). Not on NVMe: a
+    // registration belongs to the host (its Host Identifier), which every controller of
+    // the host shares, so a new path of this host carries it already.
     actions.push({ kind: 'register', reregister: [...input.newPaths] });
   }
 

@@ -452,6 +452,11 @@ describe('fence rule: paths added under a dm-multipath device (newPaths)', () =>
     expect(detached.actions.some((a) => a.kind === 'register')).toBe(false);
   });
 
+  it("NVMe (the registration is the host's, on every controller of it) -> no re-registration", () => {
+    const p = decideVolume(input({ device: { ...wear([B]), kind: 'nvme' }, newPaths: ['nvme1n1'] }));
+    expect(p.actions).toEqual([]);
+  });
+
   it('another legitimate node acts -> this node still registers again through its new paths', () => {
     const p = decideVolume(
       input({
