@@ -25,7 +25,7 @@ import { directWrite } from '../../src/pr/koffi/direct-io.js';
 import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
 import { formatKey } from '../../src/pr/key.js';
 import { kernelTopologySpecs } from '../contract/kernel-topology.js';
-import { K, reconcilerOf } from '../unit/agent/multipath-world.js';
+import { K, reconcilerOf, type World } from '../unit/agent/multipath-world.js';
 
 const log = pino({ level: process.env.PRFENCE_TEST_LOG ?? 'silent' });
 const RESET = 0x7e5e700000000004n;
@@ -171,6 +171,48 @@ describe('dm-multipath over LIO iSCSI sessions', { timeout: 300_000 }, () => {
         expect(await watch.round()).toEqual([]);
       } finally {
         await map?.close();
+        dmsetup('remove', '--noudevsync', MAP);
+        await resetLu(p1);
+      }
+    });
+
+    it('S2: key registered through a one-path map, then removed by a peer (PREEMPT AND ABORT through another session) and a path added -> the reconcile registers nothing: the key stays off all paths and writes through the new path stay refused', async () => {
+      const [p1, p2, p3] = spec.devices as [string, string, string];
+      await resetLu(p1);
+      dmsetup('create', MAP, '--noudevsync', '--uuid', 'mpath-prfence-kernel-s2', '--table', table([p1]));
+      let map: KoffiPrDevice | undefined;
+      const peer = await KoffiPrDevice.open(p3, { timeoutMs: 8000 });
+      try {
+        const dev = `/dev/${dmName(MAP)}`;
+        let api: World = { vas: ['a', 'b'] };
+        const w = await reconcilerOf(
+          async () => (map = await KoffiPrDevice.open(dev, { timeoutMs: 8000 })),
+          (d) => devicePaths(d.id),
+          () => api,
+        );
+        expect((await w.reconcile(log)).outcome).toBe('done');
+        expect(await registrations(p3, K.a)).toBe(1);
+        // Node b fences node a: its key leaves every nexus; the API asks for a's fence.
+        await peer.register(0n, K.b);
+        await peer.preemptAndAbort(K.b, K.a, 'write-exclusive-all-regs');
+        api = { vas: ['a', 'b'], fenceRequested: ['a'] };
+        dmsetup('reload', MAP, '--noudevsync', '--table', table([p1, p2]));
+        dmsetup('resume', MAP, '--noudevsync');
+        expect(await devicePaths(dev)).toEqual([basename(p1), basename(p2)].sort());
+        const gen = (await peer.readKeys()).generation;
+        const res = await w.reconcile(log);
+        expect({
+          outcome: res.outcome,
+          own: await registrations(p3, K.a),
+          generation: (await peer.readKeys()).generation,
+          events: w.writer.events,
+          lost: w.memory.lossOf('lu') !== undefined,
+        }).toEqual({ outcome: 'blocked', own: 0, generation: gen, events: [], lost: true });
+        expect(await directWrite(p2)).toBe('refused');
+        expect(await directWrite(p1)).toBe('refused');
+      } finally {
+        await map?.close();
+        await peer.close();
         dmsetup('remove', '--noudevsync', MAP);
         await resetLu(p1);
       }
