@@ -34,6 +34,7 @@ import { ClusterInformers, type AgentScope } from './cluster-informers.js';
 import { nodeLabel } from '../crd/node-label.js';
 import { DeviceRegistry } from './device-registry.js';
 import { FailfastProbe, type FailfastAction } from './failfast.js';
+import { PathWatch } from './path-watch.js';
 import { FailfastReactions } from './failfast-reactions.js';
 import { FenceMemory } from './fence-memory.js';
 import { FreshViewSource } from './fresh-view.js';
@@ -83,6 +84,13 @@ export interface AgentOptions {
   stateDir?: string;
   /** Failfast probe: read the own key on every device the node expects it on this often; 0: off. Default 2 s. */
   probeIntervalMs?: number;
+  /**
+   * The paths under a device (dm-multipath: dm-paths.ts `devicePaths`); a path added to a
+   * map gets the own key registered again (docs/design.md "Multipath"). Default: not looked at.
+   */
+  devicePaths?: (device: PrDevice) => Promise<readonly string[] | undefined>;
+  /** How often the paths under open devices are read between reconciles; 0: only on reconcile. Default 10 s. */
+  pathPollMs?: number;
   /** What the node does when its own key is gone: report (default), taint its Node, or reboot. */
   failfastAction?: FailfastAction;
   /** Must be true for failfastAction 'reboot' (the CLI's --failfast-allow-reboot). */
@@ -111,6 +119,7 @@ export class Agent {
   readonly #readiness: Readiness;
   readonly #failfast: FailfastProbe;
   readonly #reactions: FailfastReactions;
+  readonly #pathWatch: PathWatch | undefined;
   readonly #abort = new AbortController();
   #stopResync: (() => void) | undefined;
 
@@ -175,6 +184,7 @@ export class Agent {
       foreignKeys: o.foreignKeys ?? 'leave',
       leaveGraceMs: o.leaveGraceMs ?? 10_000,
       observe: o.observe ?? false,
+      ...(o.devicePaths ? { pathsOf: o.devicePaths } : {}),
       signal: this.#abort.signal,
     });
     this.#reconciler = reconciler;
@@ -217,6 +227,15 @@ export class Agent {
       writeOwnStatus: () => this.#ownStatus.write(),
       signal: this.#abort.signal,
     });
+    this.#pathWatch = o.devicePaths
+      ? new PathWatch({
+          intervalMs: o.pathPollMs ?? 10_000,
+          entries: () => devices.entries(),
+          pathsOf: o.devicePaths,
+          trigger: (pv) => this.#workers.trigger(pv),
+          log: log.child({ component: 'paths' }),
+        })
+      : undefined;
     this.#failfast = new FailfastProbe({
       key,
       intervalMs: o.probeIntervalMs ?? 2000,
@@ -289,6 +308,7 @@ export class Agent {
       agent.#readiness.start();
       agent.#reactions.start();
       agent.#failfast.start();
+      agent.#pathWatch?.start();
       return agent;
     } catch (e) {
       rest.close();
@@ -320,6 +340,7 @@ export class Agent {
     this.#stopResync?.();
     this.#readiness.stop();
     this.#failfast.stop();
+    this.#pathWatch?.stop();
     this.#reactions.stop();
     this.#queue.shutDown();
     await this.#informers.stop();

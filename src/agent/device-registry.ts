@@ -14,6 +14,13 @@ export interface DeviceEntry {
   holderPreemptKeepsVictim: boolean;
   /** This device refused PREEMPT AND ABORT as unsupported: its fences use PREEMPT (logged once). */
   preemptAbortRefused: boolean;
+  /**
+   * dm-multipath: the paths under the device (dm-paths.ts) that this node's key is known
+   * to be registered through: those the map had when this node last registered through
+   * it. Undefined until known (not a map, not registered, or a device opened with the key
+   * already on it, e.g. after a restart: then it is registered again once).
+   */
+  keyPaths: readonly string[] | undefined;
 }
 
 export type OpenDevice = (identity: string, pv: string) => Promise<PrDevice>;
@@ -42,6 +49,7 @@ export class DeviceRegistry {
             device,
             holderPreemptKeepsVictim: false,
             preemptAbortRefused: false,
+            keyPaths: undefined,
           };
           this.#entries.set(pv, entry);
           return entry;

@@ -441,6 +441,20 @@ export class StatusWriter {
     });
   }
 
+  /**
+   * A Normal event on the volume's VolumeReservation: new paths appeared under its
+   * dm-multipath device and this node registered its key again through them.
+   */
+  async pathsReregisteredEvent(pv: string, newPaths: readonly string[]): Promise<void> {
+    await this.#events.emit({
+      regarding: { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, name: pv },
+      reason: 'PathsReregistered',
+      action: 'Register',
+      type: 'Normal',
+      note: `path set changed: re-registered key ${formatKey(this.#o.key)} of ${this.#o.node} through new paths ${newPaths.join(', ')}`,
+    });
+  }
+
   /** A Warning event on this node's own NodeFence: its key is gone from devices (failfast). True once written. */
   async accessLostEvent(note: string): Promise<boolean> {
     return this.#events.emit({

@@ -27,6 +27,7 @@ import {
   type NodeKey,
 } from '../fence/rule.js';
 import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
+import { addedPaths } from '../pr/dm-paths.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
 import { isAllRegistrantsType } from '../pr/reservation-type.js';
@@ -106,6 +107,11 @@ export interface VolumeReconcilerOptions {
    * with no legitimate node, where the device resolves here (docs/design.md "Observers").
    */
   observe?: boolean;
+  /**
+   * The paths under a device (dm-multipath: dm-paths.ts `devicePaths` of its /dev path),
+   * undefined for a device with none. Without it, path changes are not looked at.
+   */
+  pathsOf?: (device: PrDevice) => Promise<readonly string[] | undefined>;
   signal: AbortSignal;
   now?: () => number;
 }
@@ -358,6 +364,16 @@ export class VolumeReconciler {
       );
     }
 
+    // dm-multipath: paths added under the map since the own key was registered through it
+    // carry no registration (docs/design.md "Multipath"). A register of the own key again,
+    // planned by the rule and gated like any register (fresh view, S2), covers them.
+    const paths = o.pathsOf ? await o.pathsOf(device).catch(() => undefined) : undefined;
+    if (!ownNow) entry.keyPaths = undefined;
+    // NVMe: the registration is the host's, on every controller (path) of it.
+    else if (kind === 'nvme' && paths) entry.keyPaths = paths;
+    else if (paths && entry.keyPaths) entry.keyPaths = entry.keyPaths.filter((p) => paths.includes(p));
+    const newPaths = paths && ownNow ? (entry.keyPaths ? addedPaths(entry.keyPaths, paths) : [...paths]) : [];
+
     // A leaving holder needs to know whether the reservation keeps a fenced node out (its
     // release would let that node write again: Handover). Read only then, from the API server.
     const r0 = state.reservation;
@@ -404,6 +420,7 @@ export class VolumeReconciler {
         holdForFenced,
         handover,
         ...(observe.length ? { observe } : {}),
+        ...(newPaths.length ? { newPaths } : {}),
         device: { kind, keys: state.keys.keys, holder: state.reservation.key, type: state.reservation.type },
       };
       input.spare = this.#spare(input, staleSeen, fenceRequested, unsure);
@@ -612,6 +629,7 @@ export class VolumeReconciler {
         if (obs.plan.role !== 'handing-over') await o.memory.registered(identity, o.key);
       }
     }
+    await this.#notePaths(pv, entry, obs, paths, newPaths, log);
     if (obs.plan.role === 'handing-over' && obs.state.keys.keys.includes(o.key)) {
       if (!this.handingOver.has(pv)) {
         log.info('detached, holding the reservation for a fenced node until a legitimate node takes it over');
@@ -630,6 +648,33 @@ export class VolumeReconciler {
     // A stale key is gone: the fence is done; recording it need not hold a worker.
     const own = obs.state.keys.keys.includes(o.key);
     return { outcome: obs.outcome, victims: obs.victims, registered: own, record };
+  }
+
+  /**
+   * After the commands: the paths the own key is registered through. A REGISTER through
+   * the map (first, or again) reached every path it had when read before the plan.
+   */
+  async #notePaths(
+    pv: string,
+    entry: DeviceEntry,
+    obs: VolumeObservation,
+    paths: readonly string[] | undefined,
+    newPaths: readonly string[],
+    log: Logger,
+  ): Promise<void> {
+    if (!obs.state.keys.keys.includes(this.#o.key)) {
+      entry.keyPaths = undefined;
+      return;
+    }
+    const registered = obs.results.filter((r) => r.action.kind === 'register' && r.result === 'ok');
+    if (!paths || registered.length === 0) return;
+    entry.keyPaths = paths;
+    if (!registered.some((r) => r.action.kind === 'register' && r.action.reregister)) return;
+    log.info(
+      { key: formatKey(this.#o.key), newPaths, paths },
+      'path set changed: re-registered the own key through the new paths',
+    );
+    await this.#o.writer.pathsReregisteredEvent(pv, newPaths);
   }
 
   /**

@@ -83,6 +83,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         { createAgentMetrics },
         { startDiagnostics },
         { resolveDevice },
+        { devicePaths },
       ] = await Promise.all([
         import('../kube/connection.js'),
         import('../agent/agent.js'),
@@ -92,6 +93,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         import('../obs/metrics.js'),
         import('../obs/http-server.js'),
         import('../pr/resolve.js'),
+        import('../pr/dm-paths.js'),
       ]);
       const log = createLogger(cfg.logLevel, { node: cfg.nodeName });
       const kc = cfg.kubeconfig
@@ -146,6 +148,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             allowReboot: cfg.failfastAction === 'reboot',
             rebootTrigger: () => sysrqReboot(cfg.sysrqTrigger),
             ...(cfg.clusterId ? { clusterId: cfg.clusterId } : {}),
+            devicePaths: (d) => devicePaths(d.id),
             openDevice: async (identity) =>
               KoffiPrDevice.open(await resolveDevice(identity), {
                 timeoutMs: cfg.ioctlTimeoutMs,

@@ -11,7 +11,7 @@
  * per device and send PREEMPT from then on (`preemptAbort: false`).
  */
 import type { Logger } from 'pino';
-import { InvalidArgumentError, isPrError, type PrErrorKind } from '../pr/errors.js';
+import { InvalidArgumentError, NotSentError, isPrError, type PrErrorKind } from '../pr/errors.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import type { KeyList, PrDevice, Reservation } from '../pr/pr-device.js';
 import type { FenceAction, FencePlan } from './rule.js';
@@ -85,6 +85,18 @@ async function apply(
   const opts = ctx.signal ? { signal: ctx.signal } : {};
   switch (a.kind) {
     case 'register':
+      if (a.reregister) {
+        // S2 on the device itself: only a key that is still there is registered again
+        // (a peer may have removed it since the plan's read). REGISTER AND IGNORE EXISTING
+        // KEY: a plain REGISTER through a map whose paths are partly registered conflicts
+        // on the registered ones, and the kernel then unregisters every path.
+        const now = await d.readKeys(opts);
+        if (!now.keys.includes(ctx.ownKey))
+          throw new NotSentError(
+            `own key ${formatKey(ctx.ownKey)} is gone from ${d.id}: not registered again (S2)`,
+          );
+        return d.registerAndIgnore(ctx.ownKey, opts);
+      }
       return d.register(0n, ctx.ownKey, opts);
     case 'unregister':
       return d.register(ctx.ownKey, 0n, opts);
@@ -125,7 +137,9 @@ async function apply(
 function describe(a: FenceAction): Record<string, unknown> {
   return a.kind === 'preempt-abort'
     ? { action: a.kind, victim: formatKey(a.victim), victimNode: a.victimNode, type: a.type }
-    : { action: a.kind, ...('type' in a ? { type: a.type } : {}) };
+    : a.kind === 'register' && a.reregister
+      ? { action: a.kind, reregister: true, newPaths: a.reregister }
+      : { action: a.kind, ...('type' in a ? { type: a.type } : {}) };
 }
 
 /** Executes the plan; never throws PrErrors (they end the plan and are reported). */

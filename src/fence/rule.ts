@@ -80,6 +80,16 @@ export interface FenceInput {
    * then holds the reservation until a legitimate node takes it over. Default none.
    */
   observe?: readonly PrKey[];
+  /**
+   * dm-multipath: paths added under the device (sysfs `slaves`) since this node's key was
+   * last registered through it. The kernel registered none of them (a REGISTER through the
+   * map reaches the paths it has then), so I/O through them is refused. A node whose own
+   * key is still on the device and that may register registers it again (REGISTER AND
+   * IGNORE EXISTING KEY of its own key, through the map): a register like any other, gated
+   * the same way. A node whose key is gone never does (S2). SCSI only (an NVMe
+   * registration belongs to the host, every controller of it included). Default none.
+   */
+  newPaths?: readonly string[];
 }
 
 export type KeyClass = 'own' | 'legitimate' | 'stale' | 'foreign';
@@ -91,7 +101,15 @@ export interface ClassifiedKey {
 }
 
 export type FenceAction =
-  | { kind: 'register' }
+  | {
+      kind: 'register';
+      /**
+       * The own key is registered already; it is registered again (REGISTER AND IGNORE
+       * EXISTING KEY through the map) so these new paths carry it too. Sent only while
+       * the own key is on the device (S2).
+       */
+      reregister?: readonly string[];
+    }
   | { kind: 'reserve'; type: ReservationType }
   | { kind: 'release'; type: ReservationType }
   | {
@@ -210,6 +228,12 @@ export function decideVolume(input: FenceInput): FencePlan {
       };
     }
     actions.push({ kind: 'register' });
+  } else if (input.newPaths?.length && device.kind !== 'nvme') {
+    // Registered, may register, and new paths without the key: register again (S2 above:
+    // never when the key is gone or the node may not register). Not on NVMe: a
+    // registration belongs to the host (its Host Identifier), which every controller of
+    // the host shares, so a new path of this host carries it already.
+    actions.push({ kind: 'register', reregister: [...input.newPaths] });
   }
 
   // Who acts: the holder if legitimate; if the holder is own, us; if there is no holder
@@ -226,7 +250,9 @@ export function decideVolume(input: FenceInput): FencePlan {
     return {
       role: actions.length ? 'actor' : 'waiter',
       actions,
-      reason: actions.length ? 'register; another legitimate node fences' : 'another legitimate node fences',
+      reason: actions.length
+        ? `${actions[0]!.kind === 'register' && actions[0]!.reregister ? 'register again (new paths)' : 'register'}; another legitimate node fences`
+        : 'another legitimate node fences',
       keys,
     };
   }
@@ -291,9 +317,11 @@ export function decideVolume(input: FenceInput): FencePlan {
       ? observing
         ? `observer: fence ${victims.length} key(s) of nodes asked to be fenced; no legitimate node`
         : `fence ${victims.length} stale key(s)`
-      : actions.length
-        ? 'take the reservation'
-        : 'in order',
+      : actions.length === 1 && actions[0]!.kind === 'register' && actions[0]!.reregister
+        ? 'new paths under the device: register the own key again'
+        : actions.length
+          ? 'take the reservation'
+          : 'in order',
     keys,
   };
 }

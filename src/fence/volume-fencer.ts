@@ -96,9 +96,12 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
   let rounds = 0;
   let keepsVictim = ctx.input.holderPreemptKeepsVictim ?? false;
   let refused = ctx.preemptAbortRefused ?? false;
+  /** The own key was registered again through the new paths (once is enough). */
+  let reregistered = false;
   const decide = () =>
     decideVolume({
       ...ctx.input,
+      newPaths: reregistered ? [] : (ctx.input.newPaths ?? []),
       holderPreemptKeepsVictim: keepsVictim,
       device: { kind, keys: state.keys.keys, holder: state.reservation.key, type: state.reservation.type },
     });
@@ -123,6 +126,7 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
       ...(refused ? { preemptAbort: false } : {}),
     });
     allResults.push(...r.results);
+    if (r.results.some((x) => x.action.kind === 'register' && x.result === 'ok')) reregistered = true;
     if (r.preemptAbortRefused && !refused) {
       refused = true;
       // Logged here once per device: the caller remembers it and passes it back.

@@ -45,6 +45,8 @@ const MODULES = [
   ['nvme_loop'],
   ['brd', 'rd_nr=1 rd_size=16384'],
   ['dm_mod'],
+  ['dm_multipath'], // test/kernel/multipath.test.ts (the kernel's dm-multipath target)
+  ['dm_round_robin'],
   ['virtio_pci'],
   ['9pnet_virtio'],
   ['9p'],

@@ -389,3 +389,85 @@ describe('keys (S6)', () => {
     expect(got).toBeGreaterThan(0);
   });
 });
+
+describe('fence rule: paths added under a dm-multipath device (newPaths)', () => {
+  const wear = (keys: bigint[]) => dev(keys, 0n, 'write-exclusive-all-regs');
+
+  it('own key registered, legitimate, may register, new paths -> register again (reregister) and nothing else', () => {
+    const p = decideVolume(input({ device: wear([B, B]), newPaths: ['sdd'] }));
+    expect({ role: p.role, actions: p.actions }).toEqual({
+      role: 'actor',
+      actions: [{ kind: 'register', reregister: ['sdd'] }],
+    });
+  });
+
+  it('no new paths -> no register of the own key', () => {
+    expect(decideVolume(input({ device: wear([B, B]) })).actions).toEqual([]);
+    expect(decideVolume(input({ device: wear([B, B]), newPaths: [] })).actions).toEqual([]);
+  });
+
+  it('S2: own key gone and the node may not register -> blocked, no register of any kind', () => {
+    const p = decideVolume(
+      input({
+        self: { node: 'b', key: B, legitimate: true, mayRegister: false, inUse: false },
+        device: wear([C]),
+        legitimate: [
+          { node: 'b', key: B },
+          { node: 'c', key: C },
+        ],
+        newPaths: ['sdd'],
+      }),
+    );
+    expect({ role: p.role, actions: p.actions }).toEqual({ role: 'blocked', actions: [] });
+  });
+
+  it('own key still there but the node may not register -> it leaves (S2), no re-registration', () => {
+    const p = decideVolume(
+      input({
+        self: { node: 'b', key: B, legitimate: true, mayRegister: false, inUse: false },
+        device: wear([B]),
+        newPaths: ['sdd'],
+      }),
+    );
+    expect(p.actions.some((a) => a.kind === 'register')).toBe(false);
+  });
+
+  it('asked to be fenced, or not legitimate -> no re-registration', () => {
+    const requested = decideVolume(
+      input({
+        self: { node: 'b', key: B, legitimate: true, mayRegister: true, inUse: false, fenceRequested: true },
+        device: wear([B]),
+        newPaths: ['sdd'],
+      }),
+    );
+    const detached = decideVolume(
+      input({
+        self: { node: 'b', key: B, legitimate: false, mayRegister: true, inUse: false },
+        legitimate: [],
+        device: wear([B]),
+        newPaths: ['sdd'],
+      }),
+    );
+    expect(requested.actions).toEqual([]);
+    expect(detached.actions.some((a) => a.kind === 'register')).toBe(false);
+  });
+
+  it("NVMe (the registration is the host's, on every controller of it) -> no re-registration", () => {
+    const p = decideVolume(input({ device: { ...wear([B]), kind: 'nvme' }, newPaths: ['nvme1n1'] }));
+    expect(p.actions).toEqual([]);
+  });
+
+  it('another legitimate node acts -> this node still registers again through its new paths', () => {
+    const p = decideVolume(
+      input({
+        legitimate: [
+          { node: 'a', key: A },
+          { node: 'b', key: B },
+        ],
+        device: wear([A, B]),
+        newPaths: ['sdd'],
+      }),
+    );
+    expect(p.actions).toEqual([{ kind: 'register', reregister: ['sdd'] }]);
+  });
+});

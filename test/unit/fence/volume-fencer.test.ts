@@ -299,3 +299,59 @@ describe('fenceVolume on the memory model', () => {
     expect(lu.write('a')).toBe('ok');
   });
 });
+
+describe('fenceVolume: registering again through new paths', () => {
+  it('the own key is gone by the time the REGISTER AND IGNORE would be sent (a peer fenced this node after the plan read) -> not sent (S2), the key stays gone', async () => {
+    const lu = new MemoryLogicalUnit();
+    const a = lu.initiator('a');
+    const b = lu.initiator('b');
+    await a.register(0n, K.a);
+    await a.reserve(K.a, 'write-exclusive-all-regs');
+    const planRead = {
+      keys: await a.readKeys(),
+      reservation: await a.readReservation(),
+    };
+    await b.register(0n, K.b);
+    await b.preemptAndAbort(K.b, K.a, 'write-exclusive-all-regs');
+    const sent: string[] = [];
+    const spy = new Proxy(a, {
+      get(t, p) {
+        const v: unknown = Reflect.get(t, p, t);
+        if (typeof v !== 'function') return v;
+        return (...args: unknown[]) => {
+          if (p === 'register' || p === 'registerAndIgnore') sent.push(String(p));
+          return (v as (...x: unknown[]) => unknown).apply(t, args);
+        };
+      },
+    }) as PrDevice;
+    const obs = await fenceVolume({
+      device: spy,
+      input: { ...inputFor('a', ['a', 'b']), newPaths: ['sdd'] },
+      log,
+      initial: { kind: 'memory', state: planRead },
+    });
+    expect({ outcome: obs.outcome, sent, keys: lu.state().registrations.map((r) => r.key) }).toEqual({
+      outcome: 'not-sent',
+      sent: [],
+      keys: [K.b],
+    });
+  });
+
+  it('registered again once -> the next rounds do not repeat it', async () => {
+    const lu = new MemoryLogicalUnit();
+    const a = lu.initiator('a');
+    await a.register(0n, K.a);
+    await a.reserve(K.a, 'write-exclusive-all-regs');
+    const gen = (await a.readKeys()).generation;
+    const obs = await fenceVolume({ device: a, input: { ...inputFor('a', ['a']), newPaths: ['sdd'] }, log });
+    expect({
+      outcome: obs.outcome,
+      registers: obs.results.map((r) => r.action),
+      generation: obs.state.keys.generation - gen,
+    }).toEqual({
+      outcome: 'done',
+      registers: [{ kind: 'register', reregister: ['sdd'] }],
+      generation: 1,
+    });
+  });
+});

@@ -1,0 +1,221 @@
+/**
+ * dm-multipath on a real kernel (inside the QEMU guest): a path added to a map after the
+ * key was registered through it carries no registration, and the agent's reconcile
+ * registers its key again through the map (docs/design.md "Multipath").
+ *
+ * The logical unit is LIO over iSCSI on the guest's loopback (test/kernel/guest-init.sh):
+ * three open-iscsi sessions with their own initiator names, three I_T nexuses, three
+ * /dev/sdX. The map is the kernel's dm-multipath target built with dmsetup (round-robin,
+ * one path group): multipath-tools is not used, since it needs udev, which the guest does
+ * not run; the kernel target, and so its PR forwarding (dm_pr_register walks every path of
+ * the map), is the same. A path "added later" is the third session's disk put into the
+ * map with `dmsetup reload` + `dmsetup resume`, as `multipath -r` does.
+ *
+ * The reconcile is the agent's own (VolumeReconciler, with the sysfs path reader the agent
+ * uses, src/pr/dm-paths.ts); the caches and the fresh view are plain data.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { basename } from 'node:path';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { PathWatch } from '../../src/agent/path-watch.js';
+import { devicePaths } from '../../src/pr/dm-paths.js';
+import { directWrite } from '../../src/pr/koffi/direct-io.js';
+import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
+import { formatKey } from '../../src/pr/key.js';
+import { kernelTopologySpecs } from '../contract/kernel-topology.js';
+import { K, reconcilerOf, type World } from '../unit/agent/multipath-world.js';
+
+const log = pino({ level: process.env.PRFENCE_TEST_LOG ?? 'silent' });
+const RESET = 0x7e5e700000000004n;
+const MAP = 'prfence-mpath';
+
+function dmsetup(...args: string[]): string {
+  const r = spawnSync('/usr/sbin/dmsetup', args, {
+    encoding: 'utf8',
+    env: { ...process.env, DM_DISABLE_UDEV: '1' },
+    timeout: 60_000,
+  });
+  if (r.status !== 0) throw new Error(`dmsetup ${args.join(' ')}: ${r.status} ${r.stderr} ${r.error ?? ''}`);
+  return r.stdout;
+}
+
+/** The kernel name (dm-N) of the map called `name`. */
+function dmName(name: string): string {
+  const n = readdirSync('/sys/block').find(
+    (d) => d.startsWith('dm-') && readFileSync(`/sys/block/${d}/dm/name`, 'utf8').trim() === name,
+  );
+  if (!n) throw new Error(`no dm device named ${name}`);
+  return n;
+}
+
+const sysfs = (dev: string, file: string) =>
+  readFileSync(`/sys/class/block/${basename(dev)}/${file}`, 'utf8').trim();
+
+/** A dm-multipath table: one round-robin group over `paths` (major:minor). */
+function table(paths: string[]): string {
+  const sectors = sysfs(paths[0]!, 'size');
+  const each = paths.map((p) => `${sysfs(p, 'dev')} 1`).join(' ');
+  return `0 ${sectors} multipath 0 0 1 1 round-robin 0 ${paths.length} 1 ${each}`;
+}
+
+/** How often `key` is registered on the LU (one entry per I_T nexus), read through `dev`. */
+async function registrations(dev: string, key: bigint): Promise<number> {
+  const d = await KoffiPrDevice.open(dev, { timeoutMs: 8000 });
+  try {
+    return (await d.readKeys()).keys.filter((k) => k === key).length;
+  } finally {
+    await d.close();
+  }
+}
+
+/** Every registration and the reservation go: the LU as the next test expects it. */
+async function resetLu(dev: string): Promise<void> {
+  const d = await KoffiPrDevice.open(dev, { timeoutMs: 8000 });
+  try {
+    await d.registerAndIgnore(RESET);
+    await d.clear(RESET);
+  } finally {
+    await d.close();
+  }
+}
+
+const iscsi = kernelTopologySpecs().filter((s) => s.name === 'lio-iscsi' && s.devices.length >= 3);
+
+describe('dm-multipath over LIO iSCSI sessions', { timeout: 300_000 }, () => {
+  it('the guest has three iSCSI sessions to one LU (the paths of these tests)', () => {
+    expect(iscsi.map((s) => s.devices.length)).toEqual([3]);
+  });
+
+  for (const spec of iscsi) {
+    it('key registered through a two-path map (write-exclusive-all-regs), a third path added -> writes through it refused (EBADE); the agent reconcile registers the key again through the map -> accepted, and the key is on all three nexuses', async () => {
+      const [p1, p2, p3] = spec.devices as [string, string, string];
+      await resetLu(p1);
+      dmsetup(
+        'create',
+        MAP,
+        '--noudevsync',
+        '--uuid',
+        'mpath-prfence-kernel-test',
+        '--table',
+        table([p1, p2]),
+      );
+      let map: KoffiPrDevice | undefined;
+      try {
+        const dev = `/dev/${dmName(MAP)}`;
+        expect(await devicePaths(dev)).toEqual([basename(p1), basename(p2)].sort());
+        const w = await reconcilerOf(
+          async () => (map = await KoffiPrDevice.open(dev, { timeoutMs: 8000 })),
+          (d) => devicePaths(d.id),
+          () => ({ vas: ['a'] }),
+        );
+
+        // 1. The agent registers and reserves through the map: both paths carry the key.
+        const first = await w.reconcile(log);
+        expect(first.outcome).toBe('done');
+        expect(await registrations(p3, K.a)).toBe(2);
+        const r = await map!.readReservation();
+        expect(r.type).toBe('write-exclusive-all-regs');
+        expect(await directWrite(p1)).toBe('ok');
+        expect(await directWrite(p3)).toBe('refused'); // not a path of the map yet
+
+        // 2. A third path is added to the map: the kernel registers nothing through it.
+        dmsetup('reload', MAP, '--noudevsync', '--table', table([p1, p2, p3]));
+        dmsetup('resume', MAP, '--noudevsync');
+        expect(await devicePaths(dev)).toEqual([basename(p1), basename(p2), basename(p3)].sort());
+        expect(await registrations(p3, K.a)).toBe(2);
+        expect(await directWrite(p3)).toBe('refused');
+
+        // The agent's path watch sees it between reconciles.
+        const triggered: string[] = [];
+        const watch = new PathWatch({
+          intervalMs: 0,
+          entries: () => w.devices.entries(),
+          pathsOf: (d) => devicePaths(d.id),
+          trigger: (pv) => triggered.push(pv),
+          log,
+        });
+        expect(await watch.round()).toEqual(['pv-1']);
+
+        // 3. The reconcile registers the own key again through the map (after a fresh view).
+        const reads = w.fresh.reads();
+        const second = await w.reconcile(log);
+        expect({
+          outcome: second.outcome,
+          freshReads: w.fresh.reads() - reads,
+          events: w.writer.events,
+        }).toEqual({ outcome: 'done', freshReads: 1, events: [[basename(p3)]] });
+        expect(await directWrite(p3)).toBe('ok');
+        for (const p of [p1, p2, p3]) expect(await registrations(p, K.a)).toBe(3);
+        const full = await map!.readFullStatus();
+        expect(
+          full.registrants
+            .filter((x) => x.key === K.a)
+            .map((x) => x.initiator.id)
+            .sort(),
+        ).toEqual([1, 2, 3].map((i) => `iqn.2026-11.io.prfence:host-${i}`));
+        expect(formatKey(K.a)).toMatch(/^[0-9a-f]{16}$/);
+
+        // 4. Nothing more to do: the next reconcile sends nothing and reads no view.
+        const reads2 = w.fresh.reads();
+        const gen = (await map!.readKeys()).generation;
+        await w.reconcile(log);
+        expect({
+          freshReads: w.fresh.reads() - reads2,
+          generation: (await map!.readKeys()).generation,
+        }).toEqual({
+          freshReads: 0,
+          generation: gen,
+        });
+        expect(await watch.round()).toEqual([]);
+      } finally {
+        await map?.close();
+        dmsetup('remove', '--noudevsync', MAP);
+        await resetLu(p1);
+      }
+    });
+
+    it('S2: key registered through a one-path map, then removed by a peer (PREEMPT AND ABORT through another session) and a path added -> the reconcile registers nothing: the key stays off all paths and writes through the new path stay refused', async () => {
+      const [p1, p2, p3] = spec.devices as [string, string, string];
+      await resetLu(p1);
+      dmsetup('create', MAP, '--noudevsync', '--uuid', 'mpath-prfence-kernel-s2', '--table', table([p1]));
+      let map: KoffiPrDevice | undefined;
+      const peer = await KoffiPrDevice.open(p3, { timeoutMs: 8000 });
+      try {
+        const dev = `/dev/${dmName(MAP)}`;
+        let api: World = { vas: ['a', 'b'] };
+        const w = await reconcilerOf(
+          async () => (map = await KoffiPrDevice.open(dev, { timeoutMs: 8000 })),
+          (d) => devicePaths(d.id),
+          () => api,
+        );
+        expect((await w.reconcile(log)).outcome).toBe('done');
+        expect(await registrations(p3, K.a)).toBe(1);
+        // Node b fences node a: its key leaves every nexus; the API asks for a's fence.
+        await peer.register(0n, K.b);
+        await peer.preemptAndAbort(K.b, K.a, 'write-exclusive-all-regs');
+        api = { vas: ['a', 'b'], fenceRequested: ['a'] };
+        dmsetup('reload', MAP, '--noudevsync', '--table', table([p1, p2]));
+        dmsetup('resume', MAP, '--noudevsync');
+        expect(await devicePaths(dev)).toEqual([basename(p1), basename(p2)].sort());
+        const gen = (await peer.readKeys()).generation;
+        const res = await w.reconcile(log);
+        expect({
+          outcome: res.outcome,
+          own: await registrations(p3, K.a),
+          generation: (await peer.readKeys()).generation,
+          events: w.writer.events,
+          lost: w.memory.lossOf('lu') !== undefined,
+        }).toEqual({ outcome: 'blocked', own: 0, generation: gen, events: [], lost: true });
+        expect(await directWrite(p2)).toBe('refused');
+        expect(await directWrite(p1)).toBe('refused');
+      } finally {
+        await map?.close();
+        await peer.close();
+        dmsetup('remove', '--noudevsync', MAP);
+        await resetLu(p1);
+      }
+    });
+  }
+});
