@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { deviceKind } from '../../../src/pr/device-kind.js';
-import { fakeRoot } from './fake-sysfs.js';
+import { blockTree } from './fake-sysfs.js';
 
 const SD = (n: string) =>
   `sys/devices/pci0000:00/0000:00:04.0/host2/target2:0:0/2:0:0:${n.length}/block/${n}`;
@@ -12,17 +12,8 @@ const NVME = (n: string) => `sys/devices/pci0000:00/0000:00:05.0/nvme/nvme0/${n}
 const DM = (n: string) => `sys/devices/virtual/block/${n}`;
 
 /** sys/class/block/<name> links and each map's slaves, as the kernel has them. */
-function tree(devices: Record<string, string>, slaves: Record<string, string[]> = {}) {
-  const files: Record<string, string> = {};
-  const links: Record<string, string> = {};
-  for (const [name, dir] of Object.entries(devices)) {
-    files[`${dir}/size`] = '2048';
-    links[`sys/class/block/${name}`] = dir;
-  }
-  for (const [map, under] of Object.entries(slaves))
-    for (const u of under) links[`${devices[map]}/slaves/${u}`] = devices[u]!;
-  return fakeRoot(files, links).sysfs;
-}
+const tree = (devices: Record<string, string>, slaves: Record<string, string[]> = {}) =>
+  blockTree(devices, slaves).sysfs;
 
 describe('deviceKind', () => {
   it('a SCSI disk -> scsi; an NVMe namespace -> nvme', async () => {

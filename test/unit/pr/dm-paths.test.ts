@@ -6,23 +6,12 @@ import { symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { addedPaths, devicePaths } from '../../../src/pr/dm-paths.js';
-import { fakeRoot } from './fake-sysfs.js';
+import { blockTree } from './fake-sysfs.js';
 
 const SD = (n: string) => `sys/devices/platform/host2/session1/target2:0:0/2:0:0:0/block/${n}`;
 const DM = (n: string) => `sys/devices/virtual/block/${n}`;
 
-function tree(devices: Record<string, string>, slaves: Record<string, string[]> = {}) {
-  const files: Record<string, string> = {};
-  const links: Record<string, string> = {};
-  for (const [name, dir] of Object.entries(devices)) {
-    files[`${dir}/size`] = '2048';
-    files[`dev/${name}`] = '';
-    links[`sys/class/block/${name}`] = dir;
-  }
-  for (const [map, under] of Object.entries(slaves))
-    for (const u of under) links[`${devices[map]}/slaves/${u}`] = devices[u]!;
-  return fakeRoot(files, links);
-}
+const tree = blockTree;
 
 describe('devicePaths', () => {
   it('a multipath map over two SCSI paths -> both, sorted; a third path linked under it later -> three, and addedPaths names the new one', async () => {
