@@ -1,10 +1,12 @@
 /**
  * Device benchmark, run inside the QEMU guest on real kernel devices (test/kernel/run.mjs
  * --bench). Prints per-operation cost of the koffi path against a C baseline and against
- * sg_persist, and the event-loop delay while PR calls are stuck on a suspended
- * device-mapper device, as figures and ratios.
+ * sg_persist, one whole fence by prfence against ClusterLabs' `fence_scsi -o off` on the
+ * same LU, and the event-loop delay while PR calls are stuck on a suspended device-mapper
+ * device, as figures and ratios.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { accessSync, constants, writeFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pino from 'pino';
 import { clusterTag, makeKey } from '../../src/fence/keys.js';
@@ -60,7 +62,7 @@ async function measure(target: string, dev: string, cLoop: string): Promise<Row[
  * decide, preempt-and-abort node-a's key, read back) against node-a holding the
  * reservation, through two initiators of one logical unit. Per round, set-up untimed.
  */
-async function fenceRounds(target: string, devA: string, devB: string, rounds: number): Promise<string> {
+async function fenceRounds(target: string, devA: string, devB: string, rounds: number): Promise<number[]> {
   const tag = clusterTag('bench');
   const [ka, kb] = [makeKey(tag, 1), makeKey(tag, 2)];
   const [a, b] = [await KoffiPrDevice.open(devA), await KoffiPrDevice.open(devB)];
@@ -99,9 +101,121 @@ async function fenceRounds(target: string, devA: string, devB: string, rounds: n
     await a.close();
     await b.close();
   }
-  ms.sort((x, y) => x - y);
+  return ms;
+}
+
+interface Percentiles {
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+function percentiles(samples: readonly number[]): Percentiles {
+  const ms = [...samples].sort((x, y) => x - y);
   const p = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))]!;
-  return `${target.padEnd(32)}fence (read, preempt-abort, read back) x${rounds}: p50 ${p(0.5).toFixed(1)} ms, p99 ${p(0.99).toFixed(1)} ms, max ${ms.at(-1)!.toFixed(1)} ms`;
+  return { p50: p(0.5), p99: p(0.99), max: ms.at(-1)! };
+}
+
+const fmtMs = (x: Percentiles) =>
+  `p50 ${x.p50.toFixed(1)} ms, p99 ${x.p99.toFixed(1)} ms, max ${x.max.toFixed(1)} ms`;
+
+const FENCE_SCSI = '/usr/sbin/fence_scsi';
+/** fence_scsi's local key: `fence_scsi -o on --key K` writes it at unfencing, `-o off` reads it (STORE_PATH + ".key"). */
+const FENCE_SCSI_KEY_FILE = '/var/run/cluster.key';
+
+/** Runs a command to its exit (async: the event loop stays free); never past `limitMs`. */
+function run(
+  cmd: string,
+  args: string[],
+  limitMs: number,
+): Promise<{ rc: number | null; out: string; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), limitMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (rc) => {
+      clearTimeout(timer);
+      resolve({ rc, out, ms: performance.now() - t0 });
+    });
+  });
+}
+
+/**
+ * The same fence by Debian's `fence_scsi -o off` (fence-agents), on the same LU and with the
+ * same set-up per round as fenceRounds: node-a (victim) registered and holding a
+ * write-exclusive-registrants-only reservation, node-b (fencer) registered. Standalone,
+ * without corosync: `--key` is the victim's key (hex, as sg_persist prints keys; with
+ * `--plug` fence_scsi derives the key from corosync's cluster name and node id or name
+ * hash, so a cluster-less run has to name the key), `--devices` the fencer's path to the
+ * LU, and the fencer's own key is read from /var/run/cluster.key, the file `fence_scsi -o
+ * on --key` writes when a node unfences itself; it is written here once (the bench
+ * registers both keys itself, the same way for both fencers). `-o off` then runs sg_turs
+ * and `sg_persist -n -i -k` (status: is the victim registered), sg_persist PREEMPT AND
+ * ABORT (`-o -A -T 5 -K <own> -S <victim>`), and reads keys and reservation back: one
+ * python3 start, 8 sg_turs and 6 sg_persist processes per fence. Each run is timed
+ * from spawn to exit; a run counts only if it exited 0 and a read back through the
+ * fencer's path shows the victim's key gone, else the round fails the bench.
+ */
+async function fenceScsiRounds(
+  target: string,
+  devA: string,
+  devB: string,
+  rounds: number,
+): Promise<{ ms: number[]; pythonMs: number[] } | { skipped: string }> {
+  try {
+    accessSync(FENCE_SCSI, constants.X_OK);
+  } catch {
+    return { skipped: `fence_scsi not installed (apt-get install fence-agents)` };
+  }
+  const tag = clusterTag('bench');
+  const [ka, kb] = [makeKey(tag, 1), makeKey(tag, 2)];
+  try {
+    writeFileSync(FENCE_SCSI_KEY_FILE, `${kb.toString(16)}\n`);
+  } catch (e) {
+    return {
+      skipped: `cannot write fence_scsi's local key file ${FENCE_SCSI_KEY_FILE}: ${(e as Error).message}`,
+    };
+  }
+  // The fixed part of every fence_scsi run: python3 starting and importing fence-agents' library.
+  const pythonMs: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await run(
+      'python3',
+      ['-c', 'import sys; sys.path.append("/usr/share/fence"); import fencing'],
+      60_000,
+    );
+    if (r.rc === 0) pythonMs.push(r.ms);
+  }
+  const [a, b] = [await KoffiPrDevice.open(devA), await KoffiPrDevice.open(devB)];
+  const ms: number[] = [];
+  try {
+    await b.registerAndIgnore(kb);
+    await b.clear(kb);
+    for (let i = 0; i < rounds; i++) {
+      await a.register(0n, ka);
+      await a.reserve(ka, 'write-exclusive-reg-only');
+      await b.register(0n, kb);
+      const r = await run(FENCE_SCSI, ['-o', 'off', '--key', ka.toString(16), '--devices', devB], 120_000);
+      const after = await b.readKeys();
+      if (r.rc !== 0 || after.keys.includes(ka))
+        throw new Error(
+          `${target}: fence_scsi round ${i}: node-a not fenced (exit ${r.rc}; keys after: ${after.keys.map((k) => k.toString(16)).join(' ')}): ${r.out.trim()}`,
+        );
+      ms.push(r.ms);
+      await b.clear(kb);
+    }
+  } finally {
+    await a.close();
+    await b.close();
+  }
+  return { ms, pythonMs };
 }
 
 async function loopDelay(ms: number): Promise<{ p50: number; p99: number; max: number }> {
@@ -158,6 +272,7 @@ async function stuckCalls(dev: string): Promise<string[]> {
 
 const topologies = JSON.parse(process.env.PRFENCE_KERNEL_TOPOLOGIES ?? '[]') as {
   name: string;
+  kind: 'scsi' | 'nvme';
   devices: string[];
   limitations: string[];
 }[];
@@ -179,10 +294,31 @@ for (const r of rows) {
     }`,
   );
 }
+const FENCE_ROUNDS = 20;
 for (const t of topologies) {
-  if (t.limitations.includes('preempt-abort-hangs'))
+  if (t.limitations.includes('preempt-abort-hangs')) {
     console.log(`${t.name.padEnd(32)}fence: not measured (PREEMPT AND ABORT hangs this target)`);
-  else console.log(await fenceRounds(t.name, t.devices[0]!, t.devices[1]!, 20));
+    continue;
+  }
+  const prf = percentiles(await fenceRounds(t.name, t.devices[0]!, t.devices[1]!, FENCE_ROUNDS));
+  console.log(`${t.name.padEnd(32)}fence (read, preempt-abort, read back) x${FENCE_ROUNDS}: ${fmtMs(prf)}`);
+  if (t.kind !== 'scsi') continue;
+  // One whole fence against ClusterLabs' agent, same guest, same LU, same set-up.
+  const fs = await fenceScsiRounds(t.name, t.devices[0]!, t.devices[1]!, FENCE_ROUNDS);
+  if ('skipped' in fs) {
+    console.log(`${t.name.padEnd(32)}fence_scsi -o off: skipped: ${fs.skipped}`);
+    continue;
+  }
+  const fsp = percentiles(fs.ms);
+  console.log(`${t.name.padEnd(32)}fence_scsi -o off x${FENCE_ROUNDS}: ${fmtMs(fsp)}`);
+  if (fs.pythonMs.length > 0)
+    console.log(
+      `${''.padEnd(32)}  of which python3 + fence-agents library start alone: p50 ${percentiles(fs.pythonMs).p50.toFixed(1)} ms`,
+    );
+  const ratio = fsp.p50 / prf.p50;
+  console.log(
+    `${t.name.padEnd(32)}prfence fence vs fence_scsi -o off: x ${ratio.toFixed(0)} faster at p50, x ${(fsp.p99 / prf.p99).toFixed(0)} at p99 (target >= 100 at p50: ${ratio >= 100 ? 'met' : 'NOT met'})`,
+  );
 }
 const scsi = topologies.find((t) => t.name.startsWith('lio'));
 if (scsi) for (const l of await stuckCalls(scsi.devices[1]!)) console.log(l);
