@@ -96,7 +96,12 @@ fi
 # The iSCSI portal listens on loopback; the e2e test runs kube-apiserver and etcd there.
 ip link set lo up
 mkdir -p /host
-mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host || { echo "PRFENCE-RC 97"; poweroff -f; }
+# The bench guest caches the read-only root as a node's page cache would (cache=loose):
+# without it every process start (fence_scsi's python3, sg_persist) reads its files over
+# 9p again and the device bench would time the share, not the tools.
+o=trans=virtio,version=9p2000.L,ro
+[ "$MODE" = bench ] && o="$o,cache=loose"
+mount -t 9p -o "$o" hostroot /host || { echo "PRFENCE-RC 97"; poweroff -f; }
 mount -t proc p /host/proc; mount -t sysfs s /host/sys; mount -t devtmpfs d /host/dev
 mount -t tmpfs t /host/run; mkdir -p /host/run/home /host/run/tmp /host/run/out
 # The host's writable share for the vitest report (the console can garble long output).
