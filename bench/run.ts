@@ -4,7 +4,7 @@
  * processes and the controller against 100 and 1,000 heartbeating Nodes and 10,000 PVs
  * and VolumeAttachments: traffic, RSS, CPU, an API server restart, fence latency; see
  * scale-bench.ts), then the device layer on real kernels in QEMU (koffi vs C vs
- * sg_persist, event-loop delay with stuck calls), and the native executor on the host with
+ * sg_persist, one fence by prfence vs fence_scsi -o off, event-loop delay with stuck calls), and the native executor on the host with
  * hung (FIFO) devices, and the failfast probe's cost (1,000 devices). The failover section
  * runs a lost node's StatefulSet on a real control plane with and without prfence
  * (failover-bench.ts; Kubernetes alone is capped at 15 minutes).
