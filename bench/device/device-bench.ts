@@ -304,7 +304,15 @@ for (const t of topologies) {
   console.log(`${t.name.padEnd(32)}fence (read, preempt-abort, read back) x${FENCE_ROUNDS}: ${fmtMs(prf)}`);
   if (t.kind !== 'scsi') continue;
   // One whole fence against ClusterLabs' agent, same guest, same LU, same set-up.
-  const fs = await fenceScsiRounds(t.name, t.devices[0]!, t.devices[1]!, FENCE_ROUNDS);
+  const fs = await fenceScsiRounds(t.name, t.devices[0]!, t.devices[1]!, FENCE_ROUNDS).catch(
+    (e: unknown) => ({ failed: e instanceof Error ? e.message : String(e) }),
+  );
+  if ('failed' in fs) {
+    // Not a fence, so no figure: the bench fails, the rest of it still runs.
+    console.log(`${t.name.padEnd(32)}fence_scsi -o off: FAILED: ${fs.failed}`);
+    process.exitCode = 1;
+    continue;
+  }
   if ('skipped' in fs) {
     console.log(`${t.name.padEnd(32)}fence_scsi -o off: skipped: ${fs.skipped}`);
     continue;
