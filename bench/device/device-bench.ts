@@ -287,7 +287,8 @@ console.log(
 );
 for (const r of rows) {
   console.log(
-    `${r.target.padEnd(32)}${r.op.padEnd(23)}${r.koffiUs.toFixed(0).padStart(11)}${r.cUs.toFixed(0).padStart(10)}${(r.koffiUs / r.cUs).toFixed(2).padStart(10)}${
+    // pr-loop prints -1 when the kernel has no PR read-keys ioctl (6.1): no C figure.
+    `${r.target.padEnd(32)}${r.op.padEnd(23)}${r.koffiUs.toFixed(0).padStart(11)}${(r.cUs < 0 ? 'n/a' : r.cUs.toFixed(0)).padStart(10)}${(r.cUs < 0 ? 'n/a' : (r.koffiUs / r.cUs).toFixed(2)).padStart(10)}${
       r.sgPersistUs === undefined
         ? ''
         : `${r.sgPersistUs.toFixed(0).padStart(21)}${(r.sgPersistUs / r.koffiUs).toFixed(1).padStart(19)}`
