@@ -31,11 +31,12 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { join, resolve, dirname } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { directWrite } from '../../src/pr/koffi/direct-io.js';
 import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
+import { formatKey } from '../../src/pr/key.js';
 import { kernelTopologySpecs } from '../contract/kernel-topology.js';
 import { K, reconcilerOf, type World } from '../unit/agent/multipath-world.js';
 
@@ -50,23 +51,55 @@ function configfs(): void {
   if (r.status !== 0 || !existsSync(join(T, 'core'))) throw new Error(`no LIO configfs: ${r.stderr}`);
 }
 
-/** The iSCSI target's LUN 0 link and the backstore it points to. */
-function iscsiLun(): { link: string; backstore: string } {
+/** The iSCSI target portal group, its LUN 0 link and the backstore that link points to. */
+function iscsiLun(): { tpg: string; link: string; backstore: string } {
   const iqn = readdirSync(join(T, 'iscsi')).find((n) => n.startsWith('iqn.'));
   if (!iqn) throw new Error('no iSCSI target in configfs');
-  const lunDir = join(T, 'iscsi', iqn, 'tpgt_1', 'lun', 'lun_0');
+  const tpg = join(T, 'iscsi', iqn, 'tpgt_1');
+  const lunDir = join(tpg, 'lun', 'lun_0');
   const name = readdirSync(lunDir).find((n) => lstatSync(join(lunDir, n)).isSymbolicLink());
   if (!name) throw new Error(`no backstore linked under ${lunDir}`);
   const link = join(lunDir, name);
-  return { link, backstore: resolve(dirname(link), readlinkSync(link)) };
+  return { tpg, link, backstore: resolve(dirname(link), readlinkSync(link)) };
 }
 
 let restarts = 0;
-/** The LU's power cycle with APTPL off: its backstore deleted and created again. */
-function restartLu(): void {
+/**
+ * The LU's power cycle with APTPL off: its backstore deleted and created again (the same
+ * size, its attributes as they were). The initiators' ACLs are dynamic (generate_node_acls);
+ * so that each session reaches the new backstore, and not the TPG's virtual LUN 0 (a
+ * read-only ramdisk with a PR state of its own, where LIO sends LUN 0 of an ACL that lacks
+ * it), each ACL is made explicit (a mkdir of its name keeps the session) and LUN 0 mapped to
+ * it. The test checks it with a write and with the backstore's own list of registrations.
+ */
+function restartLu(size: number): string {
   configfs();
-  const { link, backstore } = iscsiLun();
-  const size = /Size: (\d+)/.exec(readFileSync(join(backstore, 'info'), 'utf8'))?.[1] ?? '33554432';
+  const { tpg, link, backstore } = iscsiLun();
+  const acls = join(tpg, 'acls');
+  const names = new Set([
+    ...readFileSync(join(tpg, 'dynamic_sessions'), 'utf8')
+      .split(/\s+/)
+      .filter((n) => n.startsWith('iqn.')),
+    ...readdirSync(acls),
+  ]);
+  for (const n of readdirSync(acls)) {
+    const mapped = join(acls, n, 'lun_0');
+    if (!existsSync(mapped)) continue;
+    for (const e of readdirSync(mapped))
+      if (lstatSync(join(mapped, e)).isSymbolicLink()) unlinkSync(join(mapped, e));
+  }
+  // The backstore's attributes as they were (write cache, FUA, ...: what the initiators
+  // learnt at login), written back to the new one before it is linked.
+  const attrib = join(backstore, 'attrib');
+  const before = new Map(
+    readdirSync(attrib).flatMap((a) => {
+      try {
+        return [[a, readFileSync(join(attrib, a), 'utf8').trim()] as const];
+      } catch {
+        return [];
+      }
+    }),
+  );
   unlinkSync(link);
   rmdirSync(backstore);
   mkdirSync(backstore);
@@ -76,8 +109,26 @@ function restartLu(): void {
     `fd_dev_name=/run/tmp/prfence-restart-${restarts}.img,fd_dev_size=${size}`,
   );
   writeFileSync(join(backstore, 'enable'), '1');
+  for (const [a, v] of before) {
+    try {
+      if (readFileSync(join(attrib, a), 'utf8').trim() !== v) writeFileSync(join(attrib, a), v);
+    } catch {
+      // read-only or not settable now: as the new backstore has it
+    }
+  }
   symlinkSync(backstore, link);
+  for (const n of names) {
+    const mapped = join(acls, n, 'lun_0');
+    if (!existsSync(join(acls, n))) mkdirSync(join(acls, n));
+    if (!existsSync(mapped)) mkdirSync(mapped);
+    symlinkSync(dirname(link), join(mapped, 'lun'));
+  }
+  return backstore;
 }
+
+/** The registrations LIO lists for the backstore itself (configfs pr/), beside the reads. */
+const registeredOnBackstore = (backstore: string) =>
+  readFileSync(join(backstore, 'pr', 'res_pr_registered_i_pts'), 'utf8');
 
 async function withDevice<T>(dev: string, f: (d: KoffiPrDevice) => Promise<T>): Promise<T> {
   const d = await KoffiPrDevice.open(dev, { timeoutMs: 8000 });
@@ -117,9 +168,23 @@ describe('a target restart with APTPL off (LIO over iSCSI)', { timeout: 300_000 
           }));
         expect(await state()).toEqual({ keys: [K.a], type: 'write-exclusive-all-regs' });
 
-        // 2. The LU restarts with APTPL off: its PR state is gone.
-        restartLu();
+        // 2. The LU restarts with APTPL off: its PR state is gone. The sessions reach the
+        // new backstore (a write goes through: not the read-only virtual LUN 0).
+        // The same size as before: the initiators' disks know it (sysfs: 512-byte sectors).
+        const backstore = restartLu(
+          Number(readFileSync(`/sys/class/block/${basename(p1)}/size`, 'utf8')) * 512,
+        );
         expect(await state()).toEqual({ keys: [], type: null });
+        const w1 = await directWrite(p1).catch((e: unknown) => {
+          const d = spawnSync('/bin/dmesg', [], { encoding: 'utf8' })
+            .stdout.split('\n')
+            .slice(-30)
+            .join('\n');
+          console.log(`write after the restart: ${String(e)}\n${d}`);
+          return 'error';
+        });
+        expect(w1).toBe('ok');
+        expect(registeredOnBackstore(backstore)).not.toContain(formatKey(K.a));
 
         // 3. The agent finds its key gone without having removed it: a loss; it stays out.
         const res = await w.reconcile(log);
@@ -144,6 +209,7 @@ describe('a target restart with APTPL off (LIO over iSCSI)', { timeout: 300_000 
           keys: [K.a],
           type: 'write-exclusive-all-regs',
         });
+        expect(registeredOnBackstore(backstore)).toContain(formatKey(K.a));
         expect(await directWrite(p1)).toBe('ok');
       } finally {
         for (const e of [...w.devices.entries()]) await e.device.close().catch(() => undefined);
