@@ -87,7 +87,9 @@ export interface FenceInput {
    * key is still on the device and that may register registers it again (REGISTER AND
    * IGNORE EXISTING KEY of its own key, through the map): a register like any other, gated
    * the same way. A node whose key is gone never does (S2). SCSI only (an NVMe
-   * registration belongs to the host, every controller of it included). Default none.
+   * registration belongs to the host, every controller of it included). A node that
+   * leaves unregisters so that these paths are left as they are (the `uncovered` of its
+   * unregister). Default none.
    */
   newPaths?: readonly string[];
 }
@@ -172,7 +174,6 @@ export function classifyKeys(input: FenceInput): ClassifiedKey[] {
   });
 }
 
-/** Decides this node's next actions for one volume. Pure. */
 /**
  * The unregister of a leaver: through a SCSI map with paths not known to carry the own key,
  * one that leaves those paths as they are (see the `uncovered` of the action). On NVMe the
@@ -184,6 +185,7 @@ function unregisterOf(input: FenceInput): FenceAction {
     : { kind: 'unregister' };
 }
 
+/** Decides this node's next actions for one volume. Pure. */
 export function decideVolume(input: FenceInput): FencePlan {
   const keys = classifyKeys(input);
   const { self, device, desiredType } = input;
