@@ -99,6 +99,11 @@ async function apply(
       }
       return d.register(0n, ctx.ownKey, opts);
     case 'unregister':
+      // A SCSI map with paths that never had the key (rule.ts `uncovered`): REGISTER AND
+      // IGNORE EXISTING KEY with key 0 unregisters the paths that have it and leaves the
+      // others as they are; a plain REGISTER to 0 would conflict on those, and the kernel
+      // stops there (dm_pr_register: no rollback for key 0). Registers nothing (S2).
+      if (a.uncovered?.length) return d.registerAndIgnore(0n, opts);
       return d.register(ctx.ownKey, 0n, opts);
     case 'reserve':
       return d.reserve(ctx.ownKey, a.type, opts);
@@ -139,7 +144,9 @@ function describe(a: FenceAction): Record<string, unknown> {
     ? { action: a.kind, victim: formatKey(a.victim), victimNode: a.victimNode, type: a.type }
     : a.kind === 'register' && a.reregister
       ? { action: a.kind, reregister: true, newPaths: a.reregister }
-      : { action: a.kind, ...('type' in a ? { type: a.type } : {}) };
+      : a.kind === 'unregister' && a.uncovered
+        ? { action: a.kind, ignoreExistingKey: true, uncoveredPaths: a.uncovered }
+        : { action: a.kind, ...('type' in a ? { type: a.type } : {}) };
 }
 
 /** Executes the plan; never throws PrErrors (they end the plan and are reported). */

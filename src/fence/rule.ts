@@ -87,7 +87,9 @@ export interface FenceInput {
    * key is still on the device and that may register registers it again (REGISTER AND
    * IGNORE EXISTING KEY of its own key, through the map): a register like any other, gated
    * the same way. A node whose key is gone never does (S2). SCSI only (an NVMe
-   * registration belongs to the host, every controller of it included). Default none.
+   * registration belongs to the host, every controller of it included). A node that
+   * leaves unregisters so that these paths are left as they are (the `uncovered` of its
+   * unregister). Default none.
    */
   newPaths?: readonly string[];
 }
@@ -120,7 +122,19 @@ export type FenceAction =
       /** The victim is a leaver handing the reservation over: no fence. */
       takeover?: true;
     }
-  | { kind: 'unregister' };
+  | {
+      kind: 'unregister';
+      /**
+       * dm-multipath on SCSI: paths under the map that are not known to carry the own key
+       * (the `newPaths` of the input). A plain REGISTER to key 0 through the map conflicts
+       * on such a path, and the kernel's dm_pr_register stops at the first failing path
+       * (no rollback for key 0): the leave would fail again at every retry. Sent as
+       * REGISTER AND IGNORE EXISTING KEY with key 0 instead, which unregisters a registered
+       * I_T nexus and leaves an unregistered one as it is (SPC-4 6.16.2). Never registers
+       * anything (S2).
+       */
+      uncovered?: readonly string[];
+    };
 
 export type FenceRole =
   /** This node acts on the device. */
@@ -158,6 +172,17 @@ export function classifyKeys(input: FenceInput): ClassifiedKey[] {
     const kn = known.get(key);
     return kn === undefined ? { key, class: 'stale' } : { key, class: 'stale', node: kn };
   });
+}
+
+/**
+ * The unregister of a leaver: through a SCSI map with paths not known to carry the own key,
+ * one that leaves those paths as they are (see the `uncovered` of the action). On NVMe the
+ * registration is the host's, on every controller: a plain unregister.
+ */
+function unregisterOf(input: FenceInput): FenceAction {
+  return input.newPaths?.length && input.device.kind !== 'nvme'
+    ? { kind: 'unregister', uncovered: [...input.newPaths] }
+    : { kind: 'unregister' };
 }
 
 /** Decides this node's next actions for one volume. Pure. */
@@ -205,7 +230,7 @@ export function decideVolume(input: FenceInput): FencePlan {
     const actions: FenceAction[] = [];
     // Release first when this node alone holds the reservation, so no stale holder remains.
     if (holderIsOwn && !allRegs && device.type) actions.push({ kind: 'release', type: device.type });
-    actions.push({ kind: 'unregister' });
+    actions.push(unregisterOf(input));
     return { role: 'leaver', actions, reason: 'detached: release and unregister', keys };
   }
 
@@ -214,7 +239,7 @@ export function decideVolume(input: FenceInput): FencePlan {
     // out and landed after the node lost its key): it leaves, and acts on nobody.
     const actions: FenceAction[] = [];
     if (holderIsOwn && !allRegs && device.type) actions.push({ kind: 'release', type: device.type });
-    actions.push({ kind: 'unregister' });
+    actions.push(unregisterOf(input));
     return { role: 'leaver', actions, reason: 'S2: registered but may not be: leave', keys };
   }
   const actions: FenceAction[] = [];

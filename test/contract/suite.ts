@@ -626,6 +626,37 @@ export function defineContractSuite(
       },
     );
 
+    // The victim's next commands after a preempt (issue 10 item 5): SPC-4 5.13.11.2.4 has
+    // the device establish a unit attention (REGISTRATIONS PREEMPTED, 06/2A/05) for the
+    // preempted I_T nexus, reported once, on its next command; that command is not executed.
+    // What the victim sees is what the kernel makes of it: SG_IO PR IN (6.1's reads) hands
+    // it back and KoffiPrDevice sends the read again; the pr.h read ioctls (7.x) and a
+    // write go through the midlayer, which retries a unit attention. Either way the spec's
+    // answer: the read succeeds without the victim's key (never a lost device or
+    // unsupported), and the write is a reservation conflict. NVMe has no unit attention
+    // (nvmet posts a Reservation Preempted log page); the same answers are asserted.
+    for (const v of preemptVariants())
+      for (const first of ['read', 'write'] as const)
+        it(
+          `${v.name} of the holder (a fence) -> the victim's first command after it (a ${first}) and the next: its PR IN reads succeed and no longer list its key, its write is refused`,
+          { timeout },
+          async () => {
+            await registerAll(t, 2);
+            await b.reserve(KB, 'write-exclusive-reg-only');
+            expect(await t.write(1)).toBe('ok');
+            await v.run(a, KA, KB, 'write-exclusive-reg-only');
+            const seen: { write?: string; keys?: readonly bigint[]; holder?: bigint | null; again?: string } =
+              {};
+            if (first === 'write') seen.write = await t.write(1);
+            seen.keys = (await b.readKeys()).keys;
+            seen.holder = (await b.readReservation()).key;
+            if (first === 'read') seen.write = await t.write(1);
+            seen.again = await t.write(1);
+            expect(seen).toEqual({ write: 'refused', keys: [KA], holder: KA, again: 'refused' });
+            expect(await t.write(0)).toBe('ok');
+          },
+        );
+
     it(
       'a fenced initiator registers again -> it regains write access (why S2 matters)',
       { timeout },

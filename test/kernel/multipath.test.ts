@@ -1,7 +1,8 @@
 /**
  * dm-multipath on a real kernel (inside the QEMU guest): a path added to a map after the
  * key was registered through it carries no registration, and the agent's reconcile
- * registers its key again through the map (docs/design.md "Multipath").
+ * registers its key again through the map (docs/design.md "Multipath"); a node that leaves
+ * such a map unregisters without tripping over the path that never had its key.
  *
  * The logical unit is LIO over iSCSI on the guest's loopback (test/kernel/guest-init.sh):
  * three open-iscsi sessions with their own initiator names, three I_T nexuses, three
@@ -169,6 +170,72 @@ describe('dm-multipath over LIO iSCSI sessions', { timeout: 300_000 }, () => {
           generation: gen,
         });
         expect(await watch.round()).toEqual([]);
+      } finally {
+        await map?.close();
+        dmsetup('remove', '--noudevsync', MAP);
+        await resetLu(p1);
+      }
+    });
+
+    it('key registered through a two-path map, a third path put first in the map (not registered), the node detaches -> a plain REGISTER to key 0 through the map conflicts and removes nothing (dm_pr_register stops at the first path); the agent reconcile leaves with REGISTER AND IGNORE of key 0: the key is gone from every nexus, no reservation left', async () => {
+      const [p1, p2, p3] = spec.devices as [string, string, string];
+      await resetLu(p1);
+      dmsetup(
+        'create',
+        MAP,
+        '--noudevsync',
+        '--uuid',
+        'mpath-prfence-kernel-leave',
+        '--table',
+        table([p1, p2]),
+      );
+      let map: KoffiPrDevice | undefined;
+      try {
+        const dev = `/dev/${dmName(MAP)}`;
+        let api: World = { vas: ['a'] };
+        const w = await reconcilerOf(
+          async () => (map = await KoffiPrDevice.open(dev, { timeoutMs: 8000 })),
+          (d) => devicePaths(d.id),
+          () => api,
+        );
+        expect((await w.reconcile(log)).outcome).toBe('done');
+        expect(await registrations(p3, K.a)).toBe(2);
+        expect((await map!.readReservation()).type).toBe('write-exclusive-all-regs');
+
+        // The new path first in the table: dm.c walks the paths in table order.
+        dmsetup('reload', MAP, '--noudevsync', '--table', table([p3, p1, p2]));
+        dmsetup('resume', MAP, '--noudevsync');
+        expect(await devicePaths(dev)).toEqual([basename(p1), basename(p2), basename(p3)].sort());
+
+        // What the kernel does with a plain REGISTER to key 0 through this map: a conflict
+        // on the path that never had the key, and nothing removed anywhere (no rollback, and
+        // the paths after it are not tried). This is the leave that used to repeat forever.
+        await expect(map!.register(K.a, 0n)).rejects.toMatchObject({ kind: 'conflict' });
+        expect(await registrations(p3, K.a)).toBe(2);
+
+        // The node detaches: the agent's reconcile leaves (read back from another initiator,
+        // the third session's own disk, with READ FULL STATUS too).
+        api = { vas: [] };
+        const peer = await KoffiPrDevice.open(p3, { timeoutMs: 8000 });
+        try {
+          const res = await w.reconcile(log);
+          const keys = await peer.readKeys();
+          const full = await peer.readFullStatus();
+          expect({
+            outcome: res.outcome,
+            own: keys.keys.filter((k) => k === K.a).length,
+            registrants: full.registrants.map((x) => x.initiator.id),
+            reservation: (await peer.readReservation()).type,
+            // Detached and unregistered: the agent closed the device.
+            open: [...w.devices.entries()].length,
+          }).toEqual({ outcome: 'done', own: 0, registrants: [], reservation: null, open: 0 });
+          // Nothing more: the next reconcile registers nothing.
+          await w.reconcile(log);
+          expect(await peer.readKeys()).toEqual({ generation: keys.generation, keys: [] });
+        } finally {
+          await peer.close();
+        }
+        expect(w.writer.events).toEqual([]);
       } finally {
         await map?.close();
         dmsetup('remove', '--noudevsync', MAP);

@@ -32,6 +32,8 @@ export interface World {
   vas: string[];
   fenced?: string[];
   fenceRequested?: string[];
+  /** NodeFence spec.unfencedAt per node (an unfence: forgives a loss older than it). */
+  unfencedAt?: Partial<Record<'a' | 'b', string>>;
 }
 
 export function caches(w: World): ClusterCaches {
@@ -39,7 +41,11 @@ export function caches(w: World): ClusterCaches {
     apiVersion: 'prfence.io/v1alpha1',
     kind: 'NodeFence',
     metadata: { name: n },
-    ...(w.fenceRequested?.includes(n) ? { spec: { fenceState: 'Fenced' as const } } : {}),
+    ...(w.fenceRequested?.includes(n)
+      ? { spec: { fenceState: 'Fenced' as const } }
+      : w.unfencedAt?.[n]
+        ? { spec: { fenceState: 'Unfenced' as const, unfencedAt: w.unfencedAt[n] } }
+        : {}),
     status: { key: formatKey(K[n]), ...(w.fenced?.includes(n) ? { phase: 'Fenced' as const } : {}) },
   }));
   const vas = w.vas.map((n): V1VolumeAttachment => ({

@@ -15,7 +15,7 @@ import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
 import { memoryMultipath } from '../pr/memory-multipath.js';
 import { K, PV, reconcilerOf, type World } from './multipath-world.js';
 
-const log = pino({ level: 'silent' });
+const log = pino({ level: process.env.TLOG ?? 'silent' });
 
 /**
  * Node a on a two-path map (a1, a2) of one LU, node b (another host) on its own initiator;
@@ -177,6 +177,62 @@ describe('multipath: a path added under the map', () => {
       sent: [`register-ignore ${K.a}`],
       write: 'ok',
     });
+  });
+});
+
+describe('multipath: leaving through a map with a path that never had the key', () => {
+  /** Node a registered and reserved through a1, a2; then a3 is put first in the map. */
+  async function registeredThenAdded(api: () => World) {
+    const s = await setup(api);
+    await s.r.reconcile(PV, log);
+    expect(keysOf(s.lu)).toEqual([`a1=${formatKey(K.a)}`, `a2=${formatKey(K.a)}`]);
+    s.mp.addPath('a3', true);
+    s.mp.sent.length = 0;
+    return s;
+  }
+
+  it('the map as the kernel forwards it: a plain REGISTER to key 0 conflicts on the new path, which dm.c tries first, and removes nothing (why the leave uses REGISTER AND IGNORE)', async () => {
+    const { lu, mp } = await registeredThenAdded(() => ({ vas: ['a'] }));
+    await expect(mp.device.register(K.a, 0n)).rejects.toMatchObject({ kind: 'conflict' });
+    expect(keysOf(lu)).toEqual([`a1=${formatKey(K.a)}`, `a2=${formatKey(K.a)}`]);
+  });
+
+  it('detached -> the reconcile leaves with REGISTER AND IGNORE EXISTING KEY of key 0: the key is gone from every path, no reservation is left, nothing was registered; the next reconcile sends nothing', async () => {
+    let api: World = { vas: ['a'] };
+    const { lu, mp, r } = await registeredThenAdded(() => api);
+    api = { vas: [] };
+    const res = await r.reconcile(PV, log);
+    expect({
+      outcome: res.outcome,
+      sent: mp.sent,
+      keys: keysOf(lu),
+      reservation: lu.state().reservation ?? null,
+    }).toEqual({ outcome: 'done', sent: ['register-ignore 0'], keys: [], reservation: null });
+    mp.sent.length = 0;
+    await r.reconcile(PV, log);
+    expect(mp.sent).toEqual([]);
+  });
+
+  it('S2: the own key still there but the node may not register (a loss in the host fence memory, no unfence since) -> it leaves the same way, and never registers its key through the new path', async () => {
+    const { lu, mp, r, memory } = await registeredThenAdded(() => ({ vas: ['a'] }));
+    await memory.lost('lu', K.a, undefined, new Date(), null);
+    // Left, and blocked from registering again (the loss stands until an unfence).
+    expect((await r.reconcile(PV, log)).outcome).toBe('blocked');
+    expect({ sent: mp.sent, keys: keysOf(lu), write: lu.write('a3') }).toEqual({
+      sent: ['register-ignore 0'],
+      keys: [],
+      write: 'ok', // no reservation left at all: the node left, nobody fences it here
+    });
+  });
+
+  it('every path known to carry the key -> the leave is the plain REGISTER to key 0', async () => {
+    let api: World = { vas: ['a'] };
+    const { lu, mp, r } = await setup(() => api);
+    await r.reconcile(PV, log);
+    api = { vas: [] };
+    mp.sent.length = 0;
+    await r.reconcile(PV, log);
+    expect({ sent: mp.sent, keys: keysOf(lu) }).toEqual({ sent: [`register ${K.a}->0`], keys: [] });
   });
 });
 

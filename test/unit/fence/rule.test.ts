@@ -471,3 +471,64 @@ describe('fence rule: paths added under a dm-multipath device (newPaths)', () =>
     expect(p.actions).toEqual([{ kind: 'register', reregister: ['sdd'] }]);
   });
 });
+
+describe('fence rule: a leaver on a dm-multipath device with paths not known to carry its key', () => {
+  const wear = (keys: bigint[]) => dev(keys, 0n, 'write-exclusive-all-regs');
+  const detachedB = { node: 'b', key: B, legitimate: false, mayRegister: true, inUse: false };
+
+  it('detached, SCSI, new paths -> unregister sent so that it leaves the uncovered paths alone (uncovered), nothing registered', () => {
+    const p = decideVolume(
+      input({ self: detachedB, legitimate: [], device: wear([B, B]), newPaths: ['sdd'] }),
+    );
+    expect({ role: p.role, actions: p.actions }).toEqual({
+      role: 'leaver',
+      actions: [{ kind: 'unregister', uncovered: ['sdd'] }],
+    });
+  });
+
+  it('detached holder of a write-exclusive reservation, new paths -> release, then the unregister that leaves the uncovered paths alone', () => {
+    const p = decideVolume(
+      input({
+        self: detachedB,
+        legitimate: [],
+        device: dev([B, A], B, 'write-exclusive'),
+        newPaths: ['sdd'],
+      }),
+    );
+    expect(p.actions).toEqual([
+      { kind: 'release', type: 'write-exclusive' },
+      { kind: 'unregister', uncovered: ['sdd'] },
+    ]);
+  });
+
+  it('S2: own key still there, may not register, new paths -> the same unregister, never a register', () => {
+    const p = decideVolume(
+      input({
+        self: { node: 'b', key: B, legitimate: true, mayRegister: false, inUse: false },
+        device: wear([B]),
+        newPaths: ['sdd'],
+      }),
+    );
+    expect({ role: p.role, actions: p.actions }).toEqual({
+      role: 'leaver',
+      actions: [{ kind: 'unregister', uncovered: ['sdd'] }],
+    });
+  });
+
+  it('every path known to carry the key (no new paths) -> a plain unregister, as before', () => {
+    const p = decideVolume(input({ self: detachedB, legitimate: [], device: wear([B, B]) }));
+    expect(p.actions).toEqual([{ kind: 'unregister' }]);
+  });
+
+  it("NVMe (the registration is the host's) -> a plain unregister even with new paths", () => {
+    const p = decideVolume(
+      input({
+        self: detachedB,
+        legitimate: [],
+        device: { ...wear([B]), kind: 'nvme' },
+        newPaths: ['nvme1n1'],
+      }),
+    );
+    expect(p.actions).toEqual([{ kind: 'unregister' }]);
+  });
+});

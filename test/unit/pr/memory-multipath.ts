@@ -1,7 +1,9 @@
 /**
  * A dm-multipath map over memory initiators, as the kernel's dm.c forwards PR commands:
  * REGISTER (and REGISTER AND IGNORE) goes to every path the map has now (dm_pr_register
- * walks them; a failure on one path unregisters them all), every other command and the
+ * walks them in table order and stops at the first failure; a failure with a new key other
+ * than 0 then unregisters them all, one with key 0 is returned as it is), every other
+ * command and the
  * reads to one path. Paths can be added later, like `multipath -r` / `dmsetup reload`:
  * they carry no registration until the key is registered again through the map.
  */
@@ -13,7 +15,12 @@ export interface MemoryMultipath {
   device: PrDevice;
   /** The path names (memory initiators) under the map now. */
   paths(): string[];
-  addPath(name: string): void;
+  /**
+   * Adds a path at the end of the map's path list, or first (`first`): dm.c walks the
+   * paths in table order and stops at the first failure, so where the new path sits
+   * decides what a failing REGISTER changed before it stopped.
+   */
+  addPath(name: string, first?: boolean): void;
   /** Commands sent through the map, in order. */
   sent: string[];
 }
@@ -59,5 +66,10 @@ export function memoryMultipath(lu: MemoryLogicalUnit, first: string[]): MemoryM
     capabilities: (o) => one().capabilities(o),
     close: () => Promise.resolve(),
   };
-  return { device, paths: () => [...paths].sort(), addPath: (n) => void paths.push(n), sent };
+  return {
+    device,
+    paths: () => [...paths].sort(),
+    addPath: (n, first) => void (first ? paths.unshift(n) : paths.push(n)),
+    sent,
+  };
 }
