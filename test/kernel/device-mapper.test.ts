@@ -6,34 +6,15 @@
  * The map is dm-linear over the whole device (a one-path map, set up with dmsetup without
  * udev); dm-multipath forwards the same way.
  */
-import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
 import { kernelTopologySpecs } from '../contract/kernel-topology.js';
+import { dmsetup, dmName } from './guest-devices.js';
 
 const KEY = 0xd3a0000000000001n;
 const RESET = 0x7e5e700000000003n;
-
-function dmsetup(...args: string[]): string {
-  const r = spawnSync('/usr/sbin/dmsetup', args, {
-    encoding: 'utf8',
-    env: { ...process.env, DM_DISABLE_UDEV: '1' },
-    timeout: 60_000,
-  });
-  if (r.status !== 0) throw new Error(`dmsetup ${args.join(' ')}: ${r.status} ${r.stderr} ${r.error ?? ''}`);
-  return r.stdout;
-}
-
-/** The kernel name (dm-N) of the map called `name`. */
-function dmName(name: string): string {
-  const n = readdirSync('/sys/block').find(
-    (d) => d.startsWith('dm-') && readFileSync(`/sys/block/${d}/dm/name`, 'utf8').trim() === name,
-  );
-  if (!n) throw new Error(`no dm device named ${name}`);
-  return n;
-}
 
 for (const spec of kernelTopologySpecs()) {
   describe(`a dm map over ${spec.name}`, { timeout: 300_000 }, () => {

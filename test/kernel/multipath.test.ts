@@ -15,8 +15,7 @@
  * The reconcile is the agent's own (VolumeReconciler, with the sysfs path reader the agent
  * uses, src/pr/dm-paths.ts); the caches and the fresh view are plain data.
  */
-import { spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
@@ -27,29 +26,11 @@ import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
 import { formatKey } from '../../src/pr/key.js';
 import { kernelTopologySpecs } from '../contract/kernel-topology.js';
 import { K, reconcilerOf, type World } from '../unit/agent/multipath-world.js';
+import { dmsetup, dmName } from './guest-devices.js';
 
 const log = pino({ level: process.env.PRFENCE_TEST_LOG ?? 'silent' });
 const RESET = 0x7e5e700000000004n;
 const MAP = 'prfence-mpath';
-
-function dmsetup(...args: string[]): string {
-  const r = spawnSync('/usr/sbin/dmsetup', args, {
-    encoding: 'utf8',
-    env: { ...process.env, DM_DISABLE_UDEV: '1' },
-    timeout: 60_000,
-  });
-  if (r.status !== 0) throw new Error(`dmsetup ${args.join(' ')}: ${r.status} ${r.stderr} ${r.error ?? ''}`);
-  return r.stdout;
-}
-
-/** The kernel name (dm-N) of the map called `name`. */
-function dmName(name: string): string {
-  const n = readdirSync('/sys/block').find(
-    (d) => d.startsWith('dm-') && readFileSync(`/sys/block/${d}/dm/name`, 'utf8').trim() === name,
-  );
-  if (!n) throw new Error(`no dm device named ${name}`);
-  return n;
-}
 
 const sysfs = (dev: string, file: string) =>
   readFileSync(`/sys/class/block/${basename(dev)}/${file}`, 'utf8').trim();

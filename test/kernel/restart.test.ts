@@ -39,6 +39,7 @@ import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
 import { formatKey } from '../../src/pr/key.js';
 import { kernelTopologySpecs } from '../contract/kernel-topology.js';
 import { K, reconcilerOf, type World } from '../unit/agent/multipath-world.js';
+import { withDevice } from './guest-devices.js';
 
 const log = pino({ level: process.env.PRFENCE_TEST_LOG ?? 'silent' });
 const RESET = 0x7e5e700000000005n;
@@ -129,15 +130,6 @@ function restartLu(size: number): string {
 /** The registrations LIO lists for the backstore itself (configfs pr/), beside the reads. */
 const registeredOnBackstore = (backstore: string) =>
   readFileSync(join(backstore, 'pr', 'res_pr_registered_i_pts'), 'utf8');
-
-async function withDevice<T>(dev: string, f: (d: KoffiPrDevice) => Promise<T>): Promise<T> {
-  const d = await KoffiPrDevice.open(dev, { timeoutMs: 8000 });
-  try {
-    return await f(d);
-  } finally {
-    await d.close();
-  }
-}
 
 const resetLu = (dev: string) =>
   withDevice(dev, async (d) => {

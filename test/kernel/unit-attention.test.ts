@@ -10,9 +10,9 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
 import { formatKey } from '../../src/pr/key.js';
 import { kernelTopologySpecs } from '../contract/kernel-topology.js';
+import { withDevice } from './guest-devices.js';
 
 const KA = 0xa0a0a0a000000001n;
 const KB = 0xb0b0b0b000000002n;
@@ -27,15 +27,6 @@ function sgReadKeys(dev: string): { status: number | null; out: string } {
     timeout: 30_000,
   });
   return { status: r.status, out: `${r.stdout}${r.stderr}` };
-}
-
-async function withDevice<T>(dev: string, f: (d: KoffiPrDevice) => Promise<T>): Promise<T> {
-  const d = await KoffiPrDevice.open(dev, { timeoutMs: 8000 });
-  try {
-    return await f(d);
-  } finally {
-    await d.close();
-  }
 }
 
 const iscsi = kernelTopologySpecs().filter((s) => s.name === 'lio-iscsi' && s.devices.length >= 2);
