@@ -88,6 +88,7 @@ export function writerStub() {
   return {
     events,
     writeVolume: () => Promise.resolve(undefined),
+    prefetch: () => undefined,
     recordIntent: () => Promise.resolve(true),
     completeFence: () => Promise.resolve(),
     markFenced: () => Promise.resolve(),

@@ -143,5 +143,33 @@ describe('the writes of one fence (StatusWriter)', () => {
   });
 });
 
+describe('the intent read ahead (StatusWriter.prefetch)', () => {
+  const intent = { victimKey: '0000000100000001', victimNode: 'node-a', by: 'node-b', at: 'now', basis: 'b' };
+  it('prefetch, then recordIntent -> the GET is sent at prefetch (beside the view), the intent is applied on it: no second GET', async () => {
+    const s = fakeServer();
+    const w = writer(s.rest);
+    w.prefetch('pv1');
+    expect(s.calls).toEqual(['GET']);
+    expect(await w.recordIntent('pv1', intent)).toBe(true);
+    expect(s.calls).toEqual(['GET', 'APPLY@1']);
+    expect(s.status()?.fenceIntent?.by).toBe('node-b');
+  });
+
+  it("another node's intent lands between the prefetch and recordIntent -> the apply on the prefetched object is refused (409), a GET sees that intent, nothing is recorded", async () => {
+    const s = fakeServer();
+    const w = writer(s.rest);
+    w.prefetch('pv1');
+    await new Promise((r) => setImmediate(r));
+    await writer2(s.rest, 'node-c').recordIntent('pv1', {
+      ...intent,
+      by: 'node-c',
+      at: new Date().toISOString(),
+    });
+    expect(await w.recordIntent('pv1', { ...intent, at: new Date().toISOString() })).toBe(false);
+    expect(s.calls).toEqual(['GET', 'GET', 'APPLY@1', 'APPLY@1', 'GET']);
+    expect(s.status()?.fenceIntent?.by).toBe('node-c');
+  });
+});
+
 const writer2 = (rest: RestClient, node: string) =>
   new StatusWriter({ rest, node, key: 0x100000003n, nodeUid: 'uid3', log: pino({ level: 'silent' }) });
