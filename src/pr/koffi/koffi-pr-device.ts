@@ -751,14 +751,15 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
           alloc = want;
           continue;
         }
-        // The device transferred less than its ADDITIONAL LENGTH says although there was
-        // room: a partial list must not be taken for the whole one (a fencer would miss a key).
-        if (received < alloc)
-          throw new IndeterminateError(
-            `read-keys: device announced ${r.total} keys but transferred ${r.keys.length}`,
-            { op: 'read-keys', device: this.id },
-          );
-        // More keys than one PERSISTENT RESERVE IN can carry (SPC-4 16-bit length).
+        // More keys than one PERSISTENT RESERVE IN can carry (SPC-4 16-bit length), or a
+        // device that transferred less than its ADDITIONAL LENGTH says although there was
+        // room: a partial list is never taken for the whole one (a fencer would miss a key).
+        throw new IndeterminateError(
+          received < alloc
+            ? `read-keys: device announced ${r.total} keys but transferred ${r.keys.length}`
+            : `read-keys: ${r.total} keys do not fit in one PERSISTENT RESERVE IN`,
+          { op: 'read-keys', device: this.id },
+        );
       }
       return { generation: r.generation, keys: r.keys };
     }

@@ -92,6 +92,12 @@ describe('KoffiPrDevice on a fake libc', () => {
     expect(libc.calls.length).toBeLessThanOrEqual(4);
   });
 
+  it('SG_IO READ KEYS with more keys than one PERSISTENT RESERVE IN carries (8200 > 8190) -> grown to the 16-bit limit, then IndeterminateError, never the cut list', async () => {
+    const { libc, d } = await device('scsi', (c) => readKeysSgIo(c, 8200), { readMethod: 'sg-io' });
+    await expect(d.readKeys()).rejects.toThrow(/8200 keys do not fit/);
+    expect(libc.calls.map((c) => dv(c.arg).getUint32(abi.SG_IO_HDR.dxferLen, true))).toEqual([264, 65528]);
+  });
+
   it('SG_IO answered EINVAL (a block device without SCSI) -> UnsupportedError', async () => {
     const { d } = await device('scsi', () => ({ ret: -1, errno: 22 }), { readMethod: 'sg-io' });
     await expect(d.readKeys()).rejects.toBeInstanceOf(UnsupportedError);
