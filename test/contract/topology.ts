@@ -13,7 +13,7 @@ export interface Topology {
   readonly kind: DeviceKind;
   /**
    * At least three initiators on the same LU, index 0..n-1 (the memory model offers
-   * {@link MEMORY_INITIATORS}, the kernel guests three).
+   * {@link MEMORY_INITIATORS}, the kernel guests three, and more in {@link Topology.wide}).
    */
   readonly initiators: readonly PrDevice[];
   /**
@@ -21,6 +21,12 @@ export interface Topology {
    * hex, the model's initiator name), where the topology knows them.
    */
   readonly initiatorIds?: readonly string[];
+  /**
+   * More than 32 initiators on another LU of the same target, for the scenarios that need
+   * them (the kernel guests' wide sets: test/kernel/guest-init.sh); opened on demand, closed
+   * by the caller. Absent where `initiators` has them all (the memory model).
+   */
+  readonly wide?: () => Promise<Topology>;
   /** Known limitations of this target, e.g. "preempt-abort-hangs" for LIO tcm_loop. */
   readonly limitations: ReadonlySet<string>;
   /**
