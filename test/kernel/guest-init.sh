@@ -107,10 +107,12 @@ if [ "$MODE" != probe ] && [ -d $N ]; then
       echo 1 >$W/namespaces/1/enable
       ln -s $W $N/ports/1/subsystems/prfence-wide
       n0=$(ls -d /sys/block/nvme*n1 | wc -l)
+      # One I/O queue each (the default is one per CPU): less to set up under TCG.
       for i in $(seq 1 "$WIDE"); do
         hid=$(printf 'a%07x-0000-4000-8000-%012x' "$i" "$i")
-        echo "transport=loop,nqn=prfence-wide,hostnqn=nqn.2026-11.io.prfence:wide-$i,hostid=$hid" >/dev/nvme-fabrics || say "nvmet wide connect $i failed"
+        echo "transport=loop,nqn=prfence-wide,hostnqn=nqn.2026-11.io.prfence:wide-$i,hostid=$hid,nr_io_queues=1" >/dev/nvme-fabrics || say "nvmet wide connect $i failed"
       done
+      say "nvmet wide set: connected after $(awk "BEGIN{print $(uptime_s) - $t0}") s"
       wait_new "/sys/block/nvme*n1" "$((n0 + WIDE))" 600
       # In hostnqn order (the order the suite registers them in): each namespace's controller.
       for i in $(seq 1 "$WIDE"); do
@@ -214,15 +216,25 @@ if [ "$MODE" != probe ] && [ -d $T ] && [ -e /mods/iscsi_target_mod.ko ] && [ -x
     echo 1 >$WG/attrib/generate_node_acls; echo 1 >$WG/attrib/cache_dynamic_acls
     echo 0 >$WG/attrib/demo_mode_write_protect; echo 0 >$WG/attrib/authentication
     echo 1 >$WG/enable
-    ifs=""
+    # The iface records written as iscsiadm -m iface -o new/update would (one process
+    # start per iface and a discovery session per iface cost seconds each under TCG).
     for i in $(seq 1 "$WIDE"); do
-      adm -m iface -I wide$i -o new >/dev/null && adm -m iface -I wide$i -o update -n iface.initiatorname -v iqn.2026-11.io.prfence:wide-$i >/dev/null
-      ifs="$ifs -I wide$i"
+      printf 'iface.iscsi_ifacename = wide%s\niface.transport_name = tcp\niface.initiatorname = iqn.2026-11.io.prfence:wide-%s\n' "$i" "$i" >$H/etc/iscsi/ifaces/wide$i
     done
-    # shellcheck disable=SC2086
-    adm -m discovery -t st -p 127.0.0.1 $ifs >/dev/null || say "iSCSI discovery (wide) failed"
+    # One node record made by iscsiadm (through wide1), copied for the other ifaces.
+    adm -m node -o new -T $WIQN -p 127.0.0.1:3260,1 -I wide1 >/dev/null || say "iSCSI node record (wide) failed"
+    rec=$(ls -d $H/etc/iscsi/nodes/$WIQN/*/wide1 2>/dev/null)
+    if [ -f "$rec" ]; then
+      for i in $(seq 2 "$WIDE"); do
+        sed -e "s/^\(iface\.iscsi_ifacename = wide\)1\$/\1$i/" -e "s/^\(iface\.initiatorname = .*:wide-\)1\$/\1$i/" "$rec" >"${rec%1}$i"
+      done
+    else
+      say "iSCSI wide set: no node record file at $H/etc/iscsi/nodes/$WIQN/*/wide1: $(find $H/etc/iscsi/nodes | head -5)"
+    fi
+    say "iSCSI wide set: records after $(awk "BEGIN{print $(uptime_s) - $t0}") s: $(ls $H/etc/iscsi/nodes/$WIQN/*/ 2>/dev/null | wc -l)"
     n0=$(ls -d /sys/block/sd* 2>/dev/null | wc -l)
-    adm -m node -T $WIQN -p 127.0.0.1 --login >/dev/null || say "iSCSI login to $WIQN failed"
+    adm -m node -T $WIQN -p 127.0.0.1:3260 --login >/dev/null || say "iSCSI login to $WIQN failed"
+    say "iSCSI wide set: logged in after $(awk "BEGIN{print $(uptime_s) - $t0}") s"
     wait_new "/sys/block/sd*" "$((n0 + WIDE))" 600
     # In initiator-name order (the order the suite registers them in).
     for i in $(seq 1 "$WIDE"); do
