@@ -48,7 +48,7 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 # second LU of each target, for the contract scenario of more than 32 registrations
 # (test/contract/suite.ts); the three-initiator topologies stay as they are.
 WIDE=${WIDE:-0}
-wide=""
+wide="" nvmet_devs="" nv_t0=""
 
 # --- LIO over tcm_loop: one fileio LU, three I_T nexuses -> three /dev/sdX ---------------
 # Only in the probe guest: PREEMPT AND ABORT through tcm_loop hangs the kernel, and LIO's
@@ -112,20 +112,10 @@ if [ "$MODE" != probe ] && [ -d $N ]; then
         hid=$(printf 'a%07x-0000-4000-8000-%012x' "$i" "$i")
         echo "transport=loop,nqn=prfence-wide,hostnqn=nqn.2026-11.io.prfence:wide-$i,hostid=$hid,nr_io_queues=1" >/dev/nvme-fabrics || say "nvmet wide connect $i failed"
       done
-      say "nvmet wide set: connected after $(awk "BEGIN{print $(uptime_s) - $t0}") s"
-      wait_new "/sys/block/nvme*n1" "$((n0 + WIDE))" 600
-      # In hostnqn order (the order the suite registers them in): each namespace's controller.
-      for i in $(seq 1 "$WIDE"); do
-        for d in /sys/block/nvme*n1; do
-          [ "$(cat $d/device/subsysnqn 2>/dev/null)" = prfence-wide ] || continue
-          [ "$(cat $d/device/hostnqn 2>/dev/null)" = "nqn.2026-11.io.prfence:wide-$i" ] && wide="$wide /dev/${d##*/}"
-        done
-      done
-      say "nvmet wide set: $(echo $wide | wc -w) of $WIDE connections in $(awk "BEGIN{print $(uptime_s) - $t0}") s"
-      [ "$(echo $wide | wc -w)" = "$WIDE" ] || wide=""
+      # The namespaces appear while the iSCSI targets are set up (nvmet_wide, below).
+      nv_n0=$n0 nv_t0=$t0
     fi
-    # shellcheck disable=SC2086
-    add_topology nvmet-loop nvme "" $nv
+    nvmet_devs="$nv"
   else
     say "nvmet has no resv_enable on $(uname -r): NVMe reservations need kernel >= 6.13"
   fi
@@ -256,6 +246,26 @@ if [ "$MODE" != probe ] && [ -d $T ] && [ -e /mods/iscsi_target_mod.ko ] && [ -x
   fi
 elif [ "$MODE" != probe ]; then
   say "no LIO over iSCSI: iscsi_target_mod or the host's open-iscsi (test/kernel/setup.sh) missing"
+fi
+
+# --- nvmet: the wide set's namespaces (connected above), then the topology (listed first)
+if [ -n "$nvmet_devs" ]; then
+  if [ -n "$nv_t0" ]; then
+    wait_new "/sys/block/nvme*n1" "$((nv_n0 + WIDE))" 600
+    # In hostnqn order (the order the suite registers them in): each namespace's controller.
+    for i in $(seq 1 "$WIDE"); do
+      for d in /sys/block/nvme*n1; do
+        [ "$(cat $d/device/subsysnqn 2>/dev/null)" = prfence-wide ] || continue
+        [ "$(cat $d/device/hostnqn 2>/dev/null)" = "nqn.2026-11.io.prfence:wide-$i" ] && wide="$wide /dev/${d##*/}"
+      done
+    done
+    say "nvmet wide set: $(echo $wide | wc -w) of $WIDE connections $(awk "BEGIN{print $(uptime_s) - $nv_t0}") s after the first"
+    [ "$(echo $wide | wc -w)" = "$WIDE" ] || wide=""
+  fi
+  rest=$topologies topologies=""
+  # shellcheck disable=SC2086
+  add_topology nvmet-loop nvme "" $nvmet_devs
+  topologies="$topologies${rest:+,}$rest"
 fi
 
 echo "PRFENCE-KERNEL $(uname -r)"
