@@ -143,6 +143,7 @@ mount -t 9p -o trans=virtio,version=9p2000.L out /host/run/out || say "no out sh
 mount -t tmpfs t /host/var/target 2>/dev/null && mkdir -p /host/var/target/pr
 
 # --- LIO over iSCSI on the guest's loopback: one fileio LU, three sessions -> three /dev/sdX
+# (and the wide set: a second target and LU, WIDE sessions)
 # The target portal is 127.0.0.1:3260 (generate_node_acls: any initiator name gets LUN 0);
 # the initiator is open-iscsi from the host's root (test/kernel/setup.sh installs it),
 # iscsid + iscsiadm run in the chroot with tmpfs state directories, and log in three times
@@ -223,7 +224,10 @@ if [ "$MODE" != probe ] && [ -d $T ] && [ -e /mods/iscsi_target_mod.ko ] && [ -x
     fi
     say "iSCSI wide set: records after $(awk "BEGIN{print $(uptime_s) - $t0}") s: $(ls $H/etc/iscsi/nodes/$WIQN/*/ 2>/dev/null | wc -l)"
     n0=$(ls -d /sys/block/sd* 2>/dev/null | wc -l)
-    adm -m node -T $WIQN -p 127.0.0.1:3260 --login >/dev/null || say "iSCSI login to $WIQN failed"
+    # (Its stderr only on failure: sessions still logging in make it print "could not read
+    # session targetname" while it lists them.)
+    adm -m node -T $WIQN -p 127.0.0.1:3260 --login >/dev/null 2>/tmp/wide-login.err ||
+      { say "iSCSI login to $WIQN failed"; sed 's/^/PRFENCE-LOG iscsiadm: /' /tmp/wide-login.err; }
     say "iSCSI wide set: logged in after $(awk "BEGIN{print $(uptime_s) - $t0}") s"
     wait_new "/sys/block/sd*" "$((n0 + WIDE))" 600
     # In initiator-name order (the order the suite registers them in).
