@@ -75,13 +75,15 @@ export const MEMORY_INITIATORS = 40;
  *   TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE when it finds no registration; with a
  *   reservation held, core_scsi3_pr_seq_non_holder answers the conflict first).
  * - `full-status-length-cut`: PERSISTENT RESERVE IN, READ FULL STATUS with an ALLOCATION
- *   LENGTH too short for every descriptor sends the descriptors that fit whole and an
- *   ADDITIONAL LENGTH of those alone; SPC-4 6.16.5 keeps ADDITIONAL LENGTH the length of the
- *   whole list whatever the allocation length (core_scsi3_pri_read_full_status stops
- *   counting at "ran out of buffer"). Seen on 6.1 and 7.2 with 34 registrants over iSCSI.
- *   Not visible through PrDevice: KoffiPrDevice reads again with the largest allocation
- *   when an answer leaves less room than one descriptor (#sgReadFullStatus), and the
- *   scenario of more than 32 registrations asserts the whole list on the wide set.
+ *   LENGTH too short for every descriptor answers an ADDITIONAL LENGTH of the descriptors
+ *   that fit alone; SPC-4 6.16.5 keeps ADDITIONAL LENGTH the length of the whole list
+ *   whatever the allocation length (core_scsi3_pri_read_full_status stops counting at "ran
+ *   out of buffer"). With 34 registrants over iSCSI and 2048 bytes: 7.2 announced the 27
+ *   descriptors it sent, as if they were all; 6.1 counts against the allocation without the
+ *   8-byte header and announced 2060 bytes (test/kernel/full-status-cut.test.ts). Not
+ *   visible through PrDevice: KoffiPrDevice reads again with the largest allocation unless
+ *   an answer leaves room for one more descriptor (#sgReadFullStatus), and the scenario of
+ *   more than 32 registrations asserts the whole list on the wide set.
  */
 export const LIO_QUIRKS: ReadonlySet<string> = new Set([
   'scsi2-registrant-conflict',

@@ -776,23 +776,22 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
   }
 
   /**
-   * READ FULL STATUS, read again with room for all of it when ADDITIONAL LENGTH says the
-   * descriptors did not fit (at most MAX_READ_ATTEMPTS reads). A list that does not fit
-   * in one PERSISTENT RESERVE IN, or a device that sends less than it announces, is
-   * IndeterminateError: a partial list is never returned as the whole.
+   * READ FULL STATUS: a first read of INITIAL_FULL_STATUS_ALLOC bytes and, when that did not
+   * plainly hold the whole list, one more with the largest allocation (65535 bytes). A list
+   * that does not fit in one PERSISTENT RESERVE IN, or a device that sends less than it
+   * announces, is IndeterminateError: a partial list is never returned as the whole.
    *
-   * LIO (core_scsi3_pri_read_full_status) stops at the first descriptor that does not fit
-   * the allocation length and sets ADDITIONAL LENGTH to what it sent, where SPC-4 6.16.5
-   * keeps it the length of the whole list whatever the allocation (quirk
-   * `full-status-length-cut`, test/contract/topology.ts; seen with 34 registrants over
-   * iSCSI, 27 of them in 2048 bytes). So an answer that left less room than one more
-   * descriptor may have been cut without saying so: it is read again with the largest
-   * allocation, and taken only when that leaves the room.
+   * "Plainly whole" is an answer that leaves room for one more descriptor: LIO
+   * (core_scsi3_pri_read_full_status) stops at the first descriptor that does not fit the
+   * allocation length and sets ADDITIONAL LENGTH to the descriptors it counted, where
+   * SPC-4 6.16.5 keeps it the length of the whole list whatever the allocation (quirk
+   * `full-status-length-cut`, test/contract/topology.ts). Seen with 34 registrants over
+   * iSCSI: 7.2 answered 27 of them in 2048 bytes as if they were all; 6.1 counts its
+   * descriptors against the allocation without the 8-byte header and announced 2060 bytes.
    */
   async #sgReadFullStatus(opts?: PrCallOptions): Promise<FullStatus> {
     const op = 'read-full-status';
-    let alloc = INITIAL_FULL_STATUS_ALLOC;
-    for (let attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
+    for (const alloc of [INITIAL_FULL_STATUS_ALLOC, MAX_FULL_STATUS_ALLOC]) {
       const { data, received } = await this.#sgPrin(parse.PRIN_READ_FULL_STATUS, alloc, opts);
       if (received < 8)
         throw new IndeterminateError(`${op}: short PERSISTENT RESERVE IN transfer (${received} bytes)`, {
@@ -800,31 +799,15 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
           device: this.id,
         });
       const r = parse.parsePrinReadFullStatus(data, received);
-      if (!r.complete) {
-        // Room for one more descriptor too, should the list grow before the next read.
-        const want = Math.min(MAX_FULL_STATUS_ALLOC, r.needed + MAX_FULL_STATUS_DESCRIPTOR);
-        if (received >= alloc && want > alloc) {
-          alloc = want;
-          continue;
-        }
+      if (!r.complete && received < alloc)
         throw new IndeterminateError(
-          received < alloc
-            ? `${op}: device announced ${r.needed} bytes but transferred ${received}`
-            : `${op}: ${r.needed} bytes of full status do not fit in one PERSISTENT RESERVE IN`,
-          { op, device: this.id },
+          `${op}: device announced ${r.needed} bytes but transferred ${received}`,
+          {
+            op,
+            device: this.id,
+          },
         );
-      }
-      if (alloc - r.needed < MAX_FULL_STATUS_DESCRIPTOR) {
-        // Possibly cut where the allocation ended (LIO): read again with the largest one.
-        if (alloc < MAX_FULL_STATUS_ALLOC) {
-          alloc = MAX_FULL_STATUS_ALLOC;
-          continue;
-        }
-        throw new IndeterminateError(
-          `${op}: ${r.needed} bytes of full status leave no room for one more descriptor in one PERSISTENT RESERVE IN: the list may be cut`,
-          { op, device: this.id },
-        );
-      }
+      if (!r.complete || alloc - r.needed < MAX_FULL_STATUS_DESCRIPTOR) continue;
       const first = r.registrants.find((x) => x.holder && x.type !== null);
       const type = first?.type ?? null;
       return {
@@ -837,10 +820,10 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
         registrants: r.registrants.map(({ key, holder, initiator }) => ({ key, holder, initiator })),
       };
     }
-    throw new IndeterminateError(`${op}: the full status kept growing over ${MAX_READ_ATTEMPTS} reads`, {
-      op,
-      device: this.id,
-    });
+    throw new IndeterminateError(
+      `${op}: the full status does not fit, with room for one more descriptor, in one PERSISTENT RESERVE IN (${MAX_FULL_STATUS_ALLOC} bytes): the list may be cut`,
+      { op, device: this.id },
+    );
   }
 
   async #nsidOf(opts?: PrCallOptions): Promise<number> {
