@@ -78,9 +78,11 @@ export const MEMORY_INITIATORS = 40;
  *   LENGTH too short for every descriptor answers an ADDITIONAL LENGTH of the descriptors
  *   that fit alone; SPC-4 6.16.5 keeps ADDITIONAL LENGTH the length of the whole list
  *   whatever the allocation length (core_scsi3_pri_read_full_status stops counting at "ran
- *   out of buffer"). With 34 registrants over iSCSI and 2048 bytes: 7.2 announced the 27
- *   descriptors it sent, as if they were all; 6.1 counts against the allocation without the
- *   8-byte header and announced 2060 bytes (test/kernel/full-status-cut.test.ts). Not
+ *   out of buffer", and compares the allocation with the descriptors counted so far and the
+ *   next one's TransportID, without the 8-byte header and the descriptor's own 24 bytes).
+ *   With 34 registrants over iSCSI, 6.1 and 7.2 alike: ADDITIONAL LENGTH 2584 with 65535
+ *   bytes, 2052 with 2048; a read again with 2060 bytes got 27 descriptors as if they were
+ *   all (test/kernel/full-status-cut.test.ts). Not
  *   visible through PrDevice: KoffiPrDevice reads again with the largest allocation unless
  *   an answer leaves room for one more descriptor (#sgReadFullStatus), and the scenario of
  *   more than 32 registrations asserts the whole list on the wide set.

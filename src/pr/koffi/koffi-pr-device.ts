@@ -786,8 +786,8 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
    * allocation length and sets ADDITIONAL LENGTH to the descriptors it counted, where
    * SPC-4 6.16.5 keeps it the length of the whole list whatever the allocation (quirk
    * `full-status-length-cut`, test/contract/topology.ts). Seen with 34 registrants over
-   * iSCSI: 7.2 answered 27 of them in 2048 bytes as if they were all; 6.1 counts its
-   * descriptors against the allocation without the 8-byte header and announced 2060 bytes.
+   * iSCSI on 6.1 and 7.2: 2048 bytes announced 2060 (LIO counts against the allocation
+   * without the headers), and a read again with 2060 got 27 of them as if they were all.
    */
   async #sgReadFullStatus(opts?: PrCallOptions): Promise<FullStatus> {
     const op = 'read-full-status';
