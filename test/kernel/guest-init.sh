@@ -94,7 +94,7 @@ if [ "$MODE" != probe ] && [ -d $N ]; then
     done
     if [ "$WIDE" -gt 0 ]; then
       # A second subsystem and namespace, WIDE connections with hostnqn wide-<i> and hostid
-      # a00000<i in hex>-0000-4000-8000-<i in hex> (distinct from the three above: the host
+      # a<i in 7 hex digits>-0000-4000-8000-<i in 12 hex digits> (distinct from the three above: the host
       # refuses a known hostnqn with another hostid and the reverse).
       t0=$(uptime_s)
       dd if=/dev/zero of=/tmp/ns2.img bs=1M count=8 2>/dev/null
@@ -112,7 +112,7 @@ if [ "$MODE" != probe ] && [ -d $N ]; then
         hid=$(printf 'a%07x-0000-4000-8000-%012x' "$i" "$i")
         echo "transport=loop,nqn=prfence-wide,hostnqn=nqn.2026-11.io.prfence:wide-$i,hostid=$hid,nr_io_queues=1" >/dev/nvme-fabrics || say "nvmet wide connect $i failed"
       done
-      # The namespaces appear while the iSCSI targets are set up (nvmet_wide, below).
+      # The namespaces appear while the iSCSI targets are set up (collected after them, below).
       nv_n0=$n0 nv_t0=$t0
     fi
     nvmet_devs="$nv"
