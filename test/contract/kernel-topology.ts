@@ -9,6 +9,8 @@ export interface KernelTopologySpec {
   kind: 'scsi' | 'nvme';
   devices: string[];
   limitations: string[];
+  /** The wide set: more initiators on a second LU of the same target (guest-init.sh WIDE). */
+  wide?: string[];
   /** Force a read method (to exercise the fallback read path on a kernel that has the ioctls). */
   readMethod?: 'ioctl' | 'sg-io' | 'nvme-passthru';
 }
@@ -24,20 +26,30 @@ const RESET_KEY = 0x7e5e700000000001n;
 
 /**
  * The initiators test/kernel/guest-init.sh makes, in device order: iSCSI names of the
- * three open-iscsi ifaces, and the hostid= of the three nvmet loop connections (a UUID,
- * its 16 bytes in hex as the Reservation Report carries them).
+ * open-iscsi ifaces, and the hostid= of the nvmet loop connections (a UUID, its 16 bytes in
+ * hex as the Reservation Report carries them). Three on the topology's LU (host-1..3), and
+ * for the wide set wide-1..N (hostid a<i in 7 hex digits>-0000-4000-8000-<i in 12 hex digits>).
  */
-function initiatorIdsOf(spec: KernelTopologySpec): string[] | undefined {
+function initiatorIdsOf(spec: KernelTopologySpec, wide = false): string[] | undefined {
   const base = spec.name.replace(/\+.*$/, '');
-  const n = [1, 2, 3];
-  if (base === 'lio-iscsi') return n.map((i) => `iqn.2026-11.io.prfence:host-${i}`);
+  const n = Array.from({ length: wide ? (spec.wide?.length ?? 0) : 3 }, (_, i) => i + 1);
+  const hex = (i: number, width: number) => i.toString(16).padStart(width, '0');
+  if (base === 'lio-iscsi') return n.map((i) => `iqn.2026-11.io.prfence:${wide ? 'wide' : 'host'}-${i}`);
   if (base === 'nvmet-loop')
-    return n.map((i) => `${String(i).repeat(8)}000040008000${String(i).padStart(12, '0')}`);
+    return n.map((i) =>
+      wide
+        ? `a${hex(i, 7)}000040008000${hex(i, 12)}`
+        : `${String(i).repeat(8)}000040008000${String(i).padStart(12, '0')}`,
+    );
   return undefined;
 }
 
-/** Real devices: three paths (initiators) to one LU, through KoffiPrDevice. */
-export function kernelTopology(spec: KernelTopologySpec): TopologyFactory {
+/**
+ * Real devices: three paths (initiators) to one LU, through KoffiPrDevice; `wide` opens the
+ * spec's wide set (another LU) as a topology of its own.
+ */
+export function kernelTopology(spec: KernelTopologySpec, ids = initiatorIdsOf(spec)): TopologyFactory {
+  const wideSpec = spec.wide?.length ? { ...spec, devices: spec.wide, wide: undefined } : undefined;
   return async (): Promise<Topology> => {
     const devs: PrDevice[] = [];
     for (const d of spec.devices) {
@@ -52,7 +64,8 @@ export function kernelTopology(spec: KernelTopologySpec): TopologyFactory {
       name: spec.name,
       kind: spec.kind,
       initiators: devs,
-      initiatorIds: initiatorIdsOf(spec),
+      initiatorIds: ids,
+      ...(wideSpec ? { wide: kernelTopology(wideSpec, initiatorIdsOf(spec, true)) } : {}),
       limitations: new Set(spec.limitations),
       // Every SCSI target of the harness is LIO (tcm_loop, iSCSI loopback), every NVMe one nvmet.
       quirks: spec.kind === 'scsi' ? LIO_QUIRKS : NVMET_QUIRKS,

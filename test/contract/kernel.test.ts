@@ -22,6 +22,12 @@ describe('kernel topologies', () => {
     for (const s of specs) expect(s.devices).toHaveLength(3);
   });
 
+  it('every LIO over iSCSI and nvmet topology has the wide set the harness was asked for (PRFENCE_WIDE more initiators on a second LU)', () => {
+    const want = Number(process.env.PRFENCE_WIDE ?? 0);
+    for (const s of specs.filter((x) => /^(lio-iscsi|nvmet-loop)$/.test(x.name)))
+      expect(s.wide?.length ?? 0, s.name).toBe(want);
+  });
+
   it('a SCSI topology without the tcm_loop hang (LIO over iSCSI) is among them', () => {
     // Missing when the host has no open-iscsi (test/kernel/setup.sh installs it): then no
     // SCSI target would run PREEMPT AND ABORT, the way the agent fences.
@@ -39,11 +45,15 @@ for (const spec of specs) {
       ...spec.limitations.map((l) => `${spec.name} @ ${uname}:${l}`),
     ].join(',');
   }
-  defineContractSuite(`${spec.name} @ ${uname}`, kernelTopology(spec), { kind: spec.kind });
+  const initiators = spec.wide?.length ?? spec.devices.length;
+  defineContractSuite(`${spec.name} @ ${uname}`, kernelTopology(spec), { kind: spec.kind, initiators });
   if (spec.kind === 'nvme') {
     // The same suite with reads through the NVMe Reservation Report passthrough, the
     // path kernels without IOC_PR_READ_KEYS take.
     const passthru = { ...spec, name: `${spec.name}+passthru-reads`, readMethod: 'nvme-passthru' as const };
-    defineContractSuite(`${passthru.name} @ ${uname}`, kernelTopology(passthru), { kind: spec.kind });
+    defineContractSuite(`${passthru.name} @ ${uname}`, kernelTopology(passthru), {
+      kind: spec.kind,
+      initiators,
+    });
   }
 }

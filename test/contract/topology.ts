@@ -13,7 +13,7 @@ export interface Topology {
   readonly kind: DeviceKind;
   /**
    * At least three initiators on the same LU, index 0..n-1 (the memory model offers
-   * {@link MEMORY_INITIATORS}, the kernel guests three).
+   * {@link MEMORY_INITIATORS}, the kernel guests three, and more in {@link Topology.wide}).
    */
   readonly initiators: readonly PrDevice[];
   /**
@@ -21,6 +21,12 @@ export interface Topology {
    * hex, the model's initiator name), where the topology knows them.
    */
   readonly initiatorIds?: readonly string[];
+  /**
+   * More than 32 initiators on another LU of the same target, for the scenarios that need
+   * them (the kernel guests' wide sets: test/kernel/guest-init.sh); opened on demand, closed
+   * by the caller. Absent where `initiators` has them all (the memory model).
+   */
+  readonly wide?: () => Promise<Topology>;
   /** Known limitations of this target, e.g. "preempt-abort-hangs" for LIO tcm_loop. */
   readonly limitations: ReadonlySet<string>;
   /**
@@ -68,12 +74,25 @@ export const MEMORY_INITIATORS = 40;
  *   RESERVATION CONFLICT (core_scsi3_pro_reserve returns
  *   TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE when it finds no registration; with a
  *   reservation held, core_scsi3_pr_seq_non_holder answers the conflict first).
+ * - `full-status-length-cut`: PERSISTENT RESERVE IN, READ FULL STATUS with an ALLOCATION
+ *   LENGTH too short for every descriptor answers an ADDITIONAL LENGTH of the descriptors
+ *   that fit alone; SPC-4 6.16.5 keeps ADDITIONAL LENGTH the length of the whole list
+ *   whatever the allocation length (core_scsi3_pri_read_full_status stops counting at "ran
+ *   out of buffer", and compares the allocation with the descriptors counted so far and the
+ *   next one's TransportID, without the 8-byte header and the descriptor's own 24 bytes).
+ *   With 34 registrants over iSCSI, 6.1 and 7.2 alike: ADDITIONAL LENGTH 2584 with 65535
+ *   bytes, 2052 with 2048; a read again with 2060 bytes got 27 descriptors as if they were
+ *   all (test/kernel/full-status-cut.test.ts). Not
+ *   visible through PrDevice: KoffiPrDevice reads again with the largest allocation unless
+ *   an answer leaves room for one more descriptor (#sgReadFullStatus), and the scenario of
+ *   more than 32 registrations asserts the whole list on the wide set.
  */
 export const LIO_QUIRKS: ReadonlySet<string> = new Set([
   'scsi2-registrant-conflict',
   'unregister-keeps-generation',
   'release-wrong-type-conflict',
   'reserve-unregistered-check-condition',
+  'full-status-length-cut',
 ]);
 
 /**

@@ -2,7 +2,8 @@
 # /init of the QEMU guest (busybox initramfs built by test/kernel/run.mjs).
 # Loads the modules, builds kernel PR targets through configfs with three initiators on
 # one logical unit each (LIO over iSCSI on the guest's loopback and nvmet over loop; LIO
-# over tcm_loop in the PREEMPT AND ABORT probe guest), mounts the host's root read-only over 9p, and runs the kernel vitest
+# over tcm_loop in the PREEMPT AND ABORT probe guest), and in the suite guest a wide set of
+# WIDE more initiators on a second logical unit of each (iSCSI and nvmet), mounts the host's root read-only over 9p, and runs the kernel vitest
 # project of the repo from there (chroot), then powers off. Output goes to the
 # serial console, which the host parses (lines starting with PRFENCE-); the vitest report
 # goes to the host through a second, writable 9p share.
@@ -31,15 +32,23 @@ mount -t configfs none /sys/kernel/config 2>/dev/null
 mkdir -p /var/target/pr
 T=/sys/kernel/config/target
 topologies=""
-add_topology() { # name kind limitations dev1 dev2 dev3
+add_topology() { # name kind limitations dev1 dev2 dev3 (and $wide: the wide set's devices)
   name=$1 kind=$2 lim=$3; shift 3
   devs=""; for d in "$@"; do devs="$devs${devs:+,}\"$d\""; done
   lims=""; for l in $lim; do lims="$lims${lims:+,}\"$l\""; done
-  topologies="$topologies${topologies:+,}{\"name\":\"$name\",\"kind\":\"$kind\",\"devices\":[$devs],\"limitations\":[$lims]}"
+  wd=""; for d in $wide; do wd="$wd${wd:+,}\"$d\""; done
+  topologies="$topologies${topologies:+,}{\"name\":\"$name\",\"kind\":\"$kind\",\"devices\":[$devs],\"limitations\":[$lims]${wd:+,\"wide\":[$wd]}}"
+  wide=""
 }
-wait_new() { # glob count -> waits until that many block devices match
-  i=0; while [ "$(ls -d $1 2>/dev/null | wc -l)" -lt "$2" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+wait_new() { # glob count [tenths] -> waits until that many block devices match (10 s unless told)
+  i=0; while [ "$(ls -d $1 2>/dev/null | wc -l)" -lt "$2" ] && [ $i -lt "${3:-100}" ]; do sleep 0.1; i=$((i + 1)); done
 }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+# The wide sets: WIDE (run.mjs: 34 in the suite guest, 0 elsewhere) more I_T nexuses to a
+# second LU of each target, for the contract scenario of more than 32 registrations
+# (test/contract/suite.ts); the three-initiator topologies stay as they are.
+WIDE=${WIDE:-0}
+wide="" nvmet_devs="" nv_t0=""
 
 # --- LIO over tcm_loop: one fileio LU, three I_T nexuses -> three /dev/sdX ---------------
 # Only in the probe guest: PREEMPT AND ABORT through tcm_loop hangs the kernel, and LIO's
@@ -83,8 +92,30 @@ if [ "$MODE" != probe ] && [ -d $N ]; then
       wait_new "/sys/block/nvme*n1" "$i"
       for d in $(ls /sys/block | grep '^nvme'); do case " $nv " in *" /dev/$d "*) ;; *) nv="$nv /dev/$d" ;; esac; done
     done
-    # shellcheck disable=SC2086
-    add_topology nvmet-loop nvme "" $nv
+    if [ "$WIDE" -gt 0 ]; then
+      # A second subsystem and namespace, WIDE connections with hostnqn wide-<i> and hostid
+      # a<i in 7 hex digits>-0000-4000-8000-<i in 12 hex digits> (distinct from the three above: the host
+      # refuses a known hostnqn with another hostid and the reverse).
+      t0=$(uptime_s)
+      dd if=/dev/zero of=/tmp/ns2.img bs=1M count=8 2>/dev/null
+      W=$N/subsystems/prfence-wide
+      mkdir $W; echo 1 >$W/attr_allow_any_host
+      mkdir $W/namespaces/1
+      echo /tmp/ns2.img >$W/namespaces/1/device_path
+      echo 6f1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f9 >$W/namespaces/1/device_nguid 2>/dev/null
+      echo 1 >$W/namespaces/1/resv_enable
+      echo 1 >$W/namespaces/1/enable
+      ln -s $W $N/ports/1/subsystems/prfence-wide
+      n0=$(ls -d /sys/block/nvme*n1 | wc -l)
+      # One I/O queue each (the default is one per CPU): less to set up under TCG.
+      for i in $(seq 1 "$WIDE"); do
+        hid=$(printf 'a%07x-0000-4000-8000-%012x' "$i" "$i")
+        echo "transport=loop,nqn=prfence-wide,hostnqn=nqn.2026-11.io.prfence:wide-$i,hostid=$hid,nr_io_queues=1" >/dev/nvme-fabrics || say "nvmet wide connect $i failed"
+      done
+      # The namespaces appear while the iSCSI targets are set up (collected after them, below).
+      nv_n0=$n0 nv_t0=$t0
+    fi
+    nvmet_devs="$nv"
   else
     say "nvmet has no resv_enable on $(uname -r): NVMe reservations need kernel >= 6.13"
   fi
@@ -112,6 +143,7 @@ mount -t 9p -o trans=virtio,version=9p2000.L out /host/run/out || say "no out sh
 mount -t tmpfs t /host/var/target 2>/dev/null && mkdir -p /host/var/target/pr
 
 # --- LIO over iSCSI on the guest's loopback: one fileio LU, three sessions -> three /dev/sdX
+# (and the wide set: a second target and LU, WIDE sessions)
 # The target portal is 127.0.0.1:3260 (generate_node_acls: any initiator name gets LUN 0);
 # the initiator is open-iscsi from the host's root (test/kernel/setup.sh installs it),
 # iscsid + iscsiadm run in the chroot with tmpfs state directories, and log in three times
@@ -159,6 +191,56 @@ if [ "$MODE" != probe ] && [ -d $T ] && [ -e /mods/iscsi_target_mod.ko ] && [ -x
       case " $isc " in *" /dev/$d "*) ;; *) isc="$isc /dev/$d" ;; esac
     done
   done
+  if [ "$WIDE" -gt 0 ]; then
+    # A second target (its own LU), WIDE sessions through ifaces wide1.. with the initiator
+    # names wide-<i>, logged in all at once; each disk is matched to its session's name.
+    t0=$(uptime_s)
+    dd if=/dev/zero of=/tmp/lun2.img bs=1M count=8 2>/dev/null
+    mkdir -p $T/core/fileio_2/lun2
+    echo "fd_dev_name=/tmp/lun2.img,fd_dev_size=8388608" >$T/core/fileio_2/lun2/control
+    echo 1 >$T/core/fileio_2/lun2/enable
+    WIQN=iqn.2026-11.io.prfence:wide
+    WG=$T/iscsi/$WIQN/tpgt_1
+    mkdir -p $WG/lun/lun_0
+    ln -s $T/core/fileio_2/lun2 $WG/lun/lun_0/lun2
+    mkdir $WG/np/127.0.0.1:3260 || say "iSCSI portal 127.0.0.1:3260 (wide) failed"
+    echo 1 >$WG/attrib/generate_node_acls; echo 1 >$WG/attrib/cache_dynamic_acls
+    echo 0 >$WG/attrib/demo_mode_write_protect; echo 0 >$WG/attrib/authentication
+    echo 1 >$WG/enable
+    # The iface records written as iscsiadm -m iface -o new/update would (one process
+    # start per iface and a discovery session per iface cost seconds each under TCG).
+    for i in $(seq 1 "$WIDE"); do
+      printf 'iface.iscsi_ifacename = wide%s\niface.transport_name = tcp\niface.initiatorname = iqn.2026-11.io.prfence:wide-%s\n' "$i" "$i" >$H/etc/iscsi/ifaces/wide$i
+    done
+    # One node record made by iscsiadm (through wide1), copied for the other ifaces.
+    adm -m node -o new -T $WIQN -p 127.0.0.1:3260,1 -I wide1 >/dev/null || say "iSCSI node record (wide) failed"
+    rec=$(ls -d $H/etc/iscsi/nodes/$WIQN/*/wide1 2>/dev/null)
+    if [ -f "$rec" ]; then
+      for i in $(seq 2 "$WIDE"); do
+        sed -e "s/^\(iface\.iscsi_ifacename = wide\)1\$/\1$i/" -e "s/^\(iface\.initiatorname = .*:wide-\)1\$/\1$i/" "$rec" >"${rec%1}$i"
+      done
+    else
+      say "iSCSI wide set: no node record file at $H/etc/iscsi/nodes/$WIQN/*/wide1: $(find $H/etc/iscsi/nodes | head -5)"
+    fi
+    say "iSCSI wide set: records after $(awk "BEGIN{print $(uptime_s) - $t0}") s: $(ls $H/etc/iscsi/nodes/$WIQN/*/ 2>/dev/null | wc -l)"
+    n0=$(ls -d /sys/block/sd* 2>/dev/null | wc -l)
+    # (Its stderr only on failure: sessions still logging in make it print "could not read
+    # session targetname" while it lists them.)
+    adm -m node -T $WIQN -p 127.0.0.1:3260 --login >/dev/null 2>/tmp/wide-login.err ||
+      { say "iSCSI login to $WIQN failed"; sed 's/^/PRFENCE-LOG iscsiadm: /' /tmp/wide-login.err; }
+    say "iSCSI wide set: logged in after $(awk "BEGIN{print $(uptime_s) - $t0}") s"
+    wait_new "/sys/block/sd*" "$((n0 + WIDE))" 600
+    # Each session's disk by its initiator name wide-<i>, then in that order (the order the
+    # suite registers them in). Shell builtins only: a fork costs milliseconds under TCG.
+    for s in /sys/class/iscsi_session/session*; do
+      read -r tn <$s/targetname 2>/dev/null && [ "$tn" = $WIQN ] || continue
+      read -r iname <$s/initiatorname 2>/dev/null || continue
+      for b in $s/device/target*/*/block/*; do [ -e "$b" ] && eval "wd_${iname##*:wide-}=/dev/${b##*/}"; done
+    done
+    for i in $(seq 1 "$WIDE"); do eval "wide=\"\$wide \${wd_$i}\""; done
+    say "iSCSI wide set: $(echo $wide | wc -w) of $WIDE sessions in $(awk "BEGIN{print $(uptime_s) - $t0}") s"
+    [ "$(echo $wide | wc -w)" = "$WIDE" ] || wide=""
+  fi
   if [ "$(echo $isc | wc -w)" = 3 ]; then
     # shellcheck disable=SC2086
     add_topology lio-iscsi scsi "" $isc
@@ -167,6 +249,26 @@ if [ "$MODE" != probe ] && [ -d $T ] && [ -e /mods/iscsi_target_mod.ko ] && [ -x
   fi
 elif [ "$MODE" != probe ]; then
   say "no LIO over iSCSI: iscsi_target_mod or the host's open-iscsi (test/kernel/setup.sh) missing"
+fi
+
+# --- nvmet: the wide set's namespaces (connected above), then the topology (listed first)
+if [ -n "$nvmet_devs" ]; then
+  if [ -n "$nv_t0" ]; then
+    wait_new "/sys/block/nvme*n1" "$((nv_n0 + WIDE))" 600
+    # Each namespace by its controller's hostnqn wide-<i>, then in that order (the order the
+    # suite registers them in). Shell builtins only, as for the iSCSI wide set.
+    for d in /sys/block/nvme*n1; do
+      read -r sn <$d/device/subsysnqn 2>/dev/null && [ "$sn" = prfence-wide ] || continue
+      read -r hn <$d/device/hostnqn 2>/dev/null && eval "nd_${hn##*:wide-}=/dev/${d##*/}"
+    done
+    for i in $(seq 1 "$WIDE"); do eval "wide=\"\$wide \${nd_$i}\""; done
+    say "nvmet wide set: $(echo $wide | wc -w) of $WIDE connections $(awk "BEGIN{print $(uptime_s) - $nv_t0}") s after the first"
+    [ "$(echo $wide | wc -w)" = "$WIDE" ] || wide=""
+  fi
+  rest=$topologies topologies=""
+  # shellcheck disable=SC2086
+  add_topology nvmet-loop nvme "" $nvmet_devs
+  topologies="$topologies${rest:+,}$rest"
 fi
 
 echo "PRFENCE-KERNEL $(uname -r)"
@@ -179,7 +281,7 @@ if [ "$MODE" = bench ]; then
   poweroff -f
 fi
 chroot /host /usr/bin/env -i HOME=/run/home TMPDIR=/run/tmp PATH="$REPO/node_modules/.bin:/usr/local/bin:/usr/bin:/bin" \
-  PRFENCE_KERNEL_TOPOLOGIES="[$topologies]" PRFENCE_NO_PR_DEVICE="$NO_PR" PRFENCE_LIMITATION_PROBE="$PROBE" PRFENCE_BIN_DIR="$BIN_DIR" CI=true \
+  PRFENCE_KERNEL_TOPOLOGIES="[$topologies]" PRFENCE_WIDE="$WIDE" PRFENCE_NO_PR_DEVICE="$NO_PR" PRFENCE_LIMITATION_PROBE="$PROBE" PRFENCE_BIN_DIR="$BIN_DIR" CI=true \
   /bin/sh -c "cd '$REPO' && node node_modules/vitest/vitest.mjs run --configLoader runner --no-cache --no-fsModuleCache --project ${PROJECT:-kernel} $VITEST_ARGS --reporter=verbose --reporter=json --outputFile=/run/out/vitest.json"
 rc=$?
 sync

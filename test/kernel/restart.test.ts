@@ -52,9 +52,12 @@ function configfs(): void {
   if (r.status !== 0 || !existsSync(join(T, 'core'))) throw new Error(`no LIO configfs: ${r.stderr}`);
 }
 
-/** The iSCSI target portal group, its LUN 0 link and the backstore that link points to. */
+/**
+ * The iSCSI target portal group of the lio-iscsi topology (not the wide set's target,
+ * iqn...:wide), its LUN 0 link and the backstore that link points to.
+ */
 function iscsiLun(): { tpg: string; link: string; backstore: string } {
-  const iqn = readdirSync(join(T, 'iscsi')).find((n) => n.startsWith('iqn.'));
+  const iqn = readdirSync(join(T, 'iscsi')).find((n) => n.startsWith('iqn.') && !n.endsWith(':wide'));
   if (!iqn) throw new Error('no iSCSI target in configfs');
   const tpg = join(T, 'iscsi', iqn, 'tpgt_1');
   const lunDir = join(tpg, 'lun', 'lun_0');

@@ -2,7 +2,8 @@
 // `npm run test:kernel`: runs the kernel vitest project (the PrDevice contract suite and
 // the CLI tests) on real kernel PR targets inside QEMU guests, one per cached kernel
 // (test/kernel/setup.sh): LIO over iSCSI (open-iscsi on the guest's loopback) on every
-// kernel, nvmet over loop where the kernel has NVMe reservations (>= 6.13). A separate
+// kernel, nvmet over loop where the kernel has NVMe reservations (>= 6.13), each with three
+// initiators on one LU and a wide set of 34 more on a second LU. A separate
 // short boot probes the known PREEMPT_ABORT hang of LIO over tcm_loop (the only guest
 // with tcm_loop). Prints a matrix and `N passed, N failed, N skipped`.
 import { execFileSync, spawn } from 'node:child_process';
@@ -32,6 +33,9 @@ const SUITE_LIMIT_MS = Number(process.env.PRFENCE_KERNEL_TIMEOUT_MS ?? 1_500_000
 const E2E_LIMIT_MS = Number(process.env.PRFENCE_E2E_TIMEOUT_MS ?? 1_500_000);
 const PROBE_LIMIT_MS = Number(process.env.PRFENCE_PROBE_TIMEOUT_MS ?? 120_000);
 const only = process.env.PRFENCE_KERNELS?.split(',');
+// The suite guest's wide sets (guest-init.sh): this many more initiators on a second LU of
+// each target, for the contract scenario of more than 32 registrations (0: none).
+const WIDE_INITIATORS = Number(process.env.PRFENCE_WIDE_INITIATORS ?? 34);
 
 const MODULES = [
   ['sd_mod'],
@@ -323,6 +327,7 @@ for (const k of process.env.PRFENCE_SKIP_SUITE ? [] : kernels.sort()) {
     PROBE: '',
     VITEST_ARGS: process.env.PRFENCE_VITEST_ARGS ?? '',
     WATCHDOG_S: watchdog(SUITE_LIMIT_MS),
+    WIDE: WIDE_INITIATORS,
   });
   const r = await boot(kdir, initrd, SUITE_LIMIT_MS, `${ver}`);
   rmSync(initrd, { force: true });

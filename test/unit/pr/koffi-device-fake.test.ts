@@ -92,6 +92,12 @@ describe('KoffiPrDevice on a fake libc', () => {
     expect(libc.calls.length).toBeLessThanOrEqual(4);
   });
 
+  it('SG_IO READ KEYS with more keys than one PERSISTENT RESERVE IN carries (8200 > 8190) -> grown to the 16-bit limit, then IndeterminateError, never the cut list', async () => {
+    const { libc, d } = await device('scsi', (c) => readKeysSgIo(c, 8200), { readMethod: 'sg-io' });
+    await expect(d.readKeys()).rejects.toThrow(/8200 keys do not fit/);
+    expect(libc.calls.map((c) => dv(c.arg).getUint32(abi.SG_IO_HDR.dxferLen, true))).toEqual([264, 65528]);
+  });
+
   it('SG_IO answered EINVAL (a block device without SCSI) -> UnsupportedError', async () => {
     const { d } = await device('scsi', () => ({ ret: -1, errno: 22 }), { readMethod: 'sg-io' });
     await expect(d.readKeys()).rejects.toBeInstanceOf(UnsupportedError);
@@ -215,7 +221,7 @@ function nvmeReport(c: FakeCall, eds: { extended: boolean; plain: boolean }): Sy
 describe('KoffiPrDevice.readFullStatus on a fake libc', () => {
   const tid = (i: number) => iscsiTransportId(`iqn.2026-11.io.prfence:host-${i}-${'x'.repeat(200)}`);
 
-  it('SG_IO READ FULL STATUS longer than the first allocation -> read again with room for all of it, every descriptor returned', async () => {
+  it('SG_IO READ FULL STATUS longer than the first allocation -> read again with the largest allocation, every descriptor returned', async () => {
     // 12 descriptors of about 240 bytes: more than the first 2048-byte read holds.
     const data = fullStatusData(
       4,
@@ -239,16 +245,55 @@ describe('KoffiPrDevice.readFullStatus on a fake libc', () => {
     });
     expect(f.reservation).toEqual({ key: keyN(0), type: 'write-exclusive' });
     expect(f.generation).toBe(4);
-    // PERSISTENT RESERVE IN, service action 03h; the second read asks for 8 + ADDITIONAL LENGTH.
+    // PERSISTENT RESERVE IN, service action 03h; the second read with the largest allocation.
     expect(cdbs.map((c) => [c[0], c[1], (c[7]! << 8) | c[8]!])).toEqual([
       [0x5e, 0x03, 2048],
-      [0x5e, 0x03, data.length],
+      [0x5e, 0x03, 0xffff],
     ]);
-    expect(libc.calls.map((c) => dv(c.arg).getUint32(abi.SG_IO_HDR.dxferLen, true))).toEqual([
-      2048,
-      data.length,
-    ]);
+    expect(libc.calls.map((c) => dv(c.arg).getUint32(abi.SG_IO_HDR.dxferLen, true))).toEqual([2048, 0xffff]);
     expect(libc.violations).toEqual([]);
+  });
+
+  // A cut list and an ADDITIONAL LENGTH of the descriptors counted: as LIO counts them (the
+  // descriptors so far and the next one's TransportID against the allocation, headers left
+  // out: it announced 2060 bytes in 2048 with 34 iSCSI registrants), or within the allocation.
+  for (const kernel of ['lio', 'within']) {
+    it(`SG_IO READ FULL STATUS cut where the allocation ends, ADDITIONAL LENGTH of the descriptors counted (${kernel === 'lio' ? 'as LIO counts' : 'within the allocation'}) -> read again with the largest allocation, every descriptor returned`, async () => {
+      const all = Array.from({ length: 34 }, (_, i) => ({
+        key: keyN(i),
+        holder: i === 0,
+        scopeType: 0x05,
+        tid: tid(i),
+      }));
+      const lio = (c: FakeCall): SyscallResult => {
+        const alloc = dv(c.arg).getUint32(abi.SG_IO_HDR.dxferLen, true);
+        const fits = (n: number) =>
+          kernel === 'lio'
+            ? fullStatusData(4, all.slice(0, n)).length - 8 + all[n]!.tid.length <= alloc
+            : fullStatusData(4, all.slice(0, n + 1)).length <= alloc;
+        let n = 0;
+        while (n < all.length && fits(n)) n++;
+        return fullStatusSgIo(c, fullStatusData(4, all.slice(0, n)));
+      };
+      const { libc, d } = await device('scsi', lio);
+      const f = await d.readFullStatus();
+      expect(f.registrants.map((r) => r.key)).toEqual(all.map((x) => x.key));
+      expect(libc.calls.map((c) => dv(c.arg).getUint32(abi.SG_IO_HDR.dxferLen, true))).toEqual([
+        2048, 0xffff,
+      ]);
+    });
+  }
+
+  it('SG_IO READ FULL STATUS that fills the largest allocation but for less than one descriptor -> IndeterminateError (it may be cut)', async () => {
+    const many = Array.from({ length: 400 }, (_, i) => ({ key: keyN(i), tid: tid(i) }));
+    const lio = (c: FakeCall): SyscallResult => {
+      const alloc = dv(c.arg).getUint32(abi.SG_IO_HDR.dxferLen, true);
+      let n = 0;
+      while (n < many.length && fullStatusData(4, many.slice(0, n + 1)).length <= alloc) n++;
+      return fullStatusSgIo(c, fullStatusData(4, many.slice(0, n)));
+    };
+    const { d } = await device('scsi', lio);
+    await expect(d.readFullStatus()).rejects.toThrow(/may be cut/);
   });
 
   it('SG_IO READ FULL STATUS sending less than its ADDITIONAL LENGTH with room to spare -> IndeterminateError, no partial list', async () => {
