@@ -125,12 +125,15 @@ export class StatusWriter {
   /**
    * Reads the VolumeReservation now, as the base of an intent that may follow
    * (`recordIntent`): the caller reads its fresh view meanwhile, so the intent waits for one
-   * round trip fewer. A failed read is no base (the intent reads again).
+   * round trip fewer. A pure GET: a VolumeReservation that does not exist is not created
+   * here (the intent's own read does that). A failed or empty read is no base (the intent
+   * reads again).
    */
   prefetch(pv: string): void {
     const now = performance.now();
     for (const [p, w] of this.#prefetched) if (now - w.at >= WRITTEN_BASE_MS) this.#prefetched.delete(p);
-    this.#prefetched.set(pv, { vr: this.readVr(pv).catch(() => undefined), at: now });
+    const vr = this.#o.rest.get<VolumeReservation>(vrPath(pv)).catch(() => undefined);
+    this.#prefetched.set(pv, { vr, at: now });
   }
 
   /** The read `prefetch` started for `pv`, once, if recent. */

@@ -171,5 +171,30 @@ describe('the intent read ahead (StatusWriter.prefetch)', () => {
   });
 });
 
+describe('the intent read ahead of a VolumeReservation that does not exist', () => {
+  it('prefetch -> one GET (404), nothing created; the intent then reads (and creates) it itself', async () => {
+    const calls: string[] = [];
+    let exists = false;
+    const vr = (): VolumeReservation => ({
+      apiVersion: 'prfence.io/v1alpha1',
+      kind: 'VolumeReservation',
+      metadata: { name: 'pv1', resourceVersion: '1' },
+    });
+    const rest = {
+      get: () => (calls.push('GET'), exists ? Promise.resolve(vr()) : Promise.reject(new KubeApiError(404, {}))),
+      send: (r: { method: string }) => (calls.push(r.method), (exists = true), Promise.resolve(vr())),
+      apply: (_path: string, obj: VolumeReservation) => (calls.push('APPLY'), Promise.resolve(obj)),
+    } as unknown as RestClient;
+    const w = writer(rest);
+    w.prefetch('pv1');
+    await new Promise((r) => setImmediate(r));
+    expect(calls).toEqual(['GET']);
+    expect(exists).toBe(false);
+    const intent = { victimKey: '0000000100000001', victimNode: 'node-a', by: 'node-b', at: 'now', basis: 'b' };
+    expect(await w.recordIntent('pv1', intent)).toBe(true);
+    expect(calls).toEqual(['GET', 'GET', 'POST', 'APPLY']);
+  });
+});
+
 const writer2 = (rest: RestClient, node: string) =>
   new StatusWriter({ rest, node, key: 0x100000003n, nodeUid: 'uid3', log: pino({ level: 'silent' }) });
