@@ -83,7 +83,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
         { createAgentMetrics },
         { startDiagnostics },
         { resolveDevice },
-        { devicePaths },
+        { devicePathsOf },
       ] = await Promise.all([
         import('../kube/connection.js'),
         import('../agent/agent.js'),
@@ -148,7 +148,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             allowReboot: cfg.failfastAction === 'reboot',
             rebootTrigger: () => sysrqReboot(cfg.sysrqTrigger),
             ...(cfg.clusterId ? { clusterId: cfg.clusterId } : {}),
-            devicePaths: (d) => devicePaths(d.id),
+            devicePaths: devicePathsOf(),
             openDevice: async (identity) =>
               KoffiPrDevice.open(await resolveDevice(identity), {
                 timeoutMs: cfg.ioctlTimeoutMs,

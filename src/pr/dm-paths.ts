@@ -20,7 +20,10 @@ const MAX_DEPTH = 8;
  * nothing under it (not a map, or no sysfs).
  */
 export async function devicePaths(dev: string, sysfs = '/sys'): Promise<string[] | undefined> {
-  const name = basename(await realpath(dev).catch(() => dev));
+  return pathsUnder(basename(await realpath(dev).catch(() => dev)), sysfs);
+}
+
+async function pathsUnder(name: string, sysfs: string): Promise<string[] | undefined> {
   const leaves = new Set<string>();
   await collect(name, sysfs, 0, leaves);
   // The device itself as its only leaf: nothing under it.
@@ -38,6 +41,25 @@ async function collect(name: string, sysfs: string, depth: number, out: Set<stri
     return;
   }
   await Promise.all(under.map((n) => collect(n, sysfs, depth + 1, out)));
+}
+
+/**
+ * `devicePaths` for the agent's devices, which asks it on every reconcile: a device whose
+ * kernel name is not a device-mapper one (dm-N) has no paths under it, and is looked at
+ * once (one realpath), not on every call. The device's node does not change while it is
+ * open.
+ */
+export function devicePathsOf(sysfs = '/sys'): (device: { readonly id: string }) => Promise<string[] | undefined> {
+  const notMaps = new WeakSet<object>();
+  return async (device) => {
+    if (notMaps.has(device)) return undefined;
+    const name = basename(await realpath(device.id).catch(() => device.id));
+    if (!name.startsWith('dm-')) {
+      notMaps.add(device);
+      return undefined;
+    }
+    return pathsUnder(name, sysfs);
+  };
 }
 
 /** The paths in `now` that are not in `known` (sorted as `now`). */

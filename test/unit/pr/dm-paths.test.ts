@@ -2,10 +2,10 @@
  * The paths under a device-mapper device from sysfs (src/pr/dm-paths.ts), on fake sysfs
  * trees laid out as the kernel has them: /sys/class/block/<name> links, a map's `slaves`.
  */
-import { symlinkSync } from 'node:fs';
+import { mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { addedPaths, devicePaths } from '../../../src/pr/dm-paths.js';
+import { addedPaths, devicePaths, devicePathsOf } from '../../../src/pr/dm-paths.js';
 import { blockTree } from './fake-sysfs.js';
 
 const SD = (n: string) => `sys/devices/platform/host2/session1/target2:0:0/2:0:0:0/block/${n}`;
@@ -47,5 +47,26 @@ describe('devicePaths', () => {
     expect(await devicePaths(join(root.dev, 'sdb'), root.sysfs)).toBeUndefined();
     expect(await devicePaths(join(root.dev, 'dm-5'), root.sysfs)).toBeUndefined();
     expect(await devicePaths('/dev/nvme9n9', root.sysfs)).toBeUndefined();
+  });
+});
+
+describe('devicePathsOf (the agent asks on every reconcile)', () => {
+  it('a dm-N map -> its paths on every call, a path added later included', async () => {
+    const root = tree({ 'dm-0': DM('dm-0'), sdb: SD('sdb'), sdc: SD('sdc') }, { 'dm-0': ['sdb'] });
+    const pathsOf = devicePathsOf(root.sysfs);
+    const map = { id: join(root.dev, 'dm-0') };
+    expect(await pathsOf(map)).toEqual(['sdb']);
+    symlinkSync(join(root.sysfs, '..', SD('sdc')), join(root.sysfs, '..', DM('dm-0'), 'slaves', 'sdc'));
+    expect(await pathsOf(map)).toEqual(['sdb', 'sdc']);
+  });
+
+  it('a device whose node is not dm-N -> undefined: its slaves are not read (an entry there, which devicePaths reports, is not looked at)', async () => {
+    const root = tree({ sdb: SD('sdb'), sdc: SD('sdc') });
+    const pathsOf = devicePathsOf(root.sysfs);
+    const sd = { id: join(root.dev, 'sdb') };
+    mkdirSync(join(root.sysfs, '..', SD('sdb'), 'slaves'));
+    symlinkSync(join(root.sysfs, '..', SD('sdc')), join(root.sysfs, '..', SD('sdb'), 'slaves', 'sdc'));
+    expect(await devicePaths(sd.id, root.sysfs)).toEqual(['sdc']);
+    expect(await pathsOf(sd)).toBeUndefined();
   });
 });
