@@ -48,6 +48,11 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
       '2s',
     )
     .option(
+      '--path-check-interval <duration>',
+      'read the paths under each dm-multipath device this often, to register the key on a path added to the map (0: only at reconciles)',
+      '10s',
+    )
+    .option(
       '--failfast-action <action>',
       'report | taint | reboot: what the node does when its own key is removed from a device',
       'report',
@@ -149,6 +154,7 @@ export function registerAgentCommand(program: Command, _io: CliIo): void {
             rebootTrigger: () => sysrqReboot(cfg.sysrqTrigger),
             ...(cfg.clusterId ? { clusterId: cfg.clusterId } : {}),
             devicePaths: devicePathsOf(),
+            pathPollMs: cfg.pathCheckIntervalMs,
             openDevice: async (identity) =>
               KoffiPrDevice.open(await resolveDevice(identity), {
                 timeoutMs: cfg.ioctlTimeoutMs,

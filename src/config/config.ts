@@ -43,6 +43,8 @@ export interface AgentConfig {
   readonly stateDir: string;
   /** Failfast probe period; 0: no probe. */
   readonly probeIntervalMs: number;
+  /** How often the paths under open dm-multipath devices are read between reconciles; 0: only at reconciles. */
+  readonly pathCheckIntervalMs: number;
   readonly failfastAction: FailfastAction;
   /** The host's sysrq trigger that failfast `reboot` writes (the chart mounts the host's /proc at /host/proc). */
   readonly sysrqTrigger: string;
@@ -66,6 +68,7 @@ export interface RawAgentFlags {
   leaveGrace?: string;
   stateDir?: string;
   probeInterval?: string;
+  pathCheckInterval?: string;
   observe?: boolean;
   scope?: string;
   failfastAction?: string;
@@ -165,6 +168,9 @@ export function loadAgentConfig(
     observe: flags.observe === true,
     scope: scope as AgentScope,
     probeIntervalMs,
+    pathCheckIntervalMs: flags.pathCheckInterval
+      ? parseDurationMs(flags.pathCheckInterval, '--path-check-interval')
+      : 10_000,
     failfastAction,
     sysrqTrigger: flags.sysrqTrigger ?? DEFAULT_SYSRQ_TRIGGER,
     logLevel: level as AgentConfig['logLevel'],

@@ -49,7 +49,9 @@ async function collect(name: string, sysfs: string, depth: number, out: Set<stri
  * once (one realpath), not on every call. The device's node does not change while it is
  * open.
  */
-export function devicePathsOf(sysfs = '/sys'): (device: { readonly id: string }) => Promise<string[] | undefined> {
+export function devicePathsOf(
+  sysfs = '/sys',
+): (device: { readonly id: string }) => Promise<string[] | undefined> {
   const notMaps = new WeakSet<object>();
   return async (device) => {
     if (notMaps.has(device)) return undefined;

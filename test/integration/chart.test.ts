@@ -113,6 +113,17 @@ describe('Helm chart', () => {
     expect(args(['--set', 'fencingDefault=disabled'])).toContain('--fencing-default=disabled');
   });
 
+  it('pathCheckInterval -> the agent runs --path-check-interval (default 10s, 0 as given); a non-duration -> refused by the schema', () => {
+    const rendered = (set: string[]) =>
+      execFileSync(helm, ['template', 't', 'charts/prfence', '--kube-version', '1.36.0', ...set], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    expect(rendered([])).toContain('- --path-check-interval=10s\n');
+    expect(rendered(['--set-string', 'pathCheckInterval=0'])).toContain('- --path-check-interval=0\n');
+    expect(() => rendered(['--set', 'pathCheckInterval=often'])).toThrow(/pathCheckInterval/);
+  });
+
   it('failfast values -> agent flags; reboot mounts the host /proc and needs failfastAllowReboot; taint adds patch on nodes', () => {
     interface Rendered {
       kind?: string;

@@ -181,7 +181,10 @@ describe('the intent read ahead of a VolumeReservation that does not exist', () 
       metadata: { name: 'pv1', resourceVersion: '1' },
     });
     const rest = {
-      get: () => (calls.push('GET'), exists ? Promise.resolve(vr()) : Promise.reject(new KubeApiError(404, {}))),
+      get: () => (
+        calls.push('GET'),
+        exists ? Promise.resolve(vr()) : Promise.reject(new KubeApiError(404, {}))
+      ),
       send: (r: { method: string }) => (calls.push(r.method), (exists = true), Promise.resolve(vr())),
       apply: (_path: string, obj: VolumeReservation) => (calls.push('APPLY'), Promise.resolve(obj)),
     } as unknown as RestClient;
@@ -190,7 +193,13 @@ describe('the intent read ahead of a VolumeReservation that does not exist', () 
     await new Promise((r) => setImmediate(r));
     expect(calls).toEqual(['GET']);
     expect(exists).toBe(false);
-    const intent = { victimKey: '0000000100000001', victimNode: 'node-a', by: 'node-b', at: 'now', basis: 'b' };
+    const intent = {
+      victimKey: '0000000100000001',
+      victimNode: 'node-a',
+      by: 'node-b',
+      at: 'now',
+      basis: 'b',
+    };
     expect(await w.recordIntent('pv1', intent)).toBe(true);
     expect(calls).toEqual(['GET', 'GET', 'POST', 'APPLY']);
   });

@@ -45,6 +45,15 @@ describe('agent config', () => {
     });
   });
 
+  it('--path-check-interval: 10 s by default, 3s and 0 (only at reconciles) as given, a non-duration refused', () => {
+    expect(loadAgentConfig({ nodeName: 'n' }, {}).pathCheckIntervalMs).toBe(10_000);
+    expect(loadAgentConfig({ nodeName: 'n', pathCheckInterval: '3s' }, {}).pathCheckIntervalMs).toBe(3000);
+    expect(loadAgentConfig({ nodeName: 'n', pathCheckInterval: '0' }, {}).pathCheckIntervalMs).toBe(0);
+    expect(() => loadAgentConfig({ nodeName: 'n', pathCheckInterval: 'often' }, {})).toThrow(
+      /--path-check-interval must be a duration/,
+    );
+  });
+
   it('--probe-interval 500ms / 0 and --failfast-action taint parse; reboot with --failfast-allow-reboot is accepted', () => {
     expect(loadAgentConfig({ nodeName: 'n', probeInterval: '500ms' }, {}).probeIntervalMs).toBe(500);
     expect(loadAgentConfig({ nodeName: 'n', probeInterval: '0' }, {}).probeIntervalMs).toBe(0);
