@@ -2,9 +2,10 @@
  * Device resolution against the guest's real sysfs (inside the QEMU guest): the identity
  * a PV would carry (SCSI VPD 0x83 WWID from LIO, NVMe wwid / NGUID from nvmet) finds the
  * logical unit's devices and nothing else. The guest has three paths to each topology's
- * logical unit (and 34 to the wide set's LU of each target, not resolved here) and no dm-multipath, so a unique answer is impossible and must be refused as ambiguous,
- * naming exactly those paths. (Seen here: 6.1 and 7.2 give LIO devices, over tcm_loop and
- * over iSCSI alike, no sysfs WWID, ENXIO: there the WWID case is skipped, noted on the console.)
+ * logical unit (and 34 to the wide set's LU of each target, not resolved here) and no
+ * dm-multipath, so a unique answer is impossible and must be refused as ambiguous, naming
+ * exactly those paths. (Seen here: 6.1 and 7.2 give LIO devices, over tcm_loop and over
+ * iSCSI alike, no sysfs WWID, ENXIO: there the WWID case is skipped, noted on the console.)
  */
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
