@@ -17,6 +17,7 @@ import {
   measureFenceLatency,
   pct,
   pool,
+  rssAnonKib,
   rssKib,
   sleep,
   spawnPrfence,
@@ -100,7 +101,7 @@ export async function agentBench(): Promise<void> {
     console.log(
       `\nagent process memory with ${VAS} VolumeAttachments and ${NODES} Nodes in its caches (target RSS < 100 MiB)`,
     );
-    console.log('node flags                          RSS MiB   V8 heap used MiB');
+    console.log('node flags                          RSS MiB   of which anonymous MiB   V8 heap used MiB');
     // PRFENCE_BENCH_NODE_FLAGS="a b;c" measures more flag sets (one per `;`).
     const extra = (process.env.PRFENCE_BENCH_NODE_FLAGS ?? '')
       .split(';')
@@ -116,7 +117,7 @@ export async function agentBench(): Promise<void> {
         await sleep(5000); // settled
         const heap = Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(await agent.metrics())?.[1] ?? NaN);
         console.log(
-          `${(flags.join(' ') || '(defaults)').padEnd(34)}${(rssKib(agent.pid) / 1024).toFixed(0).padStart(8)}${(heap / 1048576).toFixed(1).padStart(20)}`,
+          `${(flags.join(' ') || '(defaults)').padEnd(34)}${(rssKib(agent.pid) / 1024).toFixed(0).padStart(8)}${(rssAnonKib(agent.pid) / 1024).toFixed(0).padStart(25)}${(heap / 1048576).toFixed(1).padStart(19)}`,
         );
       } finally {
         await agent.stop();

@@ -46,6 +46,15 @@ export function rssKib(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(proc(pid, 'status') ?? '')?.[1] ?? NaN);
 }
 
+/**
+ * The anonymous part of a process's RSS (RssAnon: heaps, stacks, buffers), in KiB. The rest
+ * is mostly file pages: the node binary's own code (about 34 MiB of a bare Node 24), shared
+ * by every Node process on the host and reclaimable under memory pressure.
+ */
+export function rssAnonKib(pid: number): number {
+  return Number(/RssAnon:\s+(\d+)/.exec(proc(pid, 'status') ?? '')?.[1] ?? NaN);
+}
+
 /** CPU time of a process (utime + stime from /proc/PID/stat), in seconds; NaN once it has exited. */
 export function cpuSeconds(pid: number): number {
   const stat = proc(pid, 'stat');
