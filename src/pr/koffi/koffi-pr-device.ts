@@ -797,8 +797,9 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
   /**
    * READ FULL STATUS: a first read of INITIAL_FULL_STATUS_ALLOC bytes and, when that did not
    * plainly hold the whole list, one more with the largest allocation (65535 bytes). A list
-   * that does not fit in one PERSISTENT RESERVE IN, or a device that sends less than it
-   * announces, is IndeterminateError: a partial list is never returned as the whole.
+   * that does not fit in one PERSISTENT RESERVE IN is UnsupportedError (hundreds of
+   * registrations: readKeys reads up to 8191 keys), a device that sends less than it
+   * announces IndeterminateError: a partial list is never returned as the whole.
    *
    * "Plainly whole" is an answer that leaves room for one more descriptor: LIO
    * (core_scsi3_pri_read_full_status) stops at the first descriptor that does not fit the
@@ -839,7 +840,9 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
         registrants: r.registrants.map(({ key, holder, initiator }) => ({ key, holder, initiator })),
       };
     }
-    throw new IndeterminateError(
+    // Unsupported, not indeterminate: this device cannot answer the read in one command for
+    // this many registrations; a fence reads them with readKeys and readReservation instead.
+    throw new UnsupportedError(
       `${op}: the full status does not fit, with room for one more descriptor, in one PERSISTENT RESERVE IN (${MAX_FULL_STATUS_ALLOC} bytes): the list may be cut`,
       { op, device: this.id },
     );
