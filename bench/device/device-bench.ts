@@ -10,6 +10,7 @@ import { accessSync, constants, writeFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pino from 'pino';
 import { clusterTag, makeKey } from '../../src/fence/keys.js';
+import { readDeviceState } from '../../src/fence/executor.js';
 import { fenceVolume } from '../../src/fence/volume-fencer.js';
 import { KoffiPrDevice } from '../../src/pr/koffi/koffi-pr-device.js';
 
@@ -58,16 +59,37 @@ async function measure(target: string, dev: string, cLoop: string): Promise<Row[
 }
 
 /**
- * The fence itself on a real target: node-b's fenceVolume (read keys and reservation,
- * decide, preempt-and-abort node-a's key, read back) against node-a holding the
- * reservation, through two initiators of one logical unit. Per round, set-up untimed.
+ * The fence itself on a real target, as the agent runs it (agent/volume-reconciler.ts):
+ * node-b asks capabilities() (kind, PREEMPT AND ABORT refused before), reads the state
+ * (readDeviceState: one READ FULL STATUS / Reservation Report where the device answers it)
+ * and hands both to fenceVolume as `initial` (decide, preempt-and-abort node-a's key, read
+ * back), against node-a holding the reservation, through two initiators of one logical
+ * unit. All of it is timed, the agent's reads before fenceVolume included. Per round,
+ * set-up untimed. Also returns the PrDevice calls of one round, by method.
  */
-async function fenceRounds(target: string, devA: string, devB: string, rounds: number): Promise<number[]> {
+async function fenceRounds(
+  target: string,
+  devA: string,
+  devB: string,
+  rounds: number,
+): Promise<{ ms: number[]; calls: string[] }> {
   const tag = clusterTag('bench');
   const [ka, kb] = [makeKey(tag, 1), makeKey(tag, 2)];
   const [a, b] = [await KoffiPrDevice.open(devA), await KoffiPrDevice.open(devB)];
   const log = pino({ level: 'silent' });
   const ms: number[] = [];
+  let calls: string[] = [];
+  const counted = new Proxy(b, {
+    get(target, prop) {
+      const v: unknown = Reflect.get(target, prop, target);
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        calls.push(String(prop));
+        return (v as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  let roundCalls: string[] = [];
   try {
     // Start clean whatever earlier measurements left registered.
     await b.registerAndIgnore(kb);
@@ -76,9 +98,14 @@ async function fenceRounds(target: string, devA: string, devB: string, rounds: n
       await a.register(0n, ka);
       await a.reserve(ka, 'write-exclusive-reg-only');
       await b.register(0n, kb);
+      calls = [];
       const t0 = performance.now();
+      const caps = await counted.capabilities();
+      const state = await readDeviceState(counted, caps.kind);
       const obs = await fenceVolume({
-        device: b,
+        device: counted,
+        initial: { kind: caps.kind, state },
+        preemptAbortRefused: !caps.preemptAbort,
         input: {
           self: { node: 'b', key: kb, legitimate: true, mayRegister: true, inUse: false },
           legitimate: [{ node: 'b', key: kb }],
@@ -93,6 +120,7 @@ async function fenceRounds(target: string, devA: string, devB: string, rounds: n
         log,
       });
       ms.push(performance.now() - t0);
+      roundCalls = calls;
       if (obs.victims[0]?.result !== 'fenced' || obs.state.keys.keys.includes(ka))
         throw new Error(`${target}: round ${i}: node-a not fenced (${obs.outcome})`);
       await b.clear(kb);
@@ -101,7 +129,7 @@ async function fenceRounds(target: string, devA: string, devB: string, rounds: n
     await a.close();
     await b.close();
   }
-  return ms;
+  return { ms, calls: roundCalls };
 }
 
 interface Percentiles {
@@ -301,8 +329,12 @@ for (const t of topologies) {
     console.log(`${t.name.padEnd(32)}fence: not measured (PREEMPT AND ABORT hangs this target)`);
     continue;
   }
-  const prf = percentiles(await fenceRounds(t.name, t.devices[0]!, t.devices[1]!, FENCE_ROUNDS));
-  console.log(`${t.name.padEnd(32)}fence (read, preempt-abort, read back) x${FENCE_ROUNDS}: ${fmtMs(prf)}`);
+  const fr = await fenceRounds(t.name, t.devices[0]!, t.devices[1]!, FENCE_ROUNDS);
+  const prf = percentiles(fr.ms);
+  console.log(
+    `${t.name.padEnd(32)}fence as the agent runs it (capabilities, read, preempt-abort, read back) x${FENCE_ROUNDS}: ${fmtMs(prf)}`,
+  );
+  console.log(`${''.padEnd(32)}  PrDevice calls of one fence: ${fr.calls.join(', ')}`);
   if (t.kind !== 'scsi') continue;
   // One whole fence against ClusterLabs' agent, same guest, same LU, same set-up.
   const fs = await fenceScsiRounds(t.name, t.devices[0]!, t.devices[1]!, FENCE_ROUNDS).catch(

@@ -162,8 +162,9 @@ function volumeViewBacks(a: FenceAction, fenceRequested: (node: string) => boole
 }
 
 /**
- * The device, calling `onNewKey(t)` when a key read that started at `t` shows a key other
- * than `ownKey` that the read before it (first: `before`) did not show.
+ * The device, calling `onNewKey(t)` when a key read (readKeys, or readFullStatus, which the
+ * fence's state reads use where the device answers it) that started at `t` shows a key
+ * other than `ownKey` that the read before it (first: `before`) did not show.
  */
 function stampNewKeys(
   device: PrDevice,
@@ -173,6 +174,10 @@ function stampNewKeys(
   onNewKey: (startedAt: number) => void,
 ): PrDevice {
   let previous = new Set(before);
+  const seen = (startedAt: number, keys: readonly PrKey[]) => {
+    if (keys.some((k) => k !== ownKey && !previous.has(k))) onNewKey(startedAt);
+    previous = new Set(keys);
+  };
   return new Proxy(device, {
     get(target, prop) {
       const v: unknown = Reflect.get(target, prop, target);
@@ -180,8 +185,17 @@ function stampNewKeys(
         return async (...args: Parameters<PrDevice['readKeys']>) => {
           const startedAt = now();
           const r = await target.readKeys(...args);
-          if (r.keys.some((k) => k !== ownKey && !previous.has(k))) onNewKey(startedAt);
-          previous = new Set(r.keys);
+          seen(startedAt, r.keys);
+          return r;
+        };
+      if (prop === 'readFullStatus')
+        return async (...args: Parameters<PrDevice['readFullStatus']>) => {
+          const startedAt = now();
+          const r = await target.readFullStatus(...args);
+          seen(
+            startedAt,
+            r.registrants.map((x) => x.key),
+          );
           return r;
         };
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
@@ -339,7 +353,7 @@ export class VolumeReconciler {
       // The device itself knows it refused PREEMPT AND ABORT (KoffiPrDevice, a model without it).
       if (!caps.preemptAbort) entry.preemptAbortRefused = true;
       readAt = o.fresh.now();
-      state = await readDeviceState(device, o.signal);
+      state = await readDeviceState(device, kind, o.signal);
     } catch (e) {
       if (isPrError(e) && e.kind === 'unsupported') return this.#unsupported(pv, e.message);
       if (isPrError(e) && e.kind !== 'conflict') await o.devices.drop(pv); // re-resolved next time
@@ -856,8 +870,8 @@ export class VolumeReconciler {
     const identity = o.identityOf(pv);
     if (!identity) return;
     const { device } = await o.devices.get(pv, identity);
-    const state = await readDeviceState(device, o.signal);
-    const gone = !state.keys.keys.includes(victimKey);
+    const keys = await device.readKeys(o.signal ? { signal: o.signal } : {});
+    const gone = !keys.keys.includes(victimKey);
     // Gone: this node's preempt may have applied before the restart; recorded as a fence
     // (the victim was stale when the intent was written: safety before availability).
     const result = gone ? 'fenced' : 'left';
@@ -866,7 +880,7 @@ export class VolumeReconciler {
       [{ key: victimKey, ...(victimNode ? { node: victimNode } : {}), result }],
       0,
       log,
-      state.keys.generation,
+      keys.generation,
       o.fresh.now(),
     );
   }

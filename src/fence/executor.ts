@@ -13,7 +13,7 @@
 import type { Logger } from 'pino';
 import { InvalidArgumentError, NotSentError, isPrError, type PrErrorKind } from '../pr/errors.js';
 import { formatKey, type PrKey } from '../pr/key.js';
-import type { KeyList, PrDevice, Reservation } from '../pr/pr-device.js';
+import type { DeviceKind, FullStatus, KeyList, PrDevice, Reservation } from '../pr/pr-device.js';
 import type { FenceAction, FencePlan } from './rule.js';
 
 export interface DeviceState {
@@ -47,6 +47,8 @@ export interface ExecuteOutcome {
 
 export interface ExecuteContext {
   device: PrDevice;
+  /** The device's kind (capabilities().kind): how its state is read (readDeviceState). */
+  kind: DeviceKind;
   ownKey: PrKey;
   /** Keys that must never be preempted (own and legitimate nodes' keys): S1 defence in depth. */
   protectedKeys: ReadonlySet<PrKey>;
@@ -62,9 +64,49 @@ export interface ExecuteContext {
   preemptAbort?: boolean;
 }
 
-/** Reads keys and reservation (no side effects). */
-export async function readDeviceState(device: PrDevice, signal?: AbortSignal): Promise<DeviceState> {
+/**
+ * The state as readKeys and readReservation report it, from one readFullStatus of a
+ * device of this kind: keys one per registration in the device's order, the full
+ * status's generation for both, the reservation key as readReservation reports it (0 for
+ * an all-registrants type on SCSI, the first holder's on NVMe: readFullStatus reports it
+ * so already), and, with nothing reserved, the reservation generation readReservation
+ * reports: 0 on SCSI (sd.c, and the SG_IO read matching it), the generation on NVMe.
+ * Null for a kind whose readReservation is not one of those two (read with two commands).
+ */
+export function stateFromFullStatus(kind: DeviceKind, f: FullStatus): DeviceState | null {
+  if (kind !== 'scsi' && kind !== 'nvme') return null;
+  const keys: KeyList = { generation: f.generation, keys: f.registrants.map((r) => r.key) };
+  const reservation: Reservation = f.reservation
+    ? { generation: f.generation, key: f.reservation.key, type: f.reservation.type }
+    : { generation: kind === 'scsi' ? 0 : f.generation, key: null, type: null };
+  return { keys, reservation };
+}
+
+/** Devices (objects) that answered readFullStatus with UnsupportedError: read with two commands. */
+const noFullStatus = new WeakSet<PrDevice>();
+
+/**
+ * Reads keys and reservation (no side effects): with one command, readFullStatus, where
+ * the device answers it (SCSI READ FULL STATUS, the NVMe Reservation Report: one atomic
+ * read of the whole state), else with two, readKeys then readReservation. A device that
+ * answers readFullStatus with UnsupportedError keeps that answer (KoffiPrDevice sends it
+ * once per device); the two reads follow in the same call.
+ */
+export async function readDeviceState(
+  device: PrDevice,
+  kind: DeviceKind,
+  signal?: AbortSignal,
+): Promise<DeviceState> {
   const opts = signal ? { signal } : {};
+  if ((kind === 'scsi' || kind === 'nvme') && !noFullStatus.has(device)) {
+    try {
+      const state = stateFromFullStatus(kind, await device.readFullStatus(opts));
+      if (state) return state;
+    } catch (e) {
+      if (!(isPrError(e) && e.kind === 'unsupported')) throw e;
+      noFullStatus.add(device);
+    }
+  }
   const keys = await device.readKeys(opts);
   const reservation = await device.readReservation(opts);
   return { keys, reservation };
@@ -157,7 +199,7 @@ export async function executePlan(plan: FencePlan, ctx: ExecuteContext): Promise
   for (const action of plan.actions) {
     if (ctx.confirm && !(await ctx.confirm(action))) {
       ctx.log.info(describe(action), 'not confirmed by a fresh view; deciding again later');
-      const final = results.at(-1)?.after ?? (await readDeviceState(ctx.device, ctx.signal));
+      const final = results.at(-1)?.after ?? (await readDeviceState(ctx.device, ctx.kind, ctx.signal));
       return { results, final, stopped: 'unconfirmed', preemptAbortRefused: refused.value };
     }
     let applied: Applied | void;
@@ -167,12 +209,12 @@ export async function executePlan(plan: FencePlan, ctx: ExecuteContext): Promise
       if (!isPrError(e)) throw e;
       ctx.log.warn({ ...describe(action), err: e.message, kind: e.kind }, 'PR command failed');
       // S5: whatever happened, the device is read before anything else is decided.
-      const final = await readDeviceState(ctx.device, ctx.signal);
+      const final = await readDeviceState(ctx.device, ctx.kind, ctx.signal);
       results.push({ action, result: e.kind, message: e.message, after: final });
       return { results, final, stopped: e.kind, preemptAbortRefused: refused.value };
     }
     if (refused.value) local.preemptAbort = false; // the rest of this plan too
-    const after = await readDeviceState(ctx.device, ctx.signal); // S3
+    const after = await readDeviceState(ctx.device, ctx.kind, ctx.signal); // S3
     ctx.log.info(
       {
         ...describe(action),
@@ -189,6 +231,6 @@ export async function executePlan(plan: FencePlan, ctx: ExecuteContext): Promise
       ...(applied?.aborted === undefined ? {} : { aborted: applied.aborted }),
     });
   }
-  const final = results.at(-1)?.after ?? (await readDeviceState(ctx.device, ctx.signal));
+  const final = results.at(-1)?.after ?? (await readDeviceState(ctx.device, ctx.kind, ctx.signal));
   return { results, final, stopped: 'done', preemptAbortRefused: refused.value };
 }

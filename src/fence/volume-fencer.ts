@@ -87,7 +87,7 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
   const t0 = now();
   const kind =
     ctx.initial?.kind ?? (await ctx.device.capabilities(ctx.signal ? { signal: ctx.signal } : {})).kind;
-  let state = ctx.initial?.state ?? (await readDeviceState(ctx.device, ctx.signal));
+  let state = ctx.initial?.state ?? (await readDeviceState(ctx.device, kind, ctx.signal));
   const allResults: ActionResult[] = [];
   const maxRounds = ctx.maxRounds ?? 3;
   const protectedKeys = new Set<PrKey>([ctx.input.self.key, ...ctx.input.legitimate.map((n) => n.key)]);
@@ -118,6 +118,7 @@ export async function fenceVolume(ctx: FenceVolumeContext): Promise<VolumeObserv
     }
     const r = await executePlan(plan, {
       device: ctx.device,
+      kind,
       ownKey: ctx.input.self.key,
       protectedKeys: new Set([...protectedKeys].filter((k) => k !== ctx.input.self.key)),
       log: ctx.log,

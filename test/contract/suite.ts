@@ -26,6 +26,7 @@ import {
   type ReservationType,
   RESERVATION_TYPES,
 } from '../../src/pr/index.js';
+import { readDeviceState, stateFromFullStatus } from '../../src/fence/executor.js';
 import type { Topology, TopologyFactory } from './topology.js';
 
 export const KA = 0xaaaa000000000001n;
@@ -727,8 +728,83 @@ export function defineContractSuite(
       },
     );
 
+    // ------------------------------------------------------------ the fence's state read
+    /**
+     * The fence's state read (fence/executor.ts), from one readFullStatus, against the two
+     * reads it stands for, readKeys then readReservation, through each initiator given: equal
+     * in every field (keys one per registration in the device's order, generations, the
+     * reservation's key and type). No PR OUT in between: the state cannot change.
+     */
+    const oneReadIsTwo = async (devs: readonly PrDevice[], kind = t.kind) => {
+      for (const d of devs) {
+        const two = { keys: await d.readKeys(), reservation: await d.readReservation() };
+        expect(stateFromFullStatus(kind, await d.readFullStatus()), d.id).toEqual(two);
+        expect(await readDeviceState(d, kind), d.id).toEqual(two);
+      }
+    };
+    const states: { name: string; set: () => Promise<void> }[] = [
+      { name: 'nothing registered', set: async () => {} },
+      { name: 'three registered, nothing reserved', set: () => registerAll(t, 3) },
+      {
+        name: 'one key registered through two initiators (a and c), b holds',
+        set: async () => {
+          await registerAll(t, 2);
+          await c.register(0n, KA);
+          await b.reserve(KB, 'write-exclusive');
+        },
+      },
+      ...RESERVATION_TYPES.map((type) => ({
+        name: `three registered, b reserves ${type}`,
+        set: async () => {
+          await registerAll(t, 3);
+          await b.reserve(KB, type);
+        },
+      })),
+      {
+        name: 'an all-registrants reservation after its first registrant left',
+        set: async () => {
+          await registerAll(t, 3);
+          await b.reserve(KB, 'write-exclusive-all-regs');
+          await a.register(KA, 0n);
+        },
+      },
+      {
+        name: 'a held write-exclusive-reg-only, b preempted it (a fence)',
+        set: async () => {
+          await registerAll(t, 3);
+          await a.reserve(KA, 'write-exclusive-reg-only');
+          await b.preempt(KB, KA, 'write-exclusive-reg-only');
+        },
+      },
+      {
+        name: 'b held exclusive-access-reg-only, c preempted a non-holder',
+        set: async () => {
+          await registerAll(t, 3);
+          await b.reserve(KB, 'exclusive-access-reg-only');
+          await c.preempt(KC, KA, 'exclusive-access-reg-only');
+        },
+      },
+      {
+        name: 'a reserved and released',
+        set: async () => {
+          await registerAll(t, 2);
+          await a.reserve(KA, 'exclusive-access');
+          await a.release(KA, 'exclusive-access');
+        },
+      },
+    ];
+    for (const s of states)
+      it(
+        `the fence's state read, ${s.name} -> one readFullStatus says what readKeys and readReservation say, from every initiator`,
+        { timeout },
+        async () => {
+          await s.set();
+          await oneReadIsTwo([a, b, c]);
+        },
+      );
+
     it.runIf(initiatorCount > 32)(
-      "more than 32 registrations (every initiator of a LU with 33 or more: the memory model's 40, a kernel target's wide set of 34), the first reserves -> readKeys, readReservation and readFullStatus from the first and the last initiator show every key in registration order, generation +N, each registrant with its own initiator id, the first alone flagged holder",
+      "more than 32 registrations (every initiator of a LU with 33 or more: the memory model's 40, a kernel target's wide set of 34), the first reserves -> readKeys, readReservation and readFullStatus from the first and the last initiator show every key in registration order, generation +N, each registrant with its own initiator id, the first alone flagged holder; the fence's one-command state read says what the two reads say, also after the last preempts the first",
       { timeout: Math.max(timeout, 120_000) },
       async () => {
         // A kernel target's wide set is another LU, opened for this scenario only.
@@ -756,6 +832,9 @@ export function defineContractSuite(
             expect(new Set(ids).size, `distinct initiator ids: ${ids.join(', ')}`).toBe(ids.length);
             if (w.initiatorIds) expect(ids).toEqual(w.initiatorIds.slice(0, devs.length));
           }
+          await oneReadIsTwo([first, devs.at(-1)!], w.kind);
+          await devs.at(-1)!.preempt(keys.at(-1)!, keys[0]!, 'write-exclusive-reg-only');
+          await oneReadIsTwo([devs[1]!, devs.at(-1)!], w.kind);
         } finally {
           if (w !== t) await w.close();
         }

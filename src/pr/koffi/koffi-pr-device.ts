@@ -19,7 +19,8 @@
  * - SCSI-2 RESERVE(6) / RELEASE(6) / TEST UNIT READY (scsi2.ts) go through the same
  *   SG_IO helper (#sgIo) and executor as the PERSISTENT RESERVE IN reads; SCSI only.
  * - readFullStatus has no pr.h ioctl: SG_IO PERSISTENT RESERVE IN READ FULL STATUS on
- *   SCSI, the NVMe Reservation Report passthrough on NVMe, whatever the read method.
+ *   SCSI, the NVMe Reservation Report passthrough on NVMe, whatever the read method. A
+ *   device that refuses it as unsupported is answered so from then on without a command.
  * - The Reservation Report asks for the extended data structure (128-bit host ids) and
  *   falls back to the non-extended one when the controller answers Host Identifier
  *   Inconsistent Format (a host with a 64-bit host id); the choice is kept per device.
@@ -133,6 +134,8 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
   #caps: DeviceCaps | undefined;
   /** PREEMPT AND ABORT was refused as unsupported once. */
   #preemptAbortRefused = false;
+  /** readFullStatus's UnsupportedError, kept (the device does not implement the read). */
+  #fullStatusRefused: PrError | undefined;
 
   private constructor(id: string, kind: 'scsi' | 'nvme', handle: NativeHandle, opts: KoffiPrDeviceOptions) {
     this.id = id;
@@ -419,7 +422,23 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
     return { generation: r.generation, key: r.type === null ? null : (holder?.key ?? null), type: r.type };
   }
 
+  /**
+   * Refused as unsupported by the device (not for want of privilege) once: answered so
+   * again without a command, as the fence's state read falls back to readKeys and
+   * readReservation on every read (fence/executor.ts readDeviceState).
+   */
   async readFullStatus(opts?: PrCallOptions): Promise<FullStatus> {
+    if (this.#fullStatusRefused) throw this.#fullStatusRefused;
+    try {
+      return await this.#readFullStatus(opts);
+    } catch (e) {
+      if (isPrError(e) && e.kind === 'unsupported' && e.errno !== ERRNO.EPERM && e.errno !== ERRNO.EACCES)
+        this.#fullStatusRefused = e;
+      throw e;
+    }
+  }
+
+  async #readFullStatus(opts?: PrCallOptions): Promise<FullStatus> {
     if (this.kind === 'scsi') return this.#sgReadFullStatus(opts);
     const r = await this.#nvmeReport(opts, 'read-full-status');
     const holder = r.registrants.find((x) => x.holder);
@@ -778,8 +797,9 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
   /**
    * READ FULL STATUS: a first read of INITIAL_FULL_STATUS_ALLOC bytes and, when that did not
    * plainly hold the whole list, one more with the largest allocation (65535 bytes). A list
-   * that does not fit in one PERSISTENT RESERVE IN, or a device that sends less than it
-   * announces, is IndeterminateError: a partial list is never returned as the whole.
+   * that does not fit in one PERSISTENT RESERVE IN is UnsupportedError (hundreds of
+   * registrations: readKeys reads up to 8191 keys), a device that sends less than it
+   * announces IndeterminateError: a partial list is never returned as the whole.
    *
    * "Plainly whole" is an answer that leaves room for one more descriptor: LIO
    * (core_scsi3_pri_read_full_status) stops at the first descriptor that does not fit the
@@ -820,7 +840,9 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
         registrants: r.registrants.map(({ key, holder, initiator }) => ({ key, holder, initiator })),
       };
     }
-    throw new IndeterminateError(
+    // Unsupported, not indeterminate: this device cannot answer the read in one command for
+    // this many registrations; a fence reads them with readKeys and readReservation instead.
+    throw new UnsupportedError(
       `${op}: the full status does not fit, with room for one more descriptor, in one PERSISTENT RESERVE IN (${MAX_FULL_STATUS_ALLOC} bytes): the list may be cut`,
       { op, device: this.id },
     );

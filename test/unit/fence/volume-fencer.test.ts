@@ -5,7 +5,7 @@ import type { FenceInput, NodeKey } from '../../../src/fence/rule.js';
 import { fenceVolume } from '../../../src/fence/volume-fencer.js';
 import { fenceRecord } from '../../../src/agent/vr-record.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
-import type { PrDevice } from '../../../src/pr/index.js';
+import { UnsupportedError, type PrDevice } from '../../../src/pr/index.js';
 
 const log = pino({ level: 'silent' });
 const TAG = clusterTag('test-cluster');
@@ -353,5 +353,48 @@ describe('fenceVolume: registering again through new paths', () => {
       registers: [{ kind: 'register', reregister: ['sdd'] }],
       generation: 1,
     });
+  });
+
+  /** Initiator b of the model, counting its PrDevice calls; readFullStatus refused when asked. */
+  function countedB(lu: MemoryLogicalUnit, calls: string[], refuseFullStatus = false): PrDevice {
+    const b = lu.initiator('b');
+    return new Proxy(b, {
+      get(t, prop) {
+        const v: unknown = Reflect.get(t, prop, t);
+        if (typeof v !== 'function') return v;
+        return (...args: unknown[]) => {
+          calls.push(String(prop));
+          if (prop === 'readFullStatus' && refuseFullStatus)
+            return Promise.reject(new UnsupportedError('read-full-status: not implemented'));
+          return (v as (...x: unknown[]) => unknown).apply(t, args);
+        };
+      },
+    });
+  }
+
+  for (const kind of ['scsi', 'nvme'] as const)
+    it(`${kind}: a fence reads the state with one readFullStatus, before the preempt and after it (S3)`, async () => {
+      const lu = new MemoryLogicalUnit({ kind });
+      await attachedTo(lu, 'a');
+      const calls: string[] = [];
+      const obs = await fenceVolume({ device: countedB(lu, calls), input: inputFor('b', ['b']), log });
+      expect(obs.victims).toEqual([{ key: K.a, node: 'a', result: 'fenced' }]);
+      expect(calls.filter((c) => c.startsWith('read'))).toEqual(calls.filter((c) => c === 'readFullStatus'));
+      expect(calls.filter((c) => c === 'preemptAndAbort')).toHaveLength(1);
+      const b = lu.initiator('b');
+      expect(obs.state).toEqual({ keys: await b.readKeys(), reservation: await b.readReservation() });
+    });
+
+  it('a device that refuses readFullStatus as unsupported -> readKeys and readReservation, and it is not asked again', async () => {
+    const lu = new MemoryLogicalUnit();
+    await attachedTo(lu, 'a');
+    const calls: string[] = [];
+    const dev = countedB(lu, calls, true);
+    const obs = await fenceVolume({ device: dev, input: inputFor('b', ['b']), log });
+    expect(obs.victims).toEqual([{ key: K.a, node: 'a', result: 'fenced' }]);
+    expect(calls.filter((c) => c === 'readFullStatus')).toHaveLength(1);
+    expect(calls.filter((c) => c === 'readKeys').length).toBeGreaterThanOrEqual(2);
+    const b = lu.initiator('b');
+    expect(obs.state).toEqual({ keys: await b.readKeys(), reservation: await b.readReservation() });
   });
 });

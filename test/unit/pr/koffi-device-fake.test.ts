@@ -284,7 +284,7 @@ describe('KoffiPrDevice.readFullStatus on a fake libc', () => {
     });
   }
 
-  it('SG_IO READ FULL STATUS that fills the largest allocation but for less than one descriptor -> IndeterminateError (it may be cut)', async () => {
+  it('SG_IO READ FULL STATUS that fills the largest allocation but for less than one descriptor -> UnsupportedError (it may be cut), kept', async () => {
     const many = Array.from({ length: 400 }, (_, i) => ({ key: keyN(i), tid: tid(i) }));
     const lio = (c: FakeCall): SyscallResult => {
       const alloc = dv(c.arg).getUint32(abi.SG_IO_HDR.dxferLen, true);
@@ -292,8 +292,12 @@ describe('KoffiPrDevice.readFullStatus on a fake libc', () => {
       while (n < many.length && fullStatusData(4, many.slice(0, n + 1)).length <= alloc) n++;
       return fullStatusSgIo(c, fullStatusData(4, many.slice(0, n)));
     };
-    const { d } = await device('scsi', lio);
+    const { libc, d } = await device('scsi', lio);
     await expect(d.readFullStatus()).rejects.toThrow(/may be cut/);
+    // Unsupported (a fence reads with readKeys and readReservation instead), kept: not sent again.
+    const n = libc.calls.length;
+    await expect(d.readFullStatus()).rejects.toBeInstanceOf(UnsupportedError);
+    expect(libc.calls.length).toBe(n);
   });
 
   it('SG_IO READ FULL STATUS sending less than its ADDITIONAL LENGTH with room to spare -> IndeterminateError, no partial list', async () => {
@@ -302,8 +306,8 @@ describe('KoffiPrDevice.readFullStatus on a fake libc', () => {
     await expect(d.readFullStatus()).rejects.toBeInstanceOf(IndeterminateError);
   });
 
-  it('SG_IO READ FULL STATUS answered ILLEGAL REQUEST / INVALID FIELD IN CDB -> UnsupportedError', async () => {
-    const { d } = await device('scsi', (c) => {
+  it('SG_IO READ FULL STATUS answered ILLEGAL REQUEST / INVALID FIELD IN CDB -> UnsupportedError, kept', async () => {
+    const { libc, d } = await device('scsi', (c) => {
       const h = dv(c.arg);
       h.setUint8(abi.SG_IO_HDR.status, 0x02);
       h.setUint8(abi.SG_IO_HDR.sbLenWr, 18);
@@ -311,6 +315,10 @@ describe('KoffiPrDevice.readFullStatus on a fake libc', () => {
       return OK;
     });
     await expect(d.readFullStatus()).rejects.toBeInstanceOf(UnsupportedError);
+    // Kept per device: answered so again without a command.
+    const n = libc.calls.length;
+    await expect(d.readFullStatus()).rejects.toBeInstanceOf(UnsupportedError);
+    expect(libc.calls.length).toBe(n);
   });
 
   it('NVMe controller answering the extended report (EDS=1) -> 128-bit host ids and controller ids, holder flagged', async () => {
