@@ -134,6 +134,8 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
   #caps: DeviceCaps | undefined;
   /** PREEMPT AND ABORT was refused as unsupported once. */
   #preemptAbortRefused = false;
+  /** capabilities() read the keys once: the device takes PR commands. */
+  #answeredRead = false;
   /** readFullStatus's UnsupportedError, kept (the device does not implement the read). */
   #fullStatusRefused: PrError | undefined;
 
@@ -463,7 +465,12 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
    */
   async capabilities(opts?: PrCallOptions): Promise<PrCapabilities> {
     const readMethod = await this.#method(opts);
-    await this.readKeys(opts);
+    // Once: a device without PR answers its first read with UnsupportedError. Not on every
+    // call: the agent asks at every reconcile, before its state read (a fence's command).
+    if (!this.#answeredRead) {
+      await this.readKeys(opts);
+      this.#answeredRead = true;
+    }
     let caps = this.#caps;
     if (!caps) {
       try {

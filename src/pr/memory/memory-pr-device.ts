@@ -47,6 +47,8 @@ export class MemoryPrDevice implements PrDevice, Scsi2Device {
   readonly #nexus: string;
   readonly #timeoutMs: number | undefined;
   #closed = false;
+  /** capabilities() read the keys once: the device takes PR commands. */
+  #answeredRead = false;
 
   /** @internal use MemoryLogicalUnit.initiator(). */
   constructor(lu: MemoryLogicalUnit, nexus: string, opts: MemoryPrDeviceOptions) {
@@ -155,8 +157,12 @@ export class MemoryPrDevice implements PrDevice, Scsi2Device {
   }
 
   async capabilities(opts?: PrCallOptions): Promise<PrCapabilities> {
-    // Like KoffiPrDevice: a device without PR support answers with UnsupportedError.
-    await this.readKeys(opts);
+    // Like KoffiPrDevice: a device without PR support answers its first read with
+    // UnsupportedError (read once per device).
+    if (!this.#answeredRead) {
+      await this.readKeys(opts);
+      this.#answeredRead = true;
+    }
     return {
       kind: this.#lu.kind,
       readMethod: 'model',

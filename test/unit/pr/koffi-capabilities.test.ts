@@ -165,6 +165,22 @@ describe('KoffiPrDevice.capabilities on a fake libc: SCSI', () => {
     expect(reportCapsCalls(libc)).toHaveLength(1);
   });
 
+  it('asked again (the agent asks at every reconcile) -> no command at all: the first call read the keys (PR supported) and the report once', async () => {
+    const { libc, d } = await device('scsi', scsiDevice(reportCaps([0, 8, 0x0d, 0x91, 0x2a, 0x00, 0, 0])));
+    await d.capabilities();
+    const n = libc.calls.length;
+    expect(n).toBe(2); // READ KEYS, REPORT CAPABILITIES
+    await d.capabilities();
+    await d.capabilities();
+    expect(libc.calls.length).toBe(n);
+  });
+
+  it('a device without PR (READ KEYS answered ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE) -> capabilities rejects UnsupportedError, every time', async () => {
+    const { d } = await device('scsi', checkCondition(0x05, 0x20));
+    await expect(d.capabilities()).rejects.toBeInstanceOf(UnsupportedError);
+    await expect(d.capabilities()).rejects.toBeInstanceOf(UnsupportedError);
+  });
+
   it('ILLEGAL REQUEST / INVALID FIELD IN CDB (not implemented) -> all six types assumed, said so, not asked again', async () => {
     const { libc, d } = await device('scsi', scsiDevice(checkCondition(0x05, 0x24)));
     const c = await d.capabilities();
