@@ -97,7 +97,7 @@ export async function iscsiSession(n: number, timeoutMs = 120_000): Promise<Iscs
   };
   try {
     iscsiadm(...node, '--login');
-    const dev = await waitFor(`the disk of the iSCSI session of ${initiator}`, timeoutMs, () =>
+    const dev = await until(`the disk of the iSCSI session of ${initiator}`, timeoutMs, () =>
       sessionDisk(initiator),
     );
     return { dev, logout };
@@ -107,24 +107,27 @@ export async function iscsiSession(n: number, timeoutMs = 120_000): Promise<Iscs
   }
 }
 
-/** Polls `f` every 100 ms until it returns a value; throws with the last error after `timeoutMs`. */
-export async function waitFor<T>(
+/**
+ * Polls `fn` every 100 ms until it returns a value (not undefined); throws with the last
+ * error at the deadline (`what` read then, when it is a function: a log of that moment).
+ */
+export async function until<T>(
   what: string | (() => string),
   timeoutMs: number,
-  f: () => T | undefined | Promise<T | undefined>,
+  fn: () => T | undefined | Promise<T | undefined>,
 ): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
     try {
-      const v = await f();
+      const v = await fn();
       if (v !== undefined) return v;
     } catch (e) {
       last = e;
     }
     if (Date.now() > end) {
       const w = typeof what === 'string' ? what : what();
-      throw new Error(`not after ${timeoutMs} ms: ${w} ${String(last ?? '')}`);
+      throw new Error(`${w}: not after ${timeoutMs} ms (${String(last ?? '')})`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -212,7 +215,7 @@ export async function startMultipathTools(conf: string, trigger: string[]): Prom
     run('/usr/bin/umount', ['/etc/multipath']);
   };
   try {
-    await waitFor('systemd-udevd control socket', 60_000, () =>
+    await until('systemd-udevd control socket', 60_000, () =>
       spawnSync('/usr/bin/udevadm', ['control', '--ping'], { timeout: 10_000, env: UDEVADM_ENV }).status === 0
         ? true
         : undefined,
@@ -223,7 +226,7 @@ export async function startMultipathTools(conf: string, trigger: string[]): Prom
       const name = d.replace(/^\/dev\//, '');
       writeFileSync(`/sys/class/block/${name}/uevent`, 'add');
       const db = `/run/udev/data/b${readFileSync(`/sys/class/block/${name}/dev`, 'utf8').trim()}`;
-      await waitFor(
+      await until(
         () => `udev's database entry of ${name} (${db})\n${log()}`,
         60_000,
         () => (/^E:ID_SERIAL=/m.test(readFileSync(db, 'utf8')) ? true : undefined),

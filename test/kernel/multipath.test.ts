@@ -6,11 +6,16 @@
  *
  * The logical unit is LIO over iSCSI on the guest's loopback (test/kernel/guest-init.sh):
  * three open-iscsi sessions with their own initiator names, three I_T nexuses, three
- * /dev/sdX. The map is the kernel's dm-multipath target built with dmsetup (round-robin,
- * one path group): multipath-tools is not used, since it needs udev, which the guest does
- * not run; the kernel target, and so its PR forwarding (dm_pr_register walks every path of
- * the map), is the same. A path "added later" is the third session's disk put into the
- * map with `dmsetup reload` + `dmsetup resume`, as `multipath -r` does.
+ * /dev/sdX. Most maps are the kernel's dm-multipath target built with dmsetup without udev
+ * (round-robin, one path group); a path "added later" is the third session's disk put into
+ * the map with `dmsetup reload` + `dmsetup resume`, as `multipath -r` does. One test builds
+ * the map as a node does, with Debian's multipath-tools (test/kernel/setup.sh installs it
+ * on the host, whose root the guest runs from): it starts systemd-udevd and multipathd for
+ * itself (guest-devices.ts, startMultipathTools), multipathd makes the map of two sessions
+ * (the third session's disk blacklisted), and the path added later is a fourth session
+ * (initiator host-4) logged in during the test, which multipathd puts into the map on its
+ * udev event. The kernel target, and so its PR forwarding (dm_pr_register walks every path
+ * of the map), is the same either way.
  *
  * The reconcile is the agent's own (VolumeReconciler, with the sysfs path reader the agent
  * uses, src/pr/dm-paths.ts); the caches and the fresh view are plain data.
@@ -32,7 +37,7 @@ import {
   iscsiSession,
   scsiWwid,
   startMultipathTools,
-  waitFor,
+  until,
   type IscsiSession,
 } from './guest-devices.js';
 
@@ -69,6 +74,19 @@ async function resetLu(dev: string): Promise<void> {
   } finally {
     await d.close();
   }
+}
+
+/** Runs every step in order, even after one threw; then throws the first error. */
+async function allOf(...steps: (() => unknown)[]): Promise<void> {
+  let first: unknown;
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (e) {
+      first ??= e;
+    }
+  }
+  if (first !== undefined) throw first;
 }
 
 /** The dm-multipath map (dm-N) multipath-tools made for the LU `wwid`, if there is one. */
@@ -249,9 +267,9 @@ describe('dm-multipath over LIO iSCSI sessions', { timeout: 300_000 }, () => {
       let session: IscsiSession | undefined;
       let map: string | undefined;
       try {
-        const dev = await waitFor(
+        const dev = await until(
           () => `multipathd's map of ${basename(p1)} and ${basename(p2)}\n${mp.log()}`,
-          60_000,
+          120_000,
           async () => {
             const dm = mpathMap(wwid);
             return dm && (await devicePaths(`/dev/${dm}`))?.length === 2 ? `/dev/${dm}` : undefined;
@@ -263,7 +281,7 @@ describe('dm-multipath over LIO iSCSI sessions', { timeout: 300_000 }, () => {
           // A third session (initiator host-4): multipathd adds its disk to the map by itself.
           session = await iscsiSession(4);
           const added = session.dev;
-          await waitFor(
+          await until(
             () => `multipathd adding ${added} to the map\n${mp.log()}`,
             120_000,
             async () => ((await devicePaths(dev))?.includes(basename(added)) ? true : undefined),
@@ -271,11 +289,14 @@ describe('dm-multipath over LIO iSCSI sessions', { timeout: 300_000 }, () => {
           return added;
         });
       } finally {
-        await mp.stopMultipathd();
-        if (map) dmsetup('remove', '--noudevsync', map);
-        session?.logout();
-        await mp.stopUdev();
-        await resetLu(p1);
+        // Every step, even after one failed: later tests need the guest as it was.
+        await allOf(
+          () => mp.stopMultipathd(),
+          () => map && dmsetup('remove', '--noudevsync', map),
+          () => session?.logout(),
+          () => mp.stopUdev(),
+          () => resetLu(p1),
+        );
       }
     });
 
