@@ -9,7 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEVICE_ANNOTATION } from '../../src/agent/cluster-view.js';
 import { startControlPlane, type ControlPlane } from '../envtest/control-plane.js';
+import { until } from '../kernel/guest-devices.js';
 import { installCrds, waitCrdStorage } from '../envtest/crds.js';
+
+export { until };
 
 /** The PV's device path in every agent's mount namespace. */
 export const DEVICE_PATH = '/run/prfence-dev/vol';
@@ -45,26 +48,6 @@ export async function startGuestControlPlane(): Promise<ControlPlane> {
   await waitCrdStorage(kc, await installCrds(kc, undefined, 240_000), 240_000);
   console.log(`control plane up in the guest after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   return cp;
-}
-
-/** Polls `fn` every 100 ms until it returns a value (not undefined); throws with the last error at the deadline. */
-export async function until<T>(
-  what: string,
-  timeoutMs: number,
-  fn: () => Promise<T | undefined>,
-): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`${what}: not after ${timeoutMs} ms (${String(last ?? '')})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** SIGTERM, then waits for the exit (SIGKILL after 10 s). */

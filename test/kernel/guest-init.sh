@@ -150,18 +150,25 @@ mount -t tmpfs t /host/var/target 2>/dev/null && mkdir -p /host/var/target/pr
 # through three ifaces with their own initiator names: three I_T nexuses to one LU.
 if [ "$MODE" != probe ] && [ -d $T ] && [ -e /mods/iscsi_target_mod.ko ] && [ -x /host/usr/sbin/iscsiadm ]; then
   H=/host
-  dd if=/dev/zero of=/tmp/lun1.img bs=1M count=32 2>/dev/null
-  mkdir -p $T/core/fileio_1/lun1
-  echo "fd_dev_name=/tmp/lun1.img,fd_dev_size=33554432" >$T/core/fileio_1/lun1/control
-  echo 1 >$T/core/fileio_1/lun1/enable
+  # One fileio LU (/tmp/lun<n>.img, <mb> MB) as LUN 0 of the target <iqn> on the portal, any
+  # initiator admitted; with a unit serial, LIO reports VPD 0x80 and an NAA designator in
+  # 0x83 (a WWID: multipath-tools needs one), without, neither.
+  lio_iscsi_lu() { # n mb iqn [unit serial]
+    local d=$T/core/fileio_$1/lun$1 g=$T/iscsi/$3/tpgt_1
+    dd if=/dev/zero of=/tmp/lun$1.img bs=1M count="$2" 2>/dev/null
+    mkdir -p "$d"
+    echo "fd_dev_name=/tmp/lun$1.img,fd_dev_size=$(($2 * 1048576))" >"$d/control"
+    echo 1 >"$d/enable"
+    [ -z "$4" ] || echo "$4" >"$d/wwn/vpd_unit_serial" || say "LIO unit serial of lun$1 failed"
+    mkdir -p "$g/lun/lun_0"
+    ln -s "$d" "$g/lun/lun_0/lun$1"
+    mkdir "$g/np/127.0.0.1:3260" || say "iSCSI portal 127.0.0.1:3260 of $3 failed"
+    echo 1 >"$g/attrib/generate_node_acls"; echo 1 >"$g/attrib/cache_dynamic_acls"
+    echo 0 >"$g/attrib/demo_mode_write_protect"; echo 0 >"$g/attrib/authentication"
+    echo 1 >"$g/enable"
+  }
   IQN=iqn.2026-11.io.prfence:lun1
-  G=$T/iscsi/$IQN/tpgt_1
-  mkdir -p $G/lun/lun_0
-  ln -s $T/core/fileio_1/lun1 $G/lun/lun_0/lun1
-  mkdir $G/np/127.0.0.1:3260 || say "iSCSI portal 127.0.0.1:3260 failed"
-  echo 1 >$G/attrib/generate_node_acls; echo 1 >$G/attrib/cache_dynamic_acls
-  echo 0 >$G/attrib/demo_mode_write_protect; echo 0 >$G/attrib/authentication
-  echo 1 >$G/enable
+  lio_iscsi_lu 1 32 $IQN 6b3f0c1e-2d4a-4f5b-8c7d-9e0a1b2c3d4e
   mount -t tmpfs t $H/etc/iscsi && mount -t tmpfs t $H/var/lib/iscsi || say "no tmpfs for open-iscsi state"
   mkdir -p $H/etc/iscsi/ifaces $H/etc/iscsi/nodes $H/etc/iscsi/send_targets $H/run/lock/iscsi
   echo "InitiatorName=iqn.2026-11.io.prfence:default" >$H/etc/iscsi/initiatorname.iscsi
@@ -195,18 +202,8 @@ if [ "$MODE" != probe ] && [ -d $T ] && [ -e /mods/iscsi_target_mod.ko ] && [ -x
     # A second target (its own LU), WIDE sessions through ifaces wide1.. with the initiator
     # names wide-<i>, logged in all at once; each disk is matched to its session's name.
     t0=$(uptime_s)
-    dd if=/dev/zero of=/tmp/lun2.img bs=1M count=8 2>/dev/null
-    mkdir -p $T/core/fileio_2/lun2
-    echo "fd_dev_name=/tmp/lun2.img,fd_dev_size=8388608" >$T/core/fileio_2/lun2/control
-    echo 1 >$T/core/fileio_2/lun2/enable
     WIQN=iqn.2026-11.io.prfence:wide
-    WG=$T/iscsi/$WIQN/tpgt_1
-    mkdir -p $WG/lun/lun_0
-    ln -s $T/core/fileio_2/lun2 $WG/lun/lun_0/lun2
-    mkdir $WG/np/127.0.0.1:3260 || say "iSCSI portal 127.0.0.1:3260 (wide) failed"
-    echo 1 >$WG/attrib/generate_node_acls; echo 1 >$WG/attrib/cache_dynamic_acls
-    echo 0 >$WG/attrib/demo_mode_write_protect; echo 0 >$WG/attrib/authentication
-    echo 1 >$WG/enable
+    lio_iscsi_lu 2 8 $WIQN
     # The iface records written as iscsiadm -m iface -o new/update would (one process
     # start per iface and a discovery session per iface cost seconds each under TCG).
     for i in $(seq 1 "$WIDE"); do

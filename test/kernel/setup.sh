@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the QEMU kernel suite needs (QEMU, busybox, open-iscsi for the guest's
-# iSCSI initiator, fence-agents for the device bench's fence_scsi comparison, ...) and
-# fetches two Debian kernels as plain files (never installed): bookworm's newest 6.1 and
-# sid's newest. Cached under ~/.cache/prfence/kernels/<version>/ (vmlinuz + modules tree,
-# depmod'ed). Idempotent.
+# iSCSI initiator, multipath-tools and udev for the guest's multipathd, fence-agents for
+# the device bench's fence_scsi comparison, ...) and fetches two Debian kernels as plain
+# files (never installed): bookworm's newest 6.1 and sid's newest. Cached under
+# ~/.cache/prfence/kernels/<version>/ (vmlinuz + modules tree, depmod'ed). Idempotent.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib/debian-private-apt.sh
@@ -12,7 +12,7 @@ kdir="$PRFENCE_CACHE/kernels"
 mkdir -p "$kdir"
 
 need=()
-for p in qemu-system-x86:qemu-system-x86_64 busybox-static:busybox cpio:cpio kmod:depmod xz-utils:xz sg3-utils:sg_persist dmsetup:dmsetup open-iscsi:iscsiadm fence-agents:fence_scsi; do
+for p in qemu-system-x86:qemu-system-x86_64 busybox-static:busybox cpio:cpio kmod:depmod xz-utils:xz sg3-utils:sg_persist dmsetup:dmsetup open-iscsi:iscsiadm udev:udevadm multipath-tools:multipathd fence-agents:fence_scsi; do
   command -v "${p#*:}" >/dev/null || need+=("${p%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -20,12 +20,21 @@ if [ ${#need[@]} -gt 0 ]; then
   # fence-agents (bench only: fence_scsi) pulls python3 libraries of its cloud agents
   # (boto3, googleapi, ...): bookworm, --no-install-recommends, 29 packages, 8.5 MB download,
   # 97 MB installed, about 8 s.
+  # open-iscsi and multipath-tools come with services: none is started here (a policy-rc.d
+  # that refuses, for the install only, unless the machine has one already).
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # LIO stores PR metadata under /var/target/pr; the guest mounts a tmpfs there (needs the directory).
 # open-iscsi runs in the guest from this root (read-only 9p): its state directories are
-# tmpfs mount points there. Nothing iSCSI runs on this machine itself.
-mkdir -p /var/target /etc/iscsi /var/lib/iscsi
+# tmpfs mount points there. Nothing iSCSI runs on this machine itself. The same for
+# multipath-tools (test/kernel/multipath.test.ts): its configuration (conf.d) and state
+# (wwids, bindings) live under /etc/multipath, a tmpfs in the guest (no /etc/multipath.conf:
+# the built-in defaults and the test's conf.d file).
+mkdir -p /var/target /etc/iscsi /var/lib/iscsi /etc/multipath
 
 extract() { # deb... -> dir
   local dir=$1
