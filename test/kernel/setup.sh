@@ -27,6 +27,11 @@ if [ ${#need[@]} -gt 0 ]; then
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Installed here for the guest only: this machine's own disks are not to be taken into
+  # multipath maps at its next boot (the package enables multipathd on a systemd host).
+  if [[ " ${need[*]} " == *" multipath-tools "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --quiet multipathd.service multipathd.socket 2>/dev/null || true
+  fi
 fi
 # LIO stores PR metadata under /var/target/pr; the guest mounts a tmpfs there (needs the directory).
 # open-iscsi runs in the guest from this root (read-only 9p): its state directories are
