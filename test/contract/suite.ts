@@ -827,6 +827,7 @@ export function defineContractSuite(
         if (!scsi()) {
           await rejectsWith(s2(a).scsi2Reserve(), UnsupportedError);
           await rejectsWith(s2(a).scsi2Status(), UnsupportedError);
+          await rejectsWith(s2(a).scsi2Takeover(), UnsupportedError);
           expect(await t.write(1)).toBe('ok');
           return;
         }
@@ -933,6 +934,75 @@ export function defineContractSuite(
         expect(await c.readReservation()).toEqual({
           generation: g,
           key: KA,
+          type: 'write-exclusive-reg-only',
+        });
+        expect(await c.readKeys()).toEqual({ generation: g, keys: [KA, KB] });
+        expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: 'rw', c: 'r' });
+      },
+    );
+
+    // Takeover (mhd MHIOCTKOWN): a LOGICAL UNIT RESET (SG_SCSI_RESET, device, no escalation),
+    // then RESERVE(6). SPC-2 5.5.1: a reset drops the SCSI-2 reservation; SPC-4 5.13.1: it
+    // keeps PR registrations and the persistent reservation (LIO: core_tmr_lun_reset).
+    it.runIf(scsiSuite)(
+      "SCSI-2 takeover while b holds: a's plain reserve conflicts; a's takeover -> the LU reset drops b's reservation and a holds; then b's reserve and I/O conflict, a reads, writes, reserves and takes over again",
+      { timeout },
+      async () => {
+        await s2(b).scsi2Reserve();
+        await rejectsWith(s2(a).scsi2Reserve(), ConflictError);
+        expect(await t.write(0)).toBe('refused');
+        await s2(a).scsi2Takeover();
+        expect(await statuses()).toEqual(['not-reserved-by-other', 'reserved-by-other', 'reserved-by-other']);
+        await rejectsWith(s2(b).scsi2Reserve(), ConflictError);
+        expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: '', c: '' });
+        await s2(a).scsi2Reserve();
+        // The holder's own takeover: its reservation goes with the reset and comes back.
+        await s2(a).scsi2Takeover();
+        expect(await statuses()).toEqual(['not-reserved-by-other', 'reserved-by-other', 'reserved-by-other']);
+        expect(await t.write(1)).toBe('refused');
+      },
+    );
+
+    it.runIf(scsiSuite)(
+      'SCSI-2 takeover with nothing reserved -> the taker holds; after its release the LU has no reservation and everyone writes',
+      { timeout },
+      async () => {
+        await s2(c).scsi2Takeover();
+        expect(await statuses()).toEqual(['reserved-by-other', 'reserved-by-other', 'not-reserved-by-other']);
+        await s2(c).scsi2Release();
+        expect(await statuses()).toEqual([
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+        ]);
+        expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: 'rw', c: 'rw' });
+      },
+    );
+
+    it.runIf(scsiSuite)(
+      'persistent reservation held (write-exclusive-reg-only by b, a and b registered) -> takeover by the unregistered c: the LU reset keeps every registration, the reservation and the generation (SPC-4), its RESERVE(6) conflicts; takeover by the PR holder b: GOOD with no effect; no SCSI-2 reservation',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        await b.reserve(KB, 'write-exclusive-reg-only');
+        const g = (await a.readKeys()).generation;
+        const e = await rejectsWith(s2(c).scsi2Takeover(), ConflictError);
+        expect(e.op).toBe('scsi2-takeover');
+        expect(await a.readReservation()).toEqual({
+          generation: g,
+          key: KB,
+          type: 'write-exclusive-reg-only',
+        });
+        expect(await a.readKeys()).toEqual({ generation: g, keys: [KA, KB] });
+        await s2(b).scsi2Takeover();
+        expect(await statuses()).toEqual([
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+          'not-reserved-by-other',
+        ]);
+        expect(await c.readReservation()).toEqual({
+          generation: g,
+          key: KB,
           type: 'write-exclusive-reg-only',
         });
         expect(await c.readKeys()).toEqual({ generation: g, keys: [KA, KB] });
