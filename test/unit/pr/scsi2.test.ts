@@ -252,7 +252,7 @@ describe('KoffiPrDevice scsi2Takeover on a fake libc', () => {
     ['EIO (reset failed)', 5, IndeterminateError],
     ['EACCES (no CAP_SYS_RAWIO)', 13, UnsupportedError],
     ['ENODEV (host in recovery)', 19, NotSentError],
-  ] as const)('the reset answered %s -> %s, no RESERVE(6) sent', async (_t, errno, cls) => {
+  ] as const)('the reset answered %s -> its error class, no RESERVE(6) sent', async (_t, errno, cls) => {
     const { libc, d } = await device('scsi', takeoverFake({ ret: -1, errno }, answer(0)));
     await expect(d.scsi2Takeover()).rejects.toBeInstanceOf(cls);
     expect(libc.calls.map((c) => c.request)).toEqual([abi.SG_SCSI_RESET]);
