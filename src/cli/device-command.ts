@@ -325,20 +325,13 @@ export function registerDeviceCommand(program: Command, io: DeviceCommandIo): vo
     'SCSI-2 RESERVE(6): this host alone may access the device until released (legacy arrays without PR; needs --yes)',
   )
     .addOption(yesOpt("reserve the device: every other host's I/O to it fails"))
-    .action((name: string, o: Common & { yes?: boolean }) =>
-      withDevice(
-        name,
-        o,
-        async (d, path) => {
-          await scsi2Of(d, 'scsi2-reserve').scsi2Reserve();
-          if (o.json) io.stdout(JSON.stringify({ op: 'scsi2-reserve', device: path, exitCode: 0 }));
-        },
-        {
-          op: 'scsi2-reserve',
-          would:
-            'reserve the device for this host with a SCSI-2 RESERVE(6): every other host would get ' +
-            'RESERVATION CONFLICT on any I/O until this host releases it',
-        },
+    .action(
+      out(
+        'scsi2-reserve',
+        (d) => scsi2Of(d, 'scsi2-reserve').scsi2Reserve(),
+        () =>
+          'reserve the device for this host with a SCSI-2 RESERVE(6): every other host would get ' +
+          'RESERVATION CONFLICT on any I/O until this host releases it',
       ),
     );
 
@@ -347,33 +340,21 @@ export function registerDeviceCommand(program: Command, io: DeviceCommandIo): vo
     "SCSI-2 forced takeover (mhd MHIOCTKOWN): reset the LU to break another host's SCSI-2 reservation, then RESERVE(6) (needs --yes)",
   )
     .addOption(yesOpt("reset the LU and reserve it: every host's commands in flight are aborted"))
-    .action((name: string, o: Common & { yes?: boolean }) =>
-      withDevice(
-        name,
-        o,
-        async (d, path) => {
-          await scsi2Of(d, 'scsi2-takeover').scsi2Takeover();
-          if (o.json) io.stdout(JSON.stringify({ op: 'scsi2-takeover', device: path, exitCode: 0 }));
-        },
-        {
-          op: 'scsi2-takeover',
-          would:
-            "reset the LU (a LOGICAL UNIT RESET: every host's commands in flight to it are aborted, " +
-            "and any host's SCSI-2 reservation is dropped), then reserve it for this host with a " +
-            'SCSI-2 RESERVE(6)',
-        },
+    .action(
+      out(
+        'scsi2-takeover',
+        (d) => scsi2Of(d, 'scsi2-takeover').scsi2Takeover(),
+        () =>
+          "reset the LU (a LOGICAL UNIT RESET: every host's commands in flight to it are aborted, " +
+          "and any host's SCSI-2 reservation is dropped), then reserve it for this host with a " +
+          'SCSI-2 RESERVE(6)',
       ),
     );
 
   sub(
     'scsi2-release',
     "SCSI-2 RELEASE(6): free this host's SCSI-2 reservation (no effect if it holds none)",
-  ).action((name: string, o: Common) =>
-    withDevice(name, o, async (d, path) => {
-      await scsi2Of(d, 'scsi2-release').scsi2Release();
-      if (o.json) io.stdout(JSON.stringify({ op: 'scsi2-release', device: path, exitCode: 0 }));
-    }),
-  );
+  ).action(out('scsi2-release', (d) => scsi2Of(d, 'scsi2-release').scsi2Release()));
 
   sub(
     'scsi2-status',

@@ -819,6 +819,19 @@ export function defineContractSuite(
     const statuses = async () => Promise.all(t.initiators.slice(0, 3).map((d) => s2(d).scsi2Status()));
     const rw = async (i: number) =>
       `${(await t.read(i)) === 'ok' ? 'r' : ''}${(await t.write(i)) === 'ok' ? 'w' : ''}`;
+    /** What TEST UNIT READY answers a, b and c when no SCSI-2 reservation is held. */
+    const NOT_RESERVED = ['not-reserved-by-other', 'not-reserved-by-other', 'not-reserved-by-other'];
+    /** The persistent reservation and the registrations read back from `d`, generation `g`. */
+    const expectPr = async (
+      d: PrDevice,
+      g: number,
+      holder: bigint,
+      type: ReservationType,
+      keys: bigint[],
+    ): Promise<void> => {
+      expect(await d.readReservation()).toEqual({ generation: g, key: holder, type });
+      expect(await d.readKeys()).toEqual({ generation: g, keys });
+    };
 
     it(
       'SCSI-2 reserve by a -> b and c see it reserved by another (TUR conflict), a does not; only a reads and writes (NVMe: unsupported, nothing held)',
@@ -831,11 +844,7 @@ export function defineContractSuite(
           expect(await t.write(1)).toBe('ok');
           return;
         }
-        expect(await statuses()).toEqual([
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-        ]);
+        expect(await statuses()).toEqual(NOT_RESERVED);
         await s2(a).scsi2Reserve();
         expect(await statuses()).toEqual(['not-reserved-by-other', 'reserved-by-other', 'reserved-by-other']);
         expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: '', c: '' });
@@ -850,11 +859,7 @@ export function defineContractSuite(
         await rejectsWith(s2(b).scsi2Reserve(), ConflictError);
         expect(await s2(b).scsi2Status()).toBe('reserved-by-other');
         await s2(a).scsi2Release();
-        expect(await statuses()).toEqual([
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-        ]);
+        expect(await statuses()).toEqual(NOT_RESERVED);
         await s2(b).scsi2Reserve();
         expect(await s2(a).scsi2Status()).toBe('reserved-by-other');
         expect(await t.write(0)).toBe('refused');
@@ -897,11 +902,7 @@ export function defineContractSuite(
         await rejectsWith(s2(a).scsi2Reserve(), ConflictError);
         await rejectsWith(s2(c).scsi2Reserve(), ConflictError);
         await rejectsWith(s2(b).scsi2Release(), ConflictError);
-        expect(await statuses()).toEqual([
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-        ]);
+        expect(await statuses()).toEqual(NOT_RESERVED);
         expect(sorted((await c.readKeys()).keys)).toEqual(sorted([KA, KB]));
         expect(await t.write(2)).toBe('ok');
       },
@@ -926,17 +927,8 @@ export function defineContractSuite(
         }
         // No SCSI-2 reservation was made: TUR is GOOD everywhere (allowed under every PR
         // type, SPC-4 table 55), and the persistent reservation is unchanged.
-        expect(await statuses()).toEqual([
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-        ]);
-        expect(await c.readReservation()).toEqual({
-          generation: g,
-          key: KA,
-          type: 'write-exclusive-reg-only',
-        });
-        expect(await c.readKeys()).toEqual({ generation: g, keys: [KA, KB] });
+        expect(await statuses()).toEqual(NOT_RESERVED);
+        await expectPr(c, g, KA, 'write-exclusive-reg-only', [KA, KB]);
         expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: 'rw', c: 'r' });
       },
     );
@@ -970,11 +962,7 @@ export function defineContractSuite(
         await s2(c).scsi2Takeover();
         expect(await statuses()).toEqual(['reserved-by-other', 'reserved-by-other', 'not-reserved-by-other']);
         await s2(c).scsi2Release();
-        expect(await statuses()).toEqual([
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-        ]);
+        expect(await statuses()).toEqual(NOT_RESERVED);
         expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: 'rw', c: 'rw' });
       },
     );
@@ -988,24 +976,10 @@ export function defineContractSuite(
         const g = (await a.readKeys()).generation;
         const e = await rejectsWith(s2(c).scsi2Takeover(), ConflictError);
         expect(e.op).toBe('scsi2-takeover');
-        expect(await a.readReservation()).toEqual({
-          generation: g,
-          key: KB,
-          type: 'write-exclusive-reg-only',
-        });
-        expect(await a.readKeys()).toEqual({ generation: g, keys: [KA, KB] });
+        await expectPr(a, g, KB, 'write-exclusive-reg-only', [KA, KB]);
         await s2(b).scsi2Takeover();
-        expect(await statuses()).toEqual([
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-        ]);
-        expect(await c.readReservation()).toEqual({
-          generation: g,
-          key: KB,
-          type: 'write-exclusive-reg-only',
-        });
-        expect(await c.readKeys()).toEqual({ generation: g, keys: [KA, KB] });
+        expect(await statuses()).toEqual(NOT_RESERVED);
+        await expectPr(c, g, KB, 'write-exclusive-reg-only', [KA, KB]);
         expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: 'rw', c: 'r' });
       },
     );
