@@ -52,8 +52,9 @@ export function scsiResetArg(value: number = TAKEOVER_RESET): Uint8Array {
 
 /**
  * How many RESERVE(6) a takeover sends after its reset at most: the reset leaves a unit
- * attention (29h/03h BUS DEVICE RESET FUNCTION OCCURRED) on every I_T nexus of the LU,
- * and a command that gets it was not executed (mhd's MHIOCTKOWN retries its RESERVE too).
+ * attention (29h/03h BUS DEVICE RESET FUNCTION OCCURRED) on the taker's I_T nexus (and,
+ * per SAM-5 and recent LIO, on every other one of the LU), and a command that gets it was
+ * not executed (mhd's MHIOCTKOWN retries its RESERVE too).
  */
 export const TAKEOVER_RESERVE_ATTEMPTS = 8;
 
