@@ -5,15 +5,16 @@
  * - DEVICE is a path, or an identity (`wwid:...`, `nguid:...`, `fc:...`, `iscsi:...`)
  *   resolved to this node's block device by src/pr/resolve.ts, as the agent does.
  * - Each subcommand takes only the options it uses: any other is refused (exit 2).
- * - `clear`, `preempt-abort`, `release-all` and `scsi2-reserve` need `--yes`: without it they print what
+ * - `clear`, `preempt-abort`, `release-all`, `scsi2-reserve` and `scsi2-takeover` need `--yes`: without it they print what
  *   they would do to which device and send nothing (exit 2).
  * - `release-all` takes one node's key off every device (uninstall; release-all.ts).
  * - `status`: every registration with its initiator and the reservation from one read
  *   (READ FULL STATUS / NVMe Reservation Report), as `sg_persist --read-full-status`.
- * - `scsi2-reserve`, `scsi2-release`, `scsi2-status`: SCSI-2 RESERVE(6) / RELEASE(6) /
- *   TEST UNIT READY (src/pr/scsi2.ts, illumos mhd MHIOCQRESERVE / MHIOCRELEASE /
- *   MHIOCSTATUS), for legacy arrays without PR and single-writer volumes; SCSI only (an
- *   NVMe device is unsupported, exit 4); `scsi2-reserve` needs `--yes`.
+ * - `scsi2-reserve`, `scsi2-release`, `scsi2-status`, `scsi2-takeover`: SCSI-2 RESERVE(6) /
+ *   RELEASE(6) / TEST UNIT READY / LU reset then RESERVE(6) (src/pr/scsi2.ts, illumos mhd
+ *   MHIOCQRESERVE / MHIOCRELEASE / MHIOCSTATUS / MHIOCTKOWN), for legacy arrays without PR
+ *   and single-writer volumes; SCSI only (an NVMe device is unsupported, exit 4);
+ *   `scsi2-reserve` and `scsi2-takeover` need `--yes`.
  * - `--json` prints JSON on stdout, errors included (runCli prints those).
  * Every outcome maps to an exit code: 0 ok, 2 usage, 3 reservation conflict,
  * 4 unsupported, 5 I/O error or outcome unknown.
@@ -324,32 +325,36 @@ export function registerDeviceCommand(program: Command, io: DeviceCommandIo): vo
     'SCSI-2 RESERVE(6): this host alone may access the device until released (legacy arrays without PR; needs --yes)',
   )
     .addOption(yesOpt("reserve the device: every other host's I/O to it fails"))
-    .action((name: string, o: Common & { yes?: boolean }) =>
-      withDevice(
-        name,
-        o,
-        async (d, path) => {
-          await scsi2Of(d, 'scsi2-reserve').scsi2Reserve();
-          if (o.json) io.stdout(JSON.stringify({ op: 'scsi2-reserve', device: path, exitCode: 0 }));
-        },
-        {
-          op: 'scsi2-reserve',
-          would:
-            'reserve the device for this host with a SCSI-2 RESERVE(6): every other host would get ' +
-            'RESERVATION CONFLICT on any I/O until this host releases it',
-        },
+    .action(
+      out(
+        'scsi2-reserve',
+        (d) => scsi2Of(d, 'scsi2-reserve').scsi2Reserve(),
+        () =>
+          'reserve the device for this host with a SCSI-2 RESERVE(6): every other host would get ' +
+          'RESERVATION CONFLICT on any I/O until this host releases it',
+      ),
+    );
+
+  sub(
+    'scsi2-takeover',
+    "SCSI-2 forced takeover (mhd MHIOCTKOWN): reset the LU to break another host's SCSI-2 reservation, then RESERVE(6) (needs --yes)",
+  )
+    .addOption(yesOpt("reset the LU and reserve it: every host's commands in flight are aborted"))
+    .action(
+      out(
+        'scsi2-takeover',
+        (d) => scsi2Of(d, 'scsi2-takeover').scsi2Takeover(),
+        () =>
+          "reset the LU (a LOGICAL UNIT RESET: every host's commands in flight to it are aborted, " +
+          "and any host's SCSI-2 reservation is dropped), then reserve it for this host with a " +
+          'SCSI-2 RESERVE(6)',
       ),
     );
 
   sub(
     'scsi2-release',
     "SCSI-2 RELEASE(6): free this host's SCSI-2 reservation (no effect if it holds none)",
-  ).action((name: string, o: Common) =>
-    withDevice(name, o, async (d, path) => {
-      await scsi2Of(d, 'scsi2-release').scsi2Release();
-      if (o.json) io.stdout(JSON.stringify({ op: 'scsi2-release', device: path, exitCode: 0 }));
-    }),
-  );
+  ).action(out('scsi2-release', (d) => scsi2Of(d, 'scsi2-release').scsi2Release()));
 
   sub(
     'scsi2-status',

@@ -1,10 +1,13 @@
 /**
  * SCSI-2 reservations (SPC-2 7.21 RESERVE(6), 7.19 RELEASE(6)): the narrow port, the CDBs
  * and the classification of their outcomes. The illumos mhd(7I) ioctls are the model:
- * `scsi2Reserve` is MHIOCQRESERVE (a plain RESERVE; no bus reset to break another host's
- * reservation, which MHIOCTKOWN may do), `scsi2Release` is MHIOCRELEASE and `scsi2Status`
- * is MHIOCSTATUS (a TEST UNIT READY: RESERVATION CONFLICT means another initiator holds
- * the LU, illumos' 1; GOOD means it does not, illumos' 0).
+ * `scsi2Reserve` is MHIOCQRESERVE (a plain RESERVE; no reset to break another host's
+ * reservation), `scsi2Release` is MHIOCRELEASE, `scsi2Status` is MHIOCSTATUS (a TEST UNIT
+ * READY: RESERVATION CONFLICT means another initiator holds the LU, illumos' 1; GOOD means
+ * it does not, illumos' 0) and `scsi2Takeover` is MHIOCTKOWN: a LOGICAL UNIT RESET (Linux
+ * SG_SCSI_RESET, SG_SCSI_RESET_DEVICE without escalation), which drops any SCSI-2
+ * reservation (SPC-2 5.5.1) and keeps persistent reservations (SPC-4 5.13.1), then
+ * RESERVE(6), sent again on the unit attention the reset leaves.
  *
  * For legacy arrays without Persistent Reservations and single-writer volumes only: a
  * SCSI-2 reservation belongs to one I_T nexus (not multipath safe) and is dropped by a
@@ -21,6 +24,8 @@ import {
   UnsupportedError,
   type PrError,
 } from './errors.js';
+import * as abi from './koffi/abi.js';
+import { ERRNO } from './koffi/classify.js';
 import type { PrCallOptions } from './pr-device.js';
 
 export const TEST_UNIT_READY_OPCODE = 0x00;
@@ -29,6 +34,80 @@ export const RELEASE6_OPCODE = 0x17;
 
 /** The SCSI-2 commands prfence sends, as named in errors and logs. */
 export type Scsi2Op = 'scsi2-reserve' | 'scsi2-release' | 'scsi2-status';
+
+/**
+ * The reset a takeover sends: a LU (device) reset, the narrowest there is (one LU of one
+ * target; a target, bus or host reset would also hit every other LU behind it), and with
+ * SG_SCSI_RESET_NO_ESCALATE, so that a LU reset the driver cannot do fails instead of
+ * becoming a target, bus or host reset (scsi_ioctl_reset escalates without it).
+ */
+export const TAKEOVER_RESET = abi.SG_SCSI_RESET_DEVICE | abi.SG_SCSI_RESET_NO_ESCALATE;
+
+/** The argument of SG_SCSI_RESET: a native int (little-endian, 4 bytes) holding `value`. */
+export function scsiResetArg(value: number = TAKEOVER_RESET): Uint8Array {
+  const arg = new Uint8Array(4);
+  new DataView(arg.buffer).setInt32(0, value, true);
+  return arg;
+}
+
+/**
+ * How many RESERVE(6) a takeover sends after its reset at most: the reset leaves a unit
+ * attention (29h/03h BUS DEVICE RESET FUNCTION OCCURRED) on the taker's I_T nexus (and,
+ * per SAM-5 and recent LIO, on every other one of the LU), and a command that gets it was
+ * not executed (mhd's MHIOCTKOWN retries its RESERVE too).
+ */
+export const TAKEOVER_RESERVE_ATTEMPTS = 8;
+
+/**
+ * The outcome of the SG_SCSI_RESET ioctl of a takeover: `null` the LU was reset (the
+ * driver's handler answered SUCCESS), or the PrError:
+ * - EIO: the reset was tried and the driver answered FAILED (scsi_ioctl_reset): the task
+ *   management function may have reached the LU, so whether the reservation was dropped is
+ *   unknown: IndeterminateError, nothing reserved by the takeover;
+ * - EACCES / EPERM: SG_SCSI_RESET needs CAP_SYS_ADMIN and CAP_SYS_RAWIO: UnsupportedError;
+ * - ENOTTY / EOPNOTSUPP / EINVAL: no SCSI layer under the device (virtio-blk, loop, NVMe),
+ *   or a driver without that reset: UnsupportedError;
+ * - ENODEV / EAGAIN / EBUSY: the host is in error recovery or going away, nothing sent:
+ *   NotSentError;
+ * - anything else: IndeterminateError.
+ */
+export function classifyScsiReset(
+  out: { ret: number; errno: number },
+  ctx: { device: string },
+): null | PrError {
+  const op = 'scsi2-takeover';
+  const d = { op, device: ctx.device, errno: out.errno };
+  if (out.ret >= 0) return null;
+  switch (out.errno) {
+    case ERRNO.EIO:
+      return new IndeterminateError(
+        `${op}: the LU reset failed (EIO: the driver could not reset the LU), whether another initiator's reservation was dropped is unknown; nothing reserved`,
+        d,
+      );
+    case ERRNO.EACCES:
+    case ERRNO.EPERM:
+      return new UnsupportedError(
+        `${op}: permission denied (a SCSI reset needs CAP_SYS_ADMIN and CAP_SYS_RAWIO)`,
+        d,
+      );
+    case ERRNO.ENOTTY:
+    case ERRNO.EOPNOTSUPP:
+    case ERRNO.EINVAL:
+      return new UnsupportedError(
+        `${op}: the device or its driver cannot do a LU reset (errno ${out.errno})`,
+        d,
+      );
+    case ERRNO.ENODEV:
+    case ERRNO.EAGAIN:
+    case ERRNO.EBUSY:
+      return new NotSentError(
+        `${op}: LU reset not sent: the host is in error recovery or gone (errno ${out.errno})`,
+        d,
+      );
+    default:
+      return new IndeterminateError(`${op}: LU reset: unexpected errno ${out.errno}, outcome unknown`, d);
+  }
+}
 
 /** MHIOCSTATUS: whether another initiator holds a SCSI-2 reservation on the LU. */
 export type Scsi2Status = 'reserved-by-other' | 'not-reserved-by-other';
@@ -50,15 +129,26 @@ export interface Scsi2Device {
   scsi2Release(opts?: PrCallOptions): Promise<void>;
   /** TEST UNIT READY: 'reserved-by-other' when it answers RESERVATION CONFLICT. No side effects. */
   scsi2Status(opts?: PrCallOptions): Promise<Scsi2Status>;
+  /**
+   * MHIOCTKOWN: a LOGICAL UNIT RESET, then RESERVE(6) (sent again on unit attentions, at
+   * most TAKEOVER_RESERVE_ATTEMPTS times). Breaks another initiator's SCSI-2 reservation
+   * and aborts every initiator's commands in flight on the LU; leaves persistent
+   * reservations and registrations as they are (then the RESERVE conflicts unless this
+   * initiator holds the persistent reservation: ConflictError). Always resets, even when
+   * nothing is reserved. A failed reset rejects without any RESERVE sent
+   * (classifyScsiReset). Single-writer / legacy volumes only: the agent never calls it.
+   */
+  scsi2Takeover(opts?: PrCallOptions): Promise<void>;
 }
 
-/** Whether a device offers the SCSI-2 commands (KoffiPrDevice and MemoryPrDevice do). */
+/** Whether a device offers the SCSI-2 commands (KoffiPrDevice and MemoryPrDevice do), takeover included. */
 export function isScsi2Device(d: object): d is Scsi2Device {
   const x = d as Partial<Scsi2Device>;
   return (
     typeof x.scsi2Reserve === 'function' &&
     typeof x.scsi2Release === 'function' &&
-    typeof x.scsi2Status === 'function'
+    typeof x.scsi2Status === 'function' &&
+    typeof x.scsi2Takeover === 'function'
   );
 }
 
@@ -123,8 +213,16 @@ export function classifyScsi2Answer(
   return new IndeterminateError(`${op}: unexpected SCSI status 0x${a.status.toString(16)}`, d);
 }
 
-/** The ConflictError of a RESERVE(6) / RELEASE(6) answered RESERVATION CONFLICT. */
-export function scsi2Conflict(op: Scsi2Op, device: string): ConflictError {
+/**
+ * The ConflictError of a RESERVE(6) / RELEASE(6) answered RESERVATION CONFLICT, and of a
+ * takeover whose RESERVE(6) after the reset was.
+ */
+export function scsi2Conflict(op: Scsi2Op | 'scsi2-takeover', device: string): ConflictError {
+  if (op === 'scsi2-takeover')
+    return new ConflictError(
+      `${op}: the LU was reset, then RESERVE(6) answered reservation conflict: persistent reservation registrations forbid SCSI-2 reservations (a reset keeps them), or another initiator reserved again after the reset`,
+      { op, device, status: RESERVATION_CONFLICT },
+    );
   return new ConflictError(
     op === 'scsi2-reserve'
       ? `${op}: reservation conflict: the LU is reserved by another initiator (or persistent reservation registrations forbid SCSI-2 reservations)`

@@ -898,6 +898,19 @@ export function defineContractSuite(
     const statuses = async () => Promise.all(t.initiators.slice(0, 3).map((d) => s2(d).scsi2Status()));
     const rw = async (i: number) =>
       `${(await t.read(i)) === 'ok' ? 'r' : ''}${(await t.write(i)) === 'ok' ? 'w' : ''}`;
+    /** What TEST UNIT READY answers a, b and c when no SCSI-2 reservation is held. */
+    const NOT_RESERVED = ['not-reserved-by-other', 'not-reserved-by-other', 'not-reserved-by-other'];
+    /** The persistent reservation and the registrations read back from `d`, generation `g`. */
+    const expectPr = async (
+      d: PrDevice,
+      g: number,
+      holder: bigint,
+      type: ReservationType,
+      keys: bigint[],
+    ): Promise<void> => {
+      expect(await d.readReservation()).toEqual({ generation: g, key: holder, type });
+      expect(await d.readKeys()).toEqual({ generation: g, keys });
+    };
 
     it(
       'SCSI-2 reserve by a -> b and c see it reserved by another (TUR conflict), a does not; only a reads and writes (NVMe: unsupported, nothing held)',
@@ -906,14 +919,11 @@ export function defineContractSuite(
         if (!scsi()) {
           await rejectsWith(s2(a).scsi2Reserve(), UnsupportedError);
           await rejectsWith(s2(a).scsi2Status(), UnsupportedError);
+          await rejectsWith(s2(a).scsi2Takeover(), UnsupportedError);
           expect(await t.write(1)).toBe('ok');
           return;
         }
-        expect(await statuses()).toEqual([
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-        ]);
+        expect(await statuses()).toEqual(NOT_RESERVED);
         await s2(a).scsi2Reserve();
         expect(await statuses()).toEqual(['not-reserved-by-other', 'reserved-by-other', 'reserved-by-other']);
         expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: '', c: '' });
@@ -928,11 +938,7 @@ export function defineContractSuite(
         await rejectsWith(s2(b).scsi2Reserve(), ConflictError);
         expect(await s2(b).scsi2Status()).toBe('reserved-by-other');
         await s2(a).scsi2Release();
-        expect(await statuses()).toEqual([
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-        ]);
+        expect(await statuses()).toEqual(NOT_RESERVED);
         await s2(b).scsi2Reserve();
         expect(await s2(a).scsi2Status()).toBe('reserved-by-other');
         expect(await t.write(0)).toBe('refused');
@@ -975,11 +981,7 @@ export function defineContractSuite(
         await rejectsWith(s2(a).scsi2Reserve(), ConflictError);
         await rejectsWith(s2(c).scsi2Reserve(), ConflictError);
         await rejectsWith(s2(b).scsi2Release(), ConflictError);
-        expect(await statuses()).toEqual([
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-        ]);
+        expect(await statuses()).toEqual(NOT_RESERVED);
         expect(sorted((await c.readKeys()).keys)).toEqual(sorted([KA, KB]));
         expect(await t.write(2)).toBe('ok');
       },
@@ -1004,17 +1006,59 @@ export function defineContractSuite(
         }
         // No SCSI-2 reservation was made: TUR is GOOD everywhere (allowed under every PR
         // type, SPC-4 table 55), and the persistent reservation is unchanged.
-        expect(await statuses()).toEqual([
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-          'not-reserved-by-other',
-        ]);
-        expect(await c.readReservation()).toEqual({
-          generation: g,
-          key: KA,
-          type: 'write-exclusive-reg-only',
-        });
-        expect(await c.readKeys()).toEqual({ generation: g, keys: [KA, KB] });
+        expect(await statuses()).toEqual(NOT_RESERVED);
+        await expectPr(c, g, KA, 'write-exclusive-reg-only', [KA, KB]);
+        expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: 'rw', c: 'r' });
+      },
+    );
+
+    // Takeover (mhd MHIOCTKOWN): a LOGICAL UNIT RESET (SG_SCSI_RESET, device, no escalation),
+    // then RESERVE(6). SPC-2 5.5.1: a reset drops the SCSI-2 reservation; SPC-4 5.13.1: it
+    // keeps PR registrations and the persistent reservation (LIO: core_tmr_lun_reset).
+    it.runIf(scsiSuite)(
+      "SCSI-2 takeover while b holds: a's plain reserve conflicts; a's takeover -> the LU reset drops b's reservation and a holds; then b's reserve and I/O conflict, a reads, writes, reserves and takes over again",
+      { timeout },
+      async () => {
+        await s2(b).scsi2Reserve();
+        await rejectsWith(s2(a).scsi2Reserve(), ConflictError);
+        expect(await t.write(0)).toBe('refused');
+        await s2(a).scsi2Takeover();
+        expect(await statuses()).toEqual(['not-reserved-by-other', 'reserved-by-other', 'reserved-by-other']);
+        await rejectsWith(s2(b).scsi2Reserve(), ConflictError);
+        expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: '', c: '' });
+        await s2(a).scsi2Reserve();
+        // The holder's own takeover: its reservation goes with the reset and comes back.
+        await s2(a).scsi2Takeover();
+        expect(await statuses()).toEqual(['not-reserved-by-other', 'reserved-by-other', 'reserved-by-other']);
+        expect(await t.write(1)).toBe('refused');
+      },
+    );
+
+    it.runIf(scsiSuite)(
+      'SCSI-2 takeover with nothing reserved -> the taker holds; after its release the LU has no reservation and everyone writes',
+      { timeout },
+      async () => {
+        await s2(c).scsi2Takeover();
+        expect(await statuses()).toEqual(['reserved-by-other', 'reserved-by-other', 'not-reserved-by-other']);
+        await s2(c).scsi2Release();
+        expect(await statuses()).toEqual(NOT_RESERVED);
+        expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: 'rw', c: 'rw' });
+      },
+    );
+
+    it.runIf(scsiSuite)(
+      'persistent reservation held (write-exclusive-reg-only by b, a and b registered) -> takeover by the unregistered c: the LU reset keeps every registration, the reservation and the generation (SPC-4), its RESERVE(6) conflicts; takeover by the PR holder b: GOOD with no effect; no SCSI-2 reservation',
+      { timeout },
+      async () => {
+        await registerAll(t, 2);
+        await b.reserve(KB, 'write-exclusive-reg-only');
+        const g = (await a.readKeys()).generation;
+        const e = await rejectsWith(s2(c).scsi2Takeover(), ConflictError);
+        expect(e.op).toBe('scsi2-takeover');
+        await expectPr(a, g, KB, 'write-exclusive-reg-only', [KA, KB]);
+        await s2(b).scsi2Takeover();
+        expect(await statuses()).toEqual(NOT_RESERVED);
+        await expectPr(c, g, KB, 'write-exclusive-reg-only', [KA, KB]);
         expect({ a: await rw(0), b: await rw(1), c: await rw(2) }).toEqual({ a: 'rw', b: 'rw', c: 'r' });
       },
     );

@@ -123,6 +123,38 @@ for (const spec of kernelTopologySpecs()) {
       },
     );
 
+    it(
+      spec.kind === 'scsi'
+        ? 'scsi2-takeover from another path while one holds: without --yes exit 2 and the holder keeps it; with --yes --json exit 0, the holder is reserved out (1)'
+        : 'scsi2-takeover --yes on NVMe -> exit 4, "SCSI only"',
+      () => {
+        if (spec.kind !== 'scsi') {
+          const r = cli('device', 'scsi2-takeover', da, '--yes', '--json');
+          expect(r.code, r.err).toBe(4);
+          expect(JSON.parse(r.out).error.message).toMatch(/SCSI only/);
+          return;
+        }
+        expect(cli('device', 'scsi2-reserve', da, '--yes').code).toBe(0);
+        try {
+          const refused = cli('device', 'scsi2-takeover', db);
+          expect(refused.code).toBe(2);
+          expect(refused.err).toMatch(
+            /^prfence: scsi2-takeover: refused without --yes: it would reset the LU/,
+          );
+          const taken = cli('device', 'scsi2-takeover', db, '--yes', '--json');
+          expect(taken.code, `${taken.err} ${taken.out}`).toBe(0);
+          expect(JSON.parse(taken.out)).toEqual({ op: 'scsi2-takeover', device: db, exitCode: 0 });
+          expect(JSON.parse(cli('device', 'scsi2-status', da, '--json').out)).toMatchObject({
+            reservedByOther: true,
+            mhioStatus: 1,
+          });
+        } finally {
+          expect(cli('device', 'scsi2-release', db).code).toBe(0);
+          expect(cli('device', 'scsi2-release', da).code).toBe(0);
+        }
+      },
+    );
+
     // The demo fences with PREEMPT AND ABORT, which hangs the guest kernel through tcm_loop
     // (not in the suite guest any more; kept for any target with that limitation).
     it.skipIf(spec.limitations.includes('preempt-abort-hangs'))(

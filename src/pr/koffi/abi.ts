@@ -60,6 +60,16 @@ export const SG_IO_HDR = {
 export const SG_IO = 0x2285;
 export const SG_DXFER_NONE = -1;
 export const SG_DXFER_FROM_DEV = -3;
+/**
+ * SG_SCSI_RESET (sg and sd alike: scsi_ioctl_reset) and its `int` argument's values; TARGET
+ * and NO_ESCALATE are in the kernel's include/scsi/sg.h only (not in glibc's copy).
+ */
+export const SG_SCSI_RESET = 0x2284;
+export const SG_SCSI_RESET_DEVICE = 1;
+export const SG_SCSI_RESET_BUS = 2;
+export const SG_SCSI_RESET_HOST = 3;
+export const SG_SCSI_RESET_TARGET = 4;
+export const SG_SCSI_RESET_NO_ESCALATE = 0x100;
 
 /** struct nvme_passthru_cmd (include/uapi/linux/nvme_ioctl.h). */
 export const NVME_PASSTHRU_CMD = {

@@ -17,7 +17,8 @@
  *   as NVMe passthrough Reservation Register commands (actions Unregister / Replace
  *   with IEKEY), so the port means the same on SCSI and NVMe.
  * - SCSI-2 RESERVE(6) / RELEASE(6) / TEST UNIT READY (scsi2.ts) go through the same
- *   SG_IO helper (#sgIo) and executor as the PERSISTENT RESERVE IN reads; SCSI only.
+ *   SG_IO helper (#sgIo) and executor as the PERSISTENT RESERVE IN reads; SCSI only. The
+ *   takeover's LU reset is one SG_SCSI_RESET ioctl on the same fd, executor and time limit.
  * - readFullStatus has no pr.h ioctl: SG_IO PERSISTENT RESERVE IN READ FULL STATUS on
  *   SCSI, the NVMe Reservation Report passthrough on NVMe, whatever the read method. A
  *   device that refuses it as unsupported is answered so from then on without a command.
@@ -76,7 +77,10 @@ import type { NativeReply } from './native-call.js';
 import * as parse from './parse.js';
 import {
   classifyScsi2Answer,
+  classifyScsiReset,
   scsi2Cdb,
+  scsiResetArg,
+  TAKEOVER_RESERVE_ATTEMPTS,
   scsi2Conflict,
   type Scsi2Device,
   type Scsi2Op,
@@ -741,12 +745,35 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
       : 'not-reserved-by-other';
   }
 
-  async #scsi2(op: Scsi2Op, opts?: PrCallOptions): Promise<'reserved' | 'good'> {
+  /**
+   * MHIOCTKOWN (scsi2.ts): SG_SCSI_RESET with a LU reset that does not escalate, then
+   * RESERVE(6), sent again on unit attentions (the reset leaves one) at most
+   * TAKEOVER_RESERVE_ATTEMPTS times. A failed reset rejects before any RESERVE.
+   */
+  async scsi2Takeover(opts?: PrCallOptions): Promise<void> {
+    const op = 'scsi2-takeover';
+    this.#scsiOnly(op);
+    const out = await this.#native(
+      op,
+      { kind: 'ioctl', request: abi.SG_SCSI_RESET, arg: scsiResetArg() },
+      opts,
+    );
+    const failed = classifyScsiReset(out, { device: this.id });
+    if (failed) throw failed;
+    if ((await this.#scsi2('scsi2-reserve', opts, TAKEOVER_RESERVE_ATTEMPTS)) === 'reserved')
+      throw scsi2Conflict(op, this.id);
+  }
+
+  #scsiOnly(op: string): void {
     if (this.kind !== 'scsi')
       throw new UnsupportedError(`${op}: SCSI-2 reservations are SCSI only; ${this.id} is an NVMe device`, {
         op,
         device: this.id,
       });
+  }
+
+  async #scsi2(op: Scsi2Op, opts?: PrCallOptions, attempts = 9): Promise<'reserved' | 'good'> {
+    this.#scsiOnly(op);
     // A unit attention (a reset, a preempt, a changed reservation) means "not executed":
     // send again, a few times, as sd.c does for its own commands.
     for (let attempt = 0; ; attempt++) {
@@ -755,7 +782,7 @@ export class KoffiPrDevice implements PrDevice, Scsi2Device {
       if (c === null) return 'good';
       if (c === 'reserved') return 'reserved';
       if (c === 'retry') {
-        if (attempt < 8) continue;
+        if (attempt + 1 < attempts) continue;
         throw new IndeterminateError(`${op}: UNIT ATTENTION after ${attempt + 1} attempts`, {
           op,
           device: this.id,

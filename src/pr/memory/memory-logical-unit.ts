@@ -59,6 +59,14 @@
  *   registrants-only or all-registrants reservation gets GOOD (no effect); LIO answers
  *   RESERVATION CONFLICT, as it checks the registrant's own reservation type, which only
  *   the reserving nexus has.
+ * - a takeover (MHIOCTKOWN, scsi2Takeover) is a LOGICAL UNIT RESET, then RESERVE(6): the
+ *   reset drops the SCSI-2 reservation (SPC-2 5.5.1; LIO core_tmr_lun_reset) and keeps every
+ *   PR registration, the persistent reservation and the generation (SPC-4 5.13.1: only a
+ *   power on, or a loss of them with APTPL off, removes them; LIO leaves them alone); the
+ *   RESERVE then follows the rules above. The reset's unit attention and the commands it
+ *   aborts on every nexus are not modelled (KoffiPrDevice sends RESERVE again on the
+ *   former; the model has no commands in flight); {@link MemoryLogicalUnit.luResets} counts
+ *   the resets.
  *
  * Capabilities (options `types` and `preemptAbort`), for targets short of SPC-4 / NVMe:
  * a RESERVE or PREEMPT with a type outside `types` is InvalidArgumentError (ILLEGAL
@@ -98,9 +106,15 @@ export type PrOp =
   | 'read-full-status'
   | 'scsi2-reserve'
   | 'scsi2-release'
-  | 'scsi2-status';
+  | 'scsi2-status'
+  | 'scsi2-takeover';
 
-const SCSI2_OPS: ReadonlySet<PrOp> = new Set(['scsi2-reserve', 'scsi2-release', 'scsi2-status']);
+const SCSI2_OPS: ReadonlySet<PrOp> = new Set([
+  'scsi2-reserve',
+  'scsi2-release',
+  'scsi2-status',
+  'scsi2-takeover',
+]);
 
 /**
  * A fault armed on the LU. Matching calls (by op and initiator) consume one `times`.
@@ -201,6 +215,8 @@ export class MemoryLogicalUnit {
   readonly #late = new Set<Late>();
   readonly #lateApplied: LateApplied[] = [];
   readonly #devices = new Map<string, MemoryPrDevice>();
+  /** LOGICAL UNIT RESETs received (takeovers), for tests. */
+  #luResets = 0;
   /** Nexuses whose outstanding commands were aborted by PREEMPT AND ABORT (count, for tests). */
   readonly #aborted = new Map<string, number>();
 
@@ -291,6 +307,11 @@ export class MemoryLogicalUnit {
   /** The initiator holding a SCSI-2 reservation, or null. */
   get scsi2Holder(): string | null {
     return this.#scsi2Holder;
+  }
+
+  /** How many LOGICAL UNIT RESETs the unit received (each takeover sends one). */
+  get luResets(): number {
+    return this.#luResets;
   }
 
   setSupported(supported: boolean): void {
@@ -516,6 +537,26 @@ export class MemoryLogicalUnit {
     if (pr === 'conflict')
       throw this.#conflict('scsi2-release', nexus, 'persistent reservation registrations exist');
     if (this.#scsi2Holder === nexus) this.#scsi2Holder = null;
+  }
+
+  /**
+   * MHIOCTKOWN: a LOGICAL UNIT RESET (drops the SCSI-2 reservation, keeps PR registrations,
+   * the persistent reservation and the generation), then RESERVE(6). @internal
+   */
+  doScsi2Takeover(nexus: string): void {
+    this.#luResets += 1;
+    this.#scsi2Holder = null;
+    try {
+      this.doScsi2Reserve(nexus);
+    } catch (e) {
+      if (e instanceof ConflictError)
+        throw this.#conflict(
+          'scsi2-takeover',
+          nexus,
+          'RESERVE(6) after the LU reset: persistent reservation registrations exist',
+        );
+      throw e;
+    }
   }
 
   /** TEST UNIT READY (allowed under every persistent reservation type: SPC-4 table 55). @internal */

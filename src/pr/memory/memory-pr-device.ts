@@ -156,6 +156,11 @@ export class MemoryPrDevice implements PrDevice, Scsi2Device {
     return this.#run('scsi2-status', opts, () => this.#lu.doScsi2Status(this.#nexus));
   }
 
+  /** MHIOCTKOWN: a LU reset (drops any SCSI-2 reservation, keeps PR), then RESERVE(6). */
+  async scsi2Takeover(opts?: PrCallOptions): Promise<void> {
+    return this.#run('scsi2-takeover', opts, () => this.#lu.doScsi2Takeover(this.#nexus));
+  }
+
   async capabilities(opts?: PrCallOptions): Promise<PrCapabilities> {
     // Like KoffiPrDevice: a device without PR support answers its first read with
     // UnsupportedError (read once per device).

@@ -474,7 +474,7 @@ describe('prfence device on a real file', () => {
   });
 });
 
-describe('prfence device scsi2-reserve / scsi2-release / scsi2-status', () => {
+describe('prfence device scsi2-reserve / scsi2-release / scsi2-status / scsi2-takeover', () => {
   it('scsi2-reserve without --yes -> exit 2, says it would reserve the device, nothing opened; with --yes -> b is reserved out and its writes refused', async () => {
     const h = harness();
     expect(await h.run('device', 'scsi2-reserve', 'a')).toBe(2);
@@ -526,7 +526,38 @@ describe('prfence device scsi2-reserve / scsi2-release / scsi2-status', () => {
     expect(h.lu.scsi2Holder).toBe('a');
   });
 
-  it.each([['scsi2-reserve', '--yes'], ['scsi2-release'], ['scsi2-status']])(
+  it('scsi2-takeover without --yes -> exit 2, says it would reset the LU, nothing opened, no reset; with --yes --json while a holds -> exit 0, b holds and a is refused', async () => {
+    const h = harness();
+    await h.run('device', 'scsi2-reserve', 'a', '--yes');
+    expect(await h.run('device', 'scsi2-takeover', 'b')).toBe(2);
+    expect(h.err.at(-1)).toMatch(
+      /^prfence: scsi2-takeover: refused without --yes: it would reset the LU .* on b; nothing sent$/,
+    );
+    expect(h.opened.map((x) => x.path)).toEqual(['a']);
+    expect(h.lu.luResets).toBe(0);
+    expect(h.lu.scsi2Holder).toBe('a');
+    expect(await h.run('device', 'scsi2-reserve', 'b', '--yes')).toBe(3);
+    expect(await h.run('device', 'scsi2-takeover', 'b', '--yes', '--json')).toBe(0);
+    expect(JSON.parse(h.out.at(-1)!)).toEqual({ op: 'scsi2-takeover', device: 'b', exitCode: 0 });
+    expect(h.lu.luResets).toBe(1);
+    expect(h.lu.scsi2Holder).toBe('b');
+    expect(h.lu.write('a')).toBe('refused');
+    expect(h.lu.write('b')).toBe('ok');
+  });
+
+  it('scsi2-takeover on a LU with PR registrations -> exit 3 after the reset, the registrations kept', async () => {
+    const h = harness();
+    await h.lu.initiator('a').register(0n, 0xa1n);
+    expect(await h.run('device', 'scsi2-takeover', 'b', '--yes', '--json')).toBe(3);
+    const j = JSON.parse(h.out.at(-1)!) as { error: { kind: string; message: string } };
+    expect(j.error.kind).toBe('conflict');
+    expect(j.error.message).toMatch(/^scsi2-takeover: reservation conflict/);
+    expect(h.lu.luResets).toBe(1);
+    expect(h.lu.scsi2Holder).toBeNull();
+    expect((await h.lu.initiator('c').readKeys()).keys).toEqual([0xa1n]);
+  });
+
+  it.each([['scsi2-reserve', '--yes'], ['scsi2-takeover', '--yes'], ['scsi2-release'], ['scsi2-status']])(
     '%s on an NVMe device -> exit 4, kind unsupported, "SCSI only"',
     async (...argv: string[]) => {
       const h = harness(new MemoryLogicalUnit({ kind: 'nvme' }));
@@ -542,6 +573,7 @@ describe('prfence device scsi2-reserve / scsi2-release / scsi2-status', () => {
     ['scsi2-release', 'a', '--yes'],
     ['scsi2-status', 'a', '--key', A],
     ['scsi2-reserve', 'a', '--yes', '--type', 'write-exclusive'],
+    ['scsi2-takeover', 'a', '--yes', '--key', A],
   ])('%s with an option it does not use -> exit 2, nothing opened', async (...argv: string[]) => {
     const h = harness();
     expect(await h.run('device', ...argv)).toBe(2);

@@ -162,6 +162,15 @@ describe('kernel ABI (gcc against the UAPI headers)', () => {
       c.NVME_IOCTL_IO_CMD,
       c.NVME_IOCTL_ADMIN_CMD,
     ]);
+    expect([
+      abi.SG_SCSI_RESET,
+      abi.SG_SCSI_RESET_DEVICE,
+      abi.SG_SCSI_RESET_BUS,
+      abi.SG_SCSI_RESET_HOST,
+    ]).toEqual([c.SG_SCSI_RESET, c.SG_SCSI_RESET_DEVICE, c.SG_SCSI_RESET_BUS, c.SG_SCSI_RESET_HOST]);
+    // glibc's scsi/sg.h stops at SG_SCSI_RESET_HOST; the kernel's include/scsi/sg.h (not
+    // UAPI) adds these two, checked here against its text.
+    expect([abi.SG_SCSI_RESET_TARGET, abi.SG_SCSI_RESET_NO_ESCALATE]).toEqual([4, 0x100]);
     expect([abi.O_RDWR, abi.O_NONBLOCK, abi.O_DIRECT, abi.O_CLOEXEC]).toEqual([
       c.O_RDWR,
       c.O_NONBLOCK,

@@ -15,7 +15,16 @@ import { inProcessBackend, NativeExecutor } from '../../../src/pr/koffi/executor
 import { FakeLibc, type FakeCall, type FakeDevice } from '../../../src/pr/koffi/fake-libc.js';
 import { KoffiPrDevice } from '../../../src/pr/koffi/koffi-pr-device.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
-import { classifyScsi2Answer, isScsi2Device, scsi2Cdb, type SgIoAnswer } from '../../../src/pr/scsi2.js';
+import {
+  classifyScsi2Answer,
+  classifyScsiReset,
+  isScsi2Device,
+  scsi2Cdb,
+  scsiResetArg,
+  TAKEOVER_RESERVE_ATTEMPTS,
+  TAKEOVER_RESET,
+  type SgIoAnswer,
+} from '../../../src/pr/scsi2.js';
 
 const dv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
 const ctx = { op: 'scsi2-reserve' as const, device: '/dev/x' };
@@ -66,10 +75,46 @@ describe('classifyScsi2Answer', () => {
   });
 });
 
+describe('the takeover reset: SG_SCSI_RESET argument and classification', () => {
+  it('a LU (device) reset that does not escalate: SG_SCSI_RESET_DEVICE | SG_SCSI_RESET_NO_ESCALATE = 0x101, a 4-byte native int', () => {
+    expect(TAKEOVER_RESET).toBe(0x101);
+    expect(TAKEOVER_RESET).toBe(abi.SG_SCSI_RESET_DEVICE | abi.SG_SCSI_RESET_NO_ESCALATE);
+    expect([...scsiResetArg()]).toEqual([0x01, 0x01, 0, 0]);
+    expect(abi.SG_SCSI_RESET).toBe(0x2284);
+  });
+  const dev = { device: '/dev/x' };
+  it('ret 0 -> reset done (null)', () => {
+    expect(classifyScsiReset({ ret: 0, errno: 0 }, dev)).toBeNull();
+  });
+  it.each([
+    [
+      'EIO (the driver answered FAILED: the TMF may have reached the LU) -> indeterminate',
+      5,
+      IndeterminateError,
+    ],
+    ['EACCES (no CAP_SYS_ADMIN / CAP_SYS_RAWIO) -> unsupported', 13, UnsupportedError],
+    ['EPERM -> unsupported', 1, UnsupportedError],
+    ['ENOTTY (no SCSI layer) -> unsupported', 25, UnsupportedError],
+    ['EOPNOTSUPP -> unsupported', 95, UnsupportedError],
+    ['EINVAL (a reset the driver does not know) -> unsupported', 22, UnsupportedError],
+    ['ENODEV (host in error recovery, O_NONBLOCK) -> not sent', 19, NotSentError],
+    ['EAGAIN -> not sent', 11, NotSentError],
+    ['EBUSY -> not sent', 16, NotSentError],
+    ['ETIMEDOUT (unknown here) -> indeterminate', 110, IndeterminateError],
+  ] as const)('%s', (_t, errno, cls) => {
+    const e = classifyScsiReset({ ret: -1, errno }, dev);
+    expect(e).toBeInstanceOf(cls);
+    expect(e?.op).toBe('scsi2-takeover');
+    expect(e?.errno).toBe(errno);
+  });
+});
+
 describe('isScsi2Device', () => {
-  it('memory model initiator -> true; an object without the three methods -> false', () => {
+  it('memory model initiator -> true; an object without the four methods -> false', () => {
     expect(isScsi2Device(new MemoryLogicalUnit().initiator('a'))).toBe(true);
     expect(isScsi2Device({ scsi2Reserve: () => {}, scsi2Release: () => {} })).toBe(false);
+    const noTakeover = { scsi2Reserve: () => {}, scsi2Release: () => {}, scsi2Status: () => {} };
+    expect(isScsi2Device(noTakeover)).toBe(false);
   });
 });
 
@@ -160,7 +205,85 @@ describe('KoffiPrDevice SCSI-2 commands on a fake libc', () => {
   });
 });
 
+describe('KoffiPrDevice scsi2Takeover on a fake libc', () => {
+  /** SG_SCSI_RESET answers `reset`; each SG_IO the next of `sgio` (the last one repeats). */
+  function takeoverFake(
+    reset: { ret: number; errno: number },
+    ...sgio: ((c: FakeCall) => { ret: number; errno: number })[]
+  ) {
+    let n = 0;
+    return (c: FakeCall) => {
+      if (c.request === abi.SG_SCSI_RESET) return reset;
+      return sgio[Math.min(n++, sgio.length - 1)]!(c);
+    };
+  }
+  const ua = answer(2, { key: 6, asc: 0x29 });
+
+  it('-> SG_SCSI_RESET with 0x101 (LU reset, no escalation) first, then one SG_IO RESERVE(6); success', async () => {
+    const { libc, d } = await device('scsi', takeoverFake({ ret: 0, errno: 0 }, answer(0)));
+    await d.scsi2Takeover();
+    expect(libc.calls.map((c) => c.request)).toEqual([abi.SG_SCSI_RESET, abi.SG_IO]);
+    expect([...libc.calls[0]!.arg]).toEqual([0x01, 0x01, 0, 0]);
+    expect(libc.calls[1]!.deref(abi.SG_IO_HDR.cmdp)[0]).toBe(0x16);
+  });
+
+  it('the unit attention the reset leaves, twice, then GOOD -> RESERVE(6) sent three times, success', async () => {
+    const { libc, d } = await device('scsi', takeoverFake({ ret: 0, errno: 0 }, ua, ua, answer(0)));
+    await d.scsi2Takeover();
+    expect(libc.calls.map((c) => c.request)).toEqual([abi.SG_SCSI_RESET, abi.SG_IO, abi.SG_IO, abi.SG_IO]);
+  });
+
+  it(`unit attention on every RESERVE -> IndeterminateError after ${TAKEOVER_RESERVE_ATTEMPTS} RESERVE(6), one reset`, async () => {
+    const { libc, d } = await device('scsi', takeoverFake({ ret: 0, errno: 0 }, ua));
+    await expect(d.scsi2Takeover()).rejects.toBeInstanceOf(IndeterminateError);
+    expect(libc.calls.filter((c) => c.request === abi.SG_SCSI_RESET)).toHaveLength(1);
+    expect(libc.calls.filter((c) => c.request === abi.SG_IO)).toHaveLength(TAKEOVER_RESERVE_ATTEMPTS);
+  });
+
+  it('RESERVE(6) after the reset answered RESERVATION CONFLICT -> ConflictError of scsi2-takeover naming the PR registrations', async () => {
+    const { d } = await device('scsi', takeoverFake({ ret: 0, errno: 0 }, answer(0x18)));
+    const e = await d.scsi2Takeover().catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(ConflictError);
+    expect((e as ConflictError).op).toBe('scsi2-takeover');
+    expect((e as Error).message).toMatch(/LU was reset.*persistent reservation registrations/);
+  });
+
+  it.each([
+    ['EIO (reset failed)', 5, IndeterminateError],
+    ['EACCES (no CAP_SYS_RAWIO)', 13, UnsupportedError],
+    ['ENODEV (host in recovery)', 19, NotSentError],
+  ] as const)('the reset answered %s -> its error class, no RESERVE(6) sent', async (_t, errno, cls) => {
+    const { libc, d } = await device('scsi', takeoverFake({ ret: -1, errno }, answer(0)));
+    await expect(d.scsi2Takeover()).rejects.toBeInstanceOf(cls);
+    expect(libc.calls.map((c) => c.request)).toEqual([abi.SG_SCSI_RESET]);
+  });
+
+  it('an NVMe device -> UnsupportedError "SCSI only", nothing sent (no reset)', async () => {
+    const { libc, d } = await device('nvme', answer(0));
+    await expect(d.scsi2Takeover()).rejects.toThrow(/SCSI only/);
+    expect(libc.calls).toHaveLength(0);
+  });
+});
+
 describe('MemoryLogicalUnit SCSI-2 reservation', () => {
+  it('takeover by b while a holds -> one LU reset, b holds; the registrations of a LU with PR survive a takeover', async () => {
+    const lu = new MemoryLogicalUnit();
+    await lu.initiator('a').scsi2Reserve();
+    await lu.initiator('b').scsi2Takeover();
+    expect(lu.luResets).toBe(1);
+    expect(lu.scsi2Holder).toBe('b');
+    await lu.initiator('b').scsi2Release();
+    await lu.initiator('a').register(0n, 0xa1n);
+    await lu.initiator('a').reserve(0xa1n, 'exclusive-access');
+    await expect(lu.initiator('c').scsi2Takeover()).rejects.toBeInstanceOf(ConflictError);
+    expect(lu.luResets).toBe(2);
+    expect(lu.state()).toEqual({
+      generation: 1,
+      registrations: [{ initiator: 'a', key: 0xa1n }],
+      reservation: { type: 'exclusive-access', holder: 'a' },
+    });
+  });
+
   it('a power cycle drops the SCSI-2 reservation -> b is no longer reserved out and writes', async () => {
     const lu = new MemoryLogicalUnit();
     await lu.initiator('a').scsi2Reserve();
