@@ -75,11 +75,10 @@ import {
 } from './executor.js';
 import type { NativeReply } from './native-call.js';
 import * as parse from './parse.js';
+import { classifyScsiReset, scsiResetArg } from './scsi-reset.js';
 import {
   classifyScsi2Answer,
-  classifyScsiReset,
   scsi2Cdb,
-  scsiResetArg,
   TAKEOVER_RESERVE_ATTEMPTS,
   scsi2Conflict,
   type Scsi2Device,

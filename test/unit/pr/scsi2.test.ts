@@ -17,14 +17,12 @@ import { KoffiPrDevice } from '../../../src/pr/koffi/koffi-pr-device.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
 import {
   classifyScsi2Answer,
-  classifyScsiReset,
   isScsi2Device,
   scsi2Cdb,
-  scsiResetArg,
   TAKEOVER_RESERVE_ATTEMPTS,
-  TAKEOVER_RESET,
   type SgIoAnswer,
 } from '../../../src/pr/scsi2.js';
+import { classifyScsiReset, scsiResetArg, TAKEOVER_RESET } from '../../../src/pr/koffi/scsi-reset.js';
 
 const dv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
 const ctx = { op: 'scsi2-reserve' as const, device: '/dev/x' };
