@@ -5,7 +5,9 @@
  * the demo shows what the agent would write.
  */
 import type { LastFence, VolumeReservationStatus } from '../crd/types.js';
+import type { DeviceState } from '../fence/executor.js';
 import type { VolumeObservation } from '../fence/volume-fencer.js';
+import { describeInitiator } from '../pr/initiator.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import { isAllRegistrantsType } from '../pr/reservation-type.js';
 import { cond } from './status-writer.js';
@@ -32,8 +34,18 @@ export function observedVrStatus(a: {
   const own = obs.state.keys.keys.includes(a.key);
   const r = obs.state.reservation;
   const allRegs = r.type !== null && isAllRegistrantsType(r.type);
+  const initiators = ownInitiators(obs.state, a.key);
   const status: VolumeReservationStatus = {
-    registrants: own ? [{ node: a.node, key: formatKey(a.key), legitimate: a.selfLegit }] : [],
+    registrants: own
+      ? [
+          {
+            node: a.node,
+            key: formatKey(a.key),
+            legitimate: a.selfLegit,
+            ...(initiators ? { initiators } : {}),
+          },
+        ]
+      : [],
   };
   // The shared fields are written by the node that holds the reservation, or acted, and
   // then always, so that server-side apply never drops them while the device says so.
@@ -78,6 +90,21 @@ export function observedVrStatus(a: {
     ];
   }
   return { status, actor, own };
+}
+
+/** At most this many initiators are recorded per key (the schema's bound). */
+const MAX_INITIATORS = 32;
+
+/**
+ * The initiators that carry `key`, named as `prfence device status` names them, sorted and
+ * without repeats; undefined when the state was read without them (two commands).
+ */
+function ownInitiators(state: DeviceState, key: PrKey): string[] | undefined {
+  if (!state.registrants) return undefined;
+  const names = state.registrants
+    .filter((r) => r.key === key)
+    .map((r) => describeInitiator(r.initiator).slice(0, 256));
+  return [...new Set(names)].sort().slice(0, MAX_INITIATORS);
 }
 
 /**

@@ -25,7 +25,8 @@ import { isPrError, UnsupportedError } from '../pr/errors.js';
 import { isScsi2Device, type Scsi2Device } from '../pr/scsi2.js';
 import { formatKey, parseKey, parseNonZeroKey, type PrKey } from '../pr/key.js';
 import { ERRNO } from '../pr/koffi/classify.js';
-import type { FullStatus, InitiatorId, PrCapabilities, PrDevice } from '../pr/pr-device.js';
+import type { FullStatus, PrCapabilities, PrDevice } from '../pr/pr-device.js';
+import { describeInitiator } from '../pr/initiator.js';
 import {
   isAllRegistrantsType,
   parseReservationType,
@@ -102,23 +103,6 @@ async function explainPermission(e: unknown, path: string, where: ResolveOptions
       `belong to the whole device${p.whole ? `: use ${p.whole}` : ''}`,
     { op: e.op, device: e.device, errno: e.errno, cause: e },
   );
-}
-
-/** One initiator as `device status` prints it: transport, id, then what else the device said. */
-export function describeInitiator(i: InitiatorId): string {
-  const name =
-    i.transport === 'nvme'
-      ? `nvme hostid ${i.id}`
-      : i.transport === 'other'
-        ? `scsi protocol ${i.protocolId ?? '?'} transport id ${i.id}`
-        : `${i.transport} ${i.id}`;
-  const more = [
-    i.isid === undefined ? '' : `isid ${i.isid}`,
-    i.controllerId === undefined ? '' : `controller ${i.controllerId}`,
-    i.relativeTargetPort === undefined ? '' : `target port ${i.relativeTargetPort}`,
-    i.allTargetPorts ? 'all target ports' : '',
-  ].filter(Boolean);
-  return more.length ? `${name} (${more.join(', ')})` : name;
 }
 
 /** `device status` for people: a header line, then one row per registration. */

@@ -128,6 +128,12 @@ export interface Registrant {
   key: string;
   legitimate?: boolean;
   observedAt?: string;
+  /**
+   * The initiators (I_T nexuses, NVMe hosts) the device says carry this key, as `prfence
+   * device status` names them; absent where the device was read without READ FULL STATUS /
+   * the Reservation Report.
+   */
+  initiators?: string[];
 }
 
 export interface LastFence {

@@ -13,12 +13,17 @@
 import type { Logger } from 'pino';
 import { InvalidArgumentError, NotSentError, isPrError, type PrErrorKind } from '../pr/errors.js';
 import { formatKey, type PrKey } from '../pr/key.js';
-import type { DeviceKind, FullStatus, KeyList, PrDevice, Reservation } from '../pr/pr-device.js';
+import type { DeviceKind, FullStatus, KeyList, PrDevice, Registrant, Reservation } from '../pr/pr-device.js';
 import type { FenceAction, FencePlan } from './rule.js';
 
 export interface DeviceState {
   keys: KeyList;
   reservation: Reservation;
+  /**
+   * The initiator of each registration (in `keys.keys` order), when the state was read with
+   * one command (READ FULL STATUS / the NVMe Reservation Report); absent when read with two.
+   */
+  registrants?: readonly Registrant[];
 }
 
 export interface ActionResult {
@@ -79,7 +84,7 @@ export function stateFromFullStatus(kind: DeviceKind, f: FullStatus): DeviceStat
   const reservation: Reservation = f.reservation
     ? { generation: f.generation, key: f.reservation.key, type: f.reservation.type }
     : { generation: kind === 'scsi' ? 0 : f.generation, key: null, type: null };
-  return { keys, reservation };
+  return { keys, reservation, registrants: f.registrants };
 }
 
 /** Devices (objects) that answered readFullStatus with UnsupportedError: read with two commands. */

@@ -91,7 +91,7 @@ describe('safety of the agent against a real API server', () => {
     expect((await c.nodeFence(na)).status).toMatchObject({ phase: 'Fenced', fencedBy: nb });
   });
 
-  it('A7: write-exclusive-all-regs (holder reads as key 0) -> type and generation stay recorded across idle reconciles', async () => {
+  it('A7: write-exclusive-all-regs (holder reads as key 0) -> type and generation stay recorded across idle reconciles; each registrant entry names the initiators carrying its key', async () => {
     const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
     const { name: pv, lu } = await c.pv();
     const type = 'write-exclusive-all-regs' as const;
@@ -106,6 +106,15 @@ describe('safety of the agent against a real API server', () => {
     expect(vr.status).toMatchObject({ reservationType: type, generation: lu.state().generation });
     expect(vr.status?.holder).toBeUndefined();
     expect(vr.status?.registrants?.map((r) => r.node).sort()).toEqual([na, nb].sort());
+    // Each node names the initiators that carry its key, as the device's one read (READ FULL
+    // STATUS on this SCSI model) names them.
+    for (const r of vr.status?.registrants ?? [])
+      expect(r.initiators, r.node).toEqual(
+        lu
+          .state()
+          .registrations.filter((x) => formatKey(x.key) === r.key)
+          .map((x) => `memory ${x.initiator}`),
+      );
   });
 
   it('A11: a foreign key holds the reservation -> status writes succeed (no 422), the holder and foreign count stay recorded', async () => {

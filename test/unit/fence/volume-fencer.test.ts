@@ -382,7 +382,11 @@ describe('fenceVolume: registering again through new paths', () => {
       expect(calls.filter((c) => c.startsWith('read'))).toEqual(calls.filter((c) => c === 'readFullStatus'));
       expect(calls.filter((c) => c === 'preemptAndAbort')).toHaveLength(1);
       const b = lu.initiator('b');
-      expect(obs.state).toEqual({ keys: await b.readKeys(), reservation: await b.readReservation() });
+      expect(obs.state).toEqual({
+        keys: await b.readKeys(),
+        reservation: await b.readReservation(),
+        registrants: (await b.readFullStatus()).registrants,
+      });
     });
 
   it('a device that refuses readFullStatus as unsupported -> readKeys and readReservation, and it is not asked again', async () => {
