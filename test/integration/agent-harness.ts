@@ -62,6 +62,7 @@ const PR_METHODS = new Set([
   'clear',
   'readKeys',
   'readReservation',
+  'readFullStatus',
   'capabilities',
 ]);
 

@@ -23,8 +23,12 @@ describe('per-volume policy: prfence.io/fencing and prfence.io/reservation-type'
     c.deviceCalls.add((d) => calls.push(d));
   });
   const callsOn = (lu: MemoryLogicalUnit) => calls.filter((d) => d.lu === lu);
-  /** Device reads the agents made on `lu` (one per reconcile that opened it). */
-  const readsOn = (lu: MemoryLogicalUnit) => callsOn(lu).filter((d) => d.op === 'readKeys').length;
+  /**
+   * State reads the agents made on `lu` (one per reconcile that opened it: READ FULL STATUS,
+   * or READ KEYS where the device is read with two commands).
+   */
+  const readsOn = (lu: MemoryLogicalUnit) =>
+    callsOn(lu).filter((d) => d.op === 'readFullStatus' || d.op === 'readKeys').length;
   /** Waits until the agents reconciled `lu` `n` more times (resyncs): they demonstrably ran. */
   async function reconciledAgain(lu: MemoryLogicalUnit, n: number): Promise<void> {
     const start = readsOn(lu);
