@@ -67,7 +67,7 @@ export async function agentBench(): Promise<void> {
       const workers = Number(process.env.PRFENCE_BENCH_WORKERS ?? 8);
       const ms = await intentFloor(kc, n, workers);
       console.log(
-        `floor: ${n} per-volume fence intents alone (StatusWriter.recordIntent: GET, then apply), ${workers} at once: ${ms.toFixed(0)} ms.` +
+        `floor: ${n} per-volume fence intents alone (StatusWriter.recordIntent: one unforced apply each), ${workers} at once: ${ms.toFixed(0)} ms.` +
           ` A ${n}-PV p99 below it needs one intent per victim node, not per volume.`,
       );
     }
@@ -130,8 +130,8 @@ export async function agentBench(): Promise<void> {
 
 /**
  * How long `n` fence intents take on this API server with nothing else going on: each is
- * what a fence writes before its PREEMPT (the agent's own StatusWriter: a GET of the
- * VolumeReservation, then a server-side apply with its resourceVersion). Every volume's
+ * what a fence writes before its PREEMPT (the agent's own StatusWriter: one server-side
+ * apply, not forced, that another node's open intent would refuse). Every volume's
  * fence waits for its own, so the p99 of a per-volume intent design cannot go below this.
  */
 async function intentFloor(kc: KubeConfig, n: number, workers: number): Promise<number> {

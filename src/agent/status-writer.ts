@@ -4,9 +4,12 @@
  * - `prfence-agent/<node>`: this node's registrants entry and, while it is the actor, the
  *   shared fields (holder, type, generation, conditions, ...); its own NodeFence status;
  *   the Fenced mark on a peer it fenced;
- * - `prfence-agent/<node>/fence`: the fence record (fenceIntent, lastFence), written
- *   before the PREEMPT with the VolumeReservation's resourceVersion as precondition and
- *   completed after the read-back (intent first: dm-log-userspace logs, then acts).
+ * - `prfence-agent/<node>/intent`: the fence intent (fenceIntent), written before the
+ *   PREEMPT in one request, not forced, so that another node's open intent refuses it
+ *   (intent first: dm-log-userspace logs, then acts), and removed once the fence is
+ *   recorded;
+ * - `prfence-agent/<node>/fence`: the fence record (lastFence, fencedKeys), after the
+ *   read-back.
  * Nothing here decides; failures throw (KubeApiError or transport errors) and the caller
  * retries with backoff.
  */
@@ -71,6 +74,7 @@ export class StatusWriter {
   readonly #o: StatusWriterOptions;
   readonly fm: string;
   readonly #fenceFm: string;
+  readonly #intentFm: string;
   readonly #proofFm: string;
   /** Fenced marks and proofs per victim node, coalesced while a write to it is in flight. */
   readonly #marks: Coalescer<string>;
@@ -86,18 +90,13 @@ export class StatusWriter {
    * the server refuses it, and that write is made again on a GET.
    */
   readonly #written = new Map<string, { vr: VolumeReservation; at: number }>();
-  /**
-   * VolumeReservations read ahead of a fence's intent (`prefetch`), for WRITTEN_BASE_MS:
-   * the intent's base, read while the fresh view is read rather than after it. Only a
-   * base, like #written.
-   */
-  readonly #prefetched = new Map<string, { vr: Promise<VolumeReservation | undefined>; at: number }>();
   #lastOwn: string | undefined;
 
   constructor(o: StatusWriterOptions) {
     this.#o = o;
     this.fm = `prfence-agent/${o.node}`;
     this.#fenceFm = `prfence-agent/${o.node}/fence`;
+    this.#intentFm = `prfence-agent/${o.node}/intent`;
     this.#proofFm = `prfence-agent/${o.node}/proof`;
     this.#marks = new Coalescer((n, times) => this.#writeMark(n, times));
     this.#proofs = new Coalescer((n, proofs) => this.#writeProofs(n, proofs));
@@ -119,27 +118,6 @@ export class StatusWriter {
   #takeWritten(pv: string): VolumeReservation | undefined {
     const w = this.#written.get(pv);
     this.#written.delete(pv);
-    return w && performance.now() - w.at < WRITTEN_BASE_MS ? w.vr : undefined;
-  }
-
-  /**
-   * Reads the VolumeReservation now, as the base of an intent that may follow
-   * (`recordIntent`): the caller reads its fresh view meanwhile, so the intent waits for one
-   * round trip fewer. A pure GET: a VolumeReservation that does not exist is not created
-   * here (the intent's own read does that). A failed or empty read is no base (the intent
-   * reads again).
-   */
-  prefetch(pv: string): void {
-    const now = performance.now();
-    for (const [p, w] of this.#prefetched) if (now - w.at >= WRITTEN_BASE_MS) this.#prefetched.delete(p);
-    const vr = this.#o.rest.get<VolumeReservation>(vrPath(pv)).catch(() => undefined);
-    this.#prefetched.set(pv, { vr, at: now });
-  }
-
-  /** The read `prefetch` started for `pv`, once, if recent. */
-  async #takePrefetched(pv: string): Promise<VolumeReservation | undefined> {
-    const w = this.#prefetched.get(pv);
-    this.#prefetched.delete(pv);
     return w && performance.now() - w.at < WRITTEN_BASE_MS ? w.vr : undefined;
   }
 
@@ -265,33 +243,67 @@ export class StatusWriter {
   /**
    * Records the intent to fence before the PREEMPT. Returns false (nothing written) when
    * another node's recent intent is open on the volume: that node is fencing.
+   *
+   * One request when no other node's intent is open: `fenceIntent` alone, applied under
+   * this node's intent manager and not forced, with no resourceVersion to match. The field
+   * is one atomic value, so while another node's manager owns it (its intent is open) the
+   * API server refuses the apply (409, a field-manager conflict), and two nodes that apply
+   * at once cannot both succeed. Refused, or on a VolumeReservation that does not exist
+   * yet: a GET (which creates it) decides. Another node's intent younger than
+   * INTENT_EXPIRY_MS: false. An older one (abandoned), or one this node wrote under another
+   * manager: taken over, forced, with the GET's resourceVersion as precondition.
    */
   async recordIntent(pv: string, intent: FenceIntent): Promise<boolean> {
-    const prefetched = await this.#takePrefetched(pv);
-    const base = this.#takeWritten(pv) ?? prefetched;
-    let current = base ?? (await this.readVr(pv));
-    for (;;) {
+    try {
+      await this.#applyIntent(pv, intent, false);
+      return true;
+    } catch (e) {
+      if (!(e instanceof KubeApiError && (e.code === 409 || e.code === 404))) throw e;
+    }
+    for (let attempt = 0; ; attempt++) {
+      const current = await this.readVr(pv);
       const open = current.status?.fenceIntent;
       if (open && open.by !== this.#o.node && Date.now() - Date.parse(open.at) < INTENT_EXPIRY_MS)
         return false;
       try {
-        await this.#applyFence(pv, current, {
-          fenceIntent: intent,
-          lastFence: current.status?.lastFence,
-          fencedKeys: current.status?.fencedKeys,
-        });
+        await this.#applyIntent(pv, intent, true, current.metadata.resourceVersion);
         return true;
       } catch (e) {
-        if (current !== base || !staleBase(e)) throw e;
-        current = await this.readVr(pv); // the base was not the server's: decide on a read
+        if (!staleBase(e) || attempt >= 7) throw e; // written meanwhile: decide on a new read
       }
     }
   }
 
   /**
-   * Closes the intent: records `lastFence` if a fence happened, else only removes the
-   * intent; adds the keys this fence removed to `fencedKeys` and drops the entries whose
-   * node `stillFenced` says was unfenced since.
+   * `fenceIntent` under the intent manager (undefined: removed, if this manager still owns
+   * it; an intent another node took over stays). `force` with a resourceVersion only.
+   */
+  async #applyIntent(
+    pv: string,
+    intent: FenceIntent | undefined,
+    force: boolean,
+    resourceVersion?: string,
+  ): Promise<void> {
+    const applied = await this.#o.rest.apply<VolumeReservation>(
+      vrPath(pv, 'status'),
+      {
+        apiVersion: API_VERSION,
+        kind: VOLUME_RESERVATION.kind,
+        metadata: { name: pv, ...(resourceVersion ? { resourceVersion } : {}) },
+        status: intent ? { fenceIntent: intent } : {},
+      },
+      this.#intentFm,
+      force,
+    );
+    this.#last.delete(pv);
+    this.#remember(pv, applied);
+  }
+
+  /**
+   * Closes the intent: records `lastFence` if a fence happened; adds the keys this fence
+   * removed to `fencedKeys` and drops the entries whose node `stillFenced` says was
+   * unfenced since; then removes the intent. (Recorded first: an agent that stops in
+   * between finds its intent at start and records the fence again, rather than not at all.)
    */
   async completeFence(
     pv: string,
@@ -312,11 +324,12 @@ export class StatusWriter {
           lastFence: lastFence ?? current.status?.lastFence,
           fencedKeys: [...kept, ...fenced].slice(-256),
         });
-        return;
+        break;
       } catch (e) {
         if (!(e instanceof KubeApiError && e.code === 409) || attempt >= 7) throw e;
       }
     }
+    await this.#applyIntent(pv, undefined, false);
   }
 
   /**
@@ -347,7 +360,7 @@ export class StatusWriter {
   async #applyFence(
     pv: string,
     current: VolumeReservation,
-    s: { fenceIntent?: FenceIntent; lastFence?: LastFence | undefined; fencedKeys?: FencedKey[] | undefined },
+    s: { lastFence?: LastFence | undefined; fencedKeys?: FencedKey[] | undefined },
   ): Promise<void> {
     const applied = await this.#o.rest.apply<VolumeReservation>(
       vrPath(pv, 'status'),
@@ -356,7 +369,6 @@ export class StatusWriter {
         kind: VOLUME_RESERVATION.kind,
         metadata: { name: pv, resourceVersion: current.metadata.resourceVersion },
         status: {
-          ...(s.fenceIntent ? { fenceIntent: s.fenceIntent } : {}),
           ...(s.lastFence ? { lastFence: s.lastFence } : {}),
           ...(s.fencedKeys?.length ? { fencedKeys: s.fencedKeys } : {}),
         },
@@ -577,6 +589,5 @@ export class StatusWriter {
   forget(pv: string): void {
     this.#last.delete(pv);
     this.#written.delete(pv);
-    this.#prefetched.delete(pv);
   }
 }

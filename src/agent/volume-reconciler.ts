@@ -482,8 +482,6 @@ export class VolumeReconciler {
       // A preempt in sight: the view must be newer than the device read it acts on (shared
       // if one is; else one read, and not a second one right before the command).
       const preemptAhead = cachePlan.actions.some((a) => a.kind === 'preempt-abort');
-      // The intent's base is read beside the view, not after it (one round trip fewer).
-      if (cachePlan.actions.some((a) => a.kind === 'preempt-abort' && !a.takeover)) o.writer.prefetch(pv);
       // A plan a view of this volume can back takes one (its cost does not grow with the
       // cluster); every command is checked against it again before it is sent.
       const volumeView =

@@ -11,7 +11,7 @@ import { KubeConfig, type V1Namespace, type V1Node } from '@kubernetes/client-no
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { claimKey, nfPath } from '../../src/agent/key-claim.js';
-import { cond, StatusWriter, vrPath } from '../../src/agent/status-writer.js';
+import { cond, INTENT_EXPIRY_MS, StatusWriter, vrPath } from '../../src/agent/status-writer.js';
 import { fenceRecord } from '../../src/agent/vr-record.js';
 import {
   API_VERSION,
@@ -306,6 +306,56 @@ describe('admission policy: node-restricted writes of the agents', () => {
       registrants: [y.node],
       lastFence: y.node,
       intent: undefined,
+    });
+  });
+
+  it("two agents' fence intents on one volume -> the first is one request; the second's apply is refused by the API server (the field is the first's) and records nothing; after the first completes the second records; an intent older than 120 s is taken over", async () => {
+    const [x, y, z] = [await agentOn('int-x'), await agentOn('int-y'), await agentOn('int-z')];
+    const pv = uniqueName('pv');
+    await registered(y, pv);
+    await registered(z, pv);
+    const intentBy = (a: Agent, at = new Date()) => ({
+      victimKey: formatKey(x.key),
+      victimNode: x.node,
+      by: a.node,
+      at: at.toISOString(),
+    });
+    const sent = async (a: Agent, write: () => Promise<boolean>) => {
+      const before = a.rest.requests;
+      const ok = await write();
+      return { ok, requests: a.rest.requests - before };
+    };
+    const holder = async () => (await c.vr(pv)).status?.fenceIntent?.by;
+    const first = await sent(y, () => y.writer.recordIntent(pv, intentBy(y)));
+    const second = await sent(z, () => z.writer.recordIntent(pv, intentBy(z)));
+    const whileOpen = await holder();
+    await y.writer.completeFence(pv, undefined, []);
+    const afterCompletion = await holder();
+    const third = await sent(z, () => z.writer.recordIntent(pv, intentBy(z)));
+    const zHolds = await holder();
+    // Z's intent, abandoned: recorded 3 minutes ago (Z replaces its own, its manager owns it).
+    expect(
+      await z.writer.recordIntent(pv, intentBy(z, new Date(Date.now() - INTENT_EXPIRY_MS - 60_000))),
+    ).toBe(true);
+    const takeover = await sent(y, () => y.writer.recordIntent(pv, intentBy(y)));
+    expect({
+      first,
+      second,
+      whileOpen,
+      afterCompletion,
+      third: third.ok,
+      zHolds,
+      takeover,
+      after: await holder(),
+    }).toEqual({
+      first: { ok: true, requests: 1 },
+      second: { ok: false, requests: 2 }, // the refused apply, then the GET that shows Y's intent
+      whileOpen: y.node,
+      afterCompletion: undefined,
+      third: true,
+      zHolds: z.node,
+      takeover: { ok: true, requests: 3 }, // refused apply, GET, forced apply on its resourceVersion
+      after: y.node,
     });
   });
 

@@ -88,7 +88,6 @@ export function writerStub() {
   return {
     events,
     writeVolume: () => Promise.resolve(undefined),
-    prefetch: () => undefined,
     recordIntent: () => Promise.resolve(true),
     completeFence: () => Promise.resolve(),
     markFenced: () => Promise.resolve(),

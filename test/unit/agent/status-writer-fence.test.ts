@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { StatusWriter } from '../../../src/agent/status-writer.js';
+import { INTENT_EXPIRY_MS, StatusWriter } from '../../../src/agent/status-writer.js';
 import type { VolumeReservation } from '../../../src/crd/types.js';
 import { KubeApiError, type RestClient } from '../../../src/kube/rest-client.js';
 
@@ -16,7 +16,8 @@ function fakeRest(conflicts: number) {
         metadata: { name: 'pv1', resourceVersion: String(rv) },
         status: { fencedKeys: [{ key: '0000000100000009', at: '2026-01-01T00:00:00Z' }] },
       }),
-    apply: (_path: string, obj: VolumeReservation) => {
+    apply: (_path: string, obj: VolumeReservation, fm: string) => {
+      if (fm.endsWith('/intent')) return Promise.resolve(obj); // the intent's removal, last
       applied.push({ rv: obj.metadata.resourceVersion, status: obj.status });
       if (obj.metadata.resourceVersion !== String(rv)) return Promise.reject(new KubeApiError(409, {}));
       if (conflicts > 0) {
@@ -69,7 +70,12 @@ describe('fence record (StatusWriter.completeFence)', () => {
   });
 });
 
-/** One VolumeReservation on a fake server: GETs, and status applies with the resourceVersion precondition. */
+/**
+ * One VolumeReservation on a fake server: GETs, and status applies with the
+ * resourceVersion precondition when one is sent. `fenceIntent` is one atomic field with an
+ * owner, as server-side apply keeps it: an unforced apply of another value by another
+ * manager is refused (409), and an apply without it by its owner removes it.
+ */
 function fakeServer() {
   let vr: VolumeReservation = {
     apiVersion: 'prfence.io/v1alpha1',
@@ -77,6 +83,7 @@ function fakeServer() {
     metadata: { name: 'pv1', resourceVersion: '1' },
     status: {},
   };
+  let intentOwner: string | undefined;
   const calls: string[] = [];
   const bump = (status: VolumeReservation['status']) => {
     vr = {
@@ -88,10 +95,22 @@ function fakeServer() {
   };
   const rest = {
     get: () => (calls.push('GET'), Promise.resolve(structuredClone(vr))),
-    apply: (_path: string, obj: VolumeReservation) => {
-      calls.push(`APPLY@${obj.metadata.resourceVersion}`);
-      if (obj.metadata.resourceVersion !== vr.metadata.resourceVersion)
+    apply: (_path: string, obj: VolumeReservation, fm: string, force = true) => {
+      const rv = obj.metadata.resourceVersion;
+      calls.push(`APPLY@${rv ?? '-'}${fm.endsWith('/intent') ? ' intent' : ''}`);
+      if (rv !== undefined && rv !== vr.metadata.resourceVersion)
         return Promise.reject(new KubeApiError(409, { reason: 'Conflict' }));
+      const next = obj.status?.fenceIntent;
+      if (next) {
+        const same = JSON.stringify(next) === JSON.stringify(vr.status?.fenceIntent);
+        if (intentOwner !== undefined && intentOwner !== fm && !force && !same)
+          return Promise.reject(new KubeApiError(409, { reason: 'Conflict' }));
+        intentOwner = fm;
+      } else if (intentOwner === fm) {
+        intentOwner = undefined;
+        const { fenceIntent: _dropped, ...rest } = vr.status ?? {};
+        vr = { ...vr, status: rest };
+      }
       return Promise.resolve(bump(obj.status));
     },
   };
@@ -106,14 +125,16 @@ function fakeServer() {
 
 describe('the writes of one fence (StatusWriter)', () => {
   const intent = { victimKey: '0000000100000001', victimNode: 'node-a', by: 'node-b', at: 'now', basis: 'b' };
-  it('intent, volume record and fence record in a row -> one GET (before the intent); each later write is made on the object the previous one returned, with its resourceVersion as precondition', async () => {
+  it('intent, volume record and fence record in a row -> no GET: the intent is one apply without precondition, each later write is made on the object the previous one returned, the intent is removed last', async () => {
     const s = fakeServer();
     const w = writer(s.rest);
     expect(await w.recordIntent('pv1', intent)).toBe(true);
+    expect(s.status()?.fenceIntent?.by).toBe('node-b');
     await w.writeVolume('pv1', { generation: 3 });
     await w.completeFence('pv1', last, [{ node: 'node-a', key: '0000000100000001', at: 'now' }]);
-    expect(s.calls).toEqual(['GET', 'APPLY@1', 'APPLY@2', 'APPLY@3']);
+    expect(s.calls).toEqual(['APPLY@- intent', 'APPLY@2', 'APPLY@3', 'APPLY@- intent']);
     expect(s.status()).toMatchObject({ generation: 3, lastFence: last });
+    expect(s.status()?.fenceIntent).toBeUndefined();
   });
 
   it('another writer landed between two writes of the fence -> the write on the returned object is refused (409) and made again on a GET; every write lands', async () => {
@@ -124,55 +145,56 @@ describe('the writes of one fence (StatusWriter)', () => {
     await w.writeVolume('pv1', { generation: 3 });
     s.peerWrites();
     await w.completeFence('pv1', last, []);
-    expect(s.calls).toEqual(['GET', 'APPLY@1', 'APPLY@2', 'GET', 'APPLY@3', 'APPLY@4', 'GET', 'APPLY@5']);
+    expect(s.calls).toEqual([
+      'APPLY@- intent',
+      'APPLY@2',
+      'GET',
+      'APPLY@3',
+      'APPLY@4',
+      'GET',
+      'APPLY@5',
+      'APPLY@- intent',
+    ]);
     expect(s.status()).toMatchObject({ generation: 3, lastFence: last });
   });
 
-  it("another node's open intent written after this writer's last write -> recordIntent decides on a GET, sees it, and records nothing", async () => {
+  it("another node's open intent -> this node's unforced apply is refused (409, the field is that node's), a GET shows the intent, nothing is recorded", async () => {
     const s = fakeServer();
     const w = writer(s.rest);
     await w.writeVolume('pv1', { generation: 3 });
-    // node-c records its intent: this writer's returned object does not show it.
-    await writer2(s.rest, 'node-c').recordIntent('pv1', {
-      ...intent,
-      by: 'node-c',
-      at: new Date().toISOString(),
-    });
+    const c = { ...intent, by: 'node-c', at: new Date().toISOString() };
+    expect(await writer2(s.rest, 'node-c').recordIntent('pv1', c)).toBe(true);
+    s.calls.length = 0;
     expect(await w.recordIntent('pv1', { ...intent, at: new Date().toISOString() })).toBe(false);
-    expect(s.status()?.fenceIntent?.by).toBe('node-c');
+    expect(s.calls).toEqual(['APPLY@- intent', 'GET']);
+    expect(s.status()?.fenceIntent).toEqual(c);
+  });
+
+  it("another node's intent older than INTENT_EXPIRY_MS -> taken over: forced, with the GET's resourceVersion as precondition", async () => {
+    const s = fakeServer();
+    const old = { ...intent, by: 'node-c', at: new Date(Date.now() - INTENT_EXPIRY_MS - 1000).toISOString() };
+    expect(await writer2(s.rest, 'node-c').recordIntent('pv1', old)).toBe(true);
+    s.calls.length = 0;
+    const mine = { ...intent, at: new Date().toISOString() };
+    expect(await writer(s.rest).recordIntent('pv1', mine)).toBe(true);
+    expect(s.calls).toEqual(['APPLY@- intent', 'GET', 'APPLY@2 intent']);
+    expect(s.status()?.fenceIntent).toEqual(mine);
+  });
+
+  it("a completed fence of this node whose intent another node took over since -> the other node's intent stays", async () => {
+    const s = fakeServer();
+    const old = { ...intent, at: new Date(Date.now() - INTENT_EXPIRY_MS - 1000).toISOString() };
+    const w = writer(s.rest);
+    expect(await w.recordIntent('pv1', old)).toBe(true);
+    const c = { ...intent, by: 'node-c', at: new Date().toISOString() };
+    expect(await writer2(s.rest, 'node-c').recordIntent('pv1', c)).toBe(true);
+    await w.completeFence('pv1', last, []);
+    expect(s.status()?.fenceIntent).toEqual(c);
   });
 });
 
-describe('the intent read ahead (StatusWriter.prefetch)', () => {
-  const intent = { victimKey: '0000000100000001', victimNode: 'node-a', by: 'node-b', at: 'now', basis: 'b' };
-  it('prefetch, then recordIntent -> the GET is sent at prefetch (beside the view), the intent is applied on it: no second GET', async () => {
-    const s = fakeServer();
-    const w = writer(s.rest);
-    w.prefetch('pv1');
-    expect(s.calls).toEqual(['GET']);
-    expect(await w.recordIntent('pv1', intent)).toBe(true);
-    expect(s.calls).toEqual(['GET', 'APPLY@1']);
-    expect(s.status()?.fenceIntent?.by).toBe('node-b');
-  });
-
-  it("another node's intent lands between the prefetch and recordIntent -> the apply on the prefetched object is refused (409), a GET sees that intent, nothing is recorded", async () => {
-    const s = fakeServer();
-    const w = writer(s.rest);
-    w.prefetch('pv1');
-    await new Promise((r) => setImmediate(r));
-    await writer2(s.rest, 'node-c').recordIntent('pv1', {
-      ...intent,
-      by: 'node-c',
-      at: new Date().toISOString(),
-    });
-    expect(await w.recordIntent('pv1', { ...intent, at: new Date().toISOString() })).toBe(false);
-    expect(s.calls).toEqual(['GET', 'GET', 'APPLY@1', 'APPLY@1', 'GET']);
-    expect(s.status()?.fenceIntent?.by).toBe('node-c');
-  });
-});
-
-describe('the intent read ahead of a VolumeReservation that does not exist', () => {
-  it('prefetch -> one GET (404), nothing created; the intent then reads (and creates) it itself', async () => {
+describe('the intent on a VolumeReservation that does not exist', () => {
+  it('the apply is refused (404) -> the GET creates it, and the intent is applied on it', async () => {
     const calls: string[] = [];
     let exists = false;
     const vr = (): VolumeReservation => ({
@@ -186,13 +208,12 @@ describe('the intent read ahead of a VolumeReservation that does not exist', () 
         exists ? Promise.resolve(vr()) : Promise.reject(new KubeApiError(404, {}))
       ),
       send: (r: { method: string }) => (calls.push(r.method), (exists = true), Promise.resolve(vr())),
-      apply: (_path: string, obj: VolumeReservation) => (calls.push('APPLY'), Promise.resolve(obj)),
+      apply: (_path: string, obj: VolumeReservation) => (
+        calls.push(`APPLY@${obj.metadata.resourceVersion ?? '-'}`),
+        exists ? Promise.resolve(obj) : Promise.reject(new KubeApiError(404, {}))
+      ),
     } as unknown as RestClient;
     const w = writer(rest);
-    w.prefetch('pv1');
-    await new Promise((r) => setImmediate(r));
-    expect(calls).toEqual(['GET']);
-    expect(exists).toBe(false);
     const intent = {
       victimKey: '0000000100000001',
       victimNode: 'node-a',
@@ -201,7 +222,7 @@ describe('the intent read ahead of a VolumeReservation that does not exist', () 
       basis: 'b',
     };
     expect(await w.recordIntent('pv1', intent)).toBe(true);
-    expect(calls).toEqual(['GET', 'GET', 'POST', 'APPLY']);
+    expect(calls).toEqual(['APPLY@-', 'GET', 'POST', 'APPLY@1']);
   });
 });
 

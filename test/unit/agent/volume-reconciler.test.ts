@@ -140,7 +140,6 @@ function writerStub(fencedOn: FencedKey[] = []) {
       statuses.push(s),
       Promise.resolve(undefined)
     ),
-    prefetch: () => calls.push('prefetch'),
     recordIntent: () => (calls.push('recordIntent'), Promise.resolve(true)),
     completeFence: () => (calls.push('completeFence'), Promise.resolve()),
     markFenced: (n: string) => (calls.push(`markFenced ${n}`), Promise.resolve()),
@@ -292,31 +291,6 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
       'recordProof a',
       'completeFence',
     ]);
-  });
-
-  it('a fence planned from the caches -> the VolumeReservation behind its intent is read ahead, before the fresh view is read (prefetch), not after it', async () => {
-    const fresh = freshOf(() => ({ vas: ['b'] }));
-    const { lu, r, writer } = await setup('b', () => ({ vas: ['b'] }), fresh);
-    const get = fresh.get;
-    fresh.get = (newerThan?: number) => (writer.calls.push('view'), get(newerThan));
-    await lu.initiator('a').register(0n, K.a);
-    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
-    await r.reconcile(PV, log);
-    expect(writer.calls.filter((c) => ['prefetch', 'view', 'recordIntent'].includes(c))).toEqual([
-      'prefetch',
-      'view',
-      'recordIntent',
-    ]);
-  });
-
-  it('nothing to fence (only this node to register) -> nothing read ahead', async () => {
-    const { r, writer } = await setup(
-      'b',
-      () => ({ vas: ['b'] }),
-      freshOf(() => ({ vas: ['b'] })),
-    );
-    await r.reconcile(PV, log);
-    expect(writer.calls).not.toContain('prefetch');
   });
 
   it('a key registered after the shared fresh view was read (its node attached since, the caches lag) -> the view is read again before the PREEMPT, and that legitimate node is not preempted (S1)', async () => {
