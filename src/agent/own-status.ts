@@ -3,7 +3,10 @@
  * (nf-status.ts) decides from (the recorded phase, a fence request, the volumes where
  * this node is blocked or registered, readiness, a lost own key) and writes it, with the
  * volumes this node holds to hand over. Written at start, after each reconcile, every
- * resync, and when the failfast reactions change it.
+ * resync, and when the failfast reactions change it: one write at a time, the calls made
+ * while one is in flight sharing one more write after it, of the state then (a burst of
+ * 200 reconciles writes the volume count a few times, not 200 times, and leaves the API
+ * server to the fences).
  */
 import type { Logger } from 'pino';
 import { describeError } from '../obs/logger.js';
@@ -32,8 +35,31 @@ export class OwnStatus {
     this.#o = o;
   }
 
-  /** Writes the own NodeFence status; resolves false if it was not written (retried later), never rejects. */
-  async write(): Promise<boolean> {
+  #inFlight: Promise<boolean> | undefined;
+  #again: Promise<boolean> | undefined;
+
+  /**
+   * Writes the own NodeFence status as it is when the write starts (see the module
+   * comment); resolves false if it was not written (retried later), never rejects.
+   */
+  write(): Promise<boolean> {
+    if (!this.#inFlight) return this.#start();
+    this.#again ??= this.#inFlight.then(() => {
+      this.#again = undefined;
+      return this.#start();
+    });
+    return this.#again;
+  }
+
+  #start(): Promise<boolean> {
+    const p: Promise<boolean> = this.#writeNow().finally(() => {
+      if (this.#inFlight === p) this.#inFlight = undefined;
+    });
+    this.#inFlight = p;
+    return p;
+  }
+
+  async #writeNow(): Promise<boolean> {
     const { node, informers, reconciler } = this.#o;
     const nf = informers.nodeFence(node);
     const problem = this.#o.notReady();

@@ -35,7 +35,7 @@ export interface ReconcileWorkersOptions {
   metrics?: AgentMetrics | undefined;
   /** Called for each stale key this agent removed (or failed to). */
   onFence?: ((e: FenceEvent) => void) | undefined;
-  /** Writes the own NodeFence status (after each reconcile); never rejects. */
+  /** Writes the own NodeFence status (after each reconcile, not waited on); never rejects. */
   writeOwnStatus: () => Promise<unknown>;
 }
 
@@ -167,7 +167,8 @@ export class ReconcileWorkers {
     // A volume waiting on another node keeps its trigger time until it is settled.
     if (r.requeueAfterMs === undefined || r.outcome !== 'waiting') this.#triggeredAt.delete(pv);
     if (r.requeueAfterMs !== undefined) queue.addAfter(pv, r.requeueAfterMs);
-    await this.#o.writeOwnStatus();
+    // Not waited on: the worker goes on to the next volume (the writes are coalesced).
+    void this.#o.writeOwnStatus();
   }
 
   #failed(pv: string, e: unknown, log: Logger): void {

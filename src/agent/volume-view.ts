@@ -49,17 +49,21 @@ export interface VolumeViewOptions {
 }
 
 interface Read {
-  /** performance.now() when the GET was sent. */
-  startedAt: number;
+  /** performance.now() when the GET was sent; undefined while it waits for the one before it. */
+  startedAt: number | undefined;
   /** The object, undefined if it does not exist (404). */
   object: Promise<{ metadata?: { resourceVersion?: string } } | undefined>;
+  settled: boolean;
 }
 
 /**
  * Reads volume views (see the module comment). The GETs of one object are shared by the
- * views that ask for it while it is in flight or fresh and started after what they need
- * (the reconciles of many volumes fencing one lost node read its NodeFence and Node once
- * or a few times, not once each).
+ * views that ask for it, as long as the GET started after what they need (the device read
+ * they rest on) and is within the bound. One GET of an object is in flight at a time: a
+ * view that needs a newer one than the GET in flight waits for it to end and shares the
+ * next one with every view that asked meanwhile. The reconciles of many volumes fencing
+ * one lost node thus read its NodeFence, Node and key claim about once per round trip, not
+ * once per volume: the API server's throughput goes to the fences.
  */
 export class VolumeViewSource {
   readonly #o: VolumeViewOptions;
@@ -71,15 +75,20 @@ export class VolumeViewSource {
     this.#now = o.now ?? (() => performance.now());
   }
 
-  /** The GET of `path`, shared if one started after `newerThan` and within the bound. */
+  /** A GET of `path` that started, or will start, after `newerThan` (see the class comment). */
   #get(path: string, newerThan: number): Read {
     const now = this.#now();
     const have = this.#reads.get(path);
-    if (have && have.startedAt > newerThan && now - have.startedAt < this.#o.freshnessMs) return have;
-    for (const [p, r] of this.#reads) if (now - r.startedAt >= this.#o.freshnessMs) this.#reads.delete(p);
-    const read: Read = {
-      startedAt: now,
-      object: this.#o.rest
+    if (have) {
+      if (have.startedAt === undefined) return have; // waiting: it starts after this call
+      if (have.startedAt > newerThan && now - have.startedAt < this.#o.freshnessMs) return have;
+    }
+    for (const [p, r] of this.#reads)
+      if (r.settled && now - r.startedAt! >= this.#o.freshnessMs) this.#reads.delete(p);
+    const read: Read = { startedAt: undefined, settled: false, object: Promise.resolve(undefined) };
+    const send = () => {
+      read.startedAt = this.#now();
+      return this.#o.rest
         .send<{ metadata?: { resourceVersion?: string } }>({
           method: 'GET',
           path,
@@ -89,8 +98,11 @@ export class VolumeViewSource {
           if (this.#reads.get(path) === read) this.#reads.delete(path);
           if (e instanceof KubeApiError && e.code === 404) return undefined;
           throw e;
-        }),
+        })
+        .finally(() => (read.settled = true));
     };
+    const before = have && !have.settled ? have.object : undefined;
+    read.object = before ? before.then(send, send) : send();
     this.#reads.set(path, read);
     return read;
   }
@@ -101,14 +113,13 @@ export class VolumeViewSource {
    */
   async read(req: VolumeViewRequest, newerThan = this.#now()): Promise<FreshView> {
     const timeoutMs = this.#o.freshnessMs;
-    const calledAt = this.#now();
     const basis: string[] = [];
-    /** The view is as old as its oldest read. */
-    let startedAt = calledAt;
+    /** The view is as old as its oldest read (each started after `newerThan`). */
+    let startedAt = Infinity;
     const get = async <T>(path: string): Promise<T | undefined> => {
       const r = this.#get(path, newerThan);
-      startedAt = Math.min(startedAt, r.startedAt);
       const o = await r.object;
+      startedAt = Math.min(startedAt, r.startedAt!);
       if (o) basis.push(`${path.split('/').slice(-2).join('/')}=${o.metadata?.resourceVersion ?? '?'}`);
       return o as T | undefined;
     };
@@ -139,7 +150,6 @@ export class VolumeViewSource {
       ...keyClaims.map((k) => k.spec.node),
     ]);
     if (this.#now() - startedAt >= timeoutMs) throw new Error(`API reads took over ${timeoutMs} ms`);
-    // (startedAt is at most calledAt: a shared read may have started before the call.)
     return {
       startedAt,
       scope: 'volume',

@@ -3,6 +3,7 @@
  * volume reads, and what it makes of them.
  */
 import { describe, expect, it } from 'vitest';
+import type { FreshView } from '../../../src/agent/fresh-view.js';
 import { VolumeViewSource } from '../../../src/agent/volume-view.js';
 import { KubeApiError, type RestClient, type RestRequest } from '../../../src/kube/rest-client.js';
 import { formatKey } from '../../../src/pr/key.js';
@@ -145,5 +146,26 @@ describe('VolumeViewSource', () => {
     const v3 = await source.read(req('pv-1'), deviceReadAt);
     expect(asked).toHaveLength(4);
     expect(v3.startedAt).toBeGreaterThan(deviceReadAt);
+  });
+
+  it('views that need newer reads than the GETs in flight -> they wait for them and share one next GET per object (2 per object, not one per view); every view is newer than its device read', async () => {
+    const { rest, asked } = fakeRest({ [`${NF}b`]: nf('b'), '/api/v1/nodes/b': node('b') }, 20);
+    const source = new VolumeViewSource({ rest, freshnessMs: 5000 });
+    const req = (pv: string) => ({ pv, self: 'b', attachments: [], deviceKeys: [] });
+    const first = source.read(req('pv-0'), performance.now() - 1);
+    await new Promise((r) => setTimeout(r, 5)); // its GETs are in flight
+    // Ten volumes' device reads, one after another, each after the GETs above were sent.
+    const later: Promise<{ v: FreshView; deviceReadAt: number }>[] = [];
+    for (let i = 1; i <= 10; i++) {
+      const deviceReadAt = performance.now();
+      later.push(source.read(req(`pv-${i}`), deviceReadAt).then((v) => ({ v, deviceReadAt })));
+      await new Promise((r) => setImmediate(r));
+    }
+    await first;
+    const views = await Promise.all(later);
+    expect({
+      gets: asked.length,
+      newer: views.filter(({ v, deviceReadAt }) => v.startedAt > deviceReadAt).length,
+    }).toEqual({ gets: 4, newer: 10 });
   });
 });
