@@ -9,6 +9,8 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import pino from 'pino';
 import { Agent } from '../src/agent/agent.js';
+import type { AgentScope } from '../src/agent/cluster-informers.js';
+import { Controller } from '../src/controller/controller.js';
 import { DEVICE_ANNOTATION } from '../src/agent/cluster-view.js';
 import { RestClient } from '../src/kube/rest-client.js';
 import { MemoryLogicalUnit } from '../src/pr/memory/index.js';
@@ -159,6 +161,12 @@ export async function measureFenceLatency(
      * on a view of each volume; after a plain detach, on the full view (docs/design.md).
      */
     lostNode?: boolean;
+    /**
+     * `node` (as the chart ships): the agents learn of the attachment from the desired
+     * state an in-process controller writes; its requests count in the requests per fence.
+     * Default `cluster`: each agent watches the VolumeAttachments itself.
+     */
+    scope?: AgentScope;
   },
 ): Promise<FenceLatency> {
   const core = kc.makeApiClient(CoreV1Api);
@@ -182,10 +190,17 @@ export async function measureFenceLatency(
   // The agent's own measurement: from its informer delivering the new VolumeAttachment
   // (the trigger) until the victim's key was gone on read-back.
   const agentSeen = new Map<string, number>();
+  const scope = o.scope ?? 'cluster';
+  const controller =
+    scope === 'node'
+      ? new Controller({ kubeConfig: kc, log, identity: `${o.prefix}-controller`, leaderElection: false })
+      : undefined;
+  void controller?.run();
   const start = (node: string) =>
     Agent.start({
       kubeConfig: kc,
       nodeName: node,
+      scope,
       log,
       workers: Number(process.env.PRFENCE_BENCH_WORKERS ?? 8),
       // The mechanics of a fence, without the grace a node that detached normally
@@ -223,7 +238,8 @@ export async function measureFenceLatency(
       contentType: 'application/merge-patch+json',
       body: { spec: { fenceState: 'Fenced', reason: 'NodeLost', requestedBy: 'prfence-bench' } },
     });
-  const reqBefore = b.apiRequests;
+  const requests = () => b.apiRequests + (controller?.apiRequests ?? 0);
+  const reqBefore = requests();
   const t0 = new Map<string, number>();
   const done = new Map<string, number>();
   const watcher = setInterval(() => {
@@ -252,9 +268,10 @@ export async function measureFenceLatency(
   clearInterval(watcher);
   // Let b finish recording (status, marks, events) before counting its requests.
   await sleep(3000);
-  const requestsPerFence = (b.apiRequests - reqBefore) / n;
+  const requestsPerFence = (requests() - reqBefore) / n;
   const fenced = pvs.filter((pv) => done.has(pv));
   await b.stop();
+  await controller?.stop();
   api.close();
   return {
     n,

@@ -8,7 +8,11 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { loadControllerConfig, type RawControllerFlags } from '../config/controller-config.js';
+import {
+  DEFAULT_CONTROLLER_WORKERS,
+  loadControllerConfig,
+  type RawControllerFlags,
+} from '../config/controller-config.js';
 import { LeaderElectionLostError } from './exit-codes.js';
 import type { CliIo } from './program.js';
 
@@ -42,7 +46,7 @@ export function registerControllerCommand(program: Command, _io: CliIo): void {
     )
     .option('--leader-election-retry-period <duration>', 'time between Lease attempts', '2s')
     .option('--resync <duration>', 'every object is looked at again this often', '60s')
-    .option('--workers <n>', 'objects reconciled in parallel', '2')
+    .option('--workers <n>', 'objects reconciled in parallel', String(DEFAULT_CONTROLLER_WORKERS))
     .option(
       '--auto-fence [bool]',
       'request the fence (NodeFence Fenced, reason NodeLost) of a node whose kube-node-lease Lease is not renewed for --node-lost-after (true|false)',

@@ -13,6 +13,7 @@
  * writes each volume's desired state into its VolumeReservation, labelled for each node
  * involved (desired-state.ts), so node agents with `--scope=node` watch only their own.
  */
+import { DEFAULT_CONTROLLER_WORKERS } from '../config/controller-config.js';
 import type { V1Node, V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { NodeFence, VolumeReservation } from '../crd/types.js';
@@ -61,6 +62,7 @@ export interface ControllerOptions {
   leaderElection: false | LeaderElectionOptions;
   /** Every object is looked at again this often. Default 60 s. */
   resyncMs?: number;
+  /** Default DEFAULT_CONTROLLER_WORKERS. */
   workers?: number;
   metrics?: ControllerMetrics;
   /** Namespace of the events about cluster-scoped objects. Default `default` (as the agents). */
@@ -242,6 +244,11 @@ export class Controller {
   }
 
   /** Stops acting first, then releases the Lease (another replica takes over at once). */
+  /** API requests this replica sent (the benchmark's requests per fence). */
+  get apiRequests(): number {
+    return this.#rest.requests;
+  }
+
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
@@ -428,7 +435,7 @@ export class Controller {
         this.#lossTick.unref();
       }
       await Promise.all(
-        Array.from({ length: this.#o.workers ?? 2 }, async () => {
+        Array.from({ length: this.#o.workers ?? DEFAULT_CONTROLLER_WORKERS }, async () => {
           for (;;) {
             const key = await queue.get();
             if (key === undefined) return;

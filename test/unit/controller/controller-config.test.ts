@@ -16,7 +16,7 @@ describe('controller config', () => {
       renewDeadlineMs: 10_000,
       retryPeriodMs: 2000,
       resyncMs: 60_000,
-      workers: 2,
+      workers: 10,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
