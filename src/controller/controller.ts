@@ -47,6 +47,9 @@ import { outOfServiceTaint, reconcileTaint } from './taint-fence.js';
 
 export const LEASE_NAME = 'prfence-controller';
 
+/** How long a change waits before the isolation summary of its node is looked at (see `iso`). */
+export const ISOLATION_BATCH_MS = 500;
+
 export interface LeaderElectionOptions extends LeaderTimings {
   namespace: string;
   /** Default prfence-controller. */
@@ -287,10 +290,15 @@ export class Controller {
     });
     this.#queue = queue;
     const add = (kind: Kind, name: string | undefined) => name && queue.add(`${kind}/${name}`);
+    // The isolation summary of a node follows the records of its fences: during a failover
+    // every fence changes a VolumeReservation and the node's proofs. Looked at once per
+    // ISOLATION_BATCH_MS then (the queue keeps the earliest pending time), not at every
+    // record: the desired-state writes of the failover share the workers and the API server.
+    const iso = (name: string | undefined) => name && queue.addAfter(`iso/${name}`, ISOLATION_BATCH_MS);
     // A VolumeReservation changed: the proof of every node asked to be fenced may have.
     const isoOfFenced = () => {
       for (const nf of this.#nfs?.list() ?? [])
-        if (fenceRequestedOrMarked(nf) || nf.status?.isolation) add('iso', nf.metadata.name);
+        if (fenceRequestedOrMarked(nf) || nf.status?.isolation) iso(nf.metadata.name);
     };
     const common = {
       rest: this.#rest,
@@ -343,7 +351,7 @@ export class Controller {
         onUpdate: (nf) => (
           add('taint', nf.metadata.name),
           add('nf', nf.metadata.name),
-          add('iso', nf.metadata.name)
+          iso(nf.metadata.name)
         ),
       },
     });
