@@ -329,7 +329,9 @@ export class StatusWriter {
         if (!(e instanceof KubeApiError && e.code === 409) || attempt >= 7) throw e;
       }
     }
-    await this.#applyIntent(pv, undefined, false);
+    await this.#applyIntent(pv, undefined, false).catch((e: unknown) => {
+      if (!(e instanceof KubeApiError && e.code === 404)) throw e; // gone: no intent left
+    });
   }
 
   /**
