@@ -7,8 +7,10 @@
 import pino from 'pino';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { V1Node } from '@kubernetes/client-node';
-import type { Controller } from '../../src/controller/controller.js';
+import { ISOLATION_BATCH_MS, type Controller } from '../../src/controller/controller.js';
 import { OUT_OF_SERVICE_BY } from '../../src/controller/isolation.js';
+import { API_VERSION, VOLUME_RESERVATION } from '../../src/crd/types.js';
+import { vrPath } from '../../src/agent/status-writer.js';
 import { createControllerMetrics } from '../../src/obs/controller-metrics.js';
 import { formatKey } from '../../src/pr/key.js';
 import type { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
@@ -316,6 +318,48 @@ describe('controller: proof of isolation, then the out-of-service taint', () => 
         observerFenced: false,
         lastFenced: a.name,
       });
+    },
+  );
+
+  it(
+    '40 volume records naming a node asked to be fenced, written one after the other -> its isolation summary reaches 0/40 in a few writes, not one per record',
+    { timeout: 120_000 },
+    async () => {
+      const node = await c.node('iso-burst');
+      await c.setFenceState(node, 'Fenced');
+      const r = await startController(c, log, controllers, { resyncMs: 600_000 });
+      await eventually(async () => r.actingFrom !== undefined, { timeoutMs: 30_000 });
+      const n = 40;
+      const key = formatKey(0x0e1500000000b001n);
+      // The volumes exist (a VolumeReservation whose PV is gone is collected).
+      const pvs = await Promise.all(Array.from({ length: n }, () => c.pv()));
+      await Promise.all(
+        pvs.map(({ name }) =>
+          c.rest.send({
+            method: 'POST',
+            path: vrPath(),
+            body: { apiVersion: API_VERSION, kind: VOLUME_RESERVATION.kind, metadata: { name } },
+          }),
+        ),
+      );
+      // One record after the other, as the fences of a failover are recorded.
+      const t0 = performance.now();
+      for (const { name } of pvs)
+        await c.rest.apply(
+          vrPath(name, 'status'),
+          {
+            apiVersion: API_VERSION,
+            kind: VOLUME_RESERVATION.kind,
+            metadata: { name },
+            status: { registrants: [{ node, key }] },
+          },
+          'test-burst',
+        );
+      await proofIs(node, `0/${n}`);
+      const windows = Math.ceil((performance.now() - t0) / ISOLATION_BATCH_MS);
+      const writes = r.actions.filter((x) => x.kind === 'status' && x.name === node).length;
+      // At most one write per batch window of the burst (and one at each end).
+      expect({ writes, perWindow: writes <= windows + 2 }).toEqual({ writes, perWindow: true });
     },
   );
 });
