@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { describeError } from '../obs/logger.js';
 import type { ClusterInformers } from './cluster-informers.js';
 import { isFenceRequested } from './cluster-view.js';
+import { Coalescer } from './coalescer.js';
 import { ownNodeStatus } from './nf-status.js';
 import type { StatusWriter } from './status-writer.js';
 import type { VolumeReconciler } from './volume-reconciler.js';
@@ -31,35 +32,28 @@ export interface OwnStatusOptions {
 export class OwnStatus {
   readonly #o: OwnStatusOptions;
 
+  /** One write at a time; the calls made meanwhile share the next (one key: this node). */
+  readonly #writes = new Coalescer<null>(() => this.#writeNow());
+
   constructor(o: OwnStatusOptions) {
     this.#o = o;
   }
-
-  #inFlight: Promise<boolean> | undefined;
-  #again: Promise<boolean> | undefined;
 
   /**
    * Writes the own NodeFence status as it is when the write starts (see the module
    * comment); resolves false if it was not written (retried later), never rejects.
    */
   write(): Promise<boolean> {
-    if (!this.#inFlight) return this.#start();
-    this.#again ??= this.#inFlight.then(() => {
-      this.#again = undefined;
-      return this.#start();
-    });
-    return this.#again;
+    return this.#writes.add(this.#o.node, null).then(
+      () => true,
+      (e: unknown) => {
+        this.#o.log.debug({ err: describeError(e) }, 'own status not written; next time');
+        return false;
+      },
+    );
   }
 
-  #start(): Promise<boolean> {
-    const p: Promise<boolean> = this.#writeNow().finally(() => {
-      if (this.#inFlight === p) this.#inFlight = undefined;
-    });
-    this.#inFlight = p;
-    return p;
-  }
-
-  async #writeNow(): Promise<boolean> {
+  async #writeNow(): Promise<void> {
     const { node, informers, reconciler } = this.#o;
     const nf = informers.nodeFence(node);
     const problem = this.#o.notReady();
@@ -73,19 +67,11 @@ export class OwnStatus {
       registeredVolumes: reconciler.registeredOn.size,
       problem,
     });
-    return this.#o.writer
-      .writeOwn(nf, {
-        phase,
-        volumes,
-        handingOver: [...reconciler.handingOver],
-        conditions,
-      })
-      .then(
-        () => true,
-        (e: unknown) => {
-          this.#o.log.debug({ err: describeError(e) }, 'own status not written; next time');
-          return false;
-        },
-      );
+    return this.#o.writer.writeOwn(nf, {
+      phase,
+      volumes,
+      handingOver: [...reconciler.handingOver],
+      conditions,
+    });
   }
 }
