@@ -72,7 +72,8 @@ export interface ReconcileResult {
    * Set when this reconcile removed a stale key (read back): what is left is recording it
    * (the volume's status, the Fenced mark, the proof, the event, the fence record; its
    * intent is on record already). The caller runs it off the reconcile worker, and no other
-   * reconcile of the PV starts before it ends; its result replaces this one's requeue.
+   * reconcile of the PV starts before it ends; its result replaces this one's requeue. If
+   * it fails, the next reconcile of the PV writes the fence's record first.
    */
   record?: () => Promise<ReconcileResult>;
 }
@@ -224,6 +225,17 @@ export class VolumeReconciler {
   readonly #needFullView = new Set<string>();
   /** The last policy problem or opt-out logged per PV (logged once per change, not per resync). */
   readonly #policyLogged = new Map<string, string>();
+  /**
+   * Fences whose keys are gone from the device and whose record (Fenced mark, proof, fence
+   * record, the intent's removal) has not been written yet, per PV. A record that failed
+   * (API error) is written again by the next reconcile of the PV, before anything else:
+   * that reconcile sends no PREEMPT (the key is gone), so nothing else would record the
+   * fence, and its intent would stay open until the agent restarts.
+   */
+  readonly #unrecorded = new Map<
+    string,
+    { victims: VolumeObservation['victims']; durationMs: number; generation?: number }
+  >();
 
   constructor(o: VolumeReconcilerOptions) {
     this.#o = o;
@@ -256,6 +268,7 @@ export class VolumeReconciler {
     const o = this.#o;
     const none = { victims: [], registered: false };
     if (o.signal.aborted) return { outcome: 'not-mine', ...none };
+    await this.#recordPending(pv, log);
     // What the caches showed from here on (e.g. a fence request) is in any view started later.
     const began = o.fresh.now();
     const identity = o.identityOf(pv);
@@ -651,11 +664,22 @@ export class VolumeReconciler {
       }
       await o.memory.unregistering(identity); // its takeover is no loss
     }
+    const preempted = obs.results.some((r) => r.action.kind === 'preempt-abort');
+    if (preempted) {
+      const generation = obs.state.keys.generation;
+      this.#unrecorded.set(pv, {
+        victims: obs.victims,
+        durationMs: obs.durationMs,
+        ...(generation !== undefined ? { generation } : {}),
+      });
+    }
     const record = async (): Promise<ReconcileResult> => {
       const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
       // The volume's record first, then the fence's: once lastFence shows, so does the holder.
-      if (obs.results.some((r) => r.action.kind === 'preempt-abort'))
+      if (preempted) {
         await this.#completeFences(pv, obs.victims, obs.durationMs, log, obs.state.keys.generation, began);
+        this.#unrecorded.delete(pv);
+      }
       return refusedByVolumeView ? { ...result, requeueAfterMs: 100 } : result;
     };
     if (!obs.victims.some((v) => v.result === 'fenced' && !v.takeover)) return record();
@@ -855,6 +879,25 @@ export class VolumeReconciler {
       fencedKeys.push({ node: v.node, key: formatKey(v.key), at: now });
     }
     await o.writer.completeFence(pv, lastFence, fencedKeys, (e) => fenceStands(e, fresh));
+  }
+
+  /** The record of this PV's last fences, if it failed: written now (throws if it fails again). */
+  async #recordPending(pv: string, log: Logger): Promise<void> {
+    const pending = this.#unrecorded.get(pv);
+    if (!pending) return;
+    log.info(
+      { victims: pending.victims.map((v) => formatKey(v.key)) },
+      'writing the record of a fence whose first record failed',
+    );
+    await this.#completeFences(
+      pv,
+      pending.victims,
+      pending.durationMs,
+      log,
+      pending.generation,
+      this.#o.fresh.now(),
+    );
+    this.#unrecorded.delete(pv);
   }
 
   /** Finishes an intent this node recorded before it restarted, from what the device says. */

@@ -91,6 +91,41 @@ describe('safety of the agent against a real API server', () => {
     expect((await c.nodeFence(na)).status).toMatchObject({ phase: 'Fenced', fencedBy: nb });
   });
 
+  it('A5: the fencer loses the API right after its PREEMPT and keeps running -> once the API is back, it records the fence (Fenced mark, lastFence) and closes its intent, without a restart', async () => {
+    const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
+    const { name: pv, lu } = await c.pv();
+    const a = await c.startAgent(na);
+    await c.attach(pv, na);
+    await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 30_000 });
+    await a.stop(); // node-a is gone; its key stays (S8)
+    const metrics = createAgentMetrics();
+    const { proxy } = await c.startProxiedAgent(nb, { metrics });
+    c.deviceCalls.add((call) => {
+      if (call.node === nb && call.op === 'preemptAndAbort' && call.outcome === 'ok') proxy.reset('both');
+    });
+    await c.setFenceState(na, 'Fenced');
+    await c.attach(pv, nb);
+    await eventually(() => !keysOf(lu).includes(a.key), { timeoutMs: 30_000 });
+    // The record was tried during the partition, and failed.
+    await eventually(
+      async () => /prfence_reconciles_total\{outcome="error"\} [1-9]/.test(await metrics.registry.metrics()),
+      { timeoutMs: 30_000 },
+    );
+    expect((await c.nodeFence(na)).status?.phase).not.toBe('Fenced');
+    await proxy.heal();
+    const vr = await eventually(
+      async () => {
+        const v = await c.vr(pv);
+        if (v.status?.fenceIntent || v.status?.lastFence?.victimNode !== na)
+          throw new Error('not recorded yet');
+        return v;
+      },
+      { timeoutMs: 60_000 },
+    );
+    expect(vr.status?.lastFence).toMatchObject({ victimKey: formatKey(a.key), by: nb, result: 'Fenced' });
+    expect((await c.nodeFence(na)).status).toMatchObject({ phase: 'Fenced', fencedBy: nb });
+  });
+
   it('A7: write-exclusive-all-regs (holder reads as key 0) -> type and generation stay recorded across idle reconciles; each registrant entry names the initiators carrying its key', async () => {
     const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
     const { name: pv, lu } = await c.pv();

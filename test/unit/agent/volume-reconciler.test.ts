@@ -293,6 +293,38 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
     ]);
   });
 
+  it('the record of a fence fails (API error at the Fenced mark) -> the next reconcile, which sends no PREEMPT, writes it first: mark, proof, fence record (the intent closed)', async () => {
+    const { lu, r, writer } = await setup(
+      'b',
+      () => ({ vas: ['b'] }),
+      freshOf(() => ({ vas: ['b'] })),
+    );
+    await lu.initiator('a').register(0n, K.a);
+    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
+    const markFenced = writer.markFenced;
+    let failures = 1;
+    writer.markFenced = (n: string) =>
+      failures-- > 0 ? Promise.reject(new Error('API server unreachable')) : markFenced(n);
+    const res = await r.reconcile(PV, log);
+    await expect(res.record!()).rejects.toThrow('unreachable');
+    expect(writer.calls).not.toContain('completeFence');
+    const next = await r.reconcile(PV, log);
+    const tail = writer.calls.slice(writer.calls.indexOf('markFenced a'));
+    expect({
+      keys: lu.state().registrations.map((x) => x.key),
+      preemptAgain: next.victims,
+      recorded: tail.slice(0, 3),
+    }).toEqual({
+      keys: [K.b],
+      preemptAgain: [],
+      recorded: ['markFenced a', 'recordProof a', 'completeFence'],
+    });
+    // Written once: a third reconcile records nothing more.
+    const before = writer.calls.filter((c) => c === 'completeFence').length;
+    await r.reconcile(PV, log);
+    expect(writer.calls.filter((c) => c === 'completeFence').length).toBe(before);
+  });
+
   it('a key registered after the shared fresh view was read (its node attached since, the caches lag) -> the view is read again before the PREEMPT, and that legitimate node is not preempted (S1)', async () => {
     let world: World = { vas: ['a'] };
     const fresh = freshOf(() => world, { shared: true });
