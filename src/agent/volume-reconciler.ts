@@ -26,7 +26,7 @@ import {
   type FenceInput,
   type NodeKey,
 } from '../fence/rule.js';
-import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
+import { fenceVolume, type FenceVictim, type VolumeObservation } from '../fence/volume-fencer.js';
 import { addedPaths } from '../pr/dm-paths.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
@@ -204,6 +204,23 @@ function stampNewKeys(
   });
 }
 
+/** A fence whose key is gone from the device, to be recorded (VolumeReconciler #completeFences). */
+interface FenceToRecord {
+  victims: VolumeObservation['victims'];
+  durationMs: number;
+  generation?: number;
+  /** Victims whose Fenced mark, proof and event are written (by an earlier try of the record). */
+  marked: Set<PrKey>;
+}
+
+function fenceToRecord(
+  victims: VolumeObservation['victims'],
+  durationMs: number,
+  generation: number | undefined,
+): FenceToRecord {
+  return { victims, durationMs, ...(generation !== undefined ? { generation } : {}), marked: new Set() };
+}
+
 export class VolumeReconciler {
   readonly #o: VolumeReconcilerOptions;
   readonly #now: () => number;
@@ -232,10 +249,7 @@ export class VolumeReconciler {
    * that reconcile sends no PREEMPT (the key is gone), so nothing else would record the
    * fence, and its intent would stay open until the agent restarts.
    */
-  readonly #unrecorded = new Map<
-    string,
-    { victims: VolumeObservation['victims']; durationMs: number; generation?: number }
-  >();
+  readonly #unrecorded = new Map<string, FenceToRecord>();
 
   constructor(o: VolumeReconcilerOptions) {
     this.#o = o;
@@ -664,20 +678,15 @@ export class VolumeReconciler {
       }
       await o.memory.unregistering(identity); // its takeover is no loss
     }
-    const preempted = obs.results.some((r) => r.action.kind === 'preempt-abort');
-    if (preempted) {
-      const generation = obs.state.keys.generation;
-      this.#unrecorded.set(pv, {
-        victims: obs.victims,
-        durationMs: obs.durationMs,
-        ...(generation !== undefined ? { generation } : {}),
-      });
-    }
+    const fence = obs.results.some((r) => r.action.kind === 'preempt-abort')
+      ? fenceToRecord(obs.victims, obs.durationMs, obs.state.keys.generation)
+      : undefined;
+    if (fence) this.#unrecorded.set(pv, fence);
     const record = async (): Promise<ReconcileResult> => {
       const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
       // The volume's record first, then the fence's: once lastFence shows, so does the holder.
-      if (preempted) {
-        await this.#completeFences(pv, obs.victims, obs.durationMs, log, obs.state.keys.generation, began);
+      if (fence) {
+        await this.#completeFences(pv, fence, log, began);
         this.#unrecorded.delete(pv);
       }
       return refusedByVolumeView ? { ...result, requeueAfterMs: 100 } : result;
@@ -824,10 +833,8 @@ export class VolumeReconciler {
    */
   async #completeFences(
     pv: string,
-    victims: VolumeObservation['victims'],
-    durationMs: number,
+    { victims, durationMs, generation, marked }: FenceToRecord,
     log: Logger,
-    generation: number | undefined,
     /**
      * The view that decides whether a victim is marked Fenced must be newer than this: a
      * preempt backed by a view of one volume took no full view, and a shared one from
@@ -864,18 +871,22 @@ export class VolumeReconciler {
         log.warn({ victimNode: v.node }, 'fenced node is legitimate in a fresh read: not marked Fenced');
         continue;
       }
-      await o.writer.markFenced(v.node, now);
-      await o.writer.dropRegistrant(pv, v.node);
-      await o.writer.recordProof(v.node, {
-        volume: pv,
-        ...(identity ? { identity } : {}),
-        victimKey: formatKey(v.key),
-        result: 'Fenced',
-        ...(generation !== undefined ? { generation } : {}),
-        by: o.node,
-        at: now,
-      });
-      await o.writer.fencedEvent(pv, v.node, v.key);
+      // Marked by an earlier try of this record (which failed after it): not again (one event).
+      if (!marked.has(v.key)) {
+        await o.writer.markFenced(v.node, now);
+        await o.writer.dropRegistrant(pv, v.node);
+        await o.writer.recordProof(v.node, {
+          volume: pv,
+          ...(identity ? { identity } : {}),
+          victimKey: formatKey(v.key),
+          result: 'Fenced',
+          ...(generation !== undefined ? { generation } : {}),
+          by: o.node,
+          at: now,
+        });
+        await o.writer.fencedEvent(pv, v.node, v.key);
+        marked.add(v.key);
+      }
       fencedKeys.push({ node: v.node, key: formatKey(v.key), at: now });
     }
     await o.writer.completeFence(pv, lastFence, fencedKeys, (e) => fenceStands(e, fresh));
@@ -889,14 +900,7 @@ export class VolumeReconciler {
       { victims: pending.victims.map((v) => formatKey(v.key)) },
       'writing the record of a fence whose first record failed',
     );
-    await this.#completeFences(
-      pv,
-      pending.victims,
-      pending.durationMs,
-      log,
-      pending.generation,
-      this.#o.fresh.now(),
-    );
+    await this.#completeFences(pv, pending, log, this.#o.fresh.now());
     this.#unrecorded.delete(pv);
   }
 
@@ -916,14 +920,8 @@ export class VolumeReconciler {
     // Gone: this node's preempt may have applied before the restart; recorded as a fence
     // (the victim was stale when the intent was written: safety before availability).
     const result = gone ? 'fenced' : 'left';
-    await this.#completeFences(
-      pv,
-      [{ key: victimKey, ...(victimNode ? { node: victimNode } : {}), result }],
-      0,
-      log,
-      keys.generation,
-      o.fresh.now(),
-    );
+    const victims: FenceVictim[] = [{ key: victimKey, ...(victimNode ? { node: victimNode } : {}), result }];
+    await this.#completeFences(pv, fenceToRecord(victims, 0, keys.generation), log, o.fresh.now());
   }
 
   async #record(

@@ -325,6 +325,30 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
     expect(writer.calls.filter((c) => c === 'completeFence').length).toBe(before);
   });
 
+  it('the record of a fence fails after the Fenced mark and the event (API error at completeFence) -> the next reconcile completes it without marking or announcing the victim again', async () => {
+    const { lu, r, writer } = await setup(
+      'b',
+      () => ({ vas: ['b'] }),
+      freshOf(() => ({ vas: ['b'] })),
+    );
+    await lu.initiator('a').register(0n, K.a);
+    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
+    const completeFence = writer.completeFence;
+    let failures = 1;
+    writer.completeFence = () =>
+      failures-- > 0 ? Promise.reject(new Error('API server unreachable')) : completeFence();
+    const events: string[] = [];
+    writer.fencedEvent = (() => (events.push('Fenced'), Promise.resolve())) as typeof writer.fencedEvent;
+    const res = await r.reconcile(PV, log);
+    await expect(res.record!()).rejects.toThrow('unreachable');
+    await r.reconcile(PV, log);
+    expect({
+      marks: writer.calls.filter((c) => c === 'markFenced a').length,
+      events,
+      completed: writer.calls.filter((c) => c === 'completeFence').length,
+    }).toEqual({ marks: 1, events: ['Fenced'], completed: 1 });
+  });
+
   it('a key registered after the shared fresh view was read (its node attached since, the caches lag) -> the view is read again before the PREEMPT, and that legitimate node is not preempted (S1)', async () => {
     let world: World = { vas: ['a'] };
     const fresh = freshOf(() => world, { shared: true });
