@@ -164,6 +164,7 @@ export class ReconcileWorkers {
     m?.reconciled(r.outcome);
     m?.registrationAllowed(reconciler.mayRegisterCached() && reconciler.blockedOn.size === 0);
     m?.handingOver(reconciler.handingOver.size);
+    m?.unrecordedFences(reconciler.unrecordedFences);
     // A volume waiting on another node keeps its trigger time until it is settled.
     if (r.requeueAfterMs === undefined || r.outcome !== 'waiting') this.#triggeredAt.delete(pv);
     if (r.requeueAfterMs !== undefined) queue.addAfter(pv, r.requeueAfterMs);
@@ -173,6 +174,7 @@ export class ReconcileWorkers {
 
   #failed(pv: string, e: unknown, log: Logger): void {
     this.#o.metrics?.reconciled('error');
+    this.#o.metrics?.unrecordedFences(this.#o.reconciler.unrecordedFences);
     if (e instanceof KubeApiError && e.code === 409) this.#o.queue.addAfter(pv, 1000);
     else {
       log.warn({ err: describeError(e) }, 'reconcile failed; retrying with backoff');

@@ -256,6 +256,11 @@ export class VolumeReconciler {
     this.#now = o.now ?? (() => performance.now());
   }
 
+  /** Volumes whose last fence removed a stale key and whose record is not written yet. */
+  get unrecordedFences(): number {
+    return this.#unrecorded.size;
+  }
+
   /** S2 as the caches say it (the metric; a device command also needs a fresh view). */
   mayRegisterCached(): boolean {
     const c = this.#o.caches();

@@ -17,6 +17,8 @@ export interface AgentMetrics {
   takeover(): void;
   /** Volumes whose reservation this node holds only to hand it over (detached while a node is fenced). */
   handingOver(n: number): void;
+  /** Volumes where this node removed a stale key and the fence's record is not written yet. */
+  unrecordedFences(n: number): void;
   reconciled(outcome: string): void;
   /** 1 while this node may register keys (S2), 0 while it is fenced or out of service. */
   registrationAllowed(allowed: boolean): void;
@@ -56,6 +58,11 @@ export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): Age
   const handing = new Gauge({
     name: 'prfence_handing_over_volumes',
     help: 'Volumes this node left but whose reservation it holds, because a fenced node may still write, until the next node takes it over.',
+    registers,
+  });
+  const unrecorded = new Gauge({
+    name: 'prfence_unrecorded_fences',
+    help: "Volumes where this node removed a stale key and has not yet written the fence's record (Fenced mark, proof, lastFence, the intent's removal); retried with the volume's reconcile.",
     registers,
   });
   const reconciles = new Counter({
@@ -133,6 +140,7 @@ export function createAgentMetrics(opts: { processMetrics?: boolean } = {}): Age
     },
     takeover: () => takeovers.inc(),
     handingOver: (n) => handing.set(n),
+    unrecordedFences: (n) => unrecorded.set(n),
     reconciled: (outcome) => reconciles.inc({ outcome }),
     registrationAllowed: (a) => allowed.set(a ? 1 : 0),
     apiRequest: (method, code) => api.inc({ method, code: String(code) }),

@@ -937,6 +937,7 @@ describe('Helm chart monitoring (opt-in)', () => {
     const rules = rule[0]!.spec!.groups!.flatMap((g) => g.rules);
     expect(rules.map((r) => r.alert)).toEqual([
       'PrfenceFenceFailed',
+      'PrfenceFenceUnrecorded',
       'PrfenceDeviceHung',
       'PrfenceAccessLost',
       'PrfenceAgentDown',

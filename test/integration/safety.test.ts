@@ -91,7 +91,7 @@ describe('safety of the agent against a real API server', () => {
     expect((await c.nodeFence(na)).status).toMatchObject({ phase: 'Fenced', fencedBy: nb });
   });
 
-  it('A5: the fencer loses the API right after its PREEMPT and keeps running -> once the API is back, it records the fence (Fenced mark, lastFence) and closes its intent, without a restart', async () => {
+  it('A5: the fencer loses the API right after its PREEMPT and keeps running -> once the API is back, it records the fence (Fenced mark, lastFence) and closes its intent, without a restart; prfence_unrecorded_fences is 1 meanwhile, then 0', async () => {
     const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
     const { name: pv, lu } = await c.pv();
     const a = await c.startAgent(na);
@@ -112,6 +112,7 @@ describe('safety of the agent against a real API server', () => {
       { timeoutMs: 30_000 },
     );
     expect((await c.nodeFence(na)).status?.phase).not.toBe('Fenced');
+    expect(await metrics.registry.metrics()).toContain('prfence_unrecorded_fences 1');
     await proxy.heal();
     const vr = await eventually(
       async () => {
@@ -124,6 +125,7 @@ describe('safety of the agent against a real API server', () => {
     );
     expect(vr.status?.lastFence).toMatchObject({ victimKey: formatKey(a.key), by: nb, result: 'Fenced' });
     expect((await c.nodeFence(na)).status).toMatchObject({ phase: 'Fenced', fencedBy: nb });
+    await eventually(async () => (await metrics.registry.metrics()).includes('prfence_unrecorded_fences 0'));
   });
 
   it('A7: write-exclusive-all-regs (holder reads as key 0) -> type and generation stay recorded across idle reconciles; each registrant entry names the initiators carrying its key', async () => {
