@@ -9,6 +9,11 @@
  * Kept in one small JSON file under the state directory (a hostPath in the chart),
  * written atomically (write + rename) with fs.promises, never on a hot path: only when a
  * registration appears or disappears. Without a directory it lives in memory only.
+ *
+ * A write that fails (a full or read-only disk) is tried again, with a doubling delay, until
+ * one succeeds; a later change is written with it. The change already holds in the process.
+ * The listeners hear of a change only once the file has it: a reboot (failfast) must never
+ * come before the loss it reacts to is on the host.
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -41,11 +46,22 @@ interface State {
   lost: Record<string, KeyLoss>;
 }
 
+/** Tries of a write that failed: doubling from 1 s, at most a minute apart. */
+const RETRY_BASE_MS = 1000;
+const RETRY_MAX_MS = 60_000;
+
 export class FenceMemory {
   readonly #file: string | undefined;
   #state: State = { version: 1, registered: {}, lost: {} };
   #writing: Promise<void> = Promise.resolve();
   readonly #listeners = new Set<FenceMemoryListener>();
+  /** What the listeners hear once the file has the change (in order). */
+  #toAnnounce: ((l: FenceMemoryListener) => void)[] = [];
+  /** Changes whose write failed: heard of after the next write that succeeds (it holds them). */
+  #unannounced: ((l: FenceMemoryListener) => void)[] = [];
+  /** The next try of a write that failed, and how many failed in a row. */
+  #retry: NodeJS.Timeout | undefined;
+  #failures = 0;
 
   private constructor(file: string | undefined) {
     this.#file = file;
@@ -99,8 +115,8 @@ export class FenceMemory {
   async registered(identity: string, key: PrKey): Promise<void> {
     if (this.expects(identity, key)) return;
     this.#state.registered[identity] = formatKey(key);
+    this.#toAnnounce.push((l) => l.registered?.(identity));
     await this.#save();
-    for (const l of this.#listeners) l.registered?.(identity);
   }
 
   /** This node is about to remove its own registration (a normal detach): not a loss. */
@@ -126,29 +142,62 @@ export class FenceMemory {
       unfencedAtBefore: unfencedAt ?? null,
       ...(holder !== undefined && holder !== null ? { holder: formatKey(holder) } : {}),
     };
+    const loss = this.#state.lost[identity];
+    if (fresh) this.#toAnnounce.push((l) => l.lost?.(identity, loss));
     // On the host before anyone acts on it (a reboot follows): S2 holds across the restart.
     await this.#save();
-    if (fresh) for (const l of this.#listeners) l.lost?.(identity, this.#state.lost[identity]);
   }
 
   /** An unfence newer than the loss was seen in a fresh read: the node may register there again. */
   async forgive(identity: string): Promise<void> {
     if (!(identity in this.#state.lost)) return;
     delete this.#state.lost[identity];
+    this.#toAnnounce.push((l) => l.forgiven?.(identity));
     await this.#save();
-    for (const l of this.#listeners) l.forgiven?.(identity);
   }
 
-  /** Writes are serialized: the file always holds the latest state. */
+  /**
+   * Writes the current state (serialized: the file always holds the latest state), then
+   * tells the listeners what it now holds. A failure rejects, and the write is tried again
+   * later (see the module comment).
+   */
   #save(): Promise<void> {
     const file = this.#file;
-    if (!file) return Promise.resolve();
     const text = JSON.stringify(this.#state, null, 1);
-    this.#writing = this.#writing.then(async () => {
-      const tmp = `${file}.tmp`;
-      await writeFile(tmp, text, { mode: 0o600 });
-      await rename(tmp, file);
-    });
+    const announce = this.#toAnnounce;
+    this.#toAnnounce = [];
+    const write = this.#writing
+      .catch(() => undefined)
+      .then(async () => {
+        if (file) {
+          const tmp = `${file}.tmp`;
+          await writeFile(tmp, text, { mode: 0o600 });
+          await rename(tmp, file);
+        }
+      });
+    this.#writing = write.then(
+      () => {
+        this.#failures = 0;
+        clearTimeout(this.#retry);
+        this.#retry = undefined;
+        const all = [...this.#unannounced, ...announce];
+        this.#unannounced = [];
+        for (const a of all) for (const l of this.#listeners) a(l);
+      },
+      (e: unknown) => {
+        this.#unannounced.push(...announce);
+        this.#failures++;
+        if (!this.#retry) {
+          const ms = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (this.#failures - 1));
+          this.#retry = setTimeout(() => {
+            this.#retry = undefined;
+            this.#save().catch(() => undefined);
+          }, ms);
+          this.#retry.unref();
+        }
+        throw e;
+      },
+    );
     return this.#writing;
   }
 }

@@ -387,7 +387,10 @@ export class StatusWriter {
    * once and only `prfence unfence` clears it (the chart's admission policy refuses an
    * agent that changes it). Read, then applied with the read's resourceVersion; every
    * field is sent, even an unchanged one, so this manager never drops one it owns (409:
-   * read again). A NodeFence that is gone throws (404).
+   * read again). A NodeFence that is gone (404: deleted by hand, or its Node's collected) is
+   * not marked: there is nothing to mark, and a fence record must not wait for it forever.
+   * Its node's agent creates it again at start, and its host memory keeps it from
+   * registering where its key was removed.
    */
   markFenced(victimNode: string, at: string): Promise<void> {
     return this.#marks.add(victimNode, at);
@@ -396,7 +399,7 @@ export class StatusWriter {
   /** One write of the Fenced mark (coalesced: the earliest time of the batch). */
   async #writeMark(victimNode: string, times: readonly string[]): Promise<void> {
     const at = [...times].sort()[0]!;
-    await this.#applyPeerStatus(victimNode, this.fm, 'throw', ({ status: s = {} }) =>
+    await this.#applyPeerStatus(victimNode, this.fm, ({ status: s = {} }) =>
       s.phase === 'Fenced' && s.fencedBy !== undefined && s.fencedAt !== undefined
         ? undefined
         : { phase: 'Fenced', fencedBy: s.fencedBy ?? this.#o.node, fencedAt: s.fencedAt ?? at },
@@ -418,7 +421,7 @@ export class StatusWriter {
   }
 
   async #writeProofs(victimNode: string, proofs: readonly IsolationProof[]): Promise<void> {
-    await this.#applyPeerStatus(victimNode, this.#proofFm, 'skip', (nf) => {
+    await this.#applyPeerStatus(victimNode, this.#proofFm, (nf) => {
       const unfencedAt = nf.spec?.unfencedAt ? Date.parse(nf.spec.unfencedAt) : Number.NEGATIVE_INFINITY;
       const replaceable = (p: IsolationProof) => p.by === this.#o.node || Date.parse(p.at) <= unfencedAt;
       const before = nf.status?.proofs ?? [];
@@ -435,12 +438,11 @@ export class StatusWriter {
    * Read, decide, apply on a peer's NodeFence status: `decide` gives the status to apply from
    * the read (undefined: nothing to write), applied under `fm` with the read's
    * resourceVersion; a 409 (a write in between) reads again, up to 5 times. A NodeFence that
-   * is gone (404) throws, or with `skip` is left alone.
+   * is gone (404) is left alone.
    */
   async #applyPeerStatus(
     victimNode: string,
     fm: string,
-    ifGone: 'throw' | 'skip',
     decide: (nf: NodeFence) => NodeFenceStatus | undefined,
   ): Promise<void> {
     for (let attempt = 0; ; attempt++) {
@@ -448,7 +450,7 @@ export class StatusWriter {
       try {
         nf = await this.#o.rest.get<NodeFence>(nfPath(victimNode));
       } catch (e) {
-        if (ifGone === 'skip' && e instanceof KubeApiError && e.code === 404) return;
+        if (e instanceof KubeApiError && e.code === 404) return;
         throw e;
       }
       const status = decide(nf);

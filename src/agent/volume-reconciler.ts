@@ -204,9 +204,20 @@ function stampNewKeys(
   });
 }
 
-/** A fence whose key is gone from the device, to be recorded (VolumeReconciler #completeFences). */
+/** A fence intent this node recorded (before its PREEMPT), whose outcome the device tells. */
+interface OpenIntent {
+  key: PrKey;
+  node?: string;
+}
+
+/**
+ * A fence to record (VolumeReconciler #completeFences): the victims with their results, or
+ * (`open`) only the intents recorded before a PREEMPT whose outcome is not known (the
+ * reconcile failed after the intent, or the agent restarted): the device tells it then.
+ */
 interface FenceToRecord {
   victims: VolumeObservation['victims'];
+  open?: readonly OpenIntent[];
   durationMs: number;
   generation?: number;
   /** Victims whose Fenced mark, proof and event are written (by an earlier try of the record). */
@@ -220,6 +231,10 @@ function fenceToRecord(
 ): FenceToRecord {
   return { victims, durationMs, ...(generation !== undefined ? { generation } : {}), marked: new Set() };
 }
+
+/** Retries of a failed fence record: doubling from 1 s, at most a minute apart. */
+const RECORD_RETRY_BASE_MS = 1000;
+const RECORD_RETRY_MAX_MS = 60_000;
 
 export class VolumeReconciler {
   readonly #o: VolumeReconcilerOptions;
@@ -249,7 +264,11 @@ export class VolumeReconciler {
    * that reconcile sends no PREEMPT (the key is gone), so nothing else would record the
    * fence, and its intent would stay open until the agent restarts.
    */
-  readonly #unrecorded = new Map<string, FenceToRecord>();
+  readonly #unrecorded = new Map<string, FenceToRecord[]>();
+  /** Failed tries of the pending records of a PV, for their backoff. */
+  readonly #recordTries = new Map<string, number>();
+  /** The intents the reconcile of a PV now running recorded, until their fence is in #unrecorded. */
+  readonly #intended = new Map<string, OpenIntent[]>();
 
   constructor(o: VolumeReconcilerOptions) {
     this.#o = o;
@@ -283,11 +302,56 @@ export class VolumeReconciler {
     log();
   }
 
+  /**
+   * Reconciles PV `pv`. The records of its earlier fences that failed are written first; if
+   * they fail again, the reconcile goes on (a record is no reason to leave a volume
+   * unattended) and is retried with backoff. A reconcile that fails after it recorded a
+   * fence intent keeps that intent to record: the device tells whether its PREEMPT applied.
+   */
   async reconcile(pv: string, log: Logger): Promise<ReconcileResult> {
+    let retryRecordInMs: number | undefined;
+    if (this.#unrecorded.has(pv) && !this.#o.signal.aborted) {
+      try {
+        await this.#recordPending(pv, log);
+        this.#recordTries.delete(pv);
+      } catch (e) {
+        const tries = (this.#recordTries.get(pv) ?? 0) + 1;
+        this.#recordTries.set(pv, tries);
+        retryRecordInMs = Math.min(RECORD_RETRY_MAX_MS, RECORD_RETRY_BASE_MS * 2 ** (tries - 1));
+        log.warn(
+          { err: describeError(e), retryInMs: retryRecordInMs },
+          'the record of an earlier fence failed again; the volume is reconciled meanwhile',
+        );
+      }
+    }
+    const intended: OpenIntent[] = [];
+    this.#intended.set(pv, intended);
+    let r: ReconcileResult;
+    try {
+      r = await this.#reconcileVolume(pv, log);
+    } catch (e) {
+      if (intended.length) this.#addUnrecorded(pv, { ...fenceToRecord([], 0, undefined), open: intended });
+      throw e;
+    } finally {
+      this.#intended.delete(pv);
+    }
+    if (retryRecordInMs === undefined) return r;
+    const soon = (x: ReconcileResult): ReconcileResult => ({
+      ...x,
+      requeueAfterMs: Math.min(x.requeueAfterMs ?? retryRecordInMs, retryRecordInMs),
+    });
+    const record = r.record;
+    return record ? { ...soon(r), record: async () => soon(await record()) } : soon(r);
+  }
+
+  #addUnrecorded(pv: string, f: FenceToRecord): void {
+    this.#unrecorded.set(pv, [...(this.#unrecorded.get(pv) ?? []), f]);
+  }
+
+  async #reconcileVolume(pv: string, log: Logger): Promise<ReconcileResult> {
     const o = this.#o;
     const none = { victims: [], registered: false };
     if (o.signal.aborted) return { outcome: 'not-mine', ...none };
-    await this.#recordPending(pv, log);
     // What the caches showed from here on (e.g. a fence request) is in any view started later.
     const began = o.fresh.now();
     const identity = o.identityOf(pv);
@@ -641,13 +705,16 @@ export class VolumeReconciler {
         if (a.kind === 'unregister') await o.memory.unregistering(identity);
         // A takeover is no fence: no intent (a restart would record it as one).
         if (a.kind === 'preempt-abort' && !a.takeover) {
-          return o.writer.recordIntent(pv, {
+          const recorded = await o.writer.recordIntent(pv, {
             victimKey: formatKey(a.victim),
             ...(a.victimNode ? { victimNode: a.victimNode } : {}),
             by: o.node,
             at: new Date().toISOString(),
             basis: current.basis,
           });
+          if (recorded)
+            this.#intended.get(pv)?.push({ key: a.victim, ...(a.victimNode ? { node: a.victimNode } : {}) });
+          return recorded;
         }
         return true;
       };
@@ -668,6 +735,11 @@ export class VolumeReconciler {
         initial: { kind, state },
         preemptAbortRefused: entry.preemptAbortRefused,
       });
+      // The fence is known now: its record is kept until written (see reconcile()).
+      if (obs.results.some((r) => r.action.kind === 'preempt-abort')) {
+        this.#addUnrecorded(pv, fenceToRecord(obs.victims, obs.durationMs, obs.state.keys.generation));
+        this.#intended.get(pv)?.splice(0);
+      }
       if (obs.holderPreemptKeepsVictim) entry.holderPreemptKeepsVictim = true;
       if (obs.preemptAbortRefused) entry.preemptAbortRefused = true;
       if (obs.state.keys.keys.includes(o.key)) {
@@ -683,16 +755,13 @@ export class VolumeReconciler {
       }
       await o.memory.unregistering(identity); // its takeover is no loss
     }
-    const fence = obs.results.some((r) => r.action.kind === 'preempt-abort')
-      ? fenceToRecord(obs.victims, obs.durationMs, obs.state.keys.generation)
-      : undefined;
-    if (fence) this.#unrecorded.set(pv, fence);
+    const fence = this.#unrecorded.get(pv)?.find((f) => f.victims === obs.victims);
     const record = async (): Promise<ReconcileResult> => {
       const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
       // The volume's record first, then the fence's: once lastFence shows, so does the holder.
       if (fence) {
         await this.#completeFences(pv, fence, log, began);
-        this.#unrecorded.delete(pv);
+        this.#recorded(pv, fence);
       }
       return refusedByVolumeView ? { ...result, requeueAfterMs: 100 } : result;
     };
@@ -897,36 +966,60 @@ export class VolumeReconciler {
     await o.writer.completeFence(pv, lastFence, fencedKeys, (e) => fenceStands(e, fresh));
   }
 
-  /** The record of this PV's last fences, if it failed: written now (throws if it fails again). */
+  /** The records of this PV's earlier fences that are not written yet, oldest first (throws if one fails). */
   async #recordPending(pv: string, log: Logger): Promise<void> {
-    const pending = this.#unrecorded.get(pv);
-    if (!pending) return;
-    log.info(
-      { victims: pending.victims.map((v) => formatKey(v.key)) },
-      'writing the record of a fence whose first record failed',
-    );
-    await this.#completeFences(pv, pending, log, this.#o.fresh.now());
-    this.#unrecorded.delete(pv);
+    for (const f of [...(this.#unrecorded.get(pv) ?? [])]) {
+      log.info(
+        { victims: [...f.victims, ...(f.open ?? [])].map((v) => formatKey(v.key)) },
+        'writing the record of a fence not recorded yet',
+      );
+      const fence = f.open ? await this.#outcomeOf(pv, f) : f;
+      if (fence) await this.#completeFences(pv, fence, log, this.#o.fresh.now());
+      this.#recorded(pv, f);
+    }
   }
 
-  /** Finishes an intent this node recorded before it restarted, from what the device says. */
+  #recorded(pv: string, f: FenceToRecord): void {
+    const left = (this.#unrecorded.get(pv) ?? []).filter((x) => x !== f);
+    if (left.length) this.#unrecorded.set(pv, left);
+    else {
+      this.#unrecorded.delete(pv);
+      this.#recordTries.delete(pv);
+    }
+  }
+
+  /**
+   * The fence of open intents, from what the device says now: a victim key that is gone
+   * counts as fenced (the victim was stale when the intent was written: safety before
+   * availability), one still there as left. Undefined: the PV names no device any more.
+   */
+  async #outcomeOf(pv: string, f: FenceToRecord): Promise<FenceToRecord | undefined> {
+    const o = this.#o;
+    const identity = o.identityOf(pv);
+    if (!identity) return undefined;
+    const { device } = await o.devices.get(pv, identity);
+    const keys = await device.readKeys(o.signal ? { signal: o.signal } : {});
+    const victims: FenceVictim[] = (f.open ?? []).map((i) => ({
+      key: i.key,
+      ...(i.node ? { node: i.node } : {}),
+      result: keys.keys.includes(i.key) ? 'left' : 'fenced',
+    }));
+    return { ...fenceToRecord(victims, 0, keys.generation), marked: f.marked };
+  }
+
+  /**
+   * Finishes an intent this node recorded before it restarted, from what the device says
+   * (throws if its record fails: it is kept, and written by the volume's next reconcile).
+   */
   async completeOpenIntent(
     pv: string,
     victimKey: PrKey,
     victimNode: string | undefined,
     log: Logger,
   ): Promise<void> {
-    const o = this.#o;
-    const identity = o.identityOf(pv);
-    if (!identity) return;
-    const { device } = await o.devices.get(pv, identity);
-    const keys = await device.readKeys(o.signal ? { signal: o.signal } : {});
-    const gone = !keys.keys.includes(victimKey);
-    // Gone: this node's preempt may have applied before the restart; recorded as a fence
-    // (the victim was stale when the intent was written: safety before availability).
-    const result = gone ? 'fenced' : 'left';
-    const victims: FenceVictim[] = [{ key: victimKey, ...(victimNode ? { node: victimNode } : {}), result }];
-    await this.#completeFences(pv, fenceToRecord(victims, 0, keys.generation), log, o.fresh.now());
+    const open = [{ key: victimKey, ...(victimNode ? { node: victimNode } : {}) }];
+    this.#addUnrecorded(pv, { ...fenceToRecord([], 0, undefined), open });
+    await this.#recordPending(pv, log);
   }
 
   async #record(

@@ -23,6 +23,7 @@ import type { VolumePolicy } from '../../../src/fence/volume-policy.js';
 import { clusterTag, makeKey } from '../../../src/fence/keys.js';
 import { formatKey } from '../../../src/pr/key.js';
 import { MemoryLogicalUnit } from '../../../src/pr/memory/index.js';
+import type { PrDevice } from '../../../src/pr/pr-device.js';
 
 const log = pino({ level: 'silent' });
 const TAG = clusterTag('unit');
@@ -169,6 +170,8 @@ async function setup(
     memory?: FenceMemory;
     fencedOn?: FencedKey[];
     volumeViews?: ReturnType<typeof volumeViewOf>;
+    /** Wraps the device the reconciler opens (e.g. to make a call fail). */
+    device?: (d: PrDevice) => PrDevice;
   } = {},
 ) {
   const lu = given.lu ?? new MemoryLogicalUnit({ id: 'lu' });
@@ -183,7 +186,11 @@ async function setup(
     identityOf: () => 'lu',
     fresh: fresh as unknown as FreshViewSource,
     ...(given.volumeViews ? { volumeViews: given.volumeViews as unknown as VolumeViewSource } : {}),
-    devices: new DeviceRegistry((id) => (opened.push(id), Promise.resolve(lu.initiator(node)))),
+    devices: new DeviceRegistry((id) => {
+      opened.push(id);
+      const d = lu.initiator(node);
+      return Promise.resolve(given.device ? given.device(d) : d);
+    }),
     memory,
     writer: writer as unknown as StatusWriter,
     policyOf: () => policy(),
@@ -323,6 +330,89 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
     const before = writer.calls.filter((c) => c === 'completeFence').length;
     await r.reconcile(PV, log);
     expect(writer.calls.filter((c) => c === 'completeFence').length).toBe(before);
+  });
+
+  it('the device read after a PREEMPT fails (the reconcile throws with the intent recorded, the key gone) -> the next reconcile reads the device, finds the key gone and records the fence: mark, proof, fence record', async () => {
+    let failNextRead = false;
+    const { lu, r, writer } = await setup(
+      'b',
+      () => ({ vas: ['b'] }),
+      freshOf(() => ({ vas: ['b'] })),
+      undefined,
+      {
+        device: (d) =>
+          new Proxy(d, {
+            get(t, k, rcv) {
+              const v = Reflect.get(t, k, rcv) as unknown;
+              if (typeof v !== 'function') return v;
+              return async (...args: unknown[]) => {
+                if (failNextRead && (k === 'readKeys' || k === 'readFullStatus')) {
+                  failNextRead = false;
+                  throw new Error('path failed');
+                }
+                const out = await (v as (...a: unknown[]) => Promise<unknown>).apply(t, args);
+                if (k === 'preemptAndAbort') failNextRead = true;
+                return out;
+              };
+            },
+          }),
+      },
+    );
+    await lu.initiator('a').register(0n, K.a);
+    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
+    await expect(r.reconcile(PV, log)).rejects.toThrow('path failed');
+    expect({ keys: lu.state().registrations.map((x) => x.key), pending: r.unrecordedFences }).toEqual({
+      keys: [K.b],
+      pending: 1,
+    });
+    expect(writer.calls).not.toContain('markFenced a');
+    await r.reconcile(PV, log);
+    const i = writer.calls.indexOf('markFenced a');
+    expect({ recorded: writer.calls.slice(i, i + 3), pending: r.unrecordedFences }).toEqual({
+      recorded: ['markFenced a', 'recordProof a', 'completeFence'],
+      pending: 0,
+    });
+  });
+
+  it('the record of an earlier fence keeps failing -> the reconcile still goes on (a new stale key is fenced) and asks to be retried within a second', async () => {
+    const { lu, r, writer } = await setup(
+      'b',
+      () => ({ vas: ['b'] }),
+      freshOf(() => ({ vas: ['b'] })),
+    );
+    await lu.initiator('a').register(0n, K.a);
+    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
+    writer.markFenced = () => Promise.reject(new Error('refused'));
+    const res = await r.reconcile(PV, log);
+    await expect(res.record!()).rejects.toThrow('refused');
+    await lu.initiator('c').register(0n, K.c); // stale: node-c is attached nowhere
+    const next = await r.reconcile(PV, log);
+    expect({
+      keys: lu.state().registrations.map((x) => x.key),
+      victims: next.victims.map((v) => v.node),
+      retryInMs: next.requeueAfterMs,
+      pending: r.unrecordedFences,
+    }).toEqual({ keys: [K.b], victims: ['c'], retryInMs: 1000, pending: 1 });
+  });
+
+  it('restarted with an open intent whose record fails (API error) -> kept: the next reconcile of the volume reads the device (victim key gone) and records the fence', async () => {
+    const { lu, r, writer } = await setup(
+      'b',
+      () => ({ vas: ['b'] }),
+      freshOf(() => ({ vas: ['b'] })),
+    );
+    await lu.initiator('b').register(0n, K.b); // node-a's key went before the restart
+    const markFenced = writer.markFenced;
+    let failures = 1;
+    writer.markFenced = (n: string) =>
+      failures-- > 0 ? Promise.reject(new Error('API server unreachable')) : markFenced(n);
+    await expect(r.completeOpenIntent(PV, K.a, 'a', log)).rejects.toThrow('unreachable');
+    expect(r.unrecordedFences).toBe(1);
+    await r.reconcile(PV, log);
+    expect({ calls: writer.calls.filter((c) => c !== 'writeVolume'), pending: r.unrecordedFences }).toEqual({
+      calls: ['markFenced a', 'recordProof a', 'completeFence'],
+      pending: 0,
+    });
   });
 
   it('the record of a fence fails after the Fenced mark and the event (API error at completeFence) -> the next reconcile completes it without marking or announcing the victim again', async () => {
