@@ -28,6 +28,17 @@ describe('safety of the agent against a real API server', () => {
     await c.stopAll();
   });
 
+  /** node-a held a volume's reservation, then its agent went (its key stays: S8); node-b is new. */
+  async function holderGone() {
+    const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
+    const { name: pv, lu } = await c.pv();
+    const a = await c.startAgent(na);
+    await c.attach(pv, na);
+    await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 30_000 });
+    await a.stop();
+    return { na, nb, pv, lu, a };
+  }
+
   it('A4: the key this node would take is claimed by another node -> the API server refuses it and the node claims another', async () => {
     const na = await c.node('node-a');
     const node = await c.rest.get<V1Node>(`/api/v1/nodes/${na}`);
@@ -56,12 +67,7 @@ describe('safety of the agent against a real API server', () => {
   });
 
   it('A5: the fencer loses the API right after its PREEMPT -> the intent was recorded before it; restarted, it records the fence from the device', async () => {
-    const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
-    const { name: pv, lu } = await c.pv();
-    const a = await c.startAgent(na);
-    await c.attach(pv, na);
-    await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 30_000 });
-    await a.stop(); // node-a is gone; its key stays (S8)
+    const { na, nb, pv, lu, a } = await holderGone();
     const { agent: b, proxy } = await c.startProxiedAgent(nb);
     // The moment node-b's preempt answers, its API connection is reset: nothing after the
     // preempt reaches the API server.
@@ -92,12 +98,7 @@ describe('safety of the agent against a real API server', () => {
   });
 
   it('A5: the fencer loses the API right after its PREEMPT and keeps running -> once the API is back, it records the fence (Fenced mark, lastFence) and closes its intent, without a restart; prfence_unrecorded_fences is 1 meanwhile, then 0', async () => {
-    const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
-    const { name: pv, lu } = await c.pv();
-    const a = await c.startAgent(na);
-    await c.attach(pv, na);
-    await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 30_000 });
-    await a.stop(); // node-a is gone; its key stays (S8)
+    const { na, nb, pv, lu, a } = await holderGone();
     const metrics = createAgentMetrics();
     const { proxy } = await c.startProxiedAgent(nb, { metrics });
     c.deviceCalls.add((call) => {
@@ -264,12 +265,7 @@ describe('safety of the agent against a real API server', () => {
   });
 
   it('A8: a power cycle resets the PR generation -> after the unfence the record follows the device down', async () => {
-    const [na, nb] = [await c.node('node-a'), await c.node('node-b')];
-    const { name: pv, lu } = await c.pv();
-    const a = await c.startAgent(na);
-    await c.attach(pv, na);
-    await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 30_000 });
-    await a.stop();
+    const { na, nb, pv, lu } = await holderGone();
     const b = await c.startAgent(nb);
     await c.setFenceState(na, 'Fenced');
     await c.attach(pv, nb);

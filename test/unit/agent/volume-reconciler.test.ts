@@ -201,6 +201,27 @@ async function setup(
   return { lu, r, writer, opened, memory };
 }
 
+/** node-b attached alone; node-a's stale key holds the reservation. */
+async function withStaleHolderA(given: Parameters<typeof setup>[4] = {}) {
+  const s = await setup(
+    'b',
+    () => ({ vas: ['b'] }),
+    freshOf(() => ({ vas: ['b'] })),
+    undefined,
+    given,
+  );
+  await s.lu.initiator('a').register(0n, K.a);
+  await s.lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
+  return s;
+}
+
+/** `fn`, whose first call fails (an API error). */
+function failOnce<A extends unknown[], R>(fn: (...a: A) => Promise<R>): (...a: A) => Promise<R> {
+  let failed = false;
+  return (...a) =>
+    failed ? fn(...a) : ((failed = true), Promise.reject(new Error('API server unreachable')));
+}
+
 describe('VolumeReconciler: the fresh view gates every device command', () => {
   it('A2: the caches lag (node-c newly attached, unseen) and the fresh view has it -> node-c is never preempted', async () => {
     const { lu, r, writer } = await setup(
@@ -274,13 +295,7 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
   });
 
   it('a stale key in both views -> intent recorded before the preempt; the reconcile returns once the key is gone, handing back the record (nothing of it written yet); that record writes the volume, marks the victim and completes the fence', async () => {
-    const { lu, r, writer } = await setup(
-      'b',
-      () => ({ vas: ['b'] }),
-      freshOf(() => ({ vas: ['b'] })),
-    );
-    await lu.initiator('a').register(0n, K.a);
-    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
+    const { lu, r, writer } = await withStaleHolderA();
     const res = await r.reconcile(PV, log);
     expect(lu.state().registrations.map((x) => x.key)).toEqual([K.b]);
     expect(res.victims).toEqual([{ key: K.a, node: 'a', result: 'fenced' }]);
@@ -301,17 +316,8 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
   });
 
   it('the record of a fence fails (API error at the Fenced mark) -> the next reconcile, which sends no PREEMPT, writes it first: mark, proof, fence record (the intent closed)', async () => {
-    const { lu, r, writer } = await setup(
-      'b',
-      () => ({ vas: ['b'] }),
-      freshOf(() => ({ vas: ['b'] })),
-    );
-    await lu.initiator('a').register(0n, K.a);
-    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
-    const markFenced = writer.markFenced;
-    let failures = 1;
-    writer.markFenced = (n: string) =>
-      failures-- > 0 ? Promise.reject(new Error('API server unreachable')) : markFenced(n);
+    const { lu, r, writer } = await withStaleHolderA();
+    writer.markFenced = failOnce(writer.markFenced);
     const res = await r.reconcile(PV, log);
     await expect(res.record!()).rejects.toThrow('unreachable');
     expect(writer.calls).not.toContain('completeFence');
@@ -334,32 +340,24 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
 
   it('the device read after a PREEMPT fails (the reconcile throws with the intent recorded, the key gone) -> the next reconcile reads the device, finds the key gone and records the fence: mark, proof, fence record', async () => {
     let failNextRead = false;
-    const { lu, r, writer } = await setup(
-      'b',
-      () => ({ vas: ['b'] }),
-      freshOf(() => ({ vas: ['b'] })),
-      undefined,
-      {
-        device: (d) =>
-          new Proxy(d, {
-            get(t, k, rcv) {
-              const v = Reflect.get(t, k, rcv) as unknown;
-              if (typeof v !== 'function') return v;
-              return async (...args: unknown[]) => {
-                if (failNextRead && (k === 'readKeys' || k === 'readFullStatus')) {
-                  failNextRead = false;
-                  throw new Error('path failed');
-                }
-                const out = await (v as (...a: unknown[]) => Promise<unknown>).apply(t, args);
-                if (k === 'preemptAndAbort') failNextRead = true;
-                return out;
-              };
-            },
-          }),
-      },
-    );
-    await lu.initiator('a').register(0n, K.a);
-    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
+    const { lu, r, writer } = await withStaleHolderA({
+      device: (d) =>
+        new Proxy(d, {
+          get(t, k, rcv) {
+            const v = Reflect.get(t, k, rcv) as unknown;
+            if (typeof v !== 'function') return v;
+            return async (...args: unknown[]) => {
+              if (failNextRead && (k === 'readKeys' || k === 'readFullStatus')) {
+                failNextRead = false;
+                throw new Error('path failed');
+              }
+              const out = await (v as (...a: unknown[]) => Promise<unknown>).apply(t, args);
+              if (k === 'preemptAndAbort') failNextRead = true;
+              return out;
+            };
+          },
+        }),
+    });
     await expect(r.reconcile(PV, log)).rejects.toThrow('path failed');
     expect({ keys: lu.state().registrations.map((x) => x.key), pending: r.unrecordedFences }).toEqual({
       keys: [K.b],
@@ -375,13 +373,7 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
   });
 
   it('the record of an earlier fence keeps failing -> the reconcile still goes on (a new stale key is fenced) and asks to be retried within a second', async () => {
-    const { lu, r, writer } = await setup(
-      'b',
-      () => ({ vas: ['b'] }),
-      freshOf(() => ({ vas: ['b'] })),
-    );
-    await lu.initiator('a').register(0n, K.a);
-    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
+    const { lu, r, writer } = await withStaleHolderA();
     writer.markFenced = () => Promise.reject(new Error('refused'));
     const res = await r.reconcile(PV, log);
     await expect(res.record!()).rejects.toThrow('refused');
@@ -402,10 +394,7 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
       freshOf(() => ({ vas: ['b'] })),
     );
     await lu.initiator('b').register(0n, K.b); // node-a's key went before the restart
-    const markFenced = writer.markFenced;
-    let failures = 1;
-    writer.markFenced = (n: string) =>
-      failures-- > 0 ? Promise.reject(new Error('API server unreachable')) : markFenced(n);
+    writer.markFenced = failOnce(writer.markFenced);
     await expect(r.completeOpenIntent(PV, K.a, 'a', log)).rejects.toThrow('unreachable');
     expect(r.unrecordedFences).toBe(1);
     await r.reconcile(PV, log);
@@ -416,17 +405,8 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
   });
 
   it('the record of a fence fails after the Fenced mark and the event (API error at completeFence) -> the next reconcile completes it without marking or announcing the victim again', async () => {
-    const { lu, r, writer } = await setup(
-      'b',
-      () => ({ vas: ['b'] }),
-      freshOf(() => ({ vas: ['b'] })),
-    );
-    await lu.initiator('a').register(0n, K.a);
-    await lu.initiator('a').reserve(K.a, 'write-exclusive-reg-only');
-    const completeFence = writer.completeFence;
-    let failures = 1;
-    writer.completeFence = () =>
-      failures-- > 0 ? Promise.reject(new Error('API server unreachable')) : completeFence();
+    const { r, writer } = await withStaleHolderA();
+    writer.completeFence = failOnce(writer.completeFence);
     const events: string[] = [];
     writer.fencedEvent = (() => (events.push('Fenced'), Promise.resolve())) as typeof writer.fencedEvent;
     const res = await r.reconcile(PV, log);
