@@ -43,7 +43,7 @@ import { claimKey, ensureNodeFence, type KeyClaimOptions } from './key-claim.js'
 import { OwnStatus } from './own-status.js';
 import { Readiness } from './readiness.js';
 import { ReconcileWorkers, type FenceEvent } from './reconcile-workers.js';
-import { resumeHandovers, resumeIntents } from './resume.js';
+import { resumeHandovers, resumeVolumes } from './resume.js';
 import { startResync } from './resync.js';
 import { StatusWriter } from './status-writer.js';
 import { VolumeReconciler } from './volume-reconciler.js';
@@ -295,12 +295,13 @@ export class Agent {
       const resume = {
         rest,
         node: agent.node,
+        key: agent.key,
         log: o.log,
         reconciler: agent.#reconciler,
         queue: agent.#queue,
         labelSelector: o.scope === 'node' && !o.observe ? nodeLabel(agent.node) : undefined,
       };
-      await resumeIntents(resume);
+      await resumeVolumes(resume);
       resumeHandovers(resume, agent.#informers.nodeFence(agent.node));
       // A node with a key and no volume yet shows a phase, not an empty cell.
       await agent.#ownStatus.write();

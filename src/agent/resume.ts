@@ -1,20 +1,23 @@
 /**
  * What this node was in the middle of when it stopped, taken up again at start: the fence
  * intents it recorded (completed from what the device says, as dm-log replays its log),
- * and the reservations it held to hand over (held and watched again).
+ * the volumes its key is recorded on (left if it was detached meanwhile), and the
+ * reservations it held to hand over (held and watched again).
  */
 import type { Logger } from 'pino';
 import type { NodeFence, VolumeReservation } from '../crd/types.js';
 import type { RestClient } from '../kube/rest-client.js';
 import type { WorkQueue } from '../kube/work-queue.js';
 import { describeError } from '../obs/logger.js';
-import { parseKey } from '../pr/key.js';
+import { formatKey, parseKey, type PrKey } from '../pr/key.js';
 import { vrPath } from './status-writer.js';
 import type { VolumeReconciler } from './volume-reconciler.js';
 
 export interface ResumeContext {
   rest: RestClient;
   node: string;
+  /** This node's key. */
+  key: PrKey;
   log: Logger;
   reconciler: VolumeReconciler;
   queue: WorkQueue<string>;
@@ -25,13 +28,26 @@ export interface ResumeContext {
   labelSelector?: string | undefined;
 }
 
-/** Intents this node recorded before it stopped: completed from the device, each volume enqueued. */
-export async function resumeIntents(c: ResumeContext): Promise<void> {
+/**
+ * From the VolumeReservations, at start:
+ * - the intents this node recorded before it stopped: completed from the device;
+ * - the volumes whose record names this node's key: looked at until this node has left
+ *   them (`touched`). A volume detached while the agent was down (a rollout during a
+ *   migration) is otherwise attached nowhere for it, and its key would stay until a peer
+ *   fenced it as stale after the leave grace, and marked this healthy node Fenced.
+ * Each such volume is enqueued.
+ */
+export async function resumeVolumes(c: ResumeContext): Promise<void> {
   const list = await c.rest.get<{ items: VolumeReservation[] }>(
     vrPath(),
     c.labelSelector ? { labelSelector: c.labelSelector } : undefined,
   );
+  const key = formatKey(c.key);
   for (const vr of list.items) {
+    if (vr.status?.registrants?.some((r) => r.node === c.node && r.key === key)) {
+      c.reconciler.touched.add(vr.metadata.name);
+      c.queue.add(vr.metadata.name);
+    }
     const i = vr.status?.fenceIntent;
     if (i?.by !== c.node) continue;
     const log = c.log.child({ pv: vr.metadata.name });

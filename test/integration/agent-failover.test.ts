@@ -248,4 +248,26 @@ describe('agent against a real API server (memory LUs)', () => {
     for (const n of names)
       expect((await c.nodeFence(n)).status).toMatchObject({ phase: 'Registered', volumes: 0 });
   });
+  it('a volume detached while its agent was down (a rollout during a migration) -> the restarted agent leaves it by itself: reservation released, key gone, its registrant entry gone; no fence, no Fenced mark', async () => {
+    const na = await c.node('node-a');
+    const { name: pv, lu } = await c.pv();
+    const a = await c.startAgent(na);
+    const va = await c.attach(pv, na);
+    await eventually(() => lu.state().reservation?.holder === na, { timeoutMs: 30_000 });
+    await eventually(async () => (await c.vr(pv)).status?.registrants?.some((r) => r.node === na) === true, {
+      timeoutMs: 30_000,
+    });
+    await a.stop();
+    await c.detach(va);
+    const again = await c.startAgent(na);
+    expect(again.key).toBe(a.key);
+    await eventually(() => keysOf(lu).length === 0 && lu.state().reservation === null, { timeoutMs: 30_000 });
+    await eventually(async () => !(await c.vr(pv)).status?.registrants?.some((r) => r.node === na), {
+      timeoutMs: 30_000,
+    });
+    expect({
+      phase: (await c.nodeFence(na)).status?.phase,
+      lastFence: (await c.vr(pv)).status?.lastFence,
+    }).toEqual({ phase: 'Registered', lastFence: undefined });
+  });
 });
