@@ -17,6 +17,7 @@
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { doublingDelay } from '../kube/backoff.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 
 export interface KeyLoss {
@@ -188,7 +189,7 @@ export class FenceMemory {
         this.#unannounced.push(...announce);
         this.#failures++;
         if (!this.#retry) {
-          const ms = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (this.#failures - 1));
+          const ms = doublingDelay(RETRY_BASE_MS, RETRY_MAX_MS, this.#failures);
           this.#retry = setTimeout(() => {
             this.#retry = undefined;
             this.#save().catch(() => undefined);

@@ -16,6 +16,7 @@
  *    command removed the key and the victim is still not legitimate in a fresh view),
  *    and the volume's status is written once.
  */
+import { doublingDelay } from '../kube/backoff.js';
 import type { Logger } from 'pino';
 import type { FencedKey, LastFence, NodeFence } from '../crd/types.js';
 import { readDeviceState, type DeviceState } from '../fence/executor.js';
@@ -267,8 +268,6 @@ export class VolumeReconciler {
   readonly #unrecorded = new Map<string, FenceToRecord[]>();
   /** Failed tries of the pending records of a PV, for their backoff. */
   readonly #recordTries = new Map<string, number>();
-  /** The intents the reconcile of a PV now running recorded, until their fence is in #unrecorded. */
-  readonly #intended = new Map<string, OpenIntent[]>();
 
   constructor(o: VolumeReconcilerOptions) {
     this.#o = o;
@@ -317,23 +316,21 @@ export class VolumeReconciler {
       } catch (e) {
         const tries = (this.#recordTries.get(pv) ?? 0) + 1;
         this.#recordTries.set(pv, tries);
-        retryRecordInMs = Math.min(RECORD_RETRY_MAX_MS, RECORD_RETRY_BASE_MS * 2 ** (tries - 1));
+        retryRecordInMs = doublingDelay(RECORD_RETRY_BASE_MS, RECORD_RETRY_MAX_MS, tries);
         log.warn(
           { err: describeError(e), retryInMs: retryRecordInMs },
           'the record of an earlier fence failed again; the volume is reconciled meanwhile',
         );
       }
     }
+    // The intents this reconcile records, until their fence is in #unrecorded.
     const intended: OpenIntent[] = [];
-    this.#intended.set(pv, intended);
     let r: ReconcileResult;
     try {
-      r = await this.#reconcileVolume(pv, log);
+      r = await this.#reconcileVolume(pv, log, intended);
     } catch (e) {
       if (intended.length) this.#addUnrecorded(pv, { ...fenceToRecord([], 0, undefined), open: intended });
       throw e;
-    } finally {
-      this.#intended.delete(pv);
     }
     if (retryRecordInMs === undefined) return r;
     const soon = (x: ReconcileResult): ReconcileResult => ({
@@ -348,7 +345,7 @@ export class VolumeReconciler {
     this.#unrecorded.set(pv, [...(this.#unrecorded.get(pv) ?? []), f]);
   }
 
-  async #reconcileVolume(pv: string, log: Logger): Promise<ReconcileResult> {
+  async #reconcileVolume(pv: string, log: Logger, intended: OpenIntent[]): Promise<ReconcileResult> {
     const o = this.#o;
     const none = { victims: [], registered: false };
     if (o.signal.aborted) return { outcome: 'not-mine', ...none };
@@ -712,8 +709,7 @@ export class VolumeReconciler {
             at: new Date().toISOString(),
             basis: current.basis,
           });
-          if (recorded)
-            this.#intended.get(pv)?.push({ key: a.victim, ...(a.victimNode ? { node: a.victimNode } : {}) });
+          if (recorded) intended.push({ key: a.victim, ...(a.victimNode ? { node: a.victimNode } : {}) });
           return recorded;
         }
         return true;
@@ -738,7 +734,7 @@ export class VolumeReconciler {
       // The fence is known now: its record is kept until written (see reconcile()).
       if (obs.results.some((r) => r.action.kind === 'preempt-abort')) {
         this.#addUnrecorded(pv, fenceToRecord(obs.victims, obs.durationMs, obs.state.keys.generation));
-        this.#intended.get(pv)?.splice(0);
+        intended.splice(0);
       }
       if (obs.holderPreemptKeepsVictim) entry.holderPreemptKeepsVictim = true;
       if (obs.preemptAbortRefused) entry.preemptAbortRefused = true;

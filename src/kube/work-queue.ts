@@ -7,6 +7,7 @@
  * - addAfter for timed requeues.
  * The clock is injected; no module state.
  */
+import { doublingDelay } from './backoff.js';
 export interface QueueClock {
   now(): number;
   setTimeout(fn: () => void, ms: number): unknown;
@@ -128,7 +129,7 @@ export class WorkQueue<K extends string = string> {
     const n = this.#failures.get(k) ?? 0;
     this.#failures.set(k, n + 1);
     this.#metrics?.retried();
-    this.addAfter(k, Math.min(this.#max, this.#base * 2 ** n));
+    this.addAfter(k, doublingDelay(this.#base, this.#max, n + 1));
   }
 
   /** Clears the item's failure count (call after a success). */
