@@ -5,7 +5,7 @@
  * reservations it held to hand over (held and watched again).
  */
 import type { Logger } from 'pino';
-import type { NodeFence, VolumeReservation } from '../crd/types.js';
+import { intentVictims, type NodeFence, type VolumeReservation } from '../crd/types.js';
 import type { RestClient } from '../kube/rest-client.js';
 import type { WorkQueue } from '../kube/work-queue.js';
 import { describeError } from '../obs/logger.js';
@@ -51,12 +51,16 @@ export async function resumeVolumes(c: ResumeContext): Promise<void> {
     const i = vr.status?.fenceIntent;
     if (i?.by !== c.node) continue;
     const log = c.log.child({ pv: vr.metadata.name });
+    const victims = intentVictims(i).map((v) => ({
+      key: parseKey(v.victimKey),
+      ...(v.victimNode ? { node: v.victimNode } : {}),
+    }));
     log.info(
-      { victim: i.victimKey, victimNode: i.victimNode },
+      { victims: victims.map((v) => ({ key: formatKey(v.key), node: v.node })) },
       'completing a fence intent from before the restart',
     );
     try {
-      await c.reconciler.completeOpenIntent(vr.metadata.name, parseKey(i.victimKey), i.victimNode, log);
+      await c.reconciler.completeOpenIntent(vr.metadata.name, victims, log);
     } catch (e) {
       log.warn({ err: describeError(e) }, 'open intent not completed yet; the volume is reconciled');
     }

@@ -23,6 +23,7 @@ import {
   type Condition,
   type FenceIntent,
   type FencedKey,
+  intentVictims,
   type IsolationProof,
   type LastFence,
   type NodeFence,
@@ -302,14 +303,16 @@ export class StatusWriter {
   /**
    * Closes the intent: records `lastFence` if a fence happened; adds the keys this fence
    * removed to `fencedKeys` and drops the entries whose node `stillFenced` says was
-   * unfenced since; then removes the intent. (Recorded first: an agent that stops in
-   * between finds its intent at start and records the fence again, rather than not at all.)
+   * unfenced since; then removes the intent, unless `closeIntent` is false (it names another
+   * fence not recorded yet). (Recorded first: an agent that stops in between finds its
+   * intent at start and records the fence again, rather than not at all.)
    */
   async completeFence(
     pv: string,
     lastFence: LastFence | undefined,
     fenced: readonly FencedKey[] = [],
     stillFenced: (e: FencedKey) => boolean = () => true,
+    { closeIntent = true }: { closeIntent?: boolean } = {},
   ): Promise<void> {
     // The key is gone from the device already: a later reconcile sends no PREEMPT and would
     // not come back here. So a write that lost a race (409: a peer's status, the controller's
@@ -329,14 +332,15 @@ export class StatusWriter {
         if (!(e instanceof KubeApiError && e.code === 409) || attempt >= 7) throw e;
       }
     }
+    if (!closeIntent) return;
     await this.#applyIntent(pv, undefined, false).catch((e: unknown) => {
       if (!(e instanceof KubeApiError && e.code === 404)) throw e; // gone: no intent left
     });
   }
 
   /**
-   * The fences this volume's device carries (status.fencedKeys, and an open intent as one
-   * more), read from the API server, not a cache. A missing VolumeReservation has none.
+   * The fences this volume's device carries (status.fencedKeys, and the keys an open
+   * intent names), read from the API server, not a cache. A missing VolumeReservation has none.
    */
   async fencedOn(pv: string): Promise<FencedKey[]> {
     let vr: VolumeReservation;
@@ -347,14 +351,13 @@ export class StatusWriter {
       throw e;
     }
     const s = vr.status ?? {};
-    const intent = s.fenceIntent
-      ? [
-          {
-            key: s.fenceIntent.victimKey,
-            at: s.fenceIntent.at,
-            ...(s.fenceIntent.victimNode ? { node: s.fenceIntent.victimNode } : {}),
-          },
-        ]
+    const open = s.fenceIntent;
+    const intent = open
+      ? intentVictims(open).map((v) => ({
+          key: v.victimKey,
+          at: open.at,
+          ...(v.victimNode ? { node: v.victimNode } : {}),
+        }))
       : [];
     return [...(s.fencedKeys ?? []), ...intent];
   }

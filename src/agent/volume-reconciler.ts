@@ -206,7 +206,7 @@ function stampNewKeys(
 }
 
 /** A fence intent this node recorded (before its PREEMPT), whose outcome the device tells. */
-interface OpenIntent {
+export interface OpenIntent {
   key: PrKey;
   node?: string;
 }
@@ -339,6 +339,21 @@ export class VolumeReconciler {
     });
     const record = r.record;
     return record ? { ...soon(r), record: async () => soon(await record()) } : soon(r);
+  }
+
+  /**
+   * The keys this node removed (or may have) from the PV's device whose fence is not
+   * recorded yet: the pending records' and this reconcile's intents (`intended`).
+   */
+  #notRecorded(pv: string, intended: readonly OpenIntent[]): OpenIntent[] {
+    const all: OpenIntent[] = [];
+    for (const f of this.#unrecorded.get(pv) ?? []) {
+      for (const v of f.victims)
+        if (v.result !== 'left' && !v.takeover) all.push({ key: v.key, ...(v.node ? { node: v.node } : {}) });
+      all.push(...(f.open ?? []));
+    }
+    all.push(...intended);
+    return all.filter((v, i) => all.findIndex((w) => w.key === v.key) === i);
   }
 
   #addUnrecorded(pv: string, f: FenceToRecord): void {
@@ -702,12 +717,23 @@ export class VolumeReconciler {
         if (a.kind === 'unregister') await o.memory.unregistering(identity);
         // A takeover is no fence: no intent (a restart would record it as one).
         if (a.kind === 'preempt-abort' && !a.takeover) {
+          // The field holds one intent: this one also names the keys this node removed
+          // before and has not recorded (a restart completes them from it).
+          const earlier = this.#notRecorded(pv, intended).filter((v) => v.key !== a.victim);
           const recorded = await o.writer.recordIntent(pv, {
             victimKey: formatKey(a.victim),
             ...(a.victimNode ? { victimNode: a.victimNode } : {}),
             by: o.node,
             at: new Date().toISOString(),
             basis: current.basis,
+            ...(earlier.length
+              ? {
+                  earlierVictims: earlier.map((v) => ({
+                    victimKey: formatKey(v.key),
+                    ...(v.node ? { victimNode: v.node } : {}),
+                  })),
+                }
+              : {}),
           });
           if (recorded) intended.push({ key: a.victim, ...(a.victimNode ? { node: a.victimNode } : {}) });
           return recorded;
@@ -756,7 +782,7 @@ export class VolumeReconciler {
       const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
       // The volume's record first, then the fence's: once lastFence shows, so does the holder.
       if (fence) {
-        await this.#completeFences(pv, fence, log, began);
+        await this.#completeFences(pv, fence, log, began, this.#lastToRecord(pv, fence));
         this.#recorded(pv, fence);
       }
       return refusedByVolumeView ? { ...result, requeueAfterMs: 100 } : result;
@@ -911,6 +937,8 @@ export class VolumeReconciler {
      * before the fence request would show the victim legitimate (and leave it unmarked).
      */
     newerThan: number,
+    /** Removes the intent (no other fence of the PV is left to record). */
+    closeIntent: boolean,
   ): Promise<void> {
     const o = this.#o;
     const identity = o.identityOf(pv);
@@ -959,7 +987,17 @@ export class VolumeReconciler {
       }
       fencedKeys.push({ node: v.node, key: formatKey(v.key), at: now });
     }
-    await o.writer.completeFence(pv, lastFence, fencedKeys, (e) => fenceStands(e, fresh));
+    await o.writer.completeFence(pv, lastFence, fencedKeys, (e) => fenceStands(e, fresh), {
+      closeIntent,
+    });
+  }
+
+  /**
+   * Whether recording `f` closes the PV's intent: only when no other fence of the PV is
+   * still to record (the intent names that one too; a restart completes it from there).
+   */
+  #lastToRecord(pv: string, f: FenceToRecord): boolean {
+    return (this.#unrecorded.get(pv) ?? []).every((x) => x === f);
   }
 
   /** The records of this PV's earlier fences that are not written yet, oldest first (throws if one fails). */
@@ -970,7 +1008,7 @@ export class VolumeReconciler {
         'writing the record of a fence not recorded yet',
       );
       const fence = f.open ? await this.#outcomeOf(pv, f) : f;
-      if (fence) await this.#completeFences(pv, fence, log, this.#o.fresh.now());
+      if (fence) await this.#completeFences(pv, fence, log, this.#o.fresh.now(), this.#lastToRecord(pv, f));
       this.#recorded(pv, f);
     }
   }
@@ -1007,13 +1045,7 @@ export class VolumeReconciler {
    * Finishes an intent this node recorded before it restarted, from what the device says
    * (throws if its record fails: it is kept, and written by the volume's next reconcile).
    */
-  async completeOpenIntent(
-    pv: string,
-    victimKey: PrKey,
-    victimNode: string | undefined,
-    log: Logger,
-  ): Promise<void> {
-    const open = [{ key: victimKey, ...(victimNode ? { node: victimNode } : {}) }];
+  async completeOpenIntent(pv: string, open: readonly OpenIntent[], log: Logger): Promise<void> {
     this.#addUnrecorded(pv, { ...fenceToRecord([], 0, undefined), open });
     await this.#recordPending(pv, log);
   }

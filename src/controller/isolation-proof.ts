@@ -4,7 +4,13 @@
  * peer removed its key with its own PREEMPT AND ABORT and read the device back: NodeFence
  * `status.proofs`). No I/O; the controller decides from this, on consistent reads.
  */
-import type { IsolationProof, IsolationStatus, NodeFence, VolumeReservation } from '../crd/types.js';
+import {
+  intentVictims,
+  type IsolationProof,
+  type IsolationStatus,
+  type NodeFence,
+  type VolumeReservation,
+} from '../crd/types.js';
 
 /** At most this many pending devices are listed in status (the counts stay exact). */
 export const MAX_PENDING_LISTED = 64;
@@ -29,7 +35,7 @@ export function registrationOnRecord(
     return 'registered there on record (status.registrants); no proof yet';
   if (s.holder && mine(s.holder.node, s.holder.key))
     return 'holds the reservation on record (status.holder); no proof yet';
-  if (s.fenceIntent && mine(s.fenceIntent.victimNode, s.fenceIntent.victimKey))
+  if (s.fenceIntent && intentVictims(s.fenceIntent).some((v) => mine(v.victimNode, v.victimKey)))
     return `a fence is under way (intent by ${s.fenceIntent.by})`;
   return undefined;
 }

@@ -168,14 +168,31 @@ export interface FencedKey {
   at: string;
 }
 
-/** A fence about to happen, recorded before the PREEMPT and removed once the fence is recorded. */
-export interface FenceIntent {
+/** A key a fence intent names, and its node. */
+export interface IntentVictim {
   victimNode?: string;
   victimKey: string;
+}
+
+/** A fence about to happen, recorded before the PREEMPT and removed once the fence is recorded. */
+export interface FenceIntent extends IntentVictim {
   by: string;
   at: string;
   /** resourceVersions of the fresh reads the decision rests on. */
   basis?: string;
+  /**
+   * Keys the same node removed from this device before, whose fence is not recorded yet
+   * (the field holds one intent at a time: a second PREEMPT's intent carries the first's).
+   */
+  earlierVictims?: IntentVictim[];
+}
+
+/** Every key an intent names: its victim, then the earlier ones not recorded yet. */
+export function intentVictims(i: FenceIntent): IntentVictim[] {
+  return [
+    { victimKey: i.victimKey, ...(i.victimNode ? { victimNode: i.victimNode } : {}) },
+    ...(i.earlierVictims ?? []),
+  ];
 }
 
 export interface VolumeReservationStatus {

@@ -359,6 +359,43 @@ describe('admission policy: node-restricted writes of the agents', () => {
     });
   });
 
+  it('a second fence of one node on a volume before the first is recorded -> its intent (one request) names both keys; a record that leaves another fence unrecorded keeps the intent, the last one removes it', async () => {
+    const [x, y, z] = [await agentOn('int2-x'), await agentOn('int2-y'), await agentOn('int2-z')];
+    const pv = uniqueName('pv');
+    await registered(y, pv);
+    const at = new Date().toISOString();
+    await y.writer.recordIntent(pv, { victimKey: formatKey(x.key), victimNode: x.node, by: y.node, at });
+    const before = y.rest.requests;
+    const second = {
+      victimKey: formatKey(z.key),
+      victimNode: z.node,
+      by: y.node,
+      at,
+      earlierVictims: [{ victimKey: formatKey(x.key), victimNode: x.node }],
+    };
+    expect(await y.writer.recordIntent(pv, second)).toBe(true);
+    const requests = y.rest.requests - before;
+    const open = (await c.vr(pv)).status?.fenceIntent;
+    const fenced = (k: PrKey, n: string) => [{ key: formatKey(k), node: n, at }];
+    await y.writer.completeFence(pv, undefined, fenced(z.key, z.node), undefined, { closeIntent: false });
+    const kept = (await c.vr(pv)).status?.fenceIntent;
+    await y.writer.completeFence(pv, undefined, fenced(x.key, x.node));
+    const after = (await c.vr(pv)).status;
+    expect({
+      requests,
+      open,
+      kept,
+      intentAfter: after?.fenceIntent,
+      fencedKeys: after?.fencedKeys?.map((f) => f.node),
+    }).toEqual({
+      requests: 1,
+      open: second,
+      kept: second,
+      intentAfter: undefined,
+      fencedKeys: [z.node, x.node],
+    });
+  });
+
   it('writes an agent may not make -> refused by the policy, each with its reason', async () => {
     const [x, y, z, w] = [
       await agentOn('vap-x'),

@@ -7,7 +7,14 @@
  */
 import type { V1Namespace, V1Node } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
-import { API_VERSION, GROUP, RESERVATION_KEY, VERSION, type ReservationKey } from '../../src/crd/types.js';
+import {
+  API_VERSION,
+  GROUP,
+  intentVictims,
+  RESERVATION_KEY,
+  VERSION,
+  type ReservationKey,
+} from '../../src/crd/types.js';
 import { allocateSlot, clusterTag, makeKey } from '../../src/fence/keys.js';
 import { clusterObjectPath } from '../../src/kube/rest-client.js';
 import { createAgentMetrics } from '../../src/obs/metrics.js';
@@ -95,6 +102,43 @@ describe('safety of the agent against a real API server', () => {
     });
     expect(vr.status?.lastFence).toMatchObject({ victimKey: formatKey(a.key), by: nb, result: 'Fenced' });
     expect((await c.nodeFence(na)).status).toMatchObject({ phase: 'Fenced', fencedBy: nb });
+  });
+
+  it('A5: the fencer removes two stale keys from one volume and loses the API at the second PREEMPT -> its open intent names both; restarted, it marks both nodes Fenced', async () => {
+    const [na, nb, nc] = [await c.node('node-a'), await c.node('node-b'), await c.node('node-c')];
+    const { name: pv, lu } = await c.pv();
+    const [a, cc] = [await c.startAgent(na), await c.startAgent(nc)];
+    await c.attach(pv, na);
+    await c.attach(pv, nc);
+    await eventually(() => keysOf(lu).length === 2 && lu.state().reservation !== null, { timeoutMs: 30_000 });
+    await a.stop();
+    await cc.stop();
+    const { agent: b, proxy } = await c.startProxiedAgent(nb);
+    let preempts = 0;
+    c.deviceCalls.add((call) => {
+      if (call.node !== nb || call.op !== 'preemptAndAbort' || call.outcome !== 'ok') return;
+      if (++preempts === 2) proxy.reset('both');
+    });
+    await c.setFenceState(na, 'Fenced');
+    await c.setFenceState(nc, 'Fenced');
+    await c.attach(pv, nb);
+    await eventually(() => !keysOf(lu).includes(a.key) && !keysOf(lu).includes(cc.key), {
+      timeoutMs: 30_000,
+    });
+    await b.stop();
+    await proxy.heal();
+    const open = (await c.vr(pv)).status?.fenceIntent;
+    const named = open ? intentVictims(open).map((v) => v.victimNode) : [];
+    expect({ preempts, named: named.sort() }).toEqual({ preempts: 2, named: [na, nc].sort() });
+    await c.startAgent(nb);
+    await eventually(
+      async () => {
+        if ((await c.vr(pv)).status?.fenceIntent) throw new Error('intent still open');
+        for (const n of [na, nc])
+          expect((await c.nodeFence(n)).status).toMatchObject({ phase: 'Fenced', fencedBy: nb });
+      },
+      { timeoutMs: 60_000 },
+    );
   });
 
   it('A5: the fencer loses the API right after its PREEMPT and keeps running -> once the API is back, it records the fence (Fenced mark, lastFence) and closes its intent, without a restart; prfence_unrecorded_fences is 1 meanwhile, then 0', async () => {

@@ -13,11 +13,13 @@ import type { FreshView, FreshViewSource } from '../../../src/agent/fresh-view.j
 import type { StatusWriter } from '../../../src/agent/status-writer.js';
 import { VolumeReconciler } from '../../../src/agent/volume-reconciler.js';
 import type { VolumeViewRequest, VolumeViewSource } from '../../../src/agent/volume-view.js';
-import type {
-  FencedKey,
-  NodeFence,
-  ReservationKey,
-  VolumeReservationStatus,
+import {
+  intentVictims,
+  type FenceIntent,
+  type FencedKey,
+  type NodeFence,
+  type ReservationKey,
+  type VolumeReservationStatus,
 } from '../../../src/crd/types.js';
 import type { VolumePolicy } from '../../../src/fence/volume-policy.js';
 import { clusterTag, makeKey } from '../../../src/fence/keys.js';
@@ -133,16 +135,29 @@ function volumeViewOf(get: () => World, claims: Partial<Record<'a' | 'b' | 'c', 
 function writerStub(fencedOn: FencedKey[] = []) {
   const calls: string[] = [];
   const statuses: VolumeReservationStatus[] = [];
+  /** The intents recorded, and per completeFence whether it closed the intent. */
+  const intents: FenceIntent[] = [];
+  const closes: boolean[] = [];
   const w = {
     calls,
     statuses,
+    intents,
+    closes,
     writeVolume: (_pv: string, s: VolumeReservationStatus) => (
       calls.push('writeVolume'),
       statuses.push(s),
       Promise.resolve(undefined)
     ),
-    recordIntent: () => (calls.push('recordIntent'), Promise.resolve(true)),
-    completeFence: () => (calls.push('completeFence'), Promise.resolve()),
+    recordIntent: (_pv: string, i: FenceIntent) => (
+      calls.push('recordIntent'),
+      intents.push(i),
+      Promise.resolve(true)
+    ),
+    completeFence: (...a: Parameters<StatusWriter['completeFence']>) => (
+      calls.push('completeFence'),
+      closes.push(a[4]?.closeIntent ?? true),
+      Promise.resolve()
+    ),
     markFenced: (n: string) => (calls.push(`markFenced ${n}`), Promise.resolve()),
     recordProof: (n: string) => (calls.push(`recordProof ${n}`), Promise.resolve()),
     dropRegistrant: () => Promise.resolve(),
@@ -387,6 +402,52 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
     }).toEqual({ keys: [K.b], victims: ['c'], retryInMs: 1000, pending: 1 });
   });
 
+  it('two stale keys removed in one reconcile and the agent dies before the record -> the last intent names both, and a restart completes both (two Fenced marks)', async () => {
+    const { lu, r, writer } = await withStaleHolderA();
+    await lu.initiator('c').register(0n, K.c); // stale too: node-c is attached nowhere
+    const res = await r.reconcile(PV, log); // its record is never written: the process died
+    const last = writer.intents.at(-1)!;
+    expect({
+      keys: lu.state().registrations.map((x) => x.key),
+      intents: writer.intents.length,
+      named: intentVictims(last)
+        .map((v) => v.victimNode)
+        .sort(),
+      record: typeof res.record,
+    }).toEqual({ keys: [K.b], intents: 2, named: ['a', 'c'], record: 'function' });
+    const restarted = await setup(
+      'b',
+      () => ({ vas: ['b'] }),
+      freshOf(() => ({ vas: ['b'] })),
+      undefined,
+      { lu },
+    );
+    const open = intentVictims(last).map((v) => ({ key: BigInt(`0x${v.victimKey}`), node: v.victimNode! }));
+    await restarted.r.completeOpenIntent(PV, open, log);
+    expect(restarted.writer.calls.filter((c) => c.startsWith('markFenced')).sort()).toEqual([
+      'markFenced a',
+      'markFenced c',
+    ]);
+  });
+
+  it('a fence recorded while an earlier one of the volume is not -> its intent names the earlier key and stays open (closed by the earlier record)', async () => {
+    const { lu, r, writer } = await withStaleHolderA();
+    const markFenced = writer.markFenced;
+    writer.markFenced = (n: string) => (n === 'a' ? Promise.reject(new Error('refused')) : markFenced(n));
+    await expect((await r.reconcile(PV, log)).record!()).rejects.toThrow('refused');
+    await lu.initiator('c').register(0n, K.c); // stale: node-c is attached nowhere
+    await (
+      await r.reconcile(PV, log)
+    ).record!(); // node-a's record fails again first
+    writer.markFenced = markFenced;
+    await r.reconcile(PV, log);
+    expect({
+      named: writer.intents.map((i) => intentVictims(i).map((v) => v.victimNode)),
+      closes: writer.closes,
+      pending: r.unrecordedFences,
+    }).toEqual({ named: [['a'], ['c', 'a']], closes: [false, true], pending: 0 });
+  });
+
   it('restarted with an open intent whose record fails (API error) -> kept: the next reconcile of the volume reads the device (victim key gone) and records the fence', async () => {
     const { lu, r, writer } = await setup(
       'b',
@@ -395,7 +456,7 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
     );
     await lu.initiator('b').register(0n, K.b); // node-a's key went before the restart
     writer.markFenced = failOnce(writer.markFenced);
-    await expect(r.completeOpenIntent(PV, K.a, 'a', log)).rejects.toThrow('unreachable');
+    await expect(r.completeOpenIntent(PV, [{ key: K.a, node: 'a' }], log)).rejects.toThrow('unreachable');
     expect(r.unrecordedFences).toBe(1);
     await r.reconcile(PV, log);
     expect({ calls: writer.calls.filter((c) => c !== 'writeVolume'), pending: r.unrecordedFences }).toEqual({
