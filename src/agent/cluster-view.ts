@@ -4,7 +4,7 @@
  * node shares. No I/O.
  */
 import type { V1Node, V1VolumeAttachment } from '@kubernetes/client-node';
-import type { NodeFence, ReservationKey } from '../crd/types.js';
+import type { FencedKey, NodeFence, ReservationKey } from '../crd/types.js';
 import { slimPersistentVolume, slimStorageClass } from '../fence/persistent-volume.js';
 import { pvOf, slimNode, slimVolumeAttachment } from '../kube/slim.js';
 import { parseKey, type PrKey } from '../pr/key.js';
@@ -33,6 +33,16 @@ export function nodeFenceKey(nf: NodeFence | undefined): bigint | undefined {
  */
 export function isFenceRequested(nf: NodeFence | undefined, node: V1Node | undefined): boolean {
   return nf?.spec?.fenceState === 'Fenced' || nf?.status?.phase === 'Fenced' || hasOutOfService(node);
+}
+
+/**
+ * Whether a recorded fence still stands: its node is fenced or asked to be, or unknown
+ * (no NodeFence, no node name). Only an unfence lifts it.
+ */
+export function fenceStands(e: FencedKey, view: ClusterCaches): boolean {
+  if (e.node === undefined) return true;
+  const nf = view.nodeFences(e.node);
+  return !nf || isFenceRequested(nf, view.nodes(e.node));
 }
 
 /** Keys of the nodes whose NodeFence says they hold `pv`'s reservation only to hand it over. */

@@ -16,9 +16,8 @@
  *    command removed the key and the victim is still not legitimate in a fresh view),
  *    and the volume's status is written once.
  */
-import { doublingDelay } from '../kube/backoff.js';
 import type { Logger } from 'pino';
-import type { FencedKey, LastFence, NodeFence } from '../crd/types.js';
+import type { NodeFence } from '../crd/types.js';
 import { readDeviceState, type DeviceState } from '../fence/executor.js';
 import {
   classifyKeys,
@@ -27,7 +26,7 @@ import {
   type FenceInput,
   type NodeKey,
 } from '../fence/rule.js';
-import { fenceVolume, type FenceVictim, type VolumeObservation } from '../fence/volume-fencer.js';
+import { fenceVolume, type VolumeObservation } from '../fence/volume-fencer.js';
 import { addedPaths } from '../pr/dm-paths.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import type { PrDevice } from '../pr/pr-device.js';
@@ -36,6 +35,7 @@ import { isPrError } from '../pr/errors.js';
 import { describeError } from '../obs/logger.js';
 import type { V1Node } from '@kubernetes/client-node';
 import {
+  fenceStands,
   handoverKeys,
   hasOutOfService,
   isFenceRequested,
@@ -46,10 +46,11 @@ import {
 } from './cluster-view.js';
 import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
 import type { FenceMemory } from './fence-memory.js';
+import { FenceRecords, fenceToRecord, openFence, type OpenIntent } from './fence-records.js';
 import type { FreshView, FreshViewSource } from './fresh-view.js';
 import type { VolumeViewSource } from './volume-view.js';
 import { cond, type StatusWriter } from './status-writer.js';
-import { fenceRecord, observedVrStatus } from './vr-record.js';
+import { observedVrStatus } from './vr-record.js';
 import { describeSource, type VolumePolicy } from '../fence/volume-policy.js';
 
 export interface ReconcileResult {
@@ -141,16 +142,6 @@ function unionKeys(...lists: (readonly NodeKey[])[]): NodeKey[] {
 }
 
 /**
- * Whether a recorded fence still stands: its node is fenced or asked to be, or unknown
- * (no NodeFence, no node name). Only an unfence lifts it.
- */
-function fenceStands(e: FencedKey, view: ClusterCaches): boolean {
-  if (e.node === undefined) return true;
-  const nf = view.nodeFences(e.node);
-  return !nf || isFenceRequested(nf, view.nodes(e.node));
-}
-
-/**
  * The commands a view of one volume can back (volume-view.ts): this node's register and
  * reserve (its own attachment is read there), and the preempt of a key whose node is asked
  * to be fenced (legitimate nowhere, whatever attachments the view misses). Not a takeover,
@@ -205,38 +196,6 @@ function stampNewKeys(
   });
 }
 
-/** A fence intent this node recorded (before its PREEMPT), whose outcome the device tells. */
-export interface OpenIntent {
-  key: PrKey;
-  node?: string;
-}
-
-/**
- * A fence to record (VolumeReconciler #completeFences): the victims with their results, or
- * (`open`) only the intents recorded before a PREEMPT whose outcome is not known (the
- * reconcile failed after the intent, or the agent restarted): the device tells it then.
- */
-interface FenceToRecord {
-  victims: VolumeObservation['victims'];
-  open?: readonly OpenIntent[];
-  durationMs: number;
-  generation?: number;
-  /** Victims whose Fenced mark, proof and event are written (by an earlier try of the record). */
-  marked: Set<PrKey>;
-}
-
-function fenceToRecord(
-  victims: VolumeObservation['victims'],
-  durationMs: number,
-  generation: number | undefined,
-): FenceToRecord {
-  return { victims, durationMs, ...(generation !== undefined ? { generation } : {}), marked: new Set() };
-}
-
-/** Retries of a failed fence record: doubling from 1 s, at most a minute apart. */
-const RECORD_RETRY_BASE_MS = 1000;
-const RECORD_RETRY_MAX_MS = 60_000;
-
 export class VolumeReconciler {
   readonly #o: VolumeReconcilerOptions;
   readonly #now: () => number;
@@ -258,25 +217,19 @@ export class VolumeReconciler {
   readonly #needFullView = new Set<string>();
   /** The last policy problem or opt-out logged per PV (logged once per change, not per resync). */
   readonly #policyLogged = new Map<string, string>();
-  /**
-   * Fences whose keys are gone from the device and whose record (Fenced mark, proof, fence
-   * record, the intent's removal) has not been written yet, per PV. A record that failed
-   * (API error) is written again by the next reconcile of the PV, before anything else:
-   * that reconcile sends no PREEMPT (the key is gone), so nothing else would record the
-   * fence, and its intent would stay open until the agent restarts.
-   */
-  readonly #unrecorded = new Map<string, FenceToRecord[]>();
-  /** Failed tries of the pending records of a PV, for their backoff. */
-  readonly #recordTries = new Map<string, number>();
+
+  /** This node's fences whose record is not written yet (fence-records.ts). */
+  readonly #records: FenceRecords;
 
   constructor(o: VolumeReconcilerOptions) {
     this.#o = o;
+    this.#records = new FenceRecords(o);
     this.#now = o.now ?? (() => performance.now());
   }
 
   /** Volumes whose last fence removed a stale key and whose record is not written yet. */
   get unrecordedFences(): number {
-    return this.#unrecorded.size;
+    return this.#records.volumes;
   }
 
   /** S2 as the caches say it (the metric; a device command also needs a fresh view). */
@@ -308,28 +261,14 @@ export class VolumeReconciler {
    * fence intent keeps that intent to record: the device tells whether its PREEMPT applied.
    */
   async reconcile(pv: string, log: Logger): Promise<ReconcileResult> {
-    let retryRecordInMs: number | undefined;
-    if (this.#unrecorded.has(pv) && !this.#o.signal.aborted) {
-      try {
-        await this.#recordPending(pv, log);
-        this.#recordTries.delete(pv);
-      } catch (e) {
-        const tries = (this.#recordTries.get(pv) ?? 0) + 1;
-        this.#recordTries.set(pv, tries);
-        retryRecordInMs = doublingDelay(RECORD_RETRY_BASE_MS, RECORD_RETRY_MAX_MS, tries);
-        log.warn(
-          { err: describeError(e), retryInMs: retryRecordInMs },
-          'the record of an earlier fence failed again; the volume is reconciled meanwhile',
-        );
-      }
-    }
-    // The intents this reconcile records, until their fence is in #unrecorded.
+    const retryRecordInMs = await this.#records.retryPending(pv, log);
+    // The intents this reconcile records, until their fence is in #records.
     const intended: OpenIntent[] = [];
     let r: ReconcileResult;
     try {
       r = await this.#reconcileVolume(pv, log, intended);
     } catch (e) {
-      if (intended.length) this.#addUnrecorded(pv, { ...fenceToRecord([], 0, undefined), open: intended });
+      if (intended.length) this.#records.add(pv, openFence(intended));
       throw e;
     }
     if (retryRecordInMs === undefined) return r;
@@ -339,25 +278,6 @@ export class VolumeReconciler {
     });
     const record = r.record;
     return record ? { ...soon(r), record: async () => soon(await record()) } : soon(r);
-  }
-
-  /**
-   * The keys this node removed (or may have) from the PV's device whose fence is not
-   * recorded yet: the pending records' and this reconcile's intents (`intended`).
-   */
-  #notRecorded(pv: string, intended: readonly OpenIntent[]): OpenIntent[] {
-    const all: OpenIntent[] = [];
-    for (const f of this.#unrecorded.get(pv) ?? []) {
-      for (const v of f.victims)
-        if (v.result !== 'left' && !v.takeover) all.push({ key: v.key, ...(v.node ? { node: v.node } : {}) });
-      all.push(...(f.open ?? []));
-    }
-    all.push(...intended);
-    return all.filter((v, i) => all.findIndex((w) => w.key === v.key) === i);
-  }
-
-  #addUnrecorded(pv: string, f: FenceToRecord): void {
-    this.#unrecorded.set(pv, [...(this.#unrecorded.get(pv) ?? []), f]);
   }
 
   async #reconcileVolume(pv: string, log: Logger, intended: OpenIntent[]): Promise<ReconcileResult> {
@@ -719,7 +639,7 @@ export class VolumeReconciler {
         if (a.kind === 'preempt-abort' && !a.takeover) {
           // The field holds one intent: this one also names the keys this node removed
           // before and has not recorded (a restart completes them from it).
-          const earlier = this.#notRecorded(pv, intended).filter((v) => v.key !== a.victim);
+          const earlier = this.#records.notRecorded(pv, intended).filter((v) => v.key !== a.victim);
           const recorded = await o.writer.recordIntent(pv, {
             victimKey: formatKey(a.victim),
             ...(a.victimNode ? { victimNode: a.victimNode } : {}),
@@ -759,7 +679,7 @@ export class VolumeReconciler {
       });
       // The fence is known now: its record is kept until written (see reconcile()).
       if (obs.results.some((r) => r.action.kind === 'preempt-abort')) {
-        this.#addUnrecorded(pv, fenceToRecord(obs.victims, obs.durationMs, obs.state.keys.generation));
+        this.#records.add(pv, fenceToRecord(obs.victims, obs.durationMs, obs.state.keys.generation));
         intended.splice(0);
       }
       if (obs.holderPreemptKeepsVictim) entry.holderPreemptKeepsVictim = true;
@@ -777,13 +697,12 @@ export class VolumeReconciler {
       }
       await o.memory.unregistering(identity); // its takeover is no loss
     }
-    const fence = this.#unrecorded.get(pv)?.find((f) => f.victims === obs.victims);
+    const fence = this.#records.find(pv, obs.victims);
     const record = async (): Promise<ReconcileResult> => {
       const result = await this.#record(pv, identity, obs, selfLegitCache, entry, staleSeen);
       // The volume's record first, then the fence's: once lastFence shows, so does the holder.
       if (fence) {
-        await this.#completeFences(pv, fence, log, began, this.#lastToRecord(pv, fence));
-        this.#recorded(pv, fence);
+        await this.#records.write(pv, fence, log, began);
       }
       return refusedByVolumeView ? { ...result, requeueAfterMs: 100 } : result;
     };
@@ -923,131 +842,12 @@ export class VolumeReconciler {
   }
 
   /**
-   * Completes the intents of this reconcile: a fence is recorded (Fenced mark, lastFence,
-   * event) only when this node's own command removed the key, and the mark only on a
-   * node a fresh view still shows not legitimate.
-   */
-  async #completeFences(
-    pv: string,
-    { victims, durationMs, generation, marked }: FenceToRecord,
-    log: Logger,
-    /**
-     * The view that decides whether a victim is marked Fenced must be newer than this: a
-     * preempt backed by a view of one volume took no full view, and a shared one from
-     * before the fence request would show the victim legitimate (and leave it unmarked).
-     */
-    newerThan: number,
-    /** Removes the intent (no other fence of the PV is left to record). */
-    closeIntent: boolean,
-  ): Promise<void> {
-    const o = this.#o;
-    const identity = o.identityOf(pv);
-    const now = new Date().toISOString();
-    let lastFence: LastFence | undefined;
-    const fencedKeys: FencedKey[] = [];
-    const view = await o.fresh.get(newerThan);
-    const fresh = await view.cachesFor(pv);
-    const legit = legitimacy(pv, fresh, view.keyClaims);
-    for (const v of victims) {
-      if (v.takeover) {
-        log.info(
-          { victim: formatKey(v.key), victimNode: v.node, result: v.result },
-          'reservation taken over from a node handing it over: no fence recorded',
-        );
-        continue;
-      }
-      if (v.result === 'left') {
-        log.info(
-          { victim: formatKey(v.key), victimNode: v.node },
-          'stale key left by itself: no fence recorded',
-        );
-        continue;
-      }
-      lastFence = fenceRecord(v, o.node, now, durationMs);
-      if (v.result !== 'fenced' || v.node === undefined) continue;
-      if (legit.nodes.some((n) => n.node === v.node) || legit.keyless.includes(v.node)) {
-        log.warn({ victimNode: v.node }, 'fenced node is legitimate in a fresh read: not marked Fenced');
-        continue;
-      }
-      // Marked by an earlier try of this record (which failed after it): not again (one event).
-      if (!marked.has(v.key)) {
-        await o.writer.markFenced(v.node, now);
-        await o.writer.dropRegistrant(pv, v.node);
-        await o.writer.recordProof(v.node, {
-          volume: pv,
-          ...(identity ? { identity } : {}),
-          victimKey: formatKey(v.key),
-          result: 'Fenced',
-          ...(generation !== undefined ? { generation } : {}),
-          by: o.node,
-          at: now,
-        });
-        await o.writer.fencedEvent(pv, v.node, v.key);
-        marked.add(v.key);
-      }
-      fencedKeys.push({ node: v.node, key: formatKey(v.key), at: now });
-    }
-    await o.writer.completeFence(pv, lastFence, fencedKeys, (e) => fenceStands(e, fresh), {
-      closeIntent,
-    });
-  }
-
-  /**
-   * Whether recording `f` closes the PV's intent: only when no other fence of the PV is
-   * still to record (the intent names that one too; a restart completes it from there).
-   */
-  #lastToRecord(pv: string, f: FenceToRecord): boolean {
-    return (this.#unrecorded.get(pv) ?? []).every((x) => x === f);
-  }
-
-  /** The records of this PV's earlier fences that are not written yet, oldest first (throws if one fails). */
-  async #recordPending(pv: string, log: Logger): Promise<void> {
-    for (const f of [...(this.#unrecorded.get(pv) ?? [])]) {
-      log.info(
-        { victims: [...f.victims, ...(f.open ?? [])].map((v) => formatKey(v.key)) },
-        'writing the record of a fence not recorded yet',
-      );
-      const fence = f.open ? await this.#outcomeOf(pv, f) : f;
-      if (fence) await this.#completeFences(pv, fence, log, this.#o.fresh.now(), this.#lastToRecord(pv, f));
-      this.#recorded(pv, f);
-    }
-  }
-
-  #recorded(pv: string, f: FenceToRecord): void {
-    const left = (this.#unrecorded.get(pv) ?? []).filter((x) => x !== f);
-    if (left.length) this.#unrecorded.set(pv, left);
-    else {
-      this.#unrecorded.delete(pv);
-      this.#recordTries.delete(pv);
-    }
-  }
-
-  /**
-   * The fence of open intents, from what the device says now: a victim key that is gone
-   * counts as fenced (the victim was stale when the intent was written: safety before
-   * availability), one still there as left. Undefined: the PV names no device any more.
-   */
-  async #outcomeOf(pv: string, f: FenceToRecord): Promise<FenceToRecord | undefined> {
-    const o = this.#o;
-    const identity = o.identityOf(pv);
-    if (!identity) return undefined;
-    const { device } = await o.devices.get(pv, identity);
-    const keys = await device.readKeys(o.signal ? { signal: o.signal } : {});
-    const victims: FenceVictim[] = (f.open ?? []).map((i) => ({
-      key: i.key,
-      ...(i.node ? { node: i.node } : {}),
-      result: keys.keys.includes(i.key) ? 'left' : 'fenced',
-    }));
-    return { ...fenceToRecord(victims, 0, keys.generation), marked: f.marked };
-  }
-
-  /**
    * Finishes an intent this node recorded before it restarted, from what the device says
    * (throws if its record fails: it is kept, and written by the volume's next reconcile).
    */
   async completeOpenIntent(pv: string, open: readonly OpenIntent[], log: Logger): Promise<void> {
-    this.#addUnrecorded(pv, { ...fenceToRecord([], 0, undefined), open });
-    await this.#recordPending(pv, log);
+    this.#records.add(pv, openFence(open));
+    await this.#records.writePending(pv, log);
   }
 
   async #record(

@@ -149,7 +149,7 @@ describe('admission policy: node-restricted writes of the agents', () => {
     at,
   });
 
-  /** Y fences X on `pv` as #completeFences does (intent first, then the records). */
+  /** Y fences X on `pv` as FenceRecords (fence-records.ts) records a fence (intent first, then the records). */
   const fence = async (y: Agent, x: Agent, pv: string) => {
     const at = new Date().toISOString();
     const intent = { victimKey: formatKey(x.key), victimNode: x.node, by: y.node, at };
