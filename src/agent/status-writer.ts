@@ -37,7 +37,7 @@ import { clusterObjectPath, KubeApiError, type RestClient } from '../kube/rest-c
 import { formatKey, type PrKey } from '../pr/key.js';
 import { Coalescer } from './coalescer.js';
 import { nfPath } from './key-claim.js';
-import { orphanedConditions, vrStatusToWrite } from './vr-status.js';
+import { keepingOwnRecord, orphanedConditions, vrStatusToWrite } from './vr-status.js';
 
 export const vrPath = (name?: string, sub?: 'status') =>
   clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, name, sub);
@@ -69,6 +69,16 @@ export interface StatusWriterOptions {
   key: PrKey;
   nodeUid: string;
   log: Logger;
+}
+
+export interface WriteVolumeOptions {
+  /** Its `Ready` condition is a fallback (vr-status.ts): it yields to one a node that read the device recorded. */
+  fallback?: boolean;
+  /**
+   * The device was not read (missing on this node): the node's recorded registrant entry
+   * (and holder) is kept, not cleared (vr-status.ts `keepingOwnRecord`).
+   */
+  unread?: boolean;
 }
 
 export class StatusWriter {
@@ -150,13 +160,14 @@ export class StatusWriter {
    * still says less, its counter was reset (a power-on with APTPL off) and the device
    * wins; otherwise only the own entry is written. With `fallback`, its `Ready` condition
    * yields to one a node that read the device recorded (see vr-status.ts); such a write is
-   * not remembered, so a retry writes again.
+   * not remembered, so a retry writes again. With `unread`, what the node recorded from
+   * its last read of the device stays.
    */
   async writeVolume(
     pv: string,
     status: VolumeReservationStatus,
     reread?: () => Promise<number>,
-    opts: { fallback?: boolean } = {},
+    opts: WriteVolumeOptions = {},
   ): Promise<VolumeReservation | undefined> {
     const body = JSON.stringify(status, (k, v: unknown) => (k === 'lastTransitionTime' ? undefined : v));
     if (this.#last.get(pv) === body) return undefined;
@@ -175,9 +186,10 @@ export class StatusWriter {
     status: VolumeReservationStatus,
     body: string,
     reread: (() => Promise<number>) | undefined,
-    opts: { fallback?: boolean },
+    opts: WriteVolumeOptions,
   ): Promise<VolumeReservation> {
     let current = read;
+    if (opts.unread) status = keepingOwnRecord(status, current.status, this.#o.node);
     let w = vrStatusToWrite(status, current.status, opts);
     if (w.stale && reread) {
       const now = await reread();

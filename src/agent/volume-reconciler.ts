@@ -355,18 +355,19 @@ export class VolumeReconciler {
         return { outcome: 'not-mine', ...none };
       }
       // Not present yet, ambiguous, or not a block device: a condition, retried with backoff.
+      // The device is not read: what this node recorded from its last read stays (its key
+      // may still be on the LU).
       const message = `${identity}: ${describeError(e)}`;
       await o.writer.writeVolume(
         pv,
         {
-          registrants: [],
           conditions: [
             cond('DeviceFound', 'False', 'DeviceNotFound', message),
             cond('Ready', 'False', 'DeviceNotFound', `no device on ${o.node}: ${message}`),
           ],
         },
         undefined,
-        { fallback: true },
+        { fallback: true, unread: true },
       );
       throw e;
     }

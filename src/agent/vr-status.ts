@@ -36,6 +36,33 @@ export function hasSharedFields(s: VolumeReservationStatus): boolean {
   return Object.keys(s).some((k) => k !== 'registrants');
 }
 
+/**
+ * The status of a node that could not read the device (it is missing on this node), with
+ * what that node recorded from its last read kept: its own registrant entry and, if it
+ * recorded itself as the holder, the holder and the device's fields. Its key may still be
+ * on the LU; a record without it would tell the controller's proof of isolation that the
+ * node is not registered there, and the node could be declared isolated with its key on
+ * the device.
+ */
+export function keepingOwnRecord(
+  status: VolumeReservationStatus,
+  recorded: VolumeReservationStatus | undefined,
+  node: string,
+): VolumeReservationStatus {
+  const registrants = (recorded?.registrants ?? []).filter((r) => r.node === node);
+  if (recorded?.holder?.node !== node) return { ...status, registrants };
+  const { holder, generation, reservationType, device, foreignKeys } = recorded;
+  return {
+    ...status,
+    registrants,
+    holder,
+    ...(generation !== undefined ? { generation } : {}),
+    ...(reservationType ? { reservationType } : {}),
+    ...(device ? { device } : {}),
+    ...(foreignKeys !== undefined ? { foreignKeys } : {}),
+  };
+}
+
 export function vrStatusToWrite(
   observed: VolumeReservationStatus,
   recorded: VolumeReservationStatus | undefined,

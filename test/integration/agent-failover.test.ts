@@ -5,6 +5,7 @@ import { createAgentMetrics } from '../../src/obs/metrics.js';
 import { formatKey } from '../../src/pr/key.js';
 import { eventually } from '../envtest/kube.js';
 import type { Controller } from '../../src/controller/controller.js';
+import { evaluateProof } from '../../src/controller/isolation-proof.js';
 import { Cluster } from './agent-harness.js';
 import { startController } from './node-leases.js';
 
@@ -177,6 +178,40 @@ describe('agent against a real API server (memory LUs)', () => {
     await eventually(async () => {
       const v = await c.vr(pv);
       return !v.status?.conditions?.some((x) => x.type === 'DeviceFound') && v.status?.holder?.node === na;
+    });
+  });
+
+  it('the device disappears from a registered node (path loss) -> DeviceFound=False, and the record still names its key (registrant entry, holder): its proof of isolation counts the volume as pending', async () => {
+    const na = await c.node('node-a');
+    const { name: pv, lu } = await c.pv();
+    const a = await c.startAgent(na);
+    await c.attach(pv, na);
+    await eventually(async () => (await c.vr(pv)).status?.holder?.node === na, { timeoutMs: 30_000 });
+    // Every call of node-a fails and the LU no longer resolves there; the key stays on it.
+    lu.inject({ kind: 'not-sent', initiator: na, op: 'any', times: Infinity });
+    c.lus.delete(lu.id);
+    const vr = await eventually(
+      async () => {
+        const v = await c.vr(pv);
+        if (!v.status?.conditions?.some((x) => x.type === 'DeviceFound' && x.status === 'False'))
+          throw new Error('no DeviceFound=False yet');
+        return v;
+      },
+      { timeoutMs: 30_000 },
+    );
+    const proof = evaluateProof(await c.nodeFence(na), [vr]);
+    expect({
+      onDevice: keysOf(lu),
+      registrants: vr.status?.registrants?.map((r) => [r.node, r.key]),
+      holder: vr.status?.holder,
+      pending: proof.pending.map((p) => p.volume),
+      complete: proof.complete,
+    }).toEqual({
+      onDevice: [a.key],
+      registrants: [[na, formatKey(a.key)]],
+      holder: { node: na, key: formatKey(a.key) },
+      pending: [pv],
+      complete: false,
     });
   });
 

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { hasSharedFields, orphanedConditions, vrStatusToWrite } from '../../../src/agent/vr-status.js';
+import {
+  hasSharedFields,
+  keepingOwnRecord,
+  orphanedConditions,
+  vrStatusToWrite,
+} from '../../../src/agent/vr-status.js';
 import type { VolumeReservation, VolumeReservationStatus } from '../../../src/crd/types.js';
 
 const reserved = (at: string, status: 'True' | 'False' = 'True') => ({
@@ -147,5 +152,42 @@ describe('orphanedConditions', () => {
     ]);
     expect(orphanedConditions(shared, 'prfence-agent/a', {})).toEqual([]);
     expect(orphanedConditions(v, 'prfence-agent/b', {})).toEqual([]);
+  });
+});
+
+describe('keepingOwnRecord (the device could not be read on this node)', () => {
+  const missing: VolumeReservationStatus = {
+    conditions: [{ ...reserved('2026-01-01T00:00:04Z', 'False'), type: 'Reserved' as const }],
+  };
+  const recorded: VolumeReservationStatus = {
+    registrants: [
+      { node: 'a', key: '00000000000000a1', legitimate: true },
+      { node: 'b', key: '00000000000000b2', legitimate: true },
+    ],
+    generation: 7,
+    reservationType: 'write-exclusive-reg-only',
+    holder: { node: 'b', key: '00000000000000b2' },
+    foreignKeys: 0,
+    device: { identity: 'wwn-x', kind: 'scsi' },
+  };
+
+  it("the recorded holder -> its registrant entry, the holder and the device's fields stay; other nodes' entries are not its to write", () => {
+    expect(keepingOwnRecord(missing, recorded, 'b')).toEqual({
+      ...missing,
+      registrants: [{ node: 'b', key: '00000000000000b2', legitimate: true }],
+      holder: recorded.holder,
+      generation: 7,
+      reservationType: 'write-exclusive-reg-only',
+      foreignKeys: 0,
+      device: recorded.device,
+    });
+  });
+
+  it('a registrant that does not hold -> only its registrant entry stays; nothing recorded -> none', () => {
+    expect(keepingOwnRecord(missing, recorded, 'a')).toEqual({
+      ...missing,
+      registrants: [{ node: 'a', key: '00000000000000a1', legitimate: true }],
+    });
+    expect(keepingOwnRecord(missing, undefined, 'a')).toEqual({ ...missing, registrants: [] });
   });
 });
