@@ -906,18 +906,22 @@ export class VolumeReconciler {
     }
   }
 
+  /**
+   * The device refused a PR command as unsupported: a condition. What this node recorded
+   * from an earlier read stays (a path without PR support may front a LU that carries its
+   * key).
+   */
   async #unsupported(pv: string, message: string): Promise<ReconcileResult> {
     await this.#o.writer.writeVolume(
       pv,
       {
-        registrants: [],
         conditions: [
           cond('Supported', 'False', 'NoPersistentReservations', message),
           cond('Ready', 'False', 'NoPersistentReservations', message),
         ],
       },
       undefined,
-      { fallback: true },
+      { fallback: true, unread: true },
     );
     return { outcome: 'unsupported', victims: [], registered: false };
   }

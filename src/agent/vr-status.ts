@@ -109,6 +109,31 @@ export function orphanedConditions(
   fieldManager: string,
   writing: VolumeReservationStatus,
 ): string[] {
+  const { mine, others } = conditionOwners(vr, fieldManager);
+  const keep = new Set((writing.conditions ?? []).map((c) => c.type));
+  return (vr.status?.conditions ?? [])
+    .map((c) => c.type)
+    .filter(
+      (t) =>
+        !keep.has(t) &&
+        mine.some((m) => m.get(t)?.values) &&
+        !others.some((o) => o.get(t)?.values) &&
+        others.some((o) => o.has(t)),
+    );
+}
+
+/**
+ * Whether the recorded `Ready` condition is this field manager's alone (its values): the
+ * node wrote it from an earlier read of the device, and no other node recorded it. A
+ * fallback of that node replaces it rather than yielding to it.
+ */
+export function readyIsOwn(vr: VolumeReservation, fieldManager: string): boolean {
+  const { mine, others } = conditionOwners(vr, fieldManager);
+  return mine.some((m) => m.get('Ready')?.values) && !others.some((o) => o.get('Ready')?.values);
+}
+
+/** Per status field manager (this one, the others): the condition types it owns, and whether their values. */
+function conditionOwners(vr: VolumeReservation, fieldManager: string) {
   const owned = (fields: Record<string, unknown> | undefined) => {
     const conds = ((fields?.['f:status'] as Record<string, unknown> | undefined)?.['f:conditions'] ??
       {}) as Record<string, Record<string, unknown>>;
@@ -125,16 +150,8 @@ export function orphanedConditions(
     return out;
   };
   const entries = (vr.metadata.managedFields ?? []).filter((m) => m.subresource === 'status');
-  const mine = entries.filter((m) => m.manager === fieldManager).map((m) => owned(m.fieldsV1));
-  const others = entries.filter((m) => m.manager !== fieldManager).map((m) => owned(m.fieldsV1));
-  const keep = new Set((writing.conditions ?? []).map((c) => c.type));
-  return (vr.status?.conditions ?? [])
-    .map((c) => c.type)
-    .filter(
-      (t) =>
-        !keep.has(t) &&
-        mine.some((m) => m.get(t)?.values) &&
-        !others.some((o) => o.get(t)?.values) &&
-        others.some((o) => o.has(t)),
-    );
+  return {
+    mine: entries.filter((m) => m.manager === fieldManager).map((m) => owned(m.fieldsV1)),
+    others: entries.filter((m) => m.manager !== fieldManager).map((m) => owned(m.fieldsV1)),
+  };
 }

@@ -181,7 +181,7 @@ describe('agent against a real API server (memory LUs)', () => {
     });
   });
 
-  it('the device disappears from a registered node (path loss) -> DeviceFound=False, and the record still names its key (registrant entry, holder): its proof of isolation counts the volume as pending', async () => {
+  it('the device disappears from a registered node (path loss) -> DeviceFound=False and Ready=False, and the record still names its key (registrant entry, holder): its proof of isolation counts the volume as pending', async () => {
     const na = await c.node('node-a');
     const { name: pv, lu } = await c.pv();
     const a = await c.startAgent(na);
@@ -200,18 +200,58 @@ describe('agent against a real API server (memory LUs)', () => {
       { timeoutMs: 30_000 },
     );
     const proof = evaluateProof(await c.nodeFence(na), [vr]);
+    const ready = vr.status?.conditions?.find((x) => x.type === 'Ready');
     expect({
+      ready: `${ready?.status} ${ready?.reason}`,
       onDevice: keysOf(lu),
       registrants: vr.status?.registrants?.map((r) => [r.node, r.key]),
       holder: vr.status?.holder,
       pending: proof.pending.map((p) => p.volume),
       complete: proof.complete,
     }).toEqual({
+      ready: 'False DeviceNotFound', // its own earlier Ready (Reserved) is replaced
       onDevice: [a.key],
       registrants: [[na, formatKey(a.key)]],
       holder: { node: na, key: formatKey(a.key) },
       pending: [pv],
       complete: false,
+    });
+  });
+
+  it('a device without PR support -> Supported=False and Ready=False (NoPersistentReservations), the agent keeps running; a registered device that starts refusing PR -> the same, and its recorded registration stays', async () => {
+    const na = await c.node('node-a');
+    const [plain, later] = [await c.pv(), await c.pv()];
+    plain.lu.setSupported(false);
+    await c.startAgent(na);
+    await c.attach(later.name, na);
+    await eventually(async () => (await c.vr(later.name)).status?.holder?.node === na, { timeoutMs: 30_000 });
+    await c.attach(plain.name, na);
+    later.lu.setSupported(false); // e.g. the LU now resolves through a path without PR support
+    const unsupported = async (pv: string) => {
+      const v = await c.vr(pv);
+      const s = v.status?.conditions?.find((x) => x.type === 'Supported');
+      const r = v.status?.conditions?.find((x) => x.type === 'Ready');
+      if (s?.status !== 'False') throw new Error(`${pv}: no Supported=False yet`);
+      return {
+        supported: s.reason,
+        ready: `${r?.status} ${r?.reason}`,
+        registrants: v.status?.registrants?.length ?? 0,
+      };
+    };
+    expect({
+      plain: await eventually(() => unsupported(plain.name), { timeoutMs: 30_000 }),
+      later: await eventually(() => unsupported(later.name), { timeoutMs: 30_000 }),
+    }).toEqual({
+      plain: {
+        supported: 'NoPersistentReservations',
+        ready: 'False NoPersistentReservations',
+        registrants: 0,
+      },
+      later: {
+        supported: 'NoPersistentReservations',
+        ready: 'False NoPersistentReservations',
+        registrants: 1,
+      },
     });
   });
 
