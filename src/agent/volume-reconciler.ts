@@ -306,14 +306,19 @@ export class VolumeReconciler {
       // Never a guess: no device command at all (no register, reserve, fence or leave)
       // until the annotation parses; peers see the same annotation and stay put too.
       this.#logPolicyOnce(pv, policy.message, () => log.warn({ reason: policy.reason }, `${policy.message}`));
-      await o.writer.writeVolume(pv, {
-        // The device is not read: the entry says what this node last knew.
-        registrants:
-          this.registeredOn.has(pv) || o.memory.expects(identity, o.key)
-            ? [{ node: o.node, key: formatKey(o.key), legitimate: attachedHere }]
-            : [],
-        conditions: [cond('Configured', 'False', policy.reason, policy.message)],
-      });
+      // The device is not read: the entry says what this node last knew, and what it
+      // recorded stays when it knows nothing (after a restart).
+      await o.writer.writeVolume(
+        pv,
+        {
+          ...(this.registeredOn.has(pv) || o.memory.expects(identity, o.key)
+            ? { registrants: [{ node: o.node, key: formatKey(o.key), legitimate: attachedHere }] }
+            : {}),
+          conditions: [cond('Configured', 'False', policy.reason, policy.message)],
+        },
+        undefined,
+        { unread: true },
+      );
       return { outcome: 'invalid-policy', ...none };
     }
     // Opted out: this node takes no part. It leaves (release, unregister: the leaver path of

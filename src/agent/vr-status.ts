@@ -37,19 +37,19 @@ export function hasSharedFields(s: VolumeReservationStatus): boolean {
 }
 
 /**
- * The status of a node that could not read the device (it is missing on this node), with
- * what that node recorded from its last read kept: its own registrant entry and, if it
- * recorded itself as the holder, the holder and the device's fields. Its key may still be
- * on the LU; a record without it would tell the controller's proof of isolation that the
- * node is not registered there, and the node could be declared isolated with its key on
- * the device.
+ * The status of a node that did not read the device (it is missing on this node, refuses
+ * PR, or the volume's policy does not parse), with what that node recorded from its last
+ * read kept: its own registrant entry (unless `status` names one) and, if it recorded
+ * itself as the holder, the holder and the device's fields. Its key may still be on the
+ * LU; a record without it would tell the controller's proof of isolation that the node is
+ * not registered there, and the node could be declared isolated with its key on the device.
  */
 export function keepingOwnRecord(
   status: VolumeReservationStatus,
   recorded: VolumeReservationStatus | undefined,
   node: string,
 ): VolumeReservationStatus {
-  const registrants = (recorded?.registrants ?? []).filter((r) => r.node === node);
+  const registrants = status.registrants ?? (recorded?.registrants ?? []).filter((r) => r.node === node);
   if (recorded?.holder?.node !== node) return { ...status, registrants };
   const { holder, generation, reservationType, device, foreignKeys } = recorded;
   return {

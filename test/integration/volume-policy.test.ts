@@ -150,6 +150,27 @@ describe('per-volume policy: prfence.io/fencing and prfence.io/reservation-type'
     await eventually(async () => (await c.vr(pv)).status?.conditions?.every((x) => x.type !== 'Configured'));
   });
 
+  it('the annotation of a reserved volume turns invalid while its agent restarts (no host memory) -> Configured=False, and the record still names the holder (registrant entry, holder), its key still on the LU', async () => {
+    const n = await c.node('node-a');
+    const { name: pv, lu } = await c.pv();
+    const a = await c.startAgent(n, c.kc, { resyncMs: RESYNC_MS });
+    await c.attach(pv, n);
+    await eventually(async () => (await c.vr(pv)).status?.holder?.node === n, { timeoutMs: 20_000 });
+    await a.stop();
+    await c.annotatePv(pv, { [T]: 'shared' });
+    await c.startAgent(n, c.kc, { resyncMs: RESYNC_MS });
+    const vr = await eventually(async () => {
+      const v = await c.vr(pv);
+      if (!v.status?.conditions?.some((x) => x.type === 'Configured')) throw new Error('not yet');
+      return v; // the write that added it would have cleared the record too
+    });
+    expect({
+      onDevice: lu.state().registrations.map((r) => r.key),
+      registrants: vr.status?.registrants?.map((r) => r.node),
+      holder: vr.status?.holder?.node,
+    }).toEqual({ onDevice: [a.key], registrants: [n], holder: n });
+  });
+
   it('invalid fencing value on the StorageClass -> VR Configured=False InvalidFencing, the LU untouched (no fallback to the default)', async () => {
     const n = await c.node('node-a');
     const sc = await c.storageClass({ [F]: 'off' });
