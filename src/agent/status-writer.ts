@@ -153,6 +153,21 @@ export class StatusWriter {
   }
 
   /**
+   * This node's registrant entry, written before its first REGISTER on the volume: a key
+   * on the device that no record names would be missed by the controller's proof of
+   * isolation if the node lost the API server right after the command. What it recorded
+   * of the device stays; the write after the read-back replaces the entry.
+   */
+  async recordRegistering(pv: string, legitimate: boolean): Promise<void> {
+    await this.writeVolume(
+      pv,
+      { registrants: [{ node: this.#o.node, key: formatKey(this.#o.key), legitimate }] },
+      undefined,
+      { unread: true },
+    );
+  }
+
+  /**
    * The one status write of a reconcile: this node's entry and, when `status` carries
    * them, the shared fields, with the resourceVersion read here as precondition (a peer
    * writing in between makes it 409 and the volume is reconciled again). An observation

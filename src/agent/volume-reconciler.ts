@@ -640,6 +640,8 @@ export class VolumeReconciler {
           )
             return false;
         }
+        // Recorded before the command: the proof of isolation counts only keys on record.
+        if (a.kind === 'register' && !a.reregister) await o.writer.recordRegistering(pv, selfLegitCache);
         if (a.kind === 'unregister') await o.memory.unregistering(identity);
         // A takeover is no fence: no intent (a restart would record it as one).
         if (a.kind === 'preempt-abort' && !a.takeover) {

@@ -15,6 +15,7 @@ import {
   VERSION,
   type ReservationKey,
 } from '../../src/crd/types.js';
+import { evaluateProof } from '../../src/controller/isolation-proof.js';
 import { allocateSlot, clusterTag, makeKey } from '../../src/fence/keys.js';
 import { clusterObjectPath } from '../../src/kube/rest-client.js';
 import { createAgentMetrics } from '../../src/obs/metrics.js';
@@ -71,6 +72,23 @@ describe('safety of the agent against a real API server', () => {
     await a.stop();
     const again = await c.startAgent(na);
     expect(again.key).toBe(a.key);
+  });
+
+  it('A5: a node loses the API right after its first REGISTER on a volume -> its registrant entry was recorded before the command: the proof of isolation counts the volume as pending', async () => {
+    const na = await c.node('node-a');
+    const { name: pv, lu } = await c.pv();
+    const { agent: a, proxy } = await c.startProxiedAgent(na);
+    c.deviceCalls.add((call) => {
+      if (call.node === na && call.op === 'register' && call.outcome === 'ok') proxy.blackhole('both');
+    });
+    await c.attach(pv, na);
+    await eventually(() => keysOf(lu).includes(a.key), { timeoutMs: 30_000 });
+    const vr = await c.vr(pv);
+    const proof = evaluateProof(await c.nodeFence(na), [vr]);
+    expect({
+      registrants: vr.status?.registrants?.map((r) => [r.node, r.key]),
+      pending: proof.pending.map((p) => p.volume),
+    }).toEqual({ registrants: [[na, formatKey(a.key)]], pending: [pv] });
   });
 
   it('A5: the fencer loses the API right after its PREEMPT -> the intent was recorded before it; restarted, it records the fence from the device', async () => {

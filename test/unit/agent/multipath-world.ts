@@ -88,6 +88,7 @@ export function writerStub() {
   return {
     events,
     writeVolume: () => Promise.resolve(undefined),
+    recordRegistering: () => Promise.resolve(),
     recordIntent: () => Promise.resolve(true),
     completeFence: () => Promise.resolve(),
     markFenced: () => Promise.resolve(),

@@ -148,6 +148,7 @@ function writerStub(fencedOn: FencedKey[] = []) {
       statuses.push(s),
       Promise.resolve(undefined)
     ),
+    recordRegistering: () => (calls.push('recordRegistering'), Promise.resolve()),
     recordIntent: (_pv: string, i: FenceIntent) => (
       calls.push('recordIntent'),
       intents.push(i),
@@ -400,6 +401,31 @@ describe('VolumeReconciler: the fresh view gates every device command', () => {
       retryInMs: next.requeueAfterMs,
       pending: r.unrecordedFences,
     }).toEqual({ keys: [K.b], victims: ['c'], retryInMs: 1000, pending: 1 });
+  });
+
+  it("the first REGISTER on a volume -> this node's registrant entry is recorded before the command (a key no record names escapes the proof of isolation); a reconcile with the key there records nothing ahead", async () => {
+    const order: string[] = [];
+    const { r, writer } = await setup(
+      'b',
+      () => ({ vas: ['b'] }),
+      freshOf(() => ({ vas: ['b'] })),
+      undefined,
+      {
+        device: (d) =>
+          new Proxy(d, {
+            get(t, k, rcv) {
+              const v = Reflect.get(t, k, rcv) as unknown;
+              if (typeof v !== 'function') return v;
+              const f = (v as (...x: unknown[]) => unknown).bind(t);
+              return k === 'register' ? (...a: unknown[]) => (order.push('REGISTER'), f(...a)) : f;
+            },
+          }),
+      },
+    );
+    writer.recordRegistering = () => (order.push('recordRegistering'), Promise.resolve());
+    await r.reconcile(PV, log);
+    await r.reconcile(PV, log);
+    expect(order).toEqual(['recordRegistering', 'REGISTER']);
   });
 
   it('two stale keys removed in one reconcile and the agent dies before the record -> the last intent names both, and a restart completes both (two Fenced marks)', async () => {
