@@ -543,15 +543,18 @@ export class StatusWriter {
   }
 
   /**
-   * Removes a fenced node's registrants entry (its own agent owns it and may be cut off).
-   * A JSON patch with a test op: it removes exactly that entry or nothing.
+   * Removes a fenced node's registrants entry (its own agent owns it and may be cut off),
+   * if it names the key that was removed: an entry with another key (the node came back
+   * as a new incarnation, with a new key) is left, as that key may be on the device. A JSON
+   * patch with test ops: it removes exactly that entry or nothing.
    */
-  async dropRegistrant(pv: string, node: string): Promise<void> {
+  async dropRegistrant(pv: string, node: string, key: PrKey): Promise<void> {
+    const hex = formatKey(key);
     const base = this.#takeWritten(pv);
     // Two attempts on a read, and one more first on the base.
     for (let attempt = base ? -1 : 0; attempt < 2; attempt++) {
       const vr = (attempt < 0 && base) || (await this.#o.rest.get<VolumeReservation>(vrPath(pv)));
-      const i = vr.status?.registrants?.findIndex((r) => r.node === node) ?? -1;
+      const i = vr.status?.registrants?.findIndex((r) => r.node === node && r.key === hex) ?? -1;
       if (i < 0 && attempt >= 0) return;
       if (i < 0) continue; // the base may predate the entry: read
       try {
@@ -561,6 +564,7 @@ export class StatusWriter {
           contentType: 'application/json-patch+json',
           body: [
             { op: 'test', path: `/status/registrants/${i}/node`, value: node },
+            { op: 'test', path: `/status/registrants/${i}/key`, value: hex },
             { op: 'remove', path: `/status/registrants/${i}` },
           ],
         });

@@ -42,11 +42,16 @@ export function registrationOnRecord(
 
 /**
  * Proofs that belong to the current fence: newer than the last unfence (an older proof
- * is of an earlier fence; the node may have registered again since).
+ * is of an earlier fence; the node may have registered again since), and of the node's
+ * current key (a proof that an earlier incarnation's key is gone says nothing of the
+ * current one's).
  */
 export function currentProofs(nf: NodeFence): IsolationProof[] {
   const unfencedAt = nf.spec?.unfencedAt ? Date.parse(nf.spec.unfencedAt) : Number.NEGATIVE_INFINITY;
-  return (nf.status?.proofs ?? []).filter((p) => Date.parse(p.at) > unfencedAt);
+  const key = nf.status?.key;
+  return (nf.status?.proofs ?? []).filter(
+    (p) => Date.parse(p.at) > unfencedAt && (key === undefined || p.victimKey === key),
+  );
 }
 
 export interface Proof {

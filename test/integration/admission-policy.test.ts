@@ -155,7 +155,7 @@ describe('admission policy: node-restricted writes of the agents', () => {
     const intent = { victimKey: formatKey(x.key), victimNode: x.node, by: y.node, at };
     expect(await y.writer.recordIntent(pv, intent)).toBe(true);
     await y.writer.markFenced(x.node, at);
-    await y.writer.dropRegistrant(pv, x.node);
+    await y.writer.dropRegistrant(pv, x.node, x.key);
     await y.writer.recordProof(x.node, proof(y, pv, x.key, at));
     const fenced = { node: x.node, key: formatKey(x.key), at };
     await y.writer.completeFence(
@@ -396,6 +396,21 @@ describe('admission policy: node-restricted writes of the agents', () => {
     });
   });
 
+  it("a fencer drops a node's registrant entry only if it names the key the fence removed -> an entry with another key (the node back as a new incarnation) stays", async () => {
+    const [x, y] = [await agentOn('drop-x'), await agentOn('drop-y')];
+    const pv = uniqueName('pv');
+    await registered(x, pv);
+    await registered(y, pv);
+    const nodes = async () => (await c.vr(pv)).status?.registrants?.map((r) => r.node).sort();
+    await y.writer.dropRegistrant(pv, x.node, x.key ^ 1n); // an earlier key of node-x
+    const afterOtherKey = await nodes();
+    await y.writer.dropRegistrant(pv, x.node, x.key);
+    expect({ afterOtherKey, afterItsKey: await nodes() }).toEqual({
+      afterOtherKey: [x.node, y.node].sort(),
+      afterItsKey: [y.node],
+    });
+  });
+
   it('writes an agent may not make -> refused by the policy, each with its reason', async () => {
     const [x, y, z, w] = [
       await agentOn('vap-x'),
@@ -570,7 +585,7 @@ describe('admission policy: node-restricted writes of the agents', () => {
       1,
     ]);
     // What an agent may do to another node's entry: remove it (after a fence).
-    expect(await verdict(z.writer.dropRegistrant(pv, y.node))).toBe('allowed');
+    expect(await verdict(z.writer.dropRegistrant(pv, y.node, y.key))).toBe('allowed');
     expect((await c.vr(pv)).status?.registrants?.map((r) => r.node)).toEqual([z.node]);
   });
 
