@@ -156,6 +156,7 @@ export class Agent {
       idleTimeoutMs: o.watchIdleTimeoutMs ?? 90_000,
       touched: () => this.#reconciler.touched,
       trigger: (pv) => this.#workers.trigger(pv),
+      onRecordReplaced: (pv) => writer.forget(pv),
       onOwnNodeFenceDeleted: () => {
         // Recreated at once (the key claim keeps the key); peers never act on a node whose
         // key they cannot tell (S9).

@@ -50,6 +50,8 @@ export interface ClusterInformersOptions {
   trigger: (pv: string) => void;
   /** This node's own NodeFence was deleted (or is missing at a resync). */
   onOwnNodeFenceDeleted: () => void;
+  /** A volume's VolumeReservation was added or went away (enqueue.ts). */
+  onRecordReplaced?: (pv: string) => void;
   /** The agent defaults under the PV and StorageClass annotations (volume-policy.ts). */
   policyDefaults: PolicyInputs['defaults'];
 }
@@ -148,6 +150,7 @@ export class ClusterInformers {
       trigger: o.trigger,
       storageClassOf: (pv) => this.#volumes.policyInputs(pv).storageClass?.name,
       onOwnNodeFenceDeleted: o.onOwnNodeFenceDeleted,
+      ...(o.onRecordReplaced ? { onRecordReplaced: o.onRecordReplaced } : {}),
     });
     this.#volumes =
       (o.scope ?? 'cluster') === 'node'

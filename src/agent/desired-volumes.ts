@@ -17,12 +17,19 @@ import { startInformer, type InformerHandlers, type ResilientInformer } from '..
 import type { InformerCommon, VolumeSource } from './cluster-informers.js';
 import { vrPath } from './status-writer.js';
 
-/** What is kept of a VolumeReservation: its name and spec (its status is the agents' record, read fresh). */
+/**
+ * What is kept of a VolumeReservation: its name, uid (a new one: the object was created
+ * again) and spec (its status is the agents' record, read fresh).
+ */
 export function slimDesired(vr: VolumeReservation): VolumeReservation {
   return {
     apiVersion: vr.apiVersion,
     kind: vr.kind,
-    metadata: { name: vr.metadata.name, resourceVersion: vr.metadata.resourceVersion ?? '' },
+    metadata: {
+      name: vr.metadata.name,
+      resourceVersion: vr.metadata.resourceVersion ?? '',
+      ...(vr.metadata.uid ? { uid: vr.metadata.uid } : {}),
+    },
     ...(vr.spec ? { spec: vr.spec } : {}),
   };
 }

@@ -19,6 +19,12 @@ export interface EnqueueContext {
   touched: () => Iterable<string>;
   trigger: (pv: string) => void;
   onOwnNodeFenceDeleted: () => void;
+  /**
+   * A volume's VolumeReservation was added or went away (node scope): what this node last
+   * wrote there may be gone (deleted and created again), so its next write is not skipped
+   * as unchanged.
+   */
+  onRecordReplaced?: (pv: string) => void;
   /** The StorageClass a PV names (from the PV cache). */
   storageClassOf: (pv: string) => string | undefined;
 }
@@ -83,11 +89,14 @@ export function enqueueRules(c: EnqueueContext): {
     // The desired state of a volume (node scope): added, changed, or no longer labelled for
     // this node (a delete: the node is no longer involved, or the object is gone).
     volumeReservation: {
-      onAdd: (vr) => c.trigger(vr.metadata.name),
+      onAdd: (vr) => (c.onRecordReplaced?.(vr.metadata.name), c.trigger(vr.metadata.name)),
       onUpdate: (vr, old) => {
-        if (JSON.stringify(vr.spec) !== JSON.stringify(old.spec)) c.trigger(vr.metadata.name);
+        // Deleted and created again while the watch was down: a re-list shows a new uid.
+        const replaced = vr.metadata.uid !== old.metadata.uid;
+        if (replaced) c.onRecordReplaced?.(vr.metadata.name);
+        if (replaced || JSON.stringify(vr.spec) !== JSON.stringify(old.spec)) c.trigger(vr.metadata.name);
       },
-      onDelete: (vr) => c.trigger(vr.metadata.name),
+      onDelete: (vr) => (c.onRecordReplaced?.(vr.metadata.name), c.trigger(vr.metadata.name)),
     },
     storageClass: {
       onAdd: onClass,

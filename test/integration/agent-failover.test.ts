@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { KubeConfig } from '@kubernetes/client-node';
 import { Agent, type FenceEvent } from '../../src/agent/agent.js';
+import { vrPath } from '../../src/agent/status-writer.js';
 import { createAgentMetrics } from '../../src/obs/metrics.js';
 import { formatKey } from '../../src/pr/key.js';
 import { eventually } from '../envtest/kube.js';
@@ -254,6 +255,37 @@ describe('agent against a real API server (memory LUs)', () => {
       },
     });
   });
+
+  // Node scope (as the chart ships): with --scope=cluster the agents do not watch
+  // VolumeReservations (docs/design.md, trade-offs of --scope=node).
+  it.skipIf(c.defaultScope === 'cluster')(
+    'the VolumeReservation of a reserved volume is deleted (kubectl delete vr) -> created again, and the holder records its registration and the reservation there again',
+    async () => {
+      const na = await c.node('node-a');
+      const { name: pv } = await c.pv();
+      const a = await c.startAgent(na, c.kc, { resyncMs: 500 });
+      await c.attach(pv, na);
+      const first = await eventually(
+        async () => {
+          const v = await c.vr(pv);
+          if (v.status?.holder?.node !== na) throw new Error('not recorded yet');
+          return v;
+        },
+        { timeoutMs: 30_000 },
+      );
+      await c.rest.send({ method: 'DELETE', path: vrPath(pv) });
+      const again = await eventually(
+        async () => {
+          const v = await c.vr(pv);
+          if (v.metadata.uid === first.metadata.uid || v.status?.holder?.node !== na)
+            throw new Error('not recorded again yet');
+          return v;
+        },
+        { timeoutMs: 30_000 },
+      );
+      expect(again.status?.registrants?.map((r) => [r.node, r.key])).toEqual([[na, formatKey(a.key)]]);
+    },
+  );
 
   it('graceful detach -> the node releases and unregisters', async () => {
     const na = await c.node('node-a');

@@ -2,6 +2,7 @@ import type { V1PersistentVolume, V1StorageClass } from '@kubernetes/client-node
 import { describe, expect, it } from 'vitest';
 import { DEVICE_ANNOTATION, deviceOf, slim, storageClassOf } from '../../../src/agent/cluster-view.js';
 import { enqueueRules, shouldEnqueuePvChange } from '../../../src/agent/enqueue.js';
+import type { VolumeReservation } from '../../../src/crd/types.js';
 import {
   FENCING_ANNOTATION,
   RESERVATION_TYPE_ANNOTATION,
@@ -181,5 +182,34 @@ describe('informer transforms keep the policy inputs', () => {
     expect(triggered).toEqual([]);
     rules.storageClass.onUpdate!(sc({ [F]: 'disabled' }), sc({}));
     expect(triggered.sort()).toEqual(['pv-gold', 'pv-gold-left']);
+  });
+
+  it('a VolumeReservation created, deleted, or seen with a new uid (created again while the watch was down) -> its record is treated as replaced and the PV enqueued; a status-only change -> neither', () => {
+    const triggered: string[] = [];
+    const replaced: string[] = [];
+    const rules = enqueueRules({
+      node: 'n1',
+      pvsOf: () => [],
+      touched: () => [],
+      trigger: (p) => triggered.push(p),
+      onOwnNodeFenceDeleted: () => undefined,
+      onRecordReplaced: (p) => replaced.push(p),
+      storageClassOf: () => undefined,
+    });
+    const vr = (name: string, uid: string): VolumeReservation => ({
+      apiVersion: 'prfence.io/v1alpha1',
+      kind: 'VolumeReservation',
+      metadata: { name, uid },
+      spec: { device: 'wwn-x' },
+    });
+    const h = rules.volumeReservation;
+    h.onAdd!(vr('pv-a', '1'));
+    h.onDelete!(vr('pv-b', '2'));
+    h.onUpdate!(vr('pv-c', '4'), vr('pv-c', '3'));
+    h.onUpdate!(vr('pv-d', '5'), vr('pv-d', '5'));
+    expect({ replaced, triggered }).toEqual({
+      replaced: ['pv-a', 'pv-b', 'pv-c'],
+      triggered: ['pv-a', 'pv-b', 'pv-c'],
+    });
   });
 });
