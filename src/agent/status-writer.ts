@@ -37,7 +37,13 @@ import { clusterObjectPath, KubeApiError, type RestClient } from '../kube/rest-c
 import { formatKey, type PrKey } from '../pr/key.js';
 import { Coalescer } from './coalescer.js';
 import { nfPath } from './key-claim.js';
-import { keepingOwnRecord, orphanedConditions, readyIsOwn, vrStatusToWrite } from './vr-status.js';
+import {
+  keepingOwnRecord,
+  orphanedConditions,
+  ownConditions,
+  readyIsOwn,
+  vrStatusToWrite,
+} from './vr-status.js';
 
 export const vrPath = (name?: string, sub?: 'status') =>
   clusterObjectPath(GROUP, VERSION, VOLUME_RESERVATION.plural, name, sub);
@@ -204,7 +210,13 @@ export class StatusWriter {
     opts: WriteVolumeOptions,
   ): Promise<VolumeReservation> {
     let current = read;
-    if (opts.unread) status = keepingOwnRecord(status, current.status, this.#o.node);
+    if (opts.unread) {
+      status = keepingOwnRecord(status, current.status, this.#o.node);
+      if (!status.conditions) {
+        const conditions = ownConditions(current, this.fm);
+        if (conditions.length) status = { ...status, conditions };
+      }
+    }
     // A fallback yields to a Ready another node recorded, not to this node's own earlier one.
     opts = { ...opts, fallback: opts.fallback && !readyIsOwn(current, this.fm) };
     let w = vrStatusToWrite(status, current.status, opts);

@@ -17,6 +17,8 @@
  */
 import type { VolumeReservation, VolumeReservationStatus } from '../crd/types.js';
 
+type Condition = NonNullable<VolumeReservationStatus['conditions']>[number];
+
 /** Reasons of a fallback `Ready` condition (written by a node that cannot read the device). */
 export const FALLBACK_READY_REASONS: readonly string[] = [
   'DeviceNotFound',
@@ -130,6 +132,16 @@ export function orphanedConditions(
 export function readyIsOwn(vr: VolumeReservation, fieldManager: string): boolean {
   const { mine, others } = conditionOwners(vr, fieldManager);
   return mine.some((m) => m.get('Ready')?.values) && !others.some((o) => o.get('Ready')?.values);
+}
+
+/**
+ * The recorded conditions this field manager owns a part of: a write that names no
+ * conditions sends them again as recorded, so that it does not drop its part of one that
+ * another manager owns in part (an entry without its values, which the schema rejects).
+ */
+export function ownConditions(vr: VolumeReservation, fieldManager: string): Condition[] {
+  const { mine } = conditionOwners(vr, fieldManager);
+  return (vr.status?.conditions ?? []).filter((c) => mine.some((m) => m.has(c.type)));
 }
 
 /** Per status field manager (this one, the others): the condition types it owns, and whether their values. */
