@@ -98,12 +98,15 @@ export function vrStatusToWrite(
   };
 }
 
+/** The fields every condition entry needs (the CRD schema's `required`, but `type`, its key). */
+const CONDITION_REQUIRED = ['f:status', 'f:reason', 'f:message', 'f:lastTransitionTime'];
+
 /**
- * Conditions that this write would leave without their values: this field manager alone
- * owns their values (status, reason, ...) and omits them now, while another manager still
- * owns the entry (it wrote the same type before and lost the values to a forced apply).
- * Server-side apply would keep the entry with its key only, which the schema rejects
- * (every condition needs status, reason, message, lastTransitionTime). The caller removes
+ * Conditions that this write would leave incomplete: this field manager omits them now,
+ * another manager still owns a part of the entry, and some required field (status,
+ * reason, message, lastTransitionTime) is owned by this manager alone. Server-side apply
+ * would keep the entry without that field (another manager wrote the same type, and a
+ * forced apply took some of its fields), which the schema rejects. The caller removes
  * these entries whole first. Returns their types.
  */
 export function orphanedConditions(
@@ -113,14 +116,15 @@ export function orphanedConditions(
 ): string[] {
   const { mine, others } = conditionOwners(vr, fieldManager);
   const keep = new Set((writing.conditions ?? []).map((c) => c.type));
+  const ownedBy = (managers: Map<string, Set<string>>[], t: string, f: string) =>
+    managers.some((m) => m.get(t)?.has(f));
   return (vr.status?.conditions ?? [])
     .map((c) => c.type)
     .filter(
       (t) =>
         !keep.has(t) &&
-        mine.some((m) => m.get(t)?.values) &&
-        !others.some((o) => o.get(t)?.values) &&
-        others.some((o) => o.has(t)),
+        others.some((o) => o.has(t)) &&
+        CONDITION_REQUIRED.some((f) => ownedBy(mine, t, f) && !ownedBy(others, t, f)),
     );
 }
 
@@ -131,7 +135,8 @@ export function orphanedConditions(
  */
 export function readyIsOwn(vr: VolumeReservation, fieldManager: string): boolean {
   const { mine, others } = conditionOwners(vr, fieldManager);
-  return mine.some((m) => m.get('Ready')?.values) && !others.some((o) => o.get('Ready')?.values);
+  const values = (m: Map<string, Set<string>>) => hasValues(m.get('Ready'));
+  return mine.some(values) && !others.some(values);
 }
 
 /**
@@ -144,17 +149,20 @@ export function ownConditions(vr: VolumeReservation, fieldManager: string): Cond
   return (vr.status?.conditions ?? []).filter((c) => mine.some((m) => m.has(c.type)));
 }
 
-/** Per status field manager (this one, the others): the condition types it owns, and whether their values. */
+const hasValues = (fields: Set<string> | undefined) =>
+  !!fields && (fields.has('f:status') || fields.has('f:reason') || fields.has('f:message'));
+
+/** Per status field manager (this one, the others): the condition types it owns, and which of their fields. */
 function conditionOwners(vr: VolumeReservation, fieldManager: string) {
   const owned = (fields: Record<string, unknown> | undefined) => {
     const conds = ((fields?.['f:status'] as Record<string, unknown> | undefined)?.['f:conditions'] ??
       {}) as Record<string, Record<string, unknown>>;
-    const out = new Map<string, { values: boolean }>();
+    const out = new Map<string, Set<string>>();
     for (const [k, v] of Object.entries(conds)) {
       if (!k.startsWith('k:')) continue;
       try {
         const key = JSON.parse(k.slice(2)) as { type?: string };
-        if (key.type) out.set(key.type, { values: 'f:status' in v || 'f:reason' in v || 'f:message' in v });
+        if (key.type) out.set(key.type, new Set(Object.keys(v)));
       } catch {
         // not a condition key
       }

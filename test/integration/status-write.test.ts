@@ -3,7 +3,9 @@
  * a server-side apply that carries metadata.resourceVersion is refused with 409 when the
  * object changed since, so a node that decided on an old read cannot overwrite a newer one.
  */
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
+import { cond, StatusWriter, vrPath } from '../../src/agent/status-writer.js';
 import { API_VERSION, GROUP, VERSION, type VolumeReservation } from '../../src/crd/types.js';
 import { clusterObjectPath, KubeApiError, RestClient } from '../../src/kube/rest-client.js';
 import { adminKubeConfig, uniqueName } from '../envtest/kube.js';
@@ -35,6 +37,26 @@ describe('status writes', () => {
     expect(stale).toBeInstanceOf(KubeApiError);
     expect((stale as KubeApiError).code).toBe(409);
     expect((await rest.get<VolumeReservation>(path)).status?.generation).toBe(5);
+    rest.close();
+  });
+  it("a node omits a condition whose message it took from another node's entry (a forced apply) -> its write is accepted, not refused for an entry without a message (422), and no incomplete entry is left", async () => {
+    const rest = new RestClient(adminKubeConfig());
+    const log = pino({ level: 'silent' });
+    const pv = uniqueName('pv');
+    const writer = (node: string) => new StatusWriter({ rest, node, key: 1n, nodeUid: `uid-${node}`, log });
+    const [a, b] = [writer('node-a'), writer('node-b')];
+    await b.writeVolume(pv, { conditions: [cond('Ready', 'False', 'NotReserved', 'seen by node-b')] });
+    // Same status, reason and transition time (co-owned); node-a's message wins and is its alone.
+    await a.writeVolume(pv, { conditions: [cond('Ready', 'False', 'NotReserved', 'seen by node-a')] });
+    const written = await a.writeVolume(pv, { registrants: [] }).then(
+      (v) => v,
+      (e: unknown) => e,
+    );
+    expect(written).not.toBeInstanceOf(Error);
+    const conditions = (await rest.get<VolumeReservation>(vrPath(pv))).status?.conditions ?? [];
+    expect(conditions.filter((c) => !c.status || !c.reason || !c.message || !c.lastTransitionTime)).toEqual(
+      [],
+    );
     rest.close();
   });
 });

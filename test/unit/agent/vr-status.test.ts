@@ -105,19 +105,24 @@ describe('vrStatusToWrite: a fallback Ready (a node that cannot read the device)
 });
 
 describe('orphanedConditions', () => {
-  const fields = (types: Record<string, boolean>) => ({
+  const ALL = ['status', 'reason', 'message', 'lastTransitionTime'];
+  /** Per condition type: true (every field), false (the key only), or the fields owned. */
+  const fields = (types: Record<string, boolean | string[]>) => ({
     'f:status': {
       'f:conditions': Object.fromEntries(
-        Object.entries(types).map(([t, values]) => [
+        Object.entries(types).map(([t, owned]) => [
           `k:{"type":"${t}"}`,
-          values
-            ? { '.': {}, 'f:type': {}, 'f:status': {}, 'f:reason': {}, 'f:message': {} }
-            : { '.': {}, 'f:type': {} },
+          Object.fromEntries(
+            ['.', 'type', ...(owned === true ? ALL : owned === false ? [] : owned)].map((f) => [
+              f === '.' ? f : `f:${f}`,
+              {},
+            ]),
+          ),
         ]),
       ),
     },
   });
-  const vr = (managed: [string, Record<string, boolean>][]): VolumeReservation => ({
+  const vr = (managed: [string, Record<string, boolean | string[]>][]): VolumeReservation => ({
     apiVersion: 'prfence.io/v1alpha1',
     kind: 'VolumeReservation',
     metadata: {
@@ -135,6 +140,20 @@ describe('orphanedConditions', () => {
       ['prfence-agent/b', { Ready: false }],
     ]);
     expect(orphanedConditions(v, 'prfence-agent/a', { registrants: [] })).toEqual(['Ready']);
+  });
+
+  it('a required field owned only by this manager, others owning the rest of the entry (a forced apply took the message) -> orphaned', () => {
+    const v = vr([
+      ['prfence-agent/a', { Ready: ['status', 'reason', 'lastTransitionTime'] }],
+      ['prfence-agent/b', { Ready: ['status', 'reason', 'message'] }],
+    ]);
+    expect(orphanedConditions(v, 'prfence-agent/a', {})).toEqual(['Ready']);
+    // Every required field co-owned by b: the entry stays whole without a.
+    const whole = vr([
+      ['prfence-agent/a', { Ready: ['status', 'reason', 'lastTransitionTime'] }],
+      ['prfence-agent/b', { Ready: true }],
+    ]);
+    expect(orphanedConditions(whole, 'prfence-agent/a', {})).toEqual([]);
   });
 
   it('still written, owned by nobody else, or values co-owned -> not orphaned', () => {
