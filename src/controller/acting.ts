@@ -16,7 +16,7 @@ export class NotLeaderError extends Error {
 }
 
 export interface ControllerAction {
-  kind: 'fence-request' | 'delete' | 'event' | 'status' | 'taint' | 'desired-state';
+  kind: 'fence-request' | 'delete' | 'release' | 'event' | 'status' | 'taint' | 'desired-state';
   /** Resource (plural), or `events` with the event's reason in `name`. */
   resource: string;
   name: string;

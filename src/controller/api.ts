@@ -75,3 +75,29 @@ export async function deleteExact(
     throw e;
   }
 }
+
+/**
+ * A merge patch of `metadata` of exactly the object that was read: its resourceVersion
+ * goes with the patch (409 if the object changed since). Resolves false if it is gone.
+ */
+export async function patchExact(
+  rest: RestClient,
+  path: string,
+  meta: { resourceVersion?: string },
+  metadata: Record<string, unknown>,
+): Promise<boolean> {
+  if (!meta.resourceVersion) throw new Error(`patch ${path}: no resourceVersion read`);
+  try {
+    await rest.send({
+      method: 'PATCH',
+      path,
+      contentType: 'application/merge-patch+json',
+      body: { metadata: { ...metadata, resourceVersion: meta.resourceVersion } },
+      timeoutMs: REQUEST_TIMEOUT_MS,
+    });
+    return true;
+  } catch (e) {
+    if (isNotFound(e)) return false;
+    throw e;
+  }
+}

@@ -16,6 +16,7 @@ import type { V1PersistentVolume, V1StorageClass, V1VolumeAttachment } from '@ku
 import {
   API_VERSION,
   VOLUME_RESERVATION,
+  VR_FINALIZER,
   type AttachmentRef,
   type VolumeReservation,
   type VolumeReservationSpec,
@@ -90,10 +91,25 @@ export function nodeLabelsOf(vr: VolumeReservation | undefined): Record<string, 
   );
 }
 
+/** Whether `vr` carries the controller's finalizer. */
+export const hasFinalizer = (vr: VolumeReservation | undefined): boolean =>
+  vr?.metadata.finalizers?.includes(VR_FINALIZER) ?? false;
+
+/**
+ * Whether the desired state of `vr` carries the controller's finalizer: always, except on
+ * a VolumeReservation being deleted without it (a finalizer cannot be added to an object
+ * being deleted; one the controller owns is kept, and dropped only by
+ * `releaseVolumeReservation`).
+ */
+export function protects(vr: VolumeReservation | undefined): boolean {
+  return !vr?.metadata.deletionTimestamp || hasFinalizer(vr);
+}
+
 /**
  * Whether a VolumeReservation update can change its desired state: the nodes of its
  * registrants or holder (they keep their label), or what was written (spec, node labels,
- * e.g. changed by hand). The many status writes that change neither are not looked at.
+ * the finalizer, e.g. changed by hand), or its deletion. The many status writes that
+ * change none of these are not looked at.
  */
 export function changesDesiredState(vr: VolumeReservation, old: VolumeReservation): boolean {
   const nodesOf = (v: VolumeReservation) =>
@@ -103,7 +119,9 @@ export function changesDesiredState(vr: VolumeReservation, old: VolumeReservatio
   return (
     nodesOf(vr) !== nodesOf(old) ||
     !sameJson(vr.spec ?? {}, old.spec ?? {}) ||
-    !sameJson(nodeLabelsOf(vr), nodeLabelsOf(old))
+    !sameJson(nodeLabelsOf(vr), nodeLabelsOf(old)) ||
+    hasFinalizer(vr) !== hasFinalizer(old) ||
+    !vr.metadata.deletionTimestamp !== !old.metadata.deletionTimestamp
   );
 }
 
@@ -124,9 +142,10 @@ function sameJson(a: unknown, b: unknown): boolean {
 }
 
 /**
- * Writes PV `name`'s desired state (server-side apply of `spec` and the node labels, field
- * manager prfence-controller) when it differs from the cached VolumeReservation. A label
- * the controller applied before and no longer applies is removed by the apply itself.
+ * Writes PV `name`'s desired state (server-side apply of `spec`, the node labels and the
+ * finalizer, field manager prfence-controller) when it differs from the cached
+ * VolumeReservation. A label the controller applied before and no longer applies is
+ * removed by the apply itself.
  */
 export async function reconcileDesiredState(
   a: Acting,
@@ -136,14 +155,21 @@ export async function reconcileDesiredState(
   const want = desiredVolume(name, c);
   if (!want) return 'none';
   const vr = c.volumeReservation(name);
-  if (vr && sameJson(vr.spec ?? {}, want.spec) && sameJson(nodeLabelsOf(vr), want.labels)) return 'unchanged';
+  const finalizers = protects(vr) ? [VR_FINALIZER] : undefined;
+  if (
+    vr &&
+    sameJson(vr.spec ?? {}, want.spec) &&
+    sameJson(nodeLabelsOf(vr), want.labels) &&
+    hasFinalizer(vr) === !!finalizers
+  )
+    return 'unchanged';
   await a.write({ kind: 'desired-state', resource: VOLUME_RESERVATION.plural, name }, () =>
     a.rest.apply(
       vrPath(name),
       {
         apiVersion: API_VERSION,
         kind: VOLUME_RESERVATION.kind,
-        metadata: { name, labels: want.labels },
+        metadata: { name, labels: want.labels, ...(finalizers ? { finalizers } : {}) },
         spec: want.spec,
       },
       FIELD_MANAGER,

@@ -3,6 +3,9 @@
  * - a VolumeReservation whose PersistentVolume no longer exists is deleted only when no
  *   key is left on the device as far as it records (`status.registrants` empty, no
  *   holder, no open fence intent); else it is kept and a Warning event says why;
+ * - a VolumeReservation being deleted (by that collection, or by hand) keeps the controller's finalizer,
+ *   and so its record, on the same condition: a holder that leaves reads there whether a
+ *   fenced node must still be kept out;
  * - a NodeFence whose Node no longer exists is deleted only when the node is neither
  *   asked to be fenced (`spec.fenceState`) nor marked fenced (`status.phase`), and its key
  *   is registered on no volume; its ReservationKey claims go first (so the NodeFence still
@@ -18,12 +21,23 @@ import {
   NODE_FENCE,
   RESERVATION_KEY,
   VOLUME_RESERVATION,
+  VR_FINALIZER,
   type NodeFence,
   type ReservationKey,
   type VolumeReservation,
 } from '../crd/types.js';
 import type { Acting } from './acting.js';
-import { deleteExact, getFresh, listFresh, nfPath, nodePath, pvPath, rkPath, vrPath } from './api.js';
+import {
+  deleteExact,
+  getFresh,
+  listFresh,
+  nfPath,
+  nodePath,
+  patchExact,
+  pvPath,
+  rkPath,
+  vrPath,
+} from './api.js';
 
 export const GC_BLOCKED_REASON = 'GarbageCollectionBlocked';
 
@@ -79,7 +93,9 @@ export async function collectVolumeReservation(
   caches: GcCaches,
   name: string,
 ): Promise<GcOutcome> {
-  if (!caches.volumeReservation(name)) return 'gone';
+  const cached = caches.volumeReservation(name);
+  if (!cached) return 'gone';
+  if (cached.metadata.deletionTimestamp) return releaseVolumeReservation(a, cached);
   if (caches.pv(name)) return 'in-use';
   if (await getFresh<V1PersistentVolume>(a.rest, pvPath(name))) return 'in-use';
   const vr = await getFresh<VolumeReservation>(a.rest, vrPath(name));
@@ -102,6 +118,43 @@ export async function collectVolumeReservation(
   a.log.info(
     { vr: name },
     'VolumeReservation of a deleted PersistentVolume deleted (no key left on the device)',
+  );
+  return 'deleted';
+}
+
+/**
+ * A VolumeReservation being deleted (by the collection above, or by hand) loses the
+ * controller's finalizer once no key is left on the device as far as it records: until
+ * then it stays, with the record that a leaving holder and the proof of isolation read
+ * (a record deleted with its object would let a holder release while a fenced node still
+ * writes). The decision rests on a consistent read; the write carries its resourceVersion.
+ */
+export async function releaseVolumeReservation(a: Acting, cached: VolumeReservation): Promise<GcOutcome> {
+  const name = cached.metadata.name;
+  // The cache may only keep it (a status write that empties the record comes as an event).
+  const vr = volumeReservationKeepReason(cached)
+    ? cached
+    : await getFresh<VolumeReservation>(a.rest, vrPath(name));
+  const finalizers = vr?.metadata.finalizers ?? [];
+  if (!vr?.metadata.deletionTimestamp || !finalizers.includes(VR_FINALIZER)) return 'gone';
+  const why = volumeReservationKeepReason(vr);
+  if (why) {
+    await blocked(
+      a,
+      VOLUME_RESERVATION.kind,
+      name,
+      `VolumeReservation ${name} is being deleted but is kept (finalizer ${VR_FINALIZER}) while the device may hold a key: ${why}`,
+    );
+    return 'kept';
+  }
+  const rest = finalizers.filter((f) => f !== VR_FINALIZER);
+  const released = await a.write({ kind: 'release', resource: VOLUME_RESERVATION.plural, name }, () =>
+    patchExact(a.rest, vrPath(name), vr.metadata, { finalizers: rest.length ? rest : null }),
+  );
+  if (!released) return 'gone';
+  a.log.info(
+    { vr: name },
+    `VolumeReservation deleted: no key left on the device (finalizer ${VR_FINALIZER} removed)`,
   );
   return 'deleted';
 }

@@ -11,6 +11,12 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 export const NODE_FENCE = { kind: 'NodeFence', plural: 'nodefences' } as const;
 export const VOLUME_RESERVATION = { kind: 'VolumeReservation', plural: 'volumereservations' } as const;
 export const RESERVATION_KEY = { kind: 'ReservationKey', plural: 'reservationkeys' } as const;
+/**
+ * The controller's finalizer on every VolumeReservation it writes the desired state of: a
+ * deleted one stays (Terminating, its record intact) until no key is left on the device as
+ * far as it records (docs/design.md "Deleting a VolumeReservation").
+ */
+export const VR_FINALIZER = 'prfence.io/reservation-protection';
 
 export const FENCE_STATES = ['Unfenced', 'Fenced'] as const;
 export type FenceState = (typeof FENCE_STATES)[number];
@@ -59,6 +65,8 @@ export interface ObjectMeta {
   uid?: string;
   resourceVersion?: string;
   creationTimestamp?: string;
+  deletionTimestamp?: string;
+  finalizers?: string[];
   generation?: number;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;

@@ -4,6 +4,7 @@ import { Agent, type FenceEvent } from '../../src/agent/agent.js';
 import { vrPath } from '../../src/agent/status-writer.js';
 import { createAgentMetrics } from '../../src/obs/metrics.js';
 import { formatKey } from '../../src/pr/key.js';
+import { KubeApiError } from '../../src/kube/rest-client.js';
 import { eventually } from '../envtest/kube.js';
 import type { Controller } from '../../src/controller/controller.js';
 import { evaluateProof } from '../../src/controller/isolation-proof.js';
@@ -256,34 +257,49 @@ describe('agent against a real API server (memory LUs)', () => {
     });
   });
 
-  // Node scope (as the chart ships): with --scope=cluster the agents do not watch
-  // VolumeReservations (docs/design.md, trade-offs of --scope=node).
+  // Node scope (as the chart ships: the controller writes the desired state, and with it
+  // the finalizer).
   it.skipIf(c.defaultScope === 'cluster')(
-    'the VolumeReservation of a reserved volume is deleted (kubectl delete vr) -> created again, and the holder records its registration and the reservation there again',
+    "the VolumeReservation of a reserved volume is deleted (kubectl delete vr) -> it stays, being deleted, with the holder's record (the controller's finalizer); the node detaches and leaves -> it goes",
     async () => {
       const na = await c.node('node-a');
-      const { name: pv } = await c.pv();
+      const { name: pv, lu } = await c.pv();
       const a = await c.startAgent(na, c.kc, { resyncMs: 500 });
-      await c.attach(pv, na);
+      const va = await c.attach(pv, na);
       const first = await eventually(
         async () => {
           const v = await c.vr(pv);
-          if (v.status?.holder?.node !== na) throw new Error('not recorded yet');
+          if (v.status?.holder?.node !== na || !v.metadata.finalizers?.length)
+            throw new Error('not recorded or protected yet');
           return v;
         },
         { timeoutMs: 30_000 },
       );
       await c.rest.send({ method: 'DELETE', path: vrPath(pv) });
-      const again = await eventually(
-        async () => {
-          const v = await c.vr(pv);
-          if (v.metadata.uid === first.metadata.uid || v.status?.holder?.node !== na)
-            throw new Error('not recorded again yet');
-          return v;
-        },
-        { timeoutMs: 30_000 },
-      );
-      expect(again.status?.registrants?.map((r) => [r.node, r.key])).toEqual([[na, formatKey(a.key)]]);
+      // A few resyncs of the agent and the controller: still there, its record intact.
+      await new Promise((r) => setTimeout(r, 2000));
+      const kept = await c.vr(pv);
+      expect({
+        uid: kept.metadata.uid,
+        deleting: !!kept.metadata.deletionTimestamp,
+        finalizers: kept.metadata.finalizers,
+        holder: kept.status?.holder?.node,
+        registrants: kept.status?.registrants?.map((r) => [r.node, r.key]),
+      }).toEqual({
+        uid: first.metadata.uid,
+        deleting: true,
+        finalizers: ['prfence.io/reservation-protection'],
+        holder: na,
+        registrants: [[na, formatKey(a.key)]],
+      });
+      await c.detach(va);
+      await eventually(() => lu.state().registrations.length === 0, { timeoutMs: 30_000 });
+      const gone = () =>
+        c.vr(pv).then(
+          () => false,
+          (e: unknown) => e instanceof KubeApiError && e.code === 404,
+        );
+      await eventually(gone, { timeoutMs: 30_000 });
     },
   );
 

@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { deleteExact, nfPath, rkPath, vrPath } from '../../src/controller/api.js';
 import { Controller, type ControllerOptions } from '../../src/controller/controller.js';
 import type { Lease } from '../../src/controller/lease.js';
-import { API_VERSION, type NodeFence, type VolumeReservation } from '../../src/crd/types.js';
+import { API_VERSION, VR_FINALIZER, type NodeFence, type VolumeReservation } from '../../src/crd/types.js';
 import { KubeApiError, RestClient } from '../../src/kube/rest-client.js';
 import { createControllerMetrics } from '../../src/obs/controller-metrics.js';
 import { FaultProxy, kubeConfigVia } from '../envtest/fault-proxy.js';
@@ -280,7 +280,7 @@ describe('prfence controller', () => {
   );
 
   it(
-    'GC: VolumeReservation of a deleted PV without registrants deleted; with registrants kept (event says why) until they are gone; of a live PV untouched',
+    'GC: VolumeReservation of a deleted PV without registrants deleted (its finalizer then removed); with registrants kept (event says why) until they are gone; of a live PV untouched',
     { timeout: 120_000 },
     async () => {
       const ns = await namespace();
@@ -293,6 +293,12 @@ describe('prfence controller', () => {
       const metrics = createControllerMetrics();
       const r = await start(ns, 'a', { metrics });
       await eventually(() => r.controller.mayAct(), { timeoutMs: 30_000 });
+      // The desired state brings the finalizer: the delete below leaves the object being
+      // deleted until the controller, on a fresh read, removes it.
+      for (const n of [empty.name, held.name])
+        await eventually(async () => (await c.vr(n)).metadata.finalizers?.includes(VR_FINALIZER) === true, {
+          timeoutMs: 30_000,
+        });
       await deletePv(empty.name);
       await deletePv(held.name);
       await eventually(() => gone(c.vr(empty.name)), { timeoutMs: 30_000 });
@@ -306,6 +312,7 @@ describe('prfence controller', () => {
         why: blocked[0]?.note,
         liveStillThere: (await c.vr(live.name)).metadata.name,
         deletes: r.actions.filter((x) => x.kind === 'delete').map((x) => x.name),
+        releases: r.actions.filter((x) => x.kind === 'release').map((x) => x.name),
         metric: /^prfence_gc_deletions_total\{kind="VolumeReservation"\} 1$/m.test(
           await metrics.registry.metrics(),
         ),
@@ -315,6 +322,7 @@ describe('prfence controller', () => {
         why: expect.stringMatching(/1 key\(s\) still registered on the device: gone-node abcd000000000001/),
         liveStillThere: live.name,
         deletes: [empty.name],
+        releases: [empty.name],
         metric: true,
       });
       // The last key left the device (the agent removed its entry): collected.

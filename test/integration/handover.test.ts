@@ -12,6 +12,7 @@
  * The fenced node is partitioned (a FaultProxy blackholes its API traffic), never stopped.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { vrPath } from '../../src/agent/status-writer.js';
 import { createAgentMetrics } from '../../src/obs/metrics.js';
 import type { MemoryLogicalUnit } from '../../src/pr/memory/index.js';
 import { eventually } from '../envtest/kube.js';
@@ -147,6 +148,42 @@ describe('handover: a reservation that keeps a fenced node out never lapses', ()
         keys: lu.state().registrations.map((r) => r.key),
         bPhase: (await c.nodeFence(nb)).status?.phase,
       }).toEqual({ lapses: [], aWrites: [], keys: [cc.key], bPhase: 'Registered' });
+    },
+  );
+  // Node scope (as the chart ships): the controller writes the desired state and its
+  // finalizer. Without it the record went with the object, and the leaving holder, reading
+  // no fenced key, released the reservation while node-a could still write.
+  it.skipIf(c.defaultScope === 'cluster')(
+    'the VolumeReservation is deleted by hand (kubectl delete vr) while the holder keeps a fenced node out, then the holder detaches -> the record stays while a key is on the device, the holder holds the reservation for the handover, and the fenced node never writes',
+    { timeout: 180_000 },
+    async () => {
+      const { na, nb, nc, pv, lu, cc, vaB } = await bHoldsAgainstFencedA();
+      // The fence is on record (what the leaving holder reads) and the object protected.
+      await eventually(
+        async () => {
+          const v = await c.vr(pv);
+          return !!v.metadata.finalizers?.length && !!v.status?.fencedKeys?.some((k) => k.node === na);
+        },
+        { timeoutMs: 30_000 },
+      );
+      await c.rest.send({ method: 'DELETE', path: vrPath(pv) });
+      const seen = await watchLapses(lu, na, async () => {
+        await c.detach(vaB);
+        await eventually(async () => (await c.nodeFence(nb)).status?.handingOver?.includes(pv) === true, {
+          timeoutMs: 30_000,
+        });
+        await new Promise((r) => setTimeout(r, 3000 + 2 * RESYNC_MS)); // leave grace, resyncs
+        expect(lu.state().reservation?.holder).toBe(nb);
+        await c.attach(pv, nc);
+        await eventually(() => lu.state().reservation?.holder === nc, { timeoutMs: 30_000 });
+      });
+      const vr = await c.vr(pv);
+      expect({
+        ...seen,
+        keys: lu.state().registrations.map((r) => r.key),
+        deleting: !!vr.metadata.deletionTimestamp,
+        lastFenceVictim: vr.status?.lastFence?.victimNode,
+      }).toEqual({ lapses: [], aWrites: [], keys: [cc.key], deleting: true, lastFenceVictim: na });
     },
   );
 });

@@ -184,6 +184,20 @@ describe('VolumeReservation updates the controller looks at for the desired stat
       changesDesiredState({ ...base, metadata: { name: 'pv-1' } }, base),
     ]).toEqual([true, true, true, true, true]);
   });
+  it('the finalizer taken off, or the VolumeReservation being deleted -> looked at', () => {
+    const protectedVr = {
+      ...base,
+      metadata: { ...base.metadata, finalizers: ['prfence.io/reservation-protection'] },
+    };
+    expect([
+      changesDesiredState(base, protectedVr),
+      changesDesiredState(
+        { ...protectedVr, metadata: { ...protectedVr.metadata, deletionTimestamp: '2026-12-02T03:00:00Z' } },
+        protectedVr,
+      ),
+      changesDesiredState(protectedVr, protectedVr),
+    ]).toEqual([true, true, false]);
+  });
 });
 
 describe('desired state written (controller)', () => {
@@ -197,7 +211,7 @@ describe('desired state written (controller)', () => {
     event: () => Promise.resolve(),
   });
 
-  it('differs from the cached VolumeReservation -> one server-side apply of spec and node labels; equal (other labels aside) -> nothing sent', async () => {
+  it("differs from the cached VolumeReservation -> one server-side apply of spec, node labels and the controller's finalizer; equal (other labels aside) -> nothing sent", async () => {
     const sent: unknown[] = [];
     const c = caches({ pvs: [pv('pv1')], vas: [va('va-a', 'node-a', 'pv1')] });
     expect(await reconcileDesiredState(acting(sent), c, 'pv1')).toBe('written');
@@ -205,20 +219,66 @@ describe('desired state written (controller)', () => {
       {
         path: '/apis/prfence.io/v1alpha1/volumereservations/pv1',
         obj: expect.objectContaining({
-          metadata: { name: 'pv1', labels: { 'node.prfence.io/node-a': 'true' } },
+          metadata: {
+            name: 'pv1',
+            labels: { 'node.prfence.io/node-a': 'true' },
+            finalizers: ['prfence.io/reservation-protection'],
+          },
           spec: expect.objectContaining({ attachments: [{ node: 'node-a', name: 'va-a' }] }),
         }),
       },
     ]);
     const written = (sent[0] as { obj: VolumeReservation }).obj;
     const cached = vr('pv1', {
-      metadata: { name: 'pv1', labels: { ...written.metadata.labels, 'team.example.com/owner': 'db' } },
+      metadata: {
+        name: 'pv1',
+        labels: { ...written.metadata.labels, 'team.example.com/owner': 'db' },
+        finalizers: ['example.com/other', ...written.metadata.finalizers!],
+      },
       spec: written.spec!,
     });
     const again: unknown[] = [];
     const c2 = { ...c, volumeReservation: () => cached };
     expect(await reconcileDesiredState(acting(again), c2, 'pv1')).toBe('unchanged');
     expect(again).toEqual([]);
+  });
+
+  it('the finalizer: missing (taken off by hand, or a VolumeReservation an agent created) -> written again; on one being deleted, kept while it has it and never added to one without it', async () => {
+    const c = caches({ pvs: [pv('pv1')], vas: [va('va-a', 'node-a', 'pv1')] });
+    const first: { obj: VolumeReservation }[] = [];
+    await reconcileDesiredState(acting(first), c, 'pv1');
+    const written = first[0]!.obj;
+    const cachedAs = (metadata: Partial<VolumeReservation['metadata']>) => ({
+      ...c,
+      volumeReservation: () =>
+        vr('pv1', { metadata: { ...written.metadata, ...metadata }, spec: written.spec! }),
+    });
+    const finalizersSent = async (metadata: Partial<VolumeReservation['metadata']>) => {
+      const sent: { obj: VolumeReservation }[] = [];
+      const out = await reconcileDesiredState(acting(sent), cachedAs(metadata), 'pv1');
+      return out === 'unchanged' ? 'unchanged' : (sent[0]!.obj.metadata.finalizers ?? 'none');
+    };
+    const deleting = '2026-12-02T03:00:00Z';
+    expect({
+      removedByHand: await finalizersSent({ finalizers: [] }),
+      deletingWithIt: await finalizersSent({ deletionTimestamp: deleting }),
+      deletingWithout: await finalizersSent({
+        deletionTimestamp: deleting,
+        finalizers: ['example.com/other'],
+      }),
+    }).toEqual({
+      removedByHand: ['prfence.io/reservation-protection'],
+      deletingWithIt: 'unchanged',
+      deletingWithout: 'unchanged',
+    });
+    // Being deleted without it, its spec changed: written without a finalizer.
+    const sent: { obj: VolumeReservation }[] = [];
+    await reconcileDesiredState(
+      acting(sent),
+      { ...cachedAs({ deletionTimestamp: deleting, finalizers: [] }), vasOfPv: () => [] },
+      'pv1',
+    );
+    expect(sent[0]!.obj.metadata).toEqual({ name: 'pv1', labels: {} });
   });
 
   it('not the leader -> the write is refused and nothing is sent', async () => {
