@@ -15,11 +15,11 @@
  * left to record.
  */
 import type { Logger } from 'pino';
-import type { FencedKey, LastFence } from '../crd/types.js';
+import type { FencedKey, IntentVictim, LastFence } from '../crd/types.js';
 import type { FenceVictim, VolumeObservation } from '../fence/volume-fencer.js';
 import { doublingDelay } from '../kube/backoff.js';
 import { describeError } from '../obs/logger.js';
-import { formatKey, type PrKey } from '../pr/key.js';
+import { formatKey, parseKey, type PrKey } from '../pr/key.js';
 import { fenceStands, legitimacy } from './cluster-view.js';
 import type { VolumeReconcilerOptions } from './volume-reconciler.js';
 import { fenceRecord } from './vr-record.js';
@@ -29,6 +29,18 @@ export interface OpenIntent {
   key: PrKey;
   node?: string;
 }
+
+/** An intent's victim as the VolumeReservation names it (`status.fenceIntent`). */
+export const toIntentVictim = (v: OpenIntent): IntentVictim => ({
+  victimKey: formatKey(v.key),
+  ...(v.node ? { victimNode: v.node } : {}),
+});
+
+/** A victim named in `status.fenceIntent`, as this node's open intent. */
+export const fromIntentVictim = (v: IntentVictim): OpenIntent => ({
+  key: parseKey(v.victimKey),
+  ...(v.victimNode ? { node: v.victimNode } : {}),
+});
 
 /**
  * A fence to record: the victims with their results, or (`open`) only the intents

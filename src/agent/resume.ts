@@ -5,11 +5,13 @@
  * reservations it held to hand over (held and watched again).
  */
 import type { Logger } from 'pino';
-import { intentVictims, type NodeFence, type VolumeReservation } from '../crd/types.js';
+import { intentVictims } from '../crd/fence-intent.js';
+import type { NodeFence, VolumeReservation } from '../crd/types.js';
 import type { RestClient } from '../kube/rest-client.js';
 import type { WorkQueue } from '../kube/work-queue.js';
 import { describeError } from '../obs/logger.js';
-import { formatKey, parseKey, type PrKey } from '../pr/key.js';
+import { formatKey, type PrKey } from '../pr/key.js';
+import { fromIntentVictim } from './fence-records.js';
 import { vrPath } from './status-writer.js';
 import type { VolumeReconciler } from './volume-reconciler.js';
 
@@ -51,10 +53,7 @@ export async function resumeVolumes(c: ResumeContext): Promise<void> {
     const i = vr.status?.fenceIntent;
     if (i?.by !== c.node) continue;
     const log = c.log.child({ pv: vr.metadata.name });
-    const victims = intentVictims(i).map((v) => ({
-      key: parseKey(v.victimKey),
-      ...(v.victimNode ? { node: v.victimNode } : {}),
-    }));
+    const victims = intentVictims(i).map(fromIntentVictim);
     log.info(
       { victims: victims.map((v) => ({ key: formatKey(v.key), node: v.node })) },
       'completing a fence intent from before the restart',

@@ -23,7 +23,6 @@ import {
   type Condition,
   type FenceIntent,
   type FencedKey,
-  intentVictims,
   type IsolationProof,
   type LastFence,
   type NodeFence,
@@ -32,6 +31,7 @@ import {
   type VolumeReservation,
   type VolumeReservationStatus,
 } from '../crd/types.js';
+import { intentVictims } from '../crd/fence-intent.js';
 import { EventRecorder } from '../kube/events.js';
 import { clusterObjectPath, KubeApiError, type RestClient } from '../kube/rest-client.js';
 import { formatKey, type PrKey } from '../pr/key.js';

@@ -46,7 +46,7 @@ import {
 } from './cluster-view.js';
 import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
 import type { FenceMemory } from './fence-memory.js';
-import { FenceRecords, fenceToRecord, openFence, type OpenIntent } from './fence-records.js';
+import { FenceRecords, fenceToRecord, openFence, toIntentVictim, type OpenIntent } from './fence-records.js';
 import type { FreshView, FreshViewSource } from './fresh-view.js';
 import type { VolumeViewSource } from './volume-view.js';
 import { cond, type StatusWriter } from './status-writer.js';
@@ -647,23 +647,16 @@ export class VolumeReconciler {
         if (a.kind === 'preempt-abort' && !a.takeover) {
           // The field holds one intent: this one also names the keys this node removed
           // before and has not recorded (a restart completes them from it).
+          const victim: OpenIntent = { key: a.victim, ...(a.victimNode ? { node: a.victimNode } : {}) };
           const earlier = this.#records.notRecorded(pv, intended).filter((v) => v.key !== a.victim);
           const recorded = await o.writer.recordIntent(pv, {
-            victimKey: formatKey(a.victim),
-            ...(a.victimNode ? { victimNode: a.victimNode } : {}),
+            ...toIntentVictim(victim),
             by: o.node,
             at: new Date().toISOString(),
             basis: current.basis,
-            ...(earlier.length
-              ? {
-                  earlierVictims: earlier.map((v) => ({
-                    victimKey: formatKey(v.key),
-                    ...(v.node ? { victimNode: v.node } : {}),
-                  })),
-                }
-              : {}),
+            ...(earlier.length ? { earlierVictims: earlier.map(toIntentVictim) } : {}),
           });
-          if (recorded) intended.push({ key: a.victim, ...(a.victimNode ? { node: a.victimNode } : {}) });
+          if (recorded) intended.push(victim);
           return recorded;
         }
         return true;

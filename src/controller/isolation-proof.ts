@@ -4,8 +4,8 @@
  * peer removed its key with its own PREEMPT AND ABORT and read the device back: NodeFence
  * `status.proofs`). No I/O; the controller decides from this, on consistent reads.
  */
+import { intentVictims } from '../crd/fence-intent.js';
 import {
-  intentVictims,
   type IsolationProof,
   type IsolationStatus,
   type NodeFence,

@@ -195,14 +195,6 @@ export interface FenceIntent extends IntentVictim {
   earlierVictims?: IntentVictim[];
 }
 
-/** Every key an intent names: its victim, then the earlier ones not recorded yet. */
-export function intentVictims(i: FenceIntent): IntentVictim[] {
-  return [
-    { victimKey: i.victimKey, ...(i.victimNode ? { victimNode: i.victimNode } : {}) },
-    ...(i.earlierVictims ?? []),
-  ];
-}
-
 export interface VolumeReservationStatus {
   device?: { identity?: string; kind?: (typeof DEVICE_KINDS)[number] };
   reservationType?: ReservationType;

@@ -7,14 +7,8 @@
  */
 import type { V1Namespace, V1Node } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  API_VERSION,
-  GROUP,
-  intentVictims,
-  RESERVATION_KEY,
-  VERSION,
-  type ReservationKey,
-} from '../../src/crd/types.js';
+import { API_VERSION, GROUP, RESERVATION_KEY, VERSION, type ReservationKey } from '../../src/crd/types.js';
+import { intentVictims } from '../../src/crd/fence-intent.js';
 import { evaluateProof } from '../../src/controller/isolation-proof.js';
 import { allocateSlot, clusterTag, makeKey } from '../../src/fence/keys.js';
 import { clusterObjectPath } from '../../src/kube/rest-client.js';

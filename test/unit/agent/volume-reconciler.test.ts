@@ -13,8 +13,8 @@ import type { FreshView, FreshViewSource } from '../../../src/agent/fresh-view.j
 import type { StatusWriter } from '../../../src/agent/status-writer.js';
 import { VolumeReconciler } from '../../../src/agent/volume-reconciler.js';
 import type { VolumeViewRequest, VolumeViewSource } from '../../../src/agent/volume-view.js';
+import { intentVictims } from '../../../src/crd/fence-intent.js';
 import {
-  intentVictims,
   type FenceIntent,
   type FencedKey,
   type NodeFence,
