@@ -3,9 +3,9 @@
  * - a VolumeReservation whose PersistentVolume no longer exists is deleted only when no
  *   key is left on the device as far as it records (`status.registrants` empty, no
  *   holder, no open fence intent); else it is kept and a Warning event says why;
- * - a VolumeReservation being deleted (by that collection, or by hand) keeps the controller's finalizer,
- *   and so its record, on the same condition: a holder that leaves reads there whether a
- *   fenced node must still be kept out;
+ * - a VolumeReservation being deleted (by that collection, or by hand) keeps the
+ *   controller's finalizer, and so its record, on the same condition: a holder that leaves
+ *   reads there whether a fenced node must still be kept out;
  * - a NodeFence whose Node no longer exists is deleted only when the node is neither
  *   asked to be fenced (`spec.fenceState`) nor marked fenced (`status.phase`), and its key
  *   is registered on no volume; its ReservationKey claims go first (so the NodeFence still
