@@ -303,6 +303,44 @@ describe('agent against a real API server (memory LUs)', () => {
     },
   );
 
+  // Node scope: with --scope=cluster the agents do not watch VolumeReservations
+  // (docs/design.md, trade-offs of --scope=node).
+  it.skipIf(c.defaultScope === 'cluster')(
+    'the VolumeReservation of a reserved volume is deleted and its finalizer taken off by hand -> created again by the controller, and the holder records its registration and the reservation there again',
+    async () => {
+      const na = await c.node('node-a');
+      const { name: pv } = await c.pv();
+      const a = await c.startAgent(na, c.kc, { resyncMs: 500 });
+      await c.attach(pv, na);
+      const first = await eventually(
+        async () => {
+          const v = await c.vr(pv);
+          if (v.status?.holder?.node !== na || !v.metadata.finalizers?.length)
+            throw new Error('not recorded or protected yet');
+          return v;
+        },
+        { timeoutMs: 30_000 },
+      );
+      await c.rest.send({ method: 'DELETE', path: vrPath(pv) });
+      await c.rest.send({
+        method: 'PATCH',
+        path: vrPath(pv),
+        contentType: 'application/merge-patch+json',
+        body: { metadata: { finalizers: null } },
+      });
+      const again = await eventually(
+        async () => {
+          const v = await c.vr(pv);
+          if (v.metadata.uid === first.metadata.uid || v.status?.holder?.node !== na)
+            throw new Error('not recorded again yet');
+          return v;
+        },
+        { timeoutMs: 30_000 },
+      );
+      expect(again.status?.registrants?.map((r) => [r.node, r.key])).toEqual([[na, formatKey(a.key)]]);
+    },
+  );
+
   it('graceful detach -> the node releases and unregisters', async () => {
     const na = await c.node('node-a');
     const { name: pv, lu } = await c.pv();
