@@ -257,6 +257,18 @@ describe('agent against a real API server (memory LUs)', () => {
     });
   });
 
+  /** The VolumeReservation once it records `node` as holder and carries the controller's finalizer. */
+  const heldAndProtected = (pv: string, node: string) =>
+    eventually(
+      async () => {
+        const v = await c.vr(pv);
+        if (v.status?.holder?.node !== node || !v.metadata.finalizers?.length)
+          throw new Error('not recorded or protected yet');
+        return v;
+      },
+      { timeoutMs: 30_000 },
+    );
+
   // Node scope (as the chart ships: the controller writes the desired state, and with it
   // the finalizer).
   it.skipIf(c.defaultScope === 'cluster')(
@@ -266,18 +278,14 @@ describe('agent against a real API server (memory LUs)', () => {
       const { name: pv, lu } = await c.pv();
       const a = await c.startAgent(na, c.kc, { resyncMs: 500 });
       const va = await c.attach(pv, na);
-      const first = await eventually(
-        async () => {
-          const v = await c.vr(pv);
-          if (v.status?.holder?.node !== na || !v.metadata.finalizers?.length)
-            throw new Error('not recorded or protected yet');
-          return v;
-        },
+      const first = await heldAndProtected(pv, na);
+      await c.rest.send({ method: 'DELETE', path: vrPath(pv) });
+      // The controller decided to keep it (its event says why): still there, record intact.
+      await eventually(
+        async () =>
+          (await c.events(pv)).some((e) => e.reason === 'GarbageCollectionBlocked' && e.note.includes(na)),
         { timeoutMs: 30_000 },
       );
-      await c.rest.send({ method: 'DELETE', path: vrPath(pv) });
-      // A few resyncs of the agent and the controller: still there, its record intact.
-      await new Promise((r) => setTimeout(r, 2000));
       const kept = await c.vr(pv);
       expect({
         uid: kept.metadata.uid,
@@ -312,15 +320,7 @@ describe('agent against a real API server (memory LUs)', () => {
       const { name: pv } = await c.pv();
       const a = await c.startAgent(na, c.kc, { resyncMs: 500 });
       await c.attach(pv, na);
-      const first = await eventually(
-        async () => {
-          const v = await c.vr(pv);
-          if (v.status?.holder?.node !== na || !v.metadata.finalizers?.length)
-            throw new Error('not recorded or protected yet');
-          return v;
-        },
-        { timeoutMs: 30_000 },
-      );
+      const first = await heldAndProtected(pv, na);
       await c.rest.send({ method: 'DELETE', path: vrPath(pv) });
       await c.rest.send({
         method: 'PATCH',
