@@ -207,7 +207,6 @@ export class FenceRecords {
       // Marked by an earlier try of this record (which failed after it): not again (one event).
       if (!marked.has(v.key)) {
         await o.writer.markFenced(v.node, now);
-        await o.writer.dropRegistrant(pv, v.node, v.key);
         await o.writer.recordProof(v.node, {
           volume: pv,
           ...(identity ? { identity } : {}),

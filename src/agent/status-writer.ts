@@ -6,10 +6,10 @@
  *   the Fenced mark on a peer it fenced;
  * - `prfence-agent/<node>/intent`: the fence intent (fenceIntent), written before the
  *   PREEMPT in one request, not forced, so that another node's open intent refuses it
- *   (intent first: dm-log-userspace logs, then acts), and removed once the fence is
- *   recorded;
- * - `prfence-agent/<node>/fence`: the fence record (lastFence, fencedKeys), after the
- *   read-back.
+ *   (intent first: dm-log-userspace logs, then acts);
+ * - `prfence-agent/<node>/fence`: the fence record after the read-back (lastFence,
+ *   fencedKeys, the fenced node's registrant entry gone, the intent removed), one JSON
+ *   patch on a read (not an apply: it removes fields other managers own).
  * Nothing here decides; failures throw (KubeApiError or transport errors) and the caller
  * retries with backoff.
  */
@@ -36,6 +36,7 @@ import { EventRecorder } from '../kube/events.js';
 import { clusterObjectPath, KubeApiError, type RestClient } from '../kube/rest-client.js';
 import { formatKey, type PrKey } from '../pr/key.js';
 import { Coalescer } from './coalescer.js';
+import { fenceRecordPatch } from './fence-record-patch.js';
 import { nfPath } from './key-claim.js';
 import {
   keepingOwnRecord,
@@ -342,11 +343,15 @@ export class StatusWriter {
   }
 
   /**
-   * Closes the intent: records `lastFence` if a fence happened; adds the keys this fence
-   * removed to `fencedKeys` and drops the entries whose node `stillFenced` says was
-   * unfenced since; then removes the intent, unless `closeIntent` is false (it names another
-   * fence not recorded yet). (Recorded first: an agent that stops in between finds its
-   * intent at start and records the fence again, rather than not at all.)
+   * Records a fence and closes its intent, in one JSON patch on a read of the
+   * VolumeReservation (fence-record-patch.ts): `lastFence` if a fence happened; the keys
+   * this fence removed added to `fencedKeys`, and the entries whose node `stillFenced` says
+   * was unfenced since dropped; the registrant entries that name a removed key (their
+   * node's agent owns them and may be cut off); and this node's intent, unless
+   * `closeIntent` is false (it names another fence not recorded yet). An intent another
+   * node took over since stays. All in one write, so the record never lands without the
+   * rest: an agent that stops before it finds its intent at start and records the fence
+   * again, rather than not at all.
    */
   async completeFence(
     pv: string,
@@ -356,27 +361,35 @@ export class StatusWriter {
     { closeIntent = true }: { closeIntent?: boolean } = {},
   ): Promise<void> {
     // The key is gone from the device already: a later reconcile sends no PREEMPT and would
-    // not come back here. So a write that lost a race (409: a peer's status, the controller's
+    // not come back here. So a write that lost a race (a peer's status, the controller's
     // desired state) is read and made again, not left to the work queue.
     for (let attempt = 0; ; attempt++) {
       const current = (attempt === 0 && this.#takeWritten(pv)) || (await this.readVr(pv));
       const kept = (current.status?.fencedKeys ?? []).filter(
         (e) => stillFenced(e) && !fenced.some((f) => f.key === e.key),
       );
+      const ops = fenceRecordPatch(current.metadata.resourceVersion, current.status, this.#o.node, {
+        lastFence,
+        fencedKeys: [...kept, ...fenced].slice(-256),
+        removed: fenced,
+        closeIntent,
+      });
+      if (!ops.length) return;
       try {
-        await this.#applyFence(pv, current, {
-          lastFence: lastFence ?? current.status?.lastFence,
-          fencedKeys: [...kept, ...fenced].slice(-256),
+        const patched = await this.#o.rest.send<VolumeReservation>({
+          method: 'PATCH',
+          path: vrPath(pv, 'status'),
+          contentType: 'application/json-patch+json',
+          query: { fieldManager: this.#fenceFm },
+          body: ops,
         });
-        break;
+        this.#last.delete(pv);
+        this.#remember(pv, patched);
+        return;
       } catch (e) {
-        if (!(e instanceof KubeApiError && e.code === 409) || attempt >= 7) throw e;
+        if (!staleBase(e) || attempt >= 7) throw e;
       }
     }
-    if (!closeIntent) return;
-    await this.#applyIntent(pv, undefined, false).catch((e: unknown) => {
-      if (!(e instanceof KubeApiError && e.code === 404)) throw e; // gone: no intent left
-    });
   }
 
   /**
@@ -401,28 +414,6 @@ export class StatusWriter {
         }))
       : [];
     return [...(s.fencedKeys ?? []), ...intent];
-  }
-
-  async #applyFence(
-    pv: string,
-    current: VolumeReservation,
-    s: { lastFence?: LastFence | undefined; fencedKeys?: FencedKey[] | undefined },
-  ): Promise<void> {
-    const applied = await this.#o.rest.apply<VolumeReservation>(
-      vrPath(pv, 'status'),
-      {
-        apiVersion: API_VERSION,
-        kind: VOLUME_RESERVATION.kind,
-        metadata: { name: pv, resourceVersion: current.metadata.resourceVersion },
-        status: {
-          ...(s.lastFence ? { lastFence: s.lastFence } : {}),
-          ...(s.fencedKeys?.length ? { fencedKeys: s.fencedKeys } : {}),
-        },
-      },
-      this.#fenceFm,
-    );
-    this.#last.delete(pv);
-    this.#remember(pv, applied);
   }
 
   /**
@@ -552,41 +543,6 @@ export class StatusWriter {
       type: 'Warning',
       note,
     });
-  }
-
-  /**
-   * Removes a fenced node's registrants entry (its own agent owns it and may be cut off),
-   * if it names the key that was removed: an entry with another key (the node came back
-   * as a new incarnation, with a new key) is left, as that key may be on the device. A JSON
-   * patch with test ops: it removes exactly that entry or nothing.
-   */
-  async dropRegistrant(pv: string, node: string, key: PrKey): Promise<void> {
-    const hex = formatKey(key);
-    const base = this.#takeWritten(pv);
-    // Two attempts on a read, and one more first on the base.
-    for (let attempt = base ? -1 : 0; attempt < 2; attempt++) {
-      const vr = (attempt < 0 && base) || (await this.#o.rest.get<VolumeReservation>(vrPath(pv)));
-      const i = vr.status?.registrants?.findIndex((r) => r.node === node && r.key === hex) ?? -1;
-      if (i < 0 && attempt >= 0) return;
-      if (i < 0) continue; // the base may predate the entry: read
-      try {
-        const patched = await this.#o.rest.send<VolumeReservation>({
-          method: 'PATCH',
-          path: vrPath(pv, 'status'),
-          contentType: 'application/json-patch+json',
-          body: [
-            { op: 'test', path: `/status/registrants/${i}/node`, value: node },
-            { op: 'test', path: `/status/registrants/${i}/key`, value: hex },
-            { op: 'remove', path: `/status/registrants/${i}` },
-          ],
-        });
-        this.#last.delete(pv);
-        this.#remember(pv, patched);
-        return;
-      } catch (e) {
-        if (!staleBase(e)) throw e;
-      }
-    }
   }
 
   /**

@@ -149,13 +149,12 @@ describe('admission policy: node-restricted writes of the agents', () => {
     at,
   });
 
-  /** Y fences X on `pv` as FenceRecords (fence-records.ts) records a fence (intent first, then the records). */
+  /** Y fences X on `pv` as FenceRecords (fence-records.ts) records a fence (intent first, then the records; the last one also drops X's registrant entry). */
   const fence = async (y: Agent, x: Agent, pv: string) => {
     const at = new Date().toISOString();
     const intent = { victimKey: formatKey(x.key), victimNode: x.node, by: y.node, at };
     expect(await y.writer.recordIntent(pv, intent)).toBe(true);
     await y.writer.markFenced(x.node, at);
-    await y.writer.dropRegistrant(pv, x.node, x.key);
     await y.writer.recordProof(x.node, proof(y, pv, x.key, at));
     const fenced = { node: x.node, key: formatKey(x.key), at };
     await y.writer.completeFence(
@@ -309,7 +308,7 @@ describe('admission policy: node-restricted writes of the agents', () => {
     });
   });
 
-  it("two agents' fence intents on one volume -> the first is one request; the second's apply is refused by the API server (the field is the first's) and records nothing; after the first completes the second records; an intent older than 120 s is taken over", async () => {
+  it("two agents' fence intents on one volume -> the first is one request; the second's apply is refused by the API server (the field is the first's) and records nothing; after the first completes (its removal leaves the field without an owner) the second records in one request; an intent older than 120 s is taken over", async () => {
     const [x, y, z] = [await agentOn('int-x'), await agentOn('int-y'), await agentOn('int-z')];
     const pv = uniqueName('pv');
     await registered(y, pv);
@@ -343,7 +342,7 @@ describe('admission policy: node-restricted writes of the agents', () => {
       second,
       whileOpen,
       afterCompletion,
-      third: third.ok,
+      third,
       zHolds,
       takeover,
       after: await holder(),
@@ -352,7 +351,7 @@ describe('admission policy: node-restricted writes of the agents', () => {
       second: { ok: false, requests: 2 }, // the refused apply, then the GET that shows Y's intent
       whileOpen: y.node,
       afterCompletion: undefined,
-      third: true,
+      third: { ok: true, requests: 1 }, // the removal (a JSON patch) left the field without an owner
       zHolds: z.node,
       takeover: { ok: true, requests: 3 }, // refused apply, GET, forced apply on its resourceVersion
       after: y.node,
@@ -402,9 +401,10 @@ describe('admission policy: node-restricted writes of the agents', () => {
     await registered(x, pv);
     await registered(y, pv);
     const nodes = async () => (await c.vr(pv)).status?.registrants?.map((r) => r.node).sort();
-    await y.writer.dropRegistrant(pv, x.node, x.key ^ 1n); // an earlier key of node-x
+    const fenced = (key: PrKey) => [{ node: x.node, key: formatKey(key), at: new Date().toISOString() }];
+    await y.writer.completeFence(pv, undefined, fenced(x.key ^ 1n)); // an earlier key of node-x
     const afterOtherKey = await nodes();
-    await y.writer.dropRegistrant(pv, x.node, x.key);
+    await y.writer.completeFence(pv, undefined, fenced(x.key));
     expect({ afterOtherKey, afterItsKey: await nodes() }).toEqual({
       afterOtherKey: [x.node, y.node].sort(),
       afterItsKey: [y.node],
@@ -585,7 +585,8 @@ describe('admission policy: node-restricted writes of the agents', () => {
       1,
     ]);
     // What an agent may do to another node's entry: remove it (after a fence).
-    expect(await verdict(z.writer.dropRegistrant(pv, y.node, y.key))).toBe('allowed');
+    const yFenced = [{ node: y.node, key: formatKey(y.key), at: new Date().toISOString() }];
+    expect(await verdict(z.writer.completeFence(pv, undefined, yFenced))).toBe('allowed');
     expect((await c.vr(pv)).status?.registrants?.map((r) => r.node)).toEqual([z.node]);
   });
 

@@ -93,7 +93,6 @@ export function writerStub() {
     completeFence: () => Promise.resolve(),
     markFenced: () => Promise.resolve(),
     recordProof: () => Promise.resolve(),
-    dropRegistrant: () => Promise.resolve(),
     fencedEvent: () => Promise.resolve(),
     pathsReregisteredEvent: (_pv: string, paths: readonly string[]) => (
       events.push([...paths]),

@@ -2,33 +2,51 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { INTENT_EXPIRY_MS, StatusWriter } from '../../../src/agent/status-writer.js';
 import type { VolumeReservation } from '../../../src/crd/types.js';
+import type { JsonPatchOp } from '../../../src/agent/fence-record-patch.js';
 import { KubeApiError, type RestClient } from '../../../src/kube/rest-client.js';
+import { applyJsonPatch, PatchFailed } from './json-patch.js';
 
-/** A VolumeReservation whose resourceVersion another writer bumps `conflicts` times before each apply lands. */
+/** The resourceVersion a JSON patch tests (its first op), or '-'. */
+const testedRv = (ops: readonly JsonPatchOp[]) =>
+  (
+    ops.find((o) => o.op === 'test' && o.path === '/metadata/resourceVersion') as
+      { value?: string } | undefined
+  )?.value ?? '-';
+
+/**
+ * A VolumeReservation whose resourceVersion another writer bumps `conflicts` times before
+ * each status patch lands (the patch's test of the read resourceVersion then fails: 422).
+ */
 function fakeRest(conflicts: number) {
-  let rv = 1;
-  const applied: { rv: string | undefined; status: unknown }[] = [];
+  let vr: VolumeReservation = {
+    apiVersion: 'prfence.io/v1alpha1',
+    kind: 'VolumeReservation',
+    metadata: { name: 'pv1', resourceVersion: '1' },
+    status: { fencedKeys: [{ key: '0000000100000009', at: '2026-01-01T00:00:00Z' }] },
+  };
+  const patches: string[] = [];
   const rest = {
-    get: () =>
-      Promise.resolve<VolumeReservation>({
-        apiVersion: 'prfence.io/v1alpha1',
-        kind: 'VolumeReservation',
-        metadata: { name: 'pv1', resourceVersion: String(rv) },
-        status: { fencedKeys: [{ key: '0000000100000009', at: '2026-01-01T00:00:00Z' }] },
-      }),
-    apply: (_path: string, obj: VolumeReservation, fm: string) => {
-      if (fm.endsWith('/intent')) return Promise.resolve(obj); // the intent's removal, last
-      applied.push({ rv: obj.metadata.resourceVersion, status: obj.status });
-      if (obj.metadata.resourceVersion !== String(rv)) return Promise.reject(new KubeApiError(409, {}));
+    get: () => Promise.resolve(structuredClone(vr)),
+    send: (r: { method: string; body: JsonPatchOp[] }) => {
+      patches.push(testedRv(r.body));
       if (conflicts > 0) {
         conflicts--;
-        rv++; // a peer's status write or the controller's desired state landed first
-        return Promise.reject(new KubeApiError(409, { reason: 'Conflict' }));
+        // a peer's status write or the controller's desired state landed first
+        vr = {
+          ...vr,
+          metadata: { ...vr.metadata, resourceVersion: String(Number(vr.metadata.resourceVersion) + 1) },
+        };
       }
-      return Promise.resolve(obj);
+      try {
+        vr = applyJsonPatch(vr, r.body);
+      } catch (e) {
+        if (e instanceof PatchFailed) return Promise.reject(new KubeApiError(422, { reason: 'Invalid' }));
+        throw e;
+      }
+      return Promise.resolve(structuredClone(vr));
     },
   };
-  return { rest: rest as unknown as RestClient, applied };
+  return { rest: rest as unknown as RestClient, patches, status: () => vr.status };
 }
 
 const writer = (rest: RestClient) =>
@@ -50,11 +68,11 @@ const last = {
 };
 
 describe('fence record (StatusWriter.completeFence)', () => {
-  it('a write that loses the race to another writer (409) -> read again and written with the new resourceVersion; lastFence and fencedKeys land', async () => {
-    const { rest, applied } = fakeRest(2);
-    await writer(rest).completeFence('pv1', last, [{ node: 'node-a', key: '0000000100000001', at: 'now' }]);
-    expect(applied.map((a) => a.rv)).toEqual(['1', '2', '3']);
-    expect(applied.at(-1)!.status).toEqual({
+  it('a write that loses the race to another writer (its resourceVersion test fails, 422) -> read again and written with the new resourceVersion; lastFence and fencedKeys land', async () => {
+    const f = fakeRest(2);
+    await writer(f.rest).completeFence('pv1', last, [{ node: 'node-a', key: '0000000100000001', at: 'now' }]);
+    expect(f.patches).toEqual(['1', '2', '3']);
+    expect(f.status()).toEqual({
       lastFence: last,
       fencedKeys: [
         { key: '0000000100000009', at: '2026-01-01T00:00:00Z' },
@@ -63,10 +81,10 @@ describe('fence record (StatusWriter.completeFence)', () => {
     });
   });
 
-  it('conflicts that never end -> gives up after 8 attempts with the 409 (the reconcile reports it)', async () => {
-    const { rest, applied } = fakeRest(100);
-    await expect(writer(rest).completeFence('pv1', undefined, [])).rejects.toMatchObject({ code: 409 });
-    expect(applied).toHaveLength(8);
+  it('conflicts that never end -> gives up after 8 attempts with the 422 (the reconcile reports it)', async () => {
+    const f = fakeRest(100);
+    await expect(writer(f.rest).completeFence('pv1', last, [])).rejects.toMatchObject({ code: 422 });
+    expect(f.patches).toHaveLength(8);
   });
 });
 
@@ -113,31 +131,47 @@ function fakeServer() {
       }
       return Promise.resolve(bump(obj.status));
     },
+    // A JSON patch of the status (the fence record): all or nothing; a removed intent has no owner.
+    send: (r: { method: string; body: JsonPatchOp[] }) => {
+      calls.push(`PATCH@${testedRv(r.body)}`);
+      let next: VolumeReservation;
+      try {
+        next = applyJsonPatch(vr, r.body);
+      } catch (e) {
+        if (e instanceof PatchFailed) return Promise.reject(new KubeApiError(422, { reason: 'Invalid' }));
+        throw e;
+      }
+      if (!next.status?.fenceIntent) intentOwner = undefined;
+      vr = next;
+      return Promise.resolve(bump({}));
+    },
   };
   return {
     rest: rest as unknown as RestClient,
     calls,
     /** Another writer (a peer's status, the controller's desired state) lands. */
-    peerWrites: () => bump({}),
+    peerWrites: (status: VolumeReservation['status'] = {}) => bump(status),
     status: () => vr.status,
   };
 }
 
 describe('the writes of one fence (StatusWriter)', () => {
   const intent = { victimKey: '0000000100000001', victimNode: 'node-a', by: 'node-b', at: 'now', basis: 'b' };
-  it('intent, volume record and fence record in a row -> no GET: the intent is one apply without precondition, each later write is made on the object the previous one returned, the intent is removed last', async () => {
+  it("intent, volume record and fence record in a row -> no GET: the intent is one apply without precondition, each later write is made on the object the previous one returned; the record, the victim's entry and the intent's removal are one patch", async () => {
     const s = fakeServer();
+    s.peerWrites({ registrants: [{ node: 'node-a', key: '0000000100000001', legitimate: false }] });
     const w = writer(s.rest);
     expect(await w.recordIntent('pv1', intent)).toBe(true);
     expect(s.status()?.fenceIntent?.by).toBe('node-b');
     await w.writeVolume('pv1', { generation: 3 });
     await w.completeFence('pv1', last, [{ node: 'node-a', key: '0000000100000001', at: 'now' }]);
-    expect(s.calls).toEqual(['APPLY@- intent', 'APPLY@2', 'APPLY@3', 'APPLY@- intent']);
+    expect(s.calls).toEqual(['APPLY@- intent', 'APPLY@3', 'PATCH@4']);
     expect(s.status()).toMatchObject({ generation: 3, lastFence: last });
     expect(s.status()?.fenceIntent).toBeUndefined();
+    expect(s.status()?.registrants).toEqual([]);
   });
 
-  it('another writer landed between two writes of the fence -> the write on the returned object is refused (409) and made again on a GET; every write lands', async () => {
+  it('another writer landed between two writes of the fence -> the write on the returned object is refused (409 for the apply, 422 for the patch: its resourceVersion test) and made again on a GET; every write lands', async () => {
     const s = fakeServer();
     const w = writer(s.rest);
     expect(await w.recordIntent('pv1', intent)).toBe(true);
@@ -145,16 +179,7 @@ describe('the writes of one fence (StatusWriter)', () => {
     await w.writeVolume('pv1', { generation: 3 });
     s.peerWrites();
     await w.completeFence('pv1', last, []);
-    expect(s.calls).toEqual([
-      'APPLY@- intent',
-      'APPLY@2',
-      'GET',
-      'APPLY@3',
-      'APPLY@4',
-      'GET',
-      'APPLY@5',
-      'APPLY@- intent',
-    ]);
+    expect(s.calls).toEqual(['APPLY@- intent', 'APPLY@2', 'GET', 'APPLY@3', 'PATCH@4', 'GET', 'PATCH@5']);
     expect(s.status()).toMatchObject({ generation: 3, lastFence: last });
   });
 

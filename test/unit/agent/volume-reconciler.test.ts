@@ -161,7 +161,6 @@ function writerStub(fencedOn: FencedKey[] = []) {
     ),
     markFenced: (n: string) => (calls.push(`markFenced ${n}`), Promise.resolve()),
     recordProof: (n: string) => (calls.push(`recordProof ${n}`), Promise.resolve()),
-    dropRegistrant: () => Promise.resolve(),
     fencedEvent: () => Promise.resolve(),
     forget: () => undefined,
     fencedOn: () => Promise.resolve(fencedOn),
