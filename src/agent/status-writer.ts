@@ -37,6 +37,7 @@ import { clusterObjectPath, KubeApiError, type RestClient } from '../kube/rest-c
 import { formatKey, type PrKey } from '../pr/key.js';
 import { Coalescer } from './coalescer.js';
 import { fenceRecordPatch } from './fence-record-patch.js';
+import { WrittenBases } from './written-bases.js';
 import { nfPath } from './key-claim.js';
 import {
   keepingOwnRecord,
@@ -103,11 +104,14 @@ export class StatusWriter {
   /**
    * The VolumeReservation this writer's last write of a PV returned, for WRITTEN_BASE_MS:
    * the base of the next write instead of a GET (a fence writes its intent, the volume's
-   * record, the registrant removal and the fence record in a row). Only a base: each write
-   * carries the base's resourceVersion as precondition (or a test op), so a newer object on
-   * the server refuses it, and that write is made again on a GET.
+   * record and the fence record in a row).
    */
-  readonly #written = new Map<string, { vr: VolumeReservation; at: number }>();
+  readonly #written = new WrittenBases<VolumeReservation>(WRITTEN_BASE_MS);
+  /**
+   * The same for the NodeFences of fenced nodes: the marks and proofs of a burst of fences
+   * of one node go to its NodeFence one write after the other.
+   */
+  readonly #peerWritten = new WrittenBases<NodeFence>(WRITTEN_BASE_MS);
   #lastOwn: string | undefined;
 
   constructor(o: StatusWriterOptions) {
@@ -124,19 +128,6 @@ export class StatusWriter {
       controller: 'prfence.io/agent',
       instance: o.node,
     });
-  }
-
-  #remember(pv: string, vr: VolumeReservation): void {
-    const now = performance.now();
-    for (const [p, w] of this.#written) if (now - w.at >= WRITTEN_BASE_MS) this.#written.delete(p);
-    this.#written.set(pv, { vr, at: now });
-  }
-
-  /** The object of this writer's last write of `pv`, once, if recent (see #written). */
-  #takeWritten(pv: string): VolumeReservation | undefined {
-    const w = this.#written.get(pv);
-    this.#written.delete(pv);
-    return w && performance.now() - w.at < WRITTEN_BASE_MS ? w.vr : undefined;
   }
 
   /** The VolumeReservation, created empty if missing. */
@@ -193,7 +184,7 @@ export class StatusWriter {
   ): Promise<VolumeReservation | undefined> {
     const body = JSON.stringify(status, (k, v: unknown) => (k === 'lastTransitionTime' ? undefined : v));
     if (this.#last.get(pv) === body) return undefined;
-    const base = this.#takeWritten(pv);
+    const base = this.#written.take(pv);
     try {
       return await this.#writeVolumeOn(pv, base ?? (await this.readVr(pv)), status, body, reread, opts);
     } catch (e) {
@@ -247,7 +238,7 @@ export class StatusWriter {
     // may have recorded one meanwhile, or removed it.
     if (opts.fallback && status.conditions?.some((c) => c.type === 'Ready')) this.#last.delete(pv);
     else this.#last.set(pv, body);
-    this.#remember(pv, applied);
+    this.#written.remember(pv, applied);
     return applied;
   }
 
@@ -339,7 +330,7 @@ export class StatusWriter {
       force,
     );
     this.#last.delete(pv);
-    this.#remember(pv, applied);
+    this.#written.remember(pv, applied);
   }
 
   /**
@@ -364,7 +355,7 @@ export class StatusWriter {
     // not come back here. So a write that lost a race (a peer's status, the controller's
     // desired state) is read and made again, not left to the work queue.
     for (let attempt = 0; ; attempt++) {
-      const current = (attempt === 0 && this.#takeWritten(pv)) || (await this.readVr(pv));
+      const current = (attempt === 0 && this.#written.take(pv)) || (await this.readVr(pv));
       const kept = (current.status?.fencedKeys ?? []).filter(
         (e) => stillFenced(e) && !fenced.some((f) => f.key === e.key),
       );
@@ -384,7 +375,7 @@ export class StatusWriter {
           body: ops,
         });
         this.#last.delete(pv);
-        this.#remember(pv, patched);
+        this.#written.remember(pv, patched);
         return;
       } catch (e) {
         if (!staleBase(e) || attempt >= 7) throw e;
@@ -472,26 +463,34 @@ export class StatusWriter {
   /**
    * Read, decide, apply on a peer's NodeFence status: `decide` gives the status to apply from
    * the read (undefined: nothing to write), applied under `fm` with the read's
-   * resourceVersion; a 409 (a write in between) reads again, up to 5 times. A NodeFence that
-   * is gone (404) is left alone.
+   * resourceVersion; a 409 (a write in between) reads again, up to 5 times. The object this
+   * writer's last write of that NodeFence returned stands in for the first read (see
+   * #peerWritten); only a write rests on it (its resourceVersion refuses a stale one):
+   * "nothing to write" is decided on a GET. A NodeFence that is gone (404) is left alone.
    */
   async #applyPeerStatus(
     victimNode: string,
     fm: string,
     decide: (nf: NodeFence) => NodeFenceStatus | undefined,
   ): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
+    const base = this.#peerWritten.take(victimNode);
+    for (let attempt = base ? -1 : 0; ; attempt++) {
       let nf: NodeFence;
-      try {
-        nf = await this.#o.rest.get<NodeFence>(nfPath(victimNode));
-      } catch (e) {
-        if (e instanceof KubeApiError && e.code === 404) return;
-        throw e;
-      }
+      if (attempt < 0 && base) nf = base;
+      else
+        try {
+          nf = await this.#o.rest.get<NodeFence>(nfPath(victimNode));
+        } catch (e) {
+          if (e instanceof KubeApiError && e.code === 404) return;
+          throw e;
+        }
       const status = decide(nf);
-      if (!status) return;
+      if (!status) {
+        if (attempt < 0) continue; // the base may be stale: decided again on a GET
+        return;
+      }
       try {
-        await this.#o.rest.apply(
+        const applied = await this.#o.rest.apply<NodeFence>(
           nfPath(victimNode, 'status'),
           {
             apiVersion: API_VERSION,
@@ -501,8 +500,10 @@ export class StatusWriter {
           },
           fm,
         );
+        this.#peerWritten.remember(victimNode, applied);
         return;
       } catch (e) {
+        if (e instanceof KubeApiError && e.code === 404) return;
         if (!(e instanceof KubeApiError && e.code === 409) || attempt >= 4) throw e;
       }
     }
@@ -596,6 +597,6 @@ export class StatusWriter {
   /** Forget what was written for a PV that no longer concerns this node. */
   forget(pv: string): void {
     this.#last.delete(pv);
-    this.#written.delete(pv);
+    this.#written.forget(pv);
   }
 }
