@@ -98,6 +98,8 @@ export class StatusWriter {
   /** Fenced marks and proofs per victim node, coalesced while a write to it is in flight. */
   readonly #marks: Coalescer<string>;
   readonly #proofs: Coalescer<IsolationProof>;
+  /** Fenced events per victim node, coalesced the same way. */
+  readonly #fencedEvents: Coalescer<{ pv: string; key: PrKey }>;
   readonly #events: EventRecorder;
   /** The last status body written per PV (no write when nothing changed). */
   readonly #last = new Map<string, string>();
@@ -122,6 +124,7 @@ export class StatusWriter {
     this.#proofFm = `prfence-agent/${o.node}/proof`;
     this.#marks = new Coalescer((n, times) => this.#writeMark(n, times));
     this.#proofs = new Coalescer((n, proofs) => this.#writeProofs(n, proofs));
+    this.#fencedEvents = new Coalescer((n, fences) => this.#writeFencedEvent(n, fences));
     this.#events = new EventRecorder({
       rest: o.rest,
       log: o.log,
@@ -509,15 +512,26 @@ export class StatusWriter {
     }
   }
 
-  /** A Warning event on the fenced node's NodeFence. */
-  async fencedEvent(pv: string, victimNode: string, victimKey: PrKey): Promise<void> {
+  /**
+   * A Warning event `Fenced` on the fenced node's NodeFence. The fences of one node made
+   * while its event is being written go together into the next one (a node that takes
+   * over hundreds of volumes writes a few events, not one per volume); `related` names the
+   * PersistentVolume when the event is of one.
+   */
+  fencedEvent(pv: string, victimNode: string, victimKey: PrKey): Promise<void> {
+    return this.#fencedEvents.add(victimNode, { pv, key: victimKey });
+  }
+
+  async #writeFencedEvent(victimNode: string, fences: readonly { pv: string; key: PrKey }[]): Promise<void> {
     await this.#events.emit({
       regarding: { apiVersion: API_VERSION, kind: NODE_FENCE.kind, name: victimNode },
-      related: { apiVersion: 'v1', kind: 'PersistentVolume', name: pv },
+      ...(fences.length === 1
+        ? { related: { apiVersion: 'v1', kind: 'PersistentVolume', name: fences[0]!.pv } }
+        : {}),
       reason: 'Fenced',
       action: 'Fence',
       type: 'Warning',
-      note: `removed key ${formatKey(victimKey)} of ${victimNode} from ${pv} (by ${this.#o.node})`,
+      note: fencedNote(victimNode, this.#o.node, fences),
     });
   }
 
@@ -599,4 +613,22 @@ export class StatusWriter {
     this.#last.delete(pv);
     this.#written.forget(pv);
   }
+}
+
+/**
+ * The note of a `Fenced` event of one or more volumes: "removed key K of node-a from pv-1
+ * (by node-b)", or for several "removed key K of node-a from 3 volumes (by node-b): pv-1,
+ * pv-2, pv-3", with the key beside each volume when the keys differ (an earlier
+ * incarnation's key on some). The event recorder cuts it at 1 KiB.
+ */
+export function fencedNote(
+  victimNode: string,
+  by: string,
+  fences: readonly { pv: string; key: PrKey }[],
+): string {
+  const keys = new Set(fences.map((f) => f.key));
+  const key = keys.size === 1 ? `key ${formatKey(fences[0]!.key)}` : 'keys';
+  if (fences.length === 1) return `removed ${key} of ${victimNode} from ${fences[0]!.pv} (by ${by})`;
+  const list = fences.map((f) => (keys.size === 1 ? f.pv : `${f.pv} (${formatKey(f.key)})`)).join(', ');
+  return `removed ${key} of ${victimNode} from ${fences.length} volumes (by ${by}): ${list}`;
 }

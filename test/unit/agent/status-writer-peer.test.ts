@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { StatusWriter } from '../../../src/agent/status-writer.js';
+import { fencedNote, StatusWriter } from '../../../src/agent/status-writer.js';
 import type { IsolationProof, NodeFence, NodeFenceStatus } from '../../../src/crd/types.js';
 import { KubeApiError, type RestClient } from '../../../src/kube/rest-client.js';
 
@@ -109,5 +109,49 @@ describe("writes to a fenced node's NodeFence (marks and proofs)", () => {
     s.remove();
     await expect(w.recordProof('node-a', proof('pv2'))).resolves.toBeUndefined();
     expect(s.calls).toEqual(['GET', 'APPLY@1', 'APPLY@2']);
+  });
+});
+
+describe('Fenced events', () => {
+  /** Records the events sent; each POST answers when `release` is called. */
+  function eventRest() {
+    const sent: { note: string; related?: { name: string } }[] = [];
+    const waiting: (() => void)[] = [];
+    const rest = {
+      send: (r: { method: string; body: { note: string; related?: { name: string } } }) => {
+        sent.push(r.body);
+        return new Promise<unknown>((res) => waiting.push(() => res(r.body)));
+      },
+    } as unknown as RestClient;
+    return { rest, sent, release: () => waiting.splice(0).forEach((f) => f()) };
+  }
+
+  it('three fences of node-a while its first event is being written -> two events: the first of pv1 (related pv1), the next of pv2 and pv3 together (no related PV)', async () => {
+    const e = eventRest();
+    const w = writer(e.rest);
+    const key = 0x100000001n;
+    const first = w.fencedEvent('pv1', 'node-a', key);
+    const rest = [w.fencedEvent('pv2', 'node-a', key), w.fencedEvent('pv3', 'node-a', key)];
+    await new Promise((r) => setImmediate(r));
+    e.release();
+    await first;
+    await new Promise((r) => setImmediate(r));
+    e.release();
+    await Promise.all(rest);
+    expect(e.sent.map((s) => [s.note, s.related?.name])).toEqual([
+      ['removed key 0000000100000001 of node-a from pv1 (by node-b)', 'pv1'],
+      ['removed key 0000000100000001 of node-a from 2 volumes (by node-b): pv2, pv3', undefined],
+    ]);
+  });
+
+  it('volumes fenced under two keys of one node (an earlier incarnation) -> the note names the key beside each volume', () => {
+    expect(
+      fencedNote('node-a', 'node-b', [
+        { pv: 'pv1', key: 0x1n },
+        { pv: 'pv2', key: 0x2n },
+      ]),
+    ).toBe(
+      'removed keys of node-a from 2 volumes (by node-b): pv1 (0000000000000001), pv2 (0000000000000002)',
+    );
   });
 });
