@@ -357,8 +357,9 @@ export class StatusWriter {
     // The key is gone from the device already: a later reconcile sends no PREEMPT and would
     // not come back here. So a write that lost a race (a peer's status, the controller's
     // desired state) is read and made again, not left to the work queue.
-    for (let attempt = 0; ; attempt++) {
-      const current = (attempt === 0 && this.#written.take(pv)) || (await this.readVr(pv));
+    const base = this.#written.take(pv);
+    for (let attempt = base ? -1 : 0; ; attempt++) {
+      const current = (attempt < 0 && base) || (await this.readVr(pv));
       const kept = (current.status?.fencedKeys ?? []).filter(
         (e) => stillFenced(e) && !fenced.some((f) => f.key === e.key),
       );
@@ -368,7 +369,10 @@ export class StatusWriter {
         removed: fenced,
         closeIntent,
       });
-      if (!ops.length) return;
+      if (!ops.length) {
+        if (attempt < 0) continue; // the base may be stale: "nothing to record" is decided on a GET
+        return;
+      }
       try {
         const patched = await this.#o.rest.send<VolumeReservation>({
           method: 'PATCH',

@@ -183,6 +183,18 @@ describe('the writes of one fence (StatusWriter)', () => {
     expect(s.status()).toMatchObject({ generation: 3, lastFence: last });
   });
 
+  it('the record again on the object the last write returned, which shows it already -> "nothing to record" is decided on a GET: a peer dropped the entry meanwhile, so it is written again', async () => {
+    const s = fakeServer();
+    const w = writer(s.rest);
+    const fenced = [{ node: 'node-a', key: '0000000100000001', at: 'now' }];
+    await w.completeFence('pv1', last, fenced);
+    s.peerWrites({ fencedKeys: undefined });
+    s.calls.length = 0;
+    await w.completeFence('pv1', last, fenced);
+    expect(s.calls).toEqual(['GET', 'PATCH@3']);
+    expect(s.status()?.fencedKeys).toEqual(fenced);
+  });
+
   it("another node's open intent -> this node's unforced apply is refused (409, the field is that node's), a GET shows the intent, nothing is recorded", async () => {
     const s = fakeServer();
     const w = writer(s.rest);
