@@ -1,6 +1,6 @@
 /**
- * Every API write of the agent about volumes and nodes, with server-side apply under
- * three field managers so that no write ever drops a field another write owns:
+ * Every API write of the agent about volumes and nodes, under four field managers so that
+ * no write ever drops a field another write owns:
  * - `prfence-agent/<node>`: this node's registrants entry and, while it is the actor, the
  *   shared fields (holder, type, generation, conditions, ...); its own NodeFence status;
  *   the Fenced mark on a peer it fenced;
@@ -9,7 +9,8 @@
  *   (intent first: dm-log-userspace logs, then acts);
  * - `prfence-agent/<node>/fence`: the fence record after the read-back (lastFence,
  *   fencedKeys, the fenced node's registrant entry gone, the intent removed), one JSON
- *   patch on a read (not an apply: it removes fields other managers own).
+ *   patch on a read (not an apply: it removes fields other managers own);
+ * - `prfence-agent/<node>/proof`: its proofs of isolation on a fenced peer's NodeFence.
  * Nothing here decides; failures throw (KubeApiError or transport errors) and the caller
  * retries with backoff.
  */
